@@ -1,0 +1,306 @@
+//! The event envelope and every event type of the system (DESIGN §4).
+//! Producers and consumers share these structs; none defines its own copy.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The JSON body of every AMQP message.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Envelope {
+    pub id: Uuid,
+    pub occurred_at: DateTime<Utc>,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+impl Envelope {
+    /// A new envelope with a fresh time-ordered id.
+    pub fn new(event: Event) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            occurred_at: Utc::now(),
+            aggregate_type: event.aggregate_type().to_owned(),
+            aggregate_id: event.aggregate_id(),
+            event,
+        }
+    }
+
+    pub fn event_type(&self) -> &'static str {
+        self.event.event_type()
+    }
+}
+
+/// Every event, tagged by its versioned type name. The tag is the AMQP
+/// routing key and `type` property.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", content = "data")]
+pub enum Event {
+    #[serde(rename = "message.outgoing.v1")]
+    MessageOutgoing(MessageOutgoing),
+    #[serde(rename = "message.status.v1")]
+    MessageStatus(MessageStatus),
+    #[serde(rename = "message.delivery_failed.v1")]
+    MessageDeliveryFailed(MessageDeliveryFailed),
+    #[serde(rename = "message.received.v1")]
+    MessageReceived(MessageReceived),
+    #[serde(rename = "conversation.updated.v1")]
+    ConversationUpdated(ConversationUpdated),
+    #[serde(rename = "authz.role.updated.v1")]
+    AuthzRoleUpdated(AuthzRoleUpdated),
+    #[serde(rename = "authz.user.updated.v1")]
+    AuthzUserUpdated(AuthzUserUpdated),
+    #[serde(rename = "tg.update.received.v1")]
+    TgUpdateReceived(TgUpdateReceived),
+}
+
+pub mod types {
+    //! Event type names, which are also routing keys.
+    pub const MESSAGE_OUTGOING: &str = "message.outgoing.v1";
+    pub const MESSAGE_STATUS: &str = "message.status.v1";
+    pub const MESSAGE_DELIVERY_FAILED: &str = "message.delivery_failed.v1";
+    pub const MESSAGE_RECEIVED: &str = "message.received.v1";
+    pub const CONVERSATION_UPDATED: &str = "conversation.updated.v1";
+    pub const AUTHZ_ROLE_UPDATED: &str = "authz.role.updated.v1";
+    pub const AUTHZ_USER_UPDATED: &str = "authz.user.updated.v1";
+    pub const TG_UPDATE_RECEIVED: &str = "tg.update.received.v1";
+}
+
+impl Event {
+    pub fn event_type(&self) -> &'static str {
+        use types::*;
+        match self {
+            Event::MessageOutgoing(_) => MESSAGE_OUTGOING,
+            Event::MessageStatus(_) => MESSAGE_STATUS,
+            Event::MessageDeliveryFailed(_) => MESSAGE_DELIVERY_FAILED,
+            Event::MessageReceived(_) => MESSAGE_RECEIVED,
+            Event::ConversationUpdated(_) => CONVERSATION_UPDATED,
+            Event::AuthzRoleUpdated(_) => AUTHZ_ROLE_UPDATED,
+            Event::AuthzUserUpdated(_) => AUTHZ_USER_UPDATED,
+            Event::TgUpdateReceived(_) => TG_UPDATE_RECEIVED,
+        }
+    }
+
+    /// The aggregate the event belongs to; events of one aggregate are
+    /// published in commit order.
+    pub fn aggregate_type(&self) -> &'static str {
+        match self {
+            Event::MessageOutgoing(_)
+            | Event::MessageStatus(_)
+            | Event::MessageDeliveryFailed(_)
+            | Event::MessageReceived(_) => "message",
+            Event::ConversationUpdated(_) => "conversation",
+            Event::AuthzRoleUpdated(_) => "role",
+            Event::AuthzUserUpdated(_) => "user",
+            Event::TgUpdateReceived(_) => "tg_chat",
+        }
+    }
+
+    pub fn aggregate_id(&self) -> String {
+        match self {
+            Event::MessageOutgoing(e) => e.message_id.to_string(),
+            Event::MessageStatus(e) => e.message_id.to_string(),
+            Event::MessageDeliveryFailed(e) => e.message_id.to_string(),
+            Event::MessageReceived(e) => e.message_id.to_string(),
+            Event::ConversationUpdated(e) => e.conversation_id.to_string(),
+            Event::AuthzRoleUpdated(e) => e.role_id.to_string(),
+            Event::AuthzUserUpdated(e) => e.user_id.to_string(),
+            Event::TgUpdateReceived(e) => e.chat.id.to_string(),
+        }
+    }
+
+    /// The `data` member alone, as stored in `outbox.payload`.
+    pub fn data_json(&self) -> serde_json::Value {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(mut map)) => {
+                map.remove("data").unwrap_or(serde_json::Value::Null)
+            }
+            _ => serde_json::Value::Null,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AttachmentRef {
+    pub url: String,
+    pub filename: String,
+    pub content_type: String,
+    pub size: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MessageOutgoing {
+    pub message_id: Uuid,
+    pub conversation_id: Uuid,
+    pub tg_chat_id: i64,
+    pub text: String,
+    #[serde(default)]
+    pub attachments: Vec<AttachmentRef>,
+}
+
+/// Delivery status of an outgoing message, as stored in `messages.status`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Queued,
+    Sending,
+    Sent,
+    Retrying,
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Queued => "queued",
+            DeliveryStatus::Sending => "sending",
+            DeliveryStatus::Sent => "sent",
+            DeliveryStatus::Retrying => "retrying",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MessageStatus {
+    pub message_id: Uuid,
+    pub conversation_id: Uuid,
+    pub status: DeliveryStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tg_message_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub attempt: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MessageDeliveryFailed {
+    pub message_id: Uuid,
+    pub conversation_id: Uuid,
+    pub error: String,
+    pub attempts: i32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MessageReceived {
+    pub message_id: Uuid,
+    pub conversation_id: Uuid,
+    pub preview: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConversationUpdated {
+    pub conversation_id: Uuid,
+    /// Only the fields that changed, by name.
+    pub changed: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuthzRoleUpdated {
+    pub role_id: Uuid,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuthzUserUpdated {
+    pub user_id: Uuid,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TgChat {
+    pub id: i64,
+    /// `private`, `group`, `channel`.
+    #[serde(default = "private")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+}
+
+fn private() -> String {
+    "private".to_owned()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TgSender {
+    pub id: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TgMedia {
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TgUpdateReceived {
+    pub chat: TgChat,
+    pub sender: TgSender,
+    pub tg_message_id: i64,
+    #[serde(default)]
+    pub text: String,
+    #[serde(default)]
+    pub media: Vec<TgMedia>,
+    pub date: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Envelope {
+        Envelope::new(Event::MessageOutgoing(MessageOutgoing {
+            message_id: Uuid::now_v7(),
+            conversation_id: Uuid::now_v7(),
+            tg_chat_id: 42,
+            text: "hi".into(),
+            attachments: vec![],
+        }))
+    }
+
+    #[test]
+    fn envelope_has_the_wire_shape_of_design_4() {
+        let env = sample();
+        let json = serde_json::to_value(&env).unwrap();
+        for key in [
+            "id",
+            "type",
+            "occurred_at",
+            "aggregate_type",
+            "aggregate_id",
+            "data",
+        ] {
+            assert!(json.get(key).is_some(), "missing {key} in {json}");
+        }
+        assert_eq!(json["type"], "message.outgoing.v1");
+        assert_eq!(json["data"]["tg_chat_id"], 42);
+        let back: Envelope = serde_json::from_value(json).unwrap();
+        assert_eq!(back, env);
+    }
+
+    #[test]
+    fn unknown_type_does_not_decode() {
+        let mut json = serde_json::to_value(sample()).unwrap();
+        json["type"] = "message.outgoing.v9".into();
+        assert!(serde_json::from_value::<Envelope>(json).is_err());
+    }
+
+    #[test]
+    fn data_json_is_the_data_member() {
+        let env = sample();
+        assert_eq!(env.event.data_json()["text"], "hi");
+    }
+}

@@ -1,0 +1,14 @@
+//! RabbitMQ as code: the event envelope and types, the topology and its
+//! `definitions.json`, the confirmed publisher and the generic consumer runner.
+
+pub mod connection;
+pub mod events;
+pub mod metrics;
+pub mod publisher;
+pub mod retry;
+pub mod runner;
+pub mod topology;
+
+pub use events::{Envelope, Event};
+pub use publisher::Publisher;
+pub use runner::{Context, Failure, Handler, Next, RunnerConfig};

@@ -1,0 +1,433 @@
+//! The one consumer runner (DESIGN §6): decode → span → idempotency claim in
+//! `processed_messages` → handler → ack / retry tier / dead-letter.
+//!
+//! A handler runs inside the transaction that holds its claim, so its database
+//! effects and the claim commit together: a redelivered message is recognised
+//! as a duplicate and acknowledged without running again.
+
+use std::{sync::Arc, time::Duration, time::Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use lapin::{
+    Channel, Connection,
+    message::Delivery,
+    options::{
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+        BasicQosOptions, BasicRejectOptions,
+    },
+    types::{AMQPValue, FieldTable},
+};
+use sqlx::{PgPool, Postgres, Transaction};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::{
+    connection::connect_with_retry,
+    events::Envelope,
+    metrics::{ConsumerMetrics, Outcome},
+    publisher::{ATTEMPT_HEADER, Outgoing, Publisher},
+    retry::{RetryPolicy, tier_for},
+    topology::{self, retry_queue_name},
+};
+
+/// What went wrong in a handler.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// Worth trying again, no earlier than `after` when given.
+    Retryable {
+        after: Option<Duration>,
+        reason: String,
+    },
+    /// Will never succeed: dead-letter at once.
+    Permanent { reason: String },
+}
+
+impl Failure {
+    pub fn retryable(reason: impl Into<String>) -> Self {
+        Failure::Retryable {
+            after: None,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        Failure::Permanent {
+            reason: reason.into(),
+        }
+    }
+
+    pub fn reason(&self) -> &str {
+        match self {
+            Failure::Retryable { reason, .. } | Failure::Permanent { reason } => reason,
+        }
+    }
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(e: sqlx::Error) -> Self {
+        Failure::retryable(format!("database: {e}"))
+    }
+}
+
+/// What the runner does next with a failed delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    RetryAt(DateTime<Utc>),
+    DeadLetter,
+}
+
+/// A delivery as a handler sees it.
+pub struct Context<'a> {
+    pub envelope: &'a Envelope,
+    /// 1 for the first delivery, incremented by every retry.
+    pub attempt: u32,
+}
+
+/// A consumer: one queue, one handler.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// The queue it consumes; also its name in `processed_messages`.
+    fn queue(&self) -> &'static str;
+
+    /// Handles one event inside `tx`, which already holds the idempotency claim.
+    async fn handle(
+        &self,
+        ctx: &Context<'_>,
+        tx: &mut Transaction<'static, Postgres>,
+    ) -> Result<(), Failure>;
+
+    /// Records a failure in its own transaction (e.g. a delivery status),
+    /// before the message is retried or dead-lettered.
+    async fn on_failure(
+        &self,
+        _ctx: &Context<'_>,
+        _failure: &Failure,
+        _next: Next,
+        _tx: &mut Transaction<'static, Postgres>,
+    ) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
+}
+
+/// Settings of one runner.
+#[derive(Clone)]
+pub struct RunnerConfig {
+    pub amqp_url: String,
+    pub prefetch: u16,
+    pub policy: RetryPolicy,
+}
+
+/// Consumes the handler's queue until `shutdown`; reconnects when the broker
+/// goes away. In-flight deliveries finish before it returns.
+pub async fn run<H: Handler>(
+    handler: Arc<H>,
+    pool: PgPool,
+    config: RunnerConfig,
+    metrics: ConsumerMetrics,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let queue = handler.queue();
+    while !shutdown.is_cancelled() {
+        let Some(conn) = connect_with_retry(&config.amqp_url, queue, &shutdown).await else {
+            break;
+        };
+        match consume(&conn, handler.clone(), &pool, &config, &metrics, &shutdown).await {
+            Ok(()) => {}
+            Err(e) => tracing::warn!(queue, error = %e, "consumer lost its channel; reconnecting"),
+        }
+        let _ = conn.close(200, "bye".into()).await;
+        if !shutdown.is_cancelled() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
+
+async fn consume<H: Handler>(
+    conn: &Connection,
+    handler: Arc<H>,
+    pool: &PgPool,
+    config: &RunnerConfig,
+    metrics: &ConsumerMetrics,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let queue = handler.queue();
+    let channel = conn.create_channel().await?;
+    topology::declare(&channel, &topology::topology()).await?;
+    channel
+        .basic_qos(config.prefetch, BasicQosOptions::default())
+        .await?;
+    let publisher = Publisher::new(conn).await?;
+    let tag = format!("{queue}-{}", uuid::Uuid::new_v4());
+    let mut consumer = channel
+        .basic_consume(
+            queue.into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    tracing::info!(queue, prefetch = config.prefetch, "consuming");
+    let shared = Arc::new(Shared {
+        handler,
+        pool: pool.clone(),
+        publisher,
+        policy: config.policy.clone(),
+        metrics: metrics.clone(),
+    });
+    let mut in_flight = JoinSet::new();
+    let result = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+                break Ok(());
+            }
+            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                if let Err(e) = done {
+                    tracing::error!(queue, error = %e, "delivery task panicked");
+                }
+            }
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => {
+                    let shared = shared.clone();
+                    in_flight.spawn(async move { shared.process(delivery).await });
+                }
+                Some(Err(e)) => break Err(e.into()),
+                None => break Err(anyhow::anyhow!("consumer stream ended")),
+            },
+        }
+    };
+    while in_flight.join_next().await.is_some() {}
+    let _ = channel.close(200, "bye".into()).await;
+    result
+}
+
+struct Shared<H> {
+    handler: Arc<H>,
+    pool: PgPool,
+    publisher: Publisher,
+    policy: RetryPolicy,
+    metrics: ConsumerMetrics,
+}
+
+/// Reads `x-attempt` (1 when absent).
+fn attempt_of(delivery: &Delivery) -> u32 {
+    delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(ATTEMPT_HEADER).cloned())
+        .and_then(|v| match v {
+            AMQPValue::LongLongInt(n) => u32::try_from(n).ok(),
+            AMQPValue::LongInt(n) => u32::try_from(n).ok(),
+            AMQPValue::ShortInt(n) => u32::try_from(n).ok(),
+            AMQPValue::LongUInt(n) => Some(n),
+            _ => None,
+        })
+        .unwrap_or(1)
+        .max(1)
+}
+
+enum Step {
+    Done(Outcome),
+    Failed(Failure),
+}
+
+impl<H: Handler> Shared<H> {
+    async fn process(&self, delivery: Delivery) {
+        let queue = self.handler.queue();
+        let started = Instant::now();
+        let attempt = attempt_of(&delivery);
+        let envelope: Envelope = match serde_json::from_slice(&delivery.data) {
+            Ok(env) => env,
+            Err(e) => {
+                tracing::error!(queue, error = %e, "undecodable message; dead-lettering");
+                self.reject(&delivery).await;
+                self.metrics
+                    .record(queue, Outcome::Dead, started.elapsed().as_secs_f64());
+                return;
+            }
+        };
+        let span = tracing::info_span!(
+            "consume",
+            otel.kind = "consumer",
+            messaging.system = "rabbitmq",
+            messaging.operation = "process",
+            messaging.destination.name = queue,
+            messaging.message.id = %envelope.id,
+            event.r#type = envelope.event_type(),
+            attempt,
+        );
+        let outcome = async {
+            let ctx = Context {
+                envelope: &envelope,
+                attempt,
+            };
+            match self.claim_and_handle(&ctx).await {
+                Ok(Step::Done(outcome)) => {
+                    self.ack(&delivery).await;
+                    outcome
+                }
+                Ok(Step::Failed(failure)) => self.fail(&ctx, &delivery, failure).await,
+                Err(e) => {
+                    // Infrastructure trouble (database down): wait in a retry
+                    // tier without spending the message's attempt budget.
+                    tracing::warn!(error = %e, "infrastructure error; parking in retry tier");
+                    self.park(&delivery, attempt, Duration::from_secs(1)).await
+                }
+            }
+        }
+        .instrument(span)
+        .await;
+        self.metrics
+            .record(queue, outcome, started.elapsed().as_secs_f64());
+    }
+
+    async fn claim_and_handle(&self, ctx: &Context<'_>) -> Result<Step, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let claimed = sqlx::query(
+            "INSERT INTO processed_messages (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(self.handler.queue())
+        .bind(ctx.envelope.id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if claimed == 0 {
+            tx.rollback().await?;
+            tracing::info!("duplicate delivery; already processed");
+            return Ok(Step::Done(Outcome::Duplicate));
+        }
+        match self.handler.handle(ctx, &mut tx).await {
+            Ok(()) => {
+                tx.commit().await?;
+                Ok(Step::Done(Outcome::Ack))
+            }
+            Err(failure) => {
+                tx.rollback().await?;
+                Ok(Step::Failed(failure))
+            }
+        }
+    }
+
+    async fn fail(&self, ctx: &Context<'_>, delivery: &Delivery, failure: Failure) -> Outcome {
+        let next = match &failure {
+            Failure::Retryable { after, .. } if self.policy.should_retry(ctx.attempt) => {
+                let delay = tier_for(self.policy.delay(ctx.attempt, *after));
+                Some(delay)
+            }
+            _ => None,
+        };
+        let next_step = match next {
+            Some(delay) => {
+                Next::RetryAt(Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default())
+            }
+            None => Next::DeadLetter,
+        };
+        tracing::warn!(reason = failure.reason(), ?next_step, "handler failed");
+        if let Err(e) = self.record_failure(ctx, &failure, next_step).await {
+            tracing::warn!(error = %e, "recording the failure failed; parking in retry tier");
+            return self
+                .park(delivery, ctx.attempt, Duration::from_secs(1))
+                .await;
+        }
+        match next {
+            Some(delay) => self.park(delivery, ctx.attempt + 1, delay).await,
+            None => {
+                self.reject(delivery).await;
+                Outcome::Dead
+            }
+        }
+    }
+
+    async fn record_failure(
+        &self,
+        ctx: &Context<'_>,
+        failure: &Failure,
+        next: Next,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        self.handler.on_failure(ctx, failure, next, &mut tx).await?;
+        tx.commit().await
+    }
+
+    /// Republishes the delivery to the retry tier of at least `delay`, with
+    /// `attempt`, confirmed, then acks the original. When that fails the
+    /// delivery is returned to the queue (the delivery limit is the backstop).
+    async fn park(&self, delivery: &Delivery, attempt: u32, delay: Duration) -> Outcome {
+        let queue = self.handler.queue();
+        let tier = retry_queue_name(queue, tier_for(delay));
+        let props = &delivery.properties;
+        let message_id = props
+            .message_id()
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        let event_type = props
+            .kind()
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        let headers: Vec<(String, String)> = props
+            .headers()
+            .as_ref()
+            .map(|h| {
+                h.inner()
+                    .iter()
+                    .filter(|(k, _)| k.as_str() == "traceparent" || k.as_str() == "tracestate")
+                    .filter_map(|(k, v)| match v {
+                        AMQPValue::LongString(s) => Some((k.to_string(), s.to_string())),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let outgoing = Outgoing {
+            exchange: "",
+            routing_key: &tier,
+            message_id: &message_id,
+            event_type: &event_type,
+            body: &delivery.data,
+            headers: &headers,
+            attempt,
+            timestamp: props.timestamp().unwrap_or_default(),
+        };
+        match self.publisher.publish(&outgoing).await {
+            Ok(()) => {
+                self.ack(delivery).await;
+                Outcome::Retry
+            }
+            Err(e) => {
+                tracing::error!(error = %e, tier, "publishing to retry tier failed; requeueing");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let _ = delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await;
+                Outcome::Retry
+            }
+        }
+    }
+
+    async fn ack(&self, delivery: &Delivery) {
+        if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+            tracing::warn!(error = %e, "ack failed; the message will be redelivered and deduplicated");
+        }
+    }
+
+    async fn reject(&self, delivery: &Delivery) {
+        if let Err(e) = delivery.reject(BasicRejectOptions { requeue: false }).await {
+            tracing::warn!(error = %e, "reject failed; the message will be redelivered");
+        }
+    }
+}
+
+/// Opens a channel for ad-hoc use (tests, ops tooling).
+pub async fn channel(conn: &Connection) -> Result<Channel, lapin::Error> {
+    conn.create_channel().await
+}

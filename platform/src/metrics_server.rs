@@ -1,0 +1,36 @@
+//! The `/metrics` endpoint every process serves on `METRICS_PORT`.
+
+use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::Telemetry;
+
+/// A router with `/metrics` (Prometheus text) and `/health` (liveness).
+pub fn router(telemetry: Telemetry) -> Router {
+    Router::new()
+        .route("/metrics", get(render))
+        .route("/health", get(|| async { "ok" }))
+        .with_state(telemetry)
+}
+
+async fn render(State(t): State<Telemetry>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        t.render(),
+    )
+}
+
+/// Serves `/metrics` on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    telemetry: Telemetry,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(telemetry))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}

@@ -1,0 +1,10 @@
+//! The database contract: migrations for every table of DESIGN §3, sea-orm
+//! entities, and the outbox writer every producer uses.
+
+pub mod entities;
+pub mod migrations;
+pub mod outbox;
+pub mod pool;
+
+pub use migrations::Migrator;
+pub use outbox::enqueue;

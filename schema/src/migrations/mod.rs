@@ -1,0 +1,51 @@
+//! sea-orm-migration migrations. Each is a plain SQL file applied in one
+//! transaction; the migrator records what ran, so migrating is idempotent.
+
+use sea_orm_migration::prelude::*;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(SqlMigration {
+                name: "m0001_initial",
+                sql: include_str!("m0001_initial.sql"),
+            }),
+            Box::new(SqlMigration {
+                name: "m0002_seed_authz",
+                sql: include_str!("m0002_seed_authz.sql"),
+            }),
+        ]
+    }
+}
+
+struct SqlMigration {
+    name: &'static str,
+    sql: &'static str,
+}
+
+impl MigrationName for SqlMigration {
+    fn name(&self) -> &str {
+        self.name
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for SqlMigration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared(self.sql)
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
+        Err(DbErr::Migration(format!(
+            "{} cannot be rolled back; restore from a backup instead",
+            self.name
+        )))
+    }
+}
