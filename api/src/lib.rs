@@ -1,1 +1,133 @@
-//! placeholder
+//! The FastPrep Admin API: REST under `/api` (and, later, the WebSocket
+//! gateway). `run` is what `main` and the tests both call.
+
+pub mod auth;
+pub mod broker;
+pub mod config;
+pub mod error;
+pub mod http_metrics;
+pub mod routes;
+
+use std::sync::Arc;
+
+use axum::{Router, http::HeaderName, middleware};
+use fred::{
+    interfaces::ClientLike,
+    prelude::{Builder, Client as RedisClient, Config as RedisConfig, ReconnectPolicy},
+};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::{
+    cors::{AllowOrigin, CorsLayer},
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+
+pub use config::Config;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub redis: RedisClient,
+    pub broker: Arc<broker::Broker>,
+    pub keys: auth::jwt::Keys,
+}
+
+/// Builds the state: database pool, Redis client (connecting in the
+/// background, so the API starts and reports Redis down rather than not
+/// starting), RabbitMQ link.
+pub async fn state(config: &Config) -> anyhow::Result<AppState> {
+    let pool = schema::pool::connect(&config.database_url, config.database_max_connections).await?;
+    let redis = Builder::from_config(RedisConfig::from_url(&config.redis_url)?)
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+        .build()?;
+    redis.connect();
+    Ok(AppState {
+        pool,
+        redis,
+        broker: Arc::new(broker::Broker::new(config.amqp_url.clone())),
+        keys: auth::jwt::Keys::new(&config.jwt_secret, config.access_token_ttl)?,
+    })
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState, config: &Config, metrics: http_metrics::HttpMetrics) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let api = Router::new()
+        .merge(routes::health::router())
+        .merge(auth::routes::router())
+        .merge(routes::conversations::router())
+        .merge(routes::messages::router());
+    let origins: Vec<_> = config
+        .cors_origins
+        .iter()
+        .filter_map(|o| o.parse().ok())
+        .collect();
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods(tower_http::cors::Any)
+        .allow_headers(tower_http::cors::Any);
+    Router::new()
+        .nest("/api", api)
+        .layer(middleware::from_fn_with_state(
+            metrics,
+            http_metrics::record,
+        ))
+        .layer(middleware::from_fn(error::error_envelope))
+        .layer(cors)
+        .layer(TraceLayer::new_for_http())
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown`.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    telemetry: platform::Telemetry,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let state = state(&config).await?;
+    let metrics = http_metrics::HttpMetrics::new(&telemetry.meter("fastprep-api"));
+    let app = router(state.clone(), &config, metrics);
+    tracing::info!(addr = %listener.local_addr()?, "api listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
+    let _ = state.redis.quit().await;
+    state.pool.close().await;
+    Ok(())
+}
+
+/// Creates (or updates the password of) an admin account, idempotently.
+pub async fn ensure_admin(
+    pool: &PgPool,
+    email: &str,
+    password: &str,
+) -> anyhow::Result<uuid::Uuid> {
+    let email = email.trim().to_lowercase();
+    let hash = auth::password::hash(password)?;
+    let mut tx = pool.begin().await?;
+    let id: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO users (id, email, display_name, password_hash) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (email) DO UPDATE SET password_hash = EXCLUDED.password_hash, is_active = true, updated_at = now()
+         RETURNING id",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(&email)
+    .bind("Administrator")
+    .bind(&hash)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO user_roles (user_id, role_id) SELECT $1, id FROM roles WHERE name = 'admin' ON CONFLICT DO NOTHING",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(id)
+}

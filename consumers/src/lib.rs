@@ -1,1 +1,103 @@
-//! placeholder
+//! The relay and the consumers. Each runs alone as its own process; `all`
+//! runs them together for local use.
+
+pub mod config;
+pub mod inbound;
+pub mod relay;
+pub mod tg_delivery;
+
+use std::sync::Arc;
+
+use broker_config::{RunnerConfig, metrics::ConsumerMetrics, retry::RetryPolicy, runner};
+use platform::Telemetry;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+/// A process this crate can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Process {
+    Relay,
+    TgDelivery,
+    Inbound,
+    /// Relay and every consumer in one process.
+    All,
+}
+
+/// Runs `process` until `shutdown` is cancelled or a part of it fails.
+pub async fn run(
+    process: Process,
+    config: Config,
+    telemetry: Telemetry,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let pool = schema::pool::connect(&config.database_url, config.database_max_connections).await?;
+    let meter = telemetry.meter("fastprep-consumers");
+    let consumer_metrics = ConsumerMetrics::new(&meter);
+    let runner_config = RunnerConfig {
+        amqp_url: config.amqp_url.clone(),
+        prefetch: config.prefetch,
+        policy: RetryPolicy::default(),
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    let wants = |p: Process| process == p || process == Process::All;
+    if wants(Process::Relay) {
+        let metrics = relay::RelayMetrics::new(&meter);
+        tasks.spawn(relay::run(
+            pool.clone(),
+            config.amqp_url.clone(),
+            config.relay.clone(),
+            metrics,
+            shutdown.clone(),
+        ));
+    }
+    if wants(Process::TgDelivery) {
+        let url = config
+            .tg_adapter_url
+            .clone()
+            .ok_or_else(|| platform::ConfigError::Missing {
+                name: "TG_ADAPTER_URL".into(),
+            })?;
+        let token =
+            config
+                .tg_adapter_token
+                .clone()
+                .ok_or_else(|| platform::ConfigError::Missing {
+                    name: "TG_ADAPTER_TOKEN".into(),
+                })?;
+        let (metrics, latency) = tg_delivery::DeliveryMetrics::new(&meter);
+        let adapter =
+            tg_delivery::AdapterClient::new(&url, token, config.tg_adapter_timeout, latency)?;
+        let handler = Arc::new(tg_delivery::TgDelivery::new(pool.clone(), adapter, metrics));
+        tasks.spawn(runner::run(
+            handler,
+            pool.clone(),
+            runner_config.clone(),
+            consumer_metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
+    if wants(Process::Inbound) {
+        tasks.spawn(runner::run(
+            Arc::new(inbound::Inbound),
+            pool.clone(),
+            runner_config.clone(),
+            consumer_metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let mut result = Ok(());
+    while let Some(done) = tasks.join_next().await {
+        let outcome = match done {
+            Ok(r) => r,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = outcome {
+            tracing::error!(error = %e, "a task failed; stopping");
+            shutdown.cancel();
+            result = Err(e);
+        }
+    }
+    pool.close().await;
+    result
+}

@@ -1,0 +1,43 @@
+//! Configuration of the API process, from the environment.
+
+use std::time::Duration;
+
+use platform::{ConfigError, Env};
+use secrecy::SecretString;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub redis_url: String,
+    pub amqp_url: String,
+    pub jwt_secret: SecretString,
+    pub access_token_ttl: Duration,
+    pub cors_origins: Vec<String>,
+    pub port: u16,
+    pub metrics_port: u16,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let access_token_ttl = env.duration_or("ACCESS_TOKEN_TTL", Duration::from_secs(300))?;
+        if access_token_ttl > Duration::from_secs(300) || access_token_ttl < Duration::from_secs(10)
+        {
+            return Err(ConfigError::Invalid {
+                name: "ACCESS_TOKEN_TTL".into(),
+                reason: "must be between 10s and 5m".into(),
+            });
+        }
+        Ok(Self {
+            database_url: env.required("DATABASE_URL")?,
+            database_max_connections: env.or("DATABASE_MAX_CONNECTIONS", 16)?,
+            redis_url: env.required("REDIS_URL")?,
+            amqp_url: env.required("AMQP_URL")?,
+            jwt_secret: env.secret_min_len("JWT_SECRET", 32)?,
+            access_token_ttl,
+            cors_origins: env.list("CORS_ORIGINS"),
+            port: env.or("PORT", 8080)?,
+            metrics_port: env.or("METRICS_PORT", 9090)?,
+        })
+    }
+}

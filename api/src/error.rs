@@ -1,0 +1,188 @@
+//! The API's one error type. Every error leaves as
+//! `{"error": {"code", "message", "request_id"}}` with the right status;
+//! 5xx bodies are generic and the cause is logged with the request id.
+
+use axum::{
+    Json,
+    extract::Request,
+    http::{HeaderValue, StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("authentication required")]
+    Unauthorized {
+        code: &'static str,
+        message: &'static str,
+    },
+    #[error("forbidden")]
+    Forbidden,
+    #[error("not found")]
+    NotFound { what: &'static str },
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
+    #[error("internal error: {0}")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn unauthorized() -> Self {
+        ApiError::Unauthorized {
+            code: "unauthorized",
+            message: "a valid access token is required",
+        }
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, String) {
+        match self {
+            ApiError::BadRequest { code, message } => {
+                (StatusCode::BAD_REQUEST, code, message.clone())
+            }
+            ApiError::Unauthorized { code, message } => {
+                (StatusCode::UNAUTHORIZED, code, (*message).to_owned())
+            }
+            ApiError::Forbidden => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "you do not have the permission this needs".to_owned(),
+            ),
+            ApiError::NotFound { what } => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("{what} not found"),
+            ),
+            ApiError::Conflict { code, message } => (StatusCode::CONFLICT, code, message.clone()),
+            ApiError::Unprocessable { code, message } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, code, message.clone())
+            }
+            ApiError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "something went wrong on our side; the request id identifies it in the logs"
+                    .to_owned(),
+            ),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e
+            && db.is_unique_violation()
+        {
+            return ApiError::Conflict {
+                code: "conflict",
+                message: "a record with these values already exists".into(),
+            };
+        }
+        ApiError::Internal(e.into())
+    }
+}
+
+/// The error, carried to [`error_envelope`] which adds the request id.
+#[derive(Clone)]
+struct ErrorInfo {
+    code: &'static str,
+    message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = self.parts();
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(error = %cause, "internal error");
+        }
+        let mut resp = status.into_response();
+        resp.extensions_mut().insert(ErrorInfo { code, message });
+        resp
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+fn code_for(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        409 => "conflict",
+        413 => "payload_too_large",
+        415 => "unsupported_media_type",
+        422 => "unprocessable_entity",
+        429 => "too_many_requests",
+        _ => "internal",
+    }
+}
+
+/// Middleware: gives every error response the uniform JSON body with the
+/// request id, including axum's own rejections (bad JSON, unknown route).
+pub async fn error_envelope(req: Request, next: Next) -> Response {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let info = resp.extensions().get::<ErrorInfo>().cloned();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if info.is_none() && is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let info = match info {
+        Some(info) => info,
+        None => {
+            // An axum rejection: its text says what was wrong with the
+            // request, except for server errors which must not leak.
+            let text = axum::body::to_bytes(body, 16 * 1024)
+                .await
+                .unwrap_or_default();
+            let message = if status.is_server_error() {
+                "something went wrong on our side".to_owned()
+            } else {
+                String::from_utf8_lossy(&text).into_owned()
+            };
+            ErrorInfo {
+                code: code_for(status),
+                message,
+            }
+        }
+    };
+    let body =
+        json!({"error": {"code": info.code, "message": info.message, "request_id": request_id}});
+    let mut resp = (parts.status, Json(body)).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            resp.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}

@@ -1,0 +1,56 @@
+//! `fastprep-api [serve|create-admin]`.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "FastPrep Admin API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API on PORT (the default).
+    Serve,
+    /// Create the admin account ADMIN_EMAIL / ADMIN_PASSWORD (idempotent).
+    CreateAdmin,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    platform::install_crypto_provider();
+    let cli = Cli::parse();
+    let env = platform::Env::process();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::CreateAdmin => {
+            let url: String = env.required("DATABASE_URL")?;
+            let email: String = env.required("ADMIN_EMAIL")?;
+            let password: String = env.required("ADMIN_PASSWORD")?;
+            let pool = schema::pool::connect(&url, 2).await?;
+            let id = api::ensure_admin(&pool, &email, &password).await?;
+            println!("admin {email} ready (id {id})");
+            Ok(())
+        }
+        Command::Serve => {
+            let telemetry = platform::Telemetry::init("fastprep-api")?;
+            let config = match api::Config::from_env(&env) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("configuration error: {e}");
+                    std::process::exit(2);
+                }
+            };
+            let shutdown = platform::shutdown_token();
+            let metrics_listener =
+                tokio::net::TcpListener::bind(("0.0.0.0", config.metrics_port)).await?;
+            tokio::spawn(platform::metrics_server::serve(
+                metrics_listener,
+                telemetry.clone(),
+                shutdown.clone(),
+            ));
+            let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.port)).await?;
+            api::run(config, listener, telemetry, shutdown).await
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! `GET /api/health`: PostgreSQL, Redis and RabbitMQ, each with a deadline.
+
+use std::time::Duration;
+
+use axum::{Json, Router, extract::State, http::StatusCode, routing::get};
+use fred::interfaces::ClientLike;
+use serde_json::{Value, json};
+
+use crate::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/health", get(health))
+}
+
+const DEADLINE: Duration = Duration::from_secs(2);
+
+async fn check<F, E>(fut: F) -> bool
+where
+    F: std::future::Future<Output = Result<(), E>>,
+{
+    matches!(tokio::time::timeout(DEADLINE, fut).await, Ok(Ok(())))
+}
+
+async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let (pg, redis, rabbit) = tokio::join!(
+        check(async {
+            sqlx::query("SELECT 1")
+                .execute(&state.pool)
+                .await
+                .map(|_| ())
+        }),
+        check(async { state.redis.ping::<()>(None).await }),
+        check(state.broker.check()),
+    );
+    let checks = [("postgres", pg), ("redis", redis), ("rabbitmq", rabbit)];
+    let down: Vec<&str> = checks
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(n, _)| *n)
+        .collect();
+    let body = json!({
+        "status": if down.is_empty() { "ok" } else { "unavailable" },
+        "checks": checks.iter().map(|(n, ok)| (n.to_string(), json!(if *ok { "ok" } else { "down" }))).collect::<serde_json::Map<_, _>>(),
+        "down": down,
+    });
+    let status = if down.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
+}

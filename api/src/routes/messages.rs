@@ -1,0 +1,235 @@
+//! `GET/POST /api/conversations/{id}/messages`: the timeline and replies.
+//!
+//! A reply is a message row and a `message.outgoing.v1` outbox row written in
+//! one transaction; `client_msg_id` makes the POST idempotent.
+
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode},
+    routing::get,
+};
+use broker_config::{Envelope, Event, events::MessageOutgoing};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{conversations::Page, cursor};
+use crate::{
+    AppState,
+    auth::AuthUser,
+    error::{ApiError, ApiResult},
+};
+
+/// Telegram's limit on a message's text.
+pub const MAX_TEXT_CHARS: usize = 4096;
+const MAX_CLIENT_MSG_ID: usize = 100;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/conversations/{id}/messages", get(list).post(create))
+}
+
+#[derive(Serialize, sqlx::FromRow, Clone)]
+pub struct MessageOut {
+    pub id: Uuid,
+    pub conversation_id: Uuid,
+    pub direction: String,
+    pub kind: String,
+    pub author_id: Option<Uuid>,
+    pub text: String,
+    pub tg_message_id: Option<i64>,
+    pub status: String,
+    pub error: Option<String>,
+    pub client_msg_id: Option<String>,
+    pub attempts: i32,
+    pub retry_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+/// The columns of [`MessageOut`], as a literal for `concat!`.
+macro_rules! columns {
+    () => {
+        "id, conversation_id, direction, kind, author_id, text, tg_message_id, status, error,
+         client_msg_id, attempts, retry_at, created_at, sent_at"
+    };
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    pub cursor: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// Newest first; `next_cursor` pages towards older messages.
+async fn list(
+    _user: AuthUser,
+    State(state): State<AppState>,
+    Path(conversation_id): Path<Uuid>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Page<MessageOut>>> {
+    let limit = cursor::limit(q.limit)?;
+    let before = q.cursor.as_deref().map(cursor::decode).transpose()?;
+    let exists: Option<Uuid> = sqlx::query_scalar("SELECT id FROM conversations WHERE id = $1")
+        .bind(conversation_id)
+        .fetch_optional(&state.pool)
+        .await?;
+    if exists.is_none() {
+        return Err(ApiError::NotFound {
+            what: "conversation",
+        });
+    }
+    let mut items: Vec<MessageOut> = sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM messages
+         WHERE conversation_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
+         ORDER BY created_at DESC, id DESC LIMIT $4"
+    ))
+    .bind(conversation_id)
+    .bind(before.map(|b| b.0))
+    .bind(before.map(|b| b.1))
+    .bind(limit + 1)
+    .fetch_all(&state.pool)
+    .await?;
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|m| cursor::encode(m.created_at, m.id))
+    } else {
+        None
+    };
+    Ok(Json(Page { items, next_cursor }))
+}
+
+#[derive(Deserialize)]
+pub struct CreateIn {
+    pub text: String,
+    #[serde(default)]
+    pub attachment_ids: Vec<Uuid>,
+    pub client_msg_id: String,
+}
+
+/// Parsed and checked reply.
+struct Reply {
+    text: String,
+    client_msg_id: String,
+}
+
+impl TryFrom<CreateIn> for Reply {
+    type Error = ApiError;
+
+    fn try_from(input: CreateIn) -> Result<Self, ApiError> {
+        let invalid = |code, message: &str| ApiError::Unprocessable {
+            code,
+            message: message.to_owned(),
+        };
+        if !input.attachment_ids.is_empty() {
+            return Err(invalid(
+                "attachments_unavailable",
+                "attachments cannot be sent yet; send text only",
+            ));
+        }
+        if input.text.trim().is_empty() {
+            return Err(invalid("empty_text", "text must not be empty"));
+        }
+        if input.text.chars().count() > MAX_TEXT_CHARS {
+            return Err(invalid(
+                "text_too_long",
+                "text is longer than Telegram's 4096 characters",
+            ));
+        }
+        let client_msg_id = input.client_msg_id.trim().to_owned();
+        if client_msg_id.is_empty() || client_msg_id.len() > MAX_CLIENT_MSG_ID {
+            return Err(invalid(
+                "invalid_client_msg_id",
+                "client_msg_id must be 1 to 100 characters",
+            ));
+        }
+        Ok(Reply {
+            text: input.text,
+            client_msg_id,
+        })
+    }
+}
+
+async fn create(
+    user: AuthUser,
+    State(state): State<AppState>,
+    Path(conversation_id): Path<Uuid>,
+    headers: HeaderMap,
+    Json(input): Json<CreateIn>,
+) -> ApiResult<(StatusCode, Json<MessageOut>)> {
+    let reply = Reply::try_from(input)?;
+    let mut tx = state.pool.begin().await?;
+    let chat: Option<i64> =
+        sqlx::query_scalar("SELECT tg_chat_id FROM conversations WHERE id = $1")
+            .bind(conversation_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(tg_chat_id) = chat else {
+        return Err(ApiError::NotFound {
+            what: "conversation",
+        });
+    };
+    let inserted: Option<MessageOut> = sqlx::query_as(concat!(
+        "INSERT INTO messages (id, conversation_id, direction, author_id, text, status, client_msg_id)
+         VALUES ($1, $2, 'out', $3, $4, 'queued', $5)
+         ON CONFLICT (conversation_id, client_msg_id) DO NOTHING
+         RETURNING ",
+        columns!()
+    ))
+        .bind(Uuid::now_v7())
+        .bind(conversation_id)
+        .bind(user.id)
+        .bind(&reply.text)
+        .bind(&reply.client_msg_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(message) = inserted else {
+        // A retry of an earlier POST: answer with what it created.
+        let existing: MessageOut = sqlx::query_as(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM messages WHERE conversation_id = $1 AND client_msg_id = $2"
+        ))
+        .bind(conversation_id)
+        .bind(&reply.client_msg_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.rollback().await?;
+        if existing.text != reply.text {
+            return Err(ApiError::Conflict {
+                code: "client_msg_id_reused",
+                message: "client_msg_id was already used for a different message".into(),
+            });
+        }
+        return Ok((StatusCode::ACCEPTED, Json(existing)));
+    };
+    let event = Envelope::new(Event::MessageOutgoing(MessageOutgoing {
+        message_id: message.id,
+        conversation_id,
+        tg_chat_id,
+        text: message.text.clone(),
+        attachments: vec![],
+    }));
+    schema::enqueue(&mut tx, &event, &trace_headers(&headers)).await?;
+    sqlx::query(
+        "UPDATE conversations SET last_message_at = now(), updated_at = now() WHERE id = $1",
+    )
+    .bind(conversation_id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::ACCEPTED, Json(message)))
+}
+
+/// W3C trace context of the request, carried into the event's AMQP headers.
+fn trace_headers(headers: &HeaderMap) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for name in ["traceparent", "tracestate"] {
+        if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
+            map.insert(name.to_owned(), serde_json::Value::String(v.to_owned()));
+        }
+    }
+    serde_json::Value::Object(map)
+}

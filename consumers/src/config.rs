@@ -1,0 +1,80 @@
+//! Configuration of the relay and the consumers, from the environment.
+
+use std::time::Duration;
+
+use platform::{ConfigError, Env};
+use secrecy::SecretString;
+
+/// Settings shared by every process of this crate.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub amqp_url: String,
+    pub metrics_port: u16,
+    pub relay: RelayConfig,
+    pub prefetch: u16,
+    pub tg_adapter_url: Option<String>,
+    pub tg_adapter_token: Option<SecretString>,
+    pub tg_adapter_timeout: Duration,
+}
+
+/// Settings of the outbox relay (DESIGN §5).
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub batch_size: i64,
+    pub workers: usize,
+    pub poll_interval: Duration,
+    pub max_attempts: i32,
+    pub retention: Duration,
+    pub cleanup_interval: Duration,
+    pub gauge_interval: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            workers: 2,
+            poll_interval: Duration::from_secs(1),
+            max_attempts: 10,
+            retention: Duration::from_secs(7 * 86_400),
+            cleanup_interval: Duration::from_secs(60),
+            gauge_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let defaults = RelayConfig::default();
+        let relay = RelayConfig {
+            batch_size: env.or("RELAY_BATCH_SIZE", defaults.batch_size)?,
+            workers: env.or("RELAY_WORKERS", defaults.workers)?,
+            poll_interval: env.duration_or("RELAY_POLL_INTERVAL", defaults.poll_interval)?,
+            max_attempts: env.or("OUTBOX_MAX_ATTEMPTS", defaults.max_attempts)?,
+            retention: env.duration_or("OUTBOX_RETENTION", defaults.retention)?,
+            cleanup_interval: defaults.cleanup_interval,
+            gauge_interval: defaults.gauge_interval,
+        };
+        if relay.batch_size < 1 || relay.workers < 1 || relay.max_attempts < 1 {
+            return Err(ConfigError::Invalid {
+                name: "RELAY_BATCH_SIZE/RELAY_WORKERS/OUTBOX_MAX_ATTEMPTS".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(Self {
+            database_url: env.required("DATABASE_URL")?,
+            database_max_connections: env.or("DATABASE_MAX_CONNECTIONS", 16)?,
+            amqp_url: env.required("AMQP_URL")?,
+            metrics_port: env.or("METRICS_PORT", 9090)?,
+            relay,
+            prefetch: env.or("CONSUMER_PREFETCH", 100)?,
+            tg_adapter_url: env.optional("TG_ADAPTER_URL")?,
+            tg_adapter_token: env
+                .optional::<String>("TG_ADAPTER_TOKEN")?
+                .map(SecretString::from),
+            tg_adapter_timeout: env.duration_or("TG_ADAPTER_TIMEOUT", Duration::from_secs(10))?,
+        })
+    }
+}

@@ -1,0 +1,36 @@
+//! `fastprep-consumers <relay|tg-delivery|inbound|all>`.
+
+use clap::Parser;
+use consumers::{Config, Process};
+
+#[derive(Parser)]
+#[command(about = "FastPrep outbox relay and event consumers")]
+struct Cli {
+    /// Which process to run.
+    #[arg(value_enum)]
+    process: Process,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    platform::install_crypto_provider();
+    let _failpoints = fail::FailScenario::setup();
+    let cli = Cli::parse();
+    let telemetry = platform::Telemetry::init("fastprep-consumers")?;
+    let config = match Config::from_env(&platform::Env::process()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            std::process::exit(2);
+        }
+    };
+    let shutdown = platform::shutdown_token();
+    let metrics_listener = tokio::net::TcpListener::bind(("0.0.0.0", config.metrics_port)).await?;
+    tracing::info!(addr = %metrics_listener.local_addr()?, "metrics listening");
+    tokio::spawn(platform::metrics_server::serve(
+        metrics_listener,
+        telemetry.clone(),
+        shutdown.clone(),
+    ));
+    consumers::run(cli.process, config, telemetry, shutdown).await
+}

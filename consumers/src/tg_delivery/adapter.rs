@@ -1,0 +1,145 @@
+//! The HTTP client of the TG adapter (DESIGN §7).
+
+use std::time::{Duration, Instant};
+
+use broker_config::events::MessageOutgoing;
+use chrono::{DateTime, Utc};
+use opentelemetry::metrics::Histogram;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// What the adapter said.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SendResult {
+    Sent {
+        tg_message_id: i64,
+        sent_at: DateTime<Utc>,
+    },
+    /// 429: try again no earlier than this.
+    FloodWait { retry_after: Duration },
+    /// 4xx: will never succeed.
+    Permanent { code: String },
+    /// 5xx, timeouts, connection errors, an adapter refusing our token.
+    Transient { reason: String },
+}
+
+#[derive(Clone)]
+pub struct AdapterClient {
+    http: reqwest::Client,
+    base: String,
+    token: SecretString,
+    latency: Histogram<f64>,
+}
+
+#[derive(Deserialize)]
+struct SentBody {
+    tg_message_id: i64,
+    sent_at: DateTime<Utc>,
+}
+
+#[derive(Deserialize, Default)]
+struct ErrorBody {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    retry_after: Option<u64>,
+}
+
+impl AdapterClient {
+    pub fn new(
+        base: &str,
+        token: SecretString,
+        timeout: Duration,
+        latency: Histogram<f64>,
+    ) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(3))
+            .pool_max_idle_per_host(64)
+            .build()?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            latency,
+        })
+    }
+
+    /// Sends one message with `Idempotency-Key: <message_id>`.
+    pub async fn send(&self, msg: &MessageOutgoing) -> SendResult {
+        let started = Instant::now();
+        let body = serde_json::json!({
+            "chat_id": msg.tg_chat_id,
+            "text": msg.text,
+            "attachments": msg.attachments,
+        });
+        let response = self
+            .http
+            .post(format!("{}/v1/messages", self.base))
+            .bearer_auth(self.token.expose_secret())
+            .header("Idempotency-Key", msg.message_id.to_string())
+            .json(&body)
+            .send()
+            .await;
+        let result = match response {
+            Err(e) => SendResult::Transient {
+                reason: format!("adapter unreachable: {}", without_url(&e)),
+            },
+            Ok(resp) => classify(resp).await,
+        };
+        self.latency.record(started.elapsed().as_secs_f64(), &[]);
+        result
+    }
+}
+
+fn without_url(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timeout".to_owned()
+    } else if e.is_connect() {
+        "connection refused".to_owned()
+    } else {
+        "request failed".to_owned()
+    }
+}
+
+async fn classify(resp: reqwest::Response) -> SendResult {
+    let status = resp.status();
+    let header_retry = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if status.is_success() {
+        return match resp.json::<SentBody>().await {
+            Ok(b) => SendResult::Sent {
+                tg_message_id: b.tg_message_id,
+                sent_at: b.sent_at,
+            },
+            Err(_) => SendResult::Transient {
+                reason: "adapter answered 200 with an unreadable body".into(),
+            },
+        };
+    }
+    let body: ErrorBody = resp.json().await.unwrap_or_default();
+    match status.as_u16() {
+        429 => SendResult::FloodWait {
+            retry_after: Duration::from_secs(body.retry_after.or(header_retry).unwrap_or(1).max(1)),
+        },
+        // Our own token refused: a configuration problem that ops can fix,
+        // so keep the message rather than failing it for good.
+        401 => SendResult::Transient {
+            reason: "adapter refused our token (check TG_ADAPTER_TOKEN)".into(),
+        },
+        408 => SendResult::Transient {
+            reason: "adapter timeout".into(),
+        },
+        400..=499 => SendResult::Permanent {
+            code: body
+                .code
+                .unwrap_or_else(|| format!("http_{}", status.as_u16())),
+        },
+        _ => SendResult::Transient {
+            reason: format!("adapter answered {}", status.as_u16()),
+        },
+    }
+}
