@@ -26,6 +26,9 @@ pub struct Outgoing<'a> {
     pub attempt: u32,
     /// Creation time of the event, seconds since the epoch.
     pub timestamp: u64,
+    /// Whether a message no queue takes is an error. Events may legitimately
+    /// have no subscriber; a publish to one named queue must reach it.
+    pub mandatory: bool,
 }
 
 impl Outgoing<'_> {
@@ -56,6 +59,8 @@ impl Outgoing<'_> {
 pub enum PublishError {
     #[error("broker refused the message (nack)")]
     Nacked,
+    #[error("no queue took the message (returned as unroutable)")]
+    Unroutable,
     #[error("channel error: {0}")]
     Channel(#[from] lapin::Error),
 }
@@ -94,7 +99,10 @@ impl Publisher {
                 .basic_publish(
                     ShortString::from(m.exchange),
                     ShortString::from(m.routing_key),
-                    BasicPublishOptions::default(),
+                    BasicPublishOptions {
+                        mandatory: m.mandatory,
+                        ..Default::default()
+                    },
                     m.body,
                     m.properties(),
                 )
@@ -106,6 +114,8 @@ impl Publisher {
             let confirmation = confirm.await?;
             results.push(if confirmation.is_nack() {
                 Err(PublishError::Nacked)
+            } else if confirmation.take_message().is_some() {
+                Err(PublishError::Unroutable)
             } else {
                 Ok(())
             });
@@ -138,6 +148,7 @@ impl Publisher {
             headers,
             attempt: 1,
             timestamp,
+            mandatory: true,
         })
         .await
     }

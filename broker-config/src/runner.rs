@@ -394,6 +394,7 @@ impl<H: Handler> Shared<H> {
             headers: &headers,
             attempt,
             timestamp: props.timestamp().unwrap_or_default(),
+            mandatory: true,
         };
         match self.publisher.publish(&outgoing).await {
             Ok(()) => {

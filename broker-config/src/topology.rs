@@ -51,7 +51,7 @@ pub const ALERTS: WorkQueue = WorkQueue {
 };
 pub const INBOUND: WorkQueue = WorkQueue {
     name: "inbound",
-    bindings: &["tg.update.*"],
+    bindings: &["tg.update.#"],
     receives_dead_letters: false,
 };
 
@@ -77,7 +77,7 @@ pub fn realtime_queue_name(instance_id: &str) -> String {
 
 fn tier_label(delay: Duration) -> String {
     let secs = delay.as_secs();
-    if secs >= 60 && secs % 60 == 0 {
+    if secs >= 60 && secs.is_multiple_of(60) {
         format!("{}m", secs / 60)
     } else {
         format!("{secs}s")

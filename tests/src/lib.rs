@@ -1,1 +1,42 @@
-//! placeholder
+//! Test harness: a fresh database and RabbitMQ vhost per test, the real
+//! binaries as child processes, a TCP proxy the test owns to cut links, and
+//! small HTTP helpers. Used by the end-to-end, chaos and benchmark suites.
+
+pub mod env;
+pub mod http;
+pub mod process;
+pub mod proxy;
+pub mod system;
+
+pub use env::TestEnv;
+pub use process::Proc;
+pub use proxy::TcpProxy;
+
+use std::time::Duration;
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout`
+/// naming `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}

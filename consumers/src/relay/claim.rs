@@ -131,6 +131,8 @@ pub async fn relay_batch(
             headers: &headers[i],
             attempt: 1,
             timestamp: u64::try_from(r.created_at.timestamp()).unwrap_or_default(),
+            // Events without a subscriber (e.g. no API instance running) are fine.
+            mandatory: false,
         })
         .collect();
     // A channel failure rolls the transaction back: every row stays pending.

@@ -1,0 +1,196 @@
+//! A per-test world: its own PostgreSQL database (migrated, with an admin),
+//! its own RabbitMQ vhost, and the processes started in it.
+
+use std::{collections::HashMap, path::PathBuf, time::Duration};
+
+use rand::Rng;
+use sqlx::PgPool;
+
+use crate::{Proc, free_port, http::Client};
+
+pub const ADMIN_EMAIL: &str = "admin@fastprep.test";
+pub const ADMIN_PASSWORD: &str = "correct-horse-battery-staple";
+pub const ADAPTER_TOKEN: &str = "test-adapter-token-0123456789";
+pub const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef0123456789";
+
+fn var(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// Base URLs of the shared services; override with `TEST_*` variables.
+pub struct Services {
+    pub postgres: String,
+    pub redis: String,
+    pub amqp_host: String,
+    pub amqp_port: u16,
+    pub rabbit_mgmt: String,
+}
+
+impl Services {
+    pub fn from_env() -> Self {
+        Self {
+            postgres: var("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432"),
+            redis: var("TEST_REDIS_URL", "redis://127.0.0.1:6379"),
+            amqp_host: var("TEST_AMQP_HOST", "127.0.0.1"),
+            amqp_port: var("TEST_AMQP_PORT", "5672").parse().unwrap_or(5672),
+            rabbit_mgmt: var("TEST_RABBITMQ_MGMT", "http://guest:guest@127.0.0.1:15672"),
+        }
+    }
+}
+
+pub struct TestEnv {
+    pub name: String,
+    pub services: Services,
+    pub database_url: String,
+    pub pool: PgPool,
+    pub vhost: String,
+    pub dir: PathBuf,
+    pub http: Client,
+    procs: Vec<Proc>,
+}
+
+impl TestEnv {
+    /// A fresh database and vhost named after a random id.
+    pub async fn new() -> Self {
+        platform::install_crypto_provider();
+        let services = Services::from_env();
+        let name = format!("fastprep_test_{:016x}", rand::rng().random::<u64>());
+        let admin = schema::pool::connect(&format!("{}/postgres", services.postgres), 1)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("PostgreSQL at {} is not answering: {e}", services.postgres)
+            });
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .expect("create test database");
+        admin.close().await;
+        let database_url = format!("{}/{name}", services.postgres);
+        let pool = schema::pool::connect(&database_url, 8)
+            .await
+            .expect("connect test database");
+        schema::pool::migrate(&pool)
+            .await
+            .expect("migrate test database");
+        api::ensure_admin(&pool, ADMIN_EMAIL, ADMIN_PASSWORD)
+            .await
+            .expect("create admin");
+        let http = Client::new();
+        let mgmt = &services.rabbit_mgmt;
+        http.raw()
+            .put(format!("{mgmt}/api/vhosts/{name}"))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .expect("create vhost (is the RabbitMQ management plugin enabled?)");
+        http.raw()
+            .put(format!("{mgmt}/api/permissions/{name}/guest"))
+            .json(&serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .expect("grant vhost permissions");
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir).expect("test dir");
+        Self {
+            vhost: name.clone(),
+            name,
+            services,
+            database_url,
+            pool,
+            dir,
+            http,
+            procs: Vec::new(),
+        }
+    }
+
+    /// AMQP URL of this test's vhost on the real broker.
+    pub fn amqp_url(&self) -> String {
+        self.amqp_url_via(&self.services.amqp_host, self.services.amqp_port)
+    }
+
+    /// AMQP URL of this test's vhost through another address (a proxy).
+    pub fn amqp_url_via(&self, host: &str, port: u16) -> String {
+        format!("amqp://guest:guest@{host}:{port}/{}", self.vhost)
+    }
+
+    /// Environment every process of the system needs.
+    pub fn base_env(&self) -> HashMap<String, String> {
+        HashMap::from([
+            ("DATABASE_URL".into(), self.database_url.clone()),
+            ("REDIS_URL".into(), self.services.redis.clone()),
+            ("AMQP_URL".into(), self.amqp_url()),
+            ("JWT_SECRET".into(), JWT_SECRET.into()),
+            ("TG_ADAPTER_TOKEN".into(), ADAPTER_TOKEN.into()),
+            ("RUST_LOG".into(), "info,lapin=warn,sqlx=warn".into()),
+            ("METRICS_PORT".into(), free_port().to_string()),
+        ])
+    }
+
+    /// Starts a binary with the base environment plus `extra`, keeps it for
+    /// clean-up and returns its index.
+    pub fn spawn(&mut self, bin: &str, args: &[&str], extra: &[(&str, String)]) -> usize {
+        let mut env = self.base_env();
+        for (k, v) in extra {
+            env.insert((*k).to_owned(), v.clone());
+        }
+        let label = format!("{bin}-{}", self.procs.len());
+        let proc = Proc::spawn(bin, args, env, self.dir.join(format!("{label}.log")));
+        self.procs.push(proc);
+        self.procs.len() - 1
+    }
+
+    pub fn proc(&mut self, idx: usize) -> &mut Proc {
+        &mut self.procs[idx]
+    }
+
+    /// Logs of every process, for failure messages.
+    pub fn logs(&self) -> String {
+        self.procs
+            .iter()
+            .map(Proc::log_tail)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Stops every process and drops the database and vhost.
+    pub async fn cleanup(mut self) {
+        for p in &mut self.procs {
+            p.kill();
+        }
+        self.pool.close().await;
+        if let Ok(admin) =
+            schema::pool::connect(&format!("{}/postgres", self.services.postgres), 1).await
+        {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            )))
+            .execute(&admin)
+            .await;
+            admin.close().await;
+        }
+        let _ = self
+            .http
+            .raw()
+            .delete(format!(
+                "{}/api/vhosts/{}",
+                self.services.rabbit_mgmt, self.vhost
+            ))
+            .send()
+            .await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    /// Waits for a process's HTTP endpoint to answer.
+    pub async fn wait_http(&self, url: &str) {
+        let client = self.http.raw().clone();
+        let url = url.to_owned();
+        crate::wait_for(&format!("{url} to answer"), Duration::from_secs(30), || {
+            let client = client.clone();
+            let url = url.clone();
+            async move { client.get(&url).send().await.ok().map(|_| ()) }
+        })
+        .await;
+    }
+}

@@ -1,0 +1,261 @@
+//! Starting the real processes of the system inside a [`TestEnv`].
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::{TestEnv, env, free_port, wait_for};
+
+/// Handles of one started process.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub idx: usize,
+    pub url: String,
+    pub metrics_url: String,
+}
+
+impl TestEnv {
+    /// The sandbox TG adapter, with budgets high enough not to interfere.
+    pub async fn start_adapter(&mut self, extra: &[(&str, String)]) -> Started {
+        let port = free_port();
+        let metrics = free_port();
+        let data = self.dir.join("tg-adapter-data");
+        let mut vars = vec![
+            ("PORT", port.to_string()),
+            ("METRICS_PORT", metrics.to_string()),
+            ("TG_BACKEND", "sandbox".to_owned()),
+            ("DATA_DIR", data.display().to_string()),
+            ("TG_CHAT_RATE_PER_SEC", "1000".to_owned()),
+            ("TG_CHAT_BURST", "1000".to_owned()),
+            ("TG_GLOBAL_RATE_PER_SEC", "100000".to_owned()),
+            ("TG_GLOBAL_BURST", "100000".to_owned()),
+        ];
+        vars.extend(extra.iter().cloned());
+        let idx = self.spawn("fastprep-tg-adapter", &[], &vars);
+        let url = format!("http://127.0.0.1:{port}");
+        self.wait_http(&format!("{url}/health")).await;
+        Started {
+            idx,
+            url,
+            metrics_url: format!("http://127.0.0.1:{metrics}/metrics"),
+        }
+    }
+
+    /// The API; waits until its health check passes.
+    pub async fn start_api(&mut self, extra: &[(&str, String)]) -> Started {
+        let port = free_port();
+        let metrics = free_port();
+        let mut vars = vec![
+            ("PORT", port.to_string()),
+            ("METRICS_PORT", metrics.to_string()),
+        ];
+        vars.extend(extra.iter().cloned());
+        let idx = self.spawn("fastprep-api", &["serve"], &vars);
+        let url = format!("http://127.0.0.1:{port}");
+        self.wait_http(&format!("{url}/api/health")).await;
+        Started {
+            idx,
+            url,
+            metrics_url: format!("http://127.0.0.1:{metrics}/metrics"),
+        }
+    }
+
+    /// `fastprep-consumers <process>` talking to `adapter`.
+    pub async fn start_consumer(
+        &mut self,
+        process: &str,
+        adapter: Option<&Started>,
+        extra: &[(&str, String)],
+    ) -> Started {
+        let metrics = free_port();
+        let mut vars = vec![
+            ("METRICS_PORT", metrics.to_string()),
+            ("RELAY_POLL_INTERVAL", "200ms".to_owned()),
+        ];
+        if let Some(a) = adapter {
+            vars.push(("TG_ADAPTER_URL", a.url.clone()));
+        }
+        vars.extend(extra.iter().cloned());
+        let idx = self.spawn("fastprep-consumers", &[process], &vars);
+        let metrics_url = format!("http://127.0.0.1:{metrics}/metrics");
+        self.wait_http(&format!("http://127.0.0.1:{metrics}/health"))
+            .await;
+        Started {
+            idx,
+            url: String::new(),
+            metrics_url,
+        }
+    }
+
+    /// Adapter, API, relay, tg-delivery and inbound, each its own process.
+    pub async fn start_system(&mut self) -> System {
+        let adapter = self.start_adapter(&[]).await;
+        let api = self.start_api(&[]).await;
+        let relay = self.start_consumer("relay", None, &[]).await;
+        let delivery = self
+            .start_consumer("tg-delivery", Some(&adapter), &[])
+            .await;
+        let inbound = self.start_consumer("inbound", None, &[]).await;
+        let token = self
+            .http
+            .login(&api.url, env::ADMIN_EMAIL, env::ADMIN_PASSWORD)
+            .await;
+        System {
+            adapter,
+            api,
+            relay,
+            delivery,
+            inbound,
+            token,
+        }
+    }
+
+    /// Injects an inbound Telegram message at the sandbox.
+    pub async fn inject(
+        &self,
+        adapter: &Started,
+        chat_id: i64,
+        tg_message_id: i64,
+        text: &str,
+    ) -> Value {
+        let (status, body) = self
+            .http
+            .sandbox(
+                &adapter.url,
+                reqwest::Method::POST,
+                "/sandbox/inbound",
+                Some(serde_json::json!({
+                    "chat_id": chat_id,
+                    "tg_message_id": tg_message_id,
+                    "text": text,
+                    "sender": {"id": chat_id, "username": format!("user{chat_id}"), "first_name": "Test"},
+                })),
+            )
+            .await;
+        assert!(status.is_success(), "inject failed: {status} {body}");
+        body
+    }
+
+    /// What the sandbox has sent.
+    pub async fn sent(&self, adapter: &Started) -> Value {
+        let (status, body) = self
+            .http
+            .sandbox(&adapter.url, reqwest::Method::GET, "/sandbox/sent", None)
+            .await;
+        assert!(status.is_success(), "sandbox sent: {status} {body}");
+        body
+    }
+
+    /// Waits for a conversation for `chat_id` to exist and returns its id.
+    pub async fn conversation_for(&self, sys: &System, chat_id: i64) -> String {
+        let http = self.http.clone();
+        let url = format!("{}/api/conversations", sys.api.url);
+        let token = sys.token.clone();
+        wait_for(
+            "the conversation to appear",
+            Duration::from_secs(20),
+            || {
+                let http = http.clone();
+                let url = url.clone();
+                let token = token.clone();
+                async move {
+                    let (_, body) = http
+                        .call(reqwest::Method::GET, &url, Some(&token), None)
+                        .await;
+                    body["items"].as_array()?.iter().find_map(|c| {
+                        (c["tg_chat_id"].as_i64() == Some(chat_id))
+                            .then(|| c["id"].as_str().unwrap_or_default().to_owned())
+                    })
+                }
+            },
+        )
+        .await
+    }
+
+    /// Rows of `messages` as the API shows them, newest first.
+    pub async fn messages(&self, sys: &System, conversation_id: &str) -> Vec<Value> {
+        let (status, body) = self
+            .http
+            .call(
+                reqwest::Method::GET,
+                &format!(
+                    "{}/api/conversations/{conversation_id}/messages",
+                    sys.api.url
+                ),
+                Some(&sys.token),
+                None,
+            )
+            .await;
+        assert!(status.is_success(), "messages: {status} {body}");
+        body["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Posts a reply; returns the message as the API answered.
+    pub async fn reply(
+        &self,
+        sys: &System,
+        conversation_id: &str,
+        text: &str,
+        client_msg_id: &str,
+    ) -> Value {
+        let (status, body) = self
+            .http
+            .call(
+                reqwest::Method::POST,
+                &format!(
+                    "{}/api/conversations/{conversation_id}/messages",
+                    sys.api.url
+                ),
+                Some(&sys.token),
+                Some(serde_json::json!({"text": text, "client_msg_id": client_msg_id})),
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::ACCEPTED, "reply: {body}");
+        body
+    }
+
+    /// A message's row, straight from the database.
+    pub async fn message_row(&self, id: &str) -> (String, Option<i64>, i32, Option<String>) {
+        sqlx::query_as(
+            "SELECT status, tg_message_id, attempts, error FROM messages WHERE id = $1::uuid",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await
+        .expect("message row")
+    }
+
+    /// Waits until a message reaches `status`.
+    pub async fn wait_status(
+        &self,
+        id: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> (String, Option<i64>, i32, Option<String>) {
+        let what = format!("message {id} to become {status}");
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let row = self.message_row(id).await;
+            if row.0 == status {
+                return row;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "timed out waiting for {what}; last {row:?}\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The running system of one test.
+pub struct System {
+    pub adapter: Started,
+    pub api: Started,
+    pub relay: Started,
+    pub delivery: Started,
+    pub inbound: Started,
+    pub token: String,
+}

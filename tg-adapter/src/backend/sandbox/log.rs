@@ -1,0 +1,174 @@
+//! The sandbox's durable memory: every message it "sent", keyed by
+//! `random_id` (so a restarted sandbox still refuses to send one twice, as
+//! Telegram does), and the message-id counter.
+
+use broker_config::events::AttachmentRef;
+use chrono::{DateTime, SubsecRound, Utc};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{SendRequest, Sent};
+use crate::store::{Store, StoreError};
+
+const SENT: TableDefinition<i64, &[u8]> = TableDefinition::new("sandbox_sent");
+const META: TableDefinition<&str, i64> = TableDefinition::new("sandbox_meta");
+const NEXT_MESSAGE_ID: &str = "next_message_id";
+/// Telegram message ids start at 1 in a fresh account.
+const FIRST_MESSAGE_ID: i64 = 1;
+
+/// One message the sandbox delivered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SentRecord {
+    pub idempotency_key: String,
+    pub random_id: i64,
+    pub chat_id: i64,
+    pub text: String,
+    pub attachments: Vec<AttachmentRef>,
+    pub tg_message_id: i64,
+    pub received_at: DateTime<Utc>,
+}
+
+/// The two sandbox tables of the store.
+#[derive(Clone)]
+pub struct SentLog {
+    store: Store,
+}
+
+fn next_id(meta: &mut redb::Table<&str, i64>) -> Result<i64, StoreError> {
+    let next = meta
+        .get(NEXT_MESSAGE_ID)?
+        .map(|v| v.value())
+        .unwrap_or(FIRST_MESSAGE_ID);
+    meta.insert(NEXT_MESSAGE_ID, next.saturating_add(1))?;
+    Ok(next)
+}
+
+impl SentLog {
+    pub fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
+        txn.open_table(SENT)?;
+        txn.open_table(META)?;
+        Ok(())
+    }
+
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    /// Records a send unless its `random_id` is known. Returns the result and
+    /// whether this call actually sent (`false`: de-duplicated).
+    pub async fn record(&self, request: &SendRequest) -> Result<(Sent, bool), StoreError> {
+        let request = request.clone();
+        self.store
+            .blocking(move |db| {
+                let txn = db.begin_write()?;
+                let outcome = {
+                    let mut sent = txn.open_table(SENT)?;
+                    let known = match sent.get(request.random_id)? {
+                        Some(v) => Some(serde_json::from_slice::<SentRecord>(v.value())?),
+                        None => None,
+                    };
+                    match known {
+                        Some(first) => (
+                            Sent {
+                                tg_message_id: first.tg_message_id,
+                                sent_at: first.received_at,
+                            },
+                            false,
+                        ),
+                        None => {
+                            let mut meta = txn.open_table(META)?;
+                            let record = SentRecord {
+                                idempotency_key: request.idempotency_key,
+                                random_id: request.random_id,
+                                chat_id: request.chat_id,
+                                text: request.text,
+                                attachments: request.attachments,
+                                tg_message_id: next_id(&mut meta)?,
+                                received_at: Utc::now().trunc_subsecs(6),
+                            };
+                            let bytes = serde_json::to_vec(&record)?;
+                            sent.insert(record.random_id, bytes.as_slice())?;
+                            (
+                                Sent {
+                                    tg_message_id: record.tg_message_id,
+                                    sent_at: record.received_at,
+                                },
+                                true,
+                            )
+                        }
+                    }
+                };
+                txn.commit()?;
+                Ok(outcome)
+            })
+            .await
+    }
+
+    /// A fresh message id (for inbound messages without one).
+    pub async fn allocate_message_id(&self) -> Result<i64, StoreError> {
+        self.store
+            .blocking(|db| {
+                let txn = db.begin_write()?;
+                let id = next_id(&mut txn.open_table(META)?)?;
+                txn.commit()?;
+                Ok(id)
+            })
+            .await
+    }
+
+    /// Makes sure the counter never hands out `id` or anything below it.
+    pub async fn reserve_message_id(&self, id: i64) -> Result<(), StoreError> {
+        self.store
+            .blocking(move |db| {
+                let txn = db.begin_write()?;
+                {
+                    let mut meta = txn.open_table(META)?;
+                    let next = meta
+                        .get(NEXT_MESSAGE_ID)?
+                        .map(|v| v.value())
+                        .unwrap_or(FIRST_MESSAGE_ID);
+                    if id >= next {
+                        meta.insert(NEXT_MESSAGE_ID, id.saturating_add(1))?;
+                    }
+                }
+                txn.commit()?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Every record, oldest message id first, optionally for one chat.
+    pub async fn list(&self, chat_id: Option<i64>) -> Result<Vec<SentRecord>, StoreError> {
+        let mut records = self
+            .store
+            .blocking(move |db| {
+                let txn = db.begin_read()?;
+                let table = txn.open_table(SENT)?;
+                let mut out = Vec::new();
+                for row in table.iter()? {
+                    let (_, v) = row?;
+                    let record: SentRecord = serde_json::from_slice(v.value())?;
+                    if chat_id.is_none_or(|c| c == record.chat_id) {
+                        out.push(record);
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        records.sort_by_key(|r| r.tg_message_id);
+        Ok(records)
+    }
+
+    /// Forgets every sent message; the id counter keeps counting so ids
+    /// never repeat (consumers de-duplicate on them).
+    pub async fn clear(&self) -> Result<(), StoreError> {
+        self.store
+            .blocking(|db| {
+                let txn = db.begin_write()?;
+                txn.open_table(SENT)?.retain(|_, _| false)?;
+                txn.commit()?;
+                Ok(())
+            })
+            .await
+    }
+}

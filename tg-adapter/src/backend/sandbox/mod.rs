@@ -1,0 +1,263 @@
+//! A simulated Telegram for local use and tests: sends are recorded durably
+//! and de-duplicated on `random_id` like the real thing, failures can be
+//! scripted, and inbound messages are injected over HTTP.
+
+mod faults;
+mod log;
+
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use broker_config::events::{AttachmentRef, TgChat, TgMedia, TgSender, TgUpdateReceived};
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+pub use faults::{FaultMode, FaultPlan, Faults};
+pub use log::{SentLog, SentRecord};
+
+use super::{
+    Backend, InboundUpdate, PublishFailed, SendError, SendRequest, Sent, SessionState,
+    SessionStatus,
+};
+use crate::store::{Store, StoreError};
+use faults::Injected;
+
+/// Telegram's upload limit for a regular account (2000 MiB).
+pub const MAX_FILE_BYTES: i64 = 2000 * 1024 * 1024;
+/// Inbound updates waiting for the forwarder.
+const UPDATE_BUFFER: usize = 256;
+
+/// The simulated account.
+pub struct SandboxBackend {
+    log: SentLog,
+    faults: Faults,
+    updates_tx: mpsc::Sender<InboundUpdate>,
+    updates_rx: Mutex<Option<mpsc::Receiver<InboundUpdate>>>,
+}
+
+/// An inbound message to inject (`POST /sandbox/inbound`).
+#[derive(Debug, Clone)]
+pub struct InjectMessage {
+    pub chat: TgChat,
+    pub sender: TgSender,
+    pub text: String,
+    pub media: Vec<TgMedia>,
+    pub tg_message_id: Option<i64>,
+    pub date: Option<DateTime<Utc>>,
+}
+
+/// Why an injected message was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum InjectError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Publish(#[from] PublishFailed),
+}
+
+/// One row of `GET /sandbox/sent`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SentEntry {
+    pub idempotency_key: String,
+    pub random_id: i64,
+    pub chat_id: i64,
+    pub text: String,
+    pub attachments: Vec<AttachmentRef>,
+    pub tg_message_id: i64,
+    /// RFC 3339 with microseconds.
+    pub received_at: String,
+    /// How many times a message with this idempotency key was really sent
+    /// (1 in a healthy system).
+    pub send_count: u64,
+}
+
+/// The body of `GET /sandbox/sent`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SentListing {
+    pub messages: Vec<SentEntry>,
+    pub total_sends: u64,
+}
+
+impl SandboxBackend {
+    /// Table creation for [`Store::open`].
+    pub fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+        SentLog::create_tables(txn)
+    }
+
+    pub fn new(store: Store) -> Self {
+        let (updates_tx, updates_rx) = mpsc::channel(UPDATE_BUFFER);
+        Self {
+            log: SentLog::new(store),
+            faults: Faults::default(),
+            updates_tx,
+            updates_rx: Mutex::new(Some(updates_rx)),
+        }
+    }
+
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// What was sent, oldest first, optionally for one chat.
+    pub async fn sent(&self, chat_id: Option<i64>) -> Result<SentListing, StoreError> {
+        let records = self.log.list(chat_id).await?;
+        let mut per_key = std::collections::HashMap::<&str, u64>::new();
+        for r in &records {
+            *per_key.entry(r.idempotency_key.as_str()).or_default() += 1;
+        }
+        let messages = records
+            .iter()
+            .map(|r| SentEntry {
+                idempotency_key: r.idempotency_key.clone(),
+                random_id: r.random_id,
+                chat_id: r.chat_id,
+                text: r.text.clone(),
+                attachments: r.attachments.clone(),
+                tg_message_id: r.tg_message_id,
+                received_at: r.received_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+                send_count: per_key
+                    .get(r.idempotency_key.as_str())
+                    .copied()
+                    .unwrap_or(1),
+            })
+            .collect();
+        Ok(SentListing {
+            messages,
+            total_sends: records.len() as u64,
+        })
+    }
+
+    /// Clears the sent log and the fault plan.
+    pub async fn reset(&self) -> Result<(), StoreError> {
+        self.faults.clear();
+        self.log.clear().await
+    }
+
+    /// Hands an inbound message to the forwarder and waits until the broker
+    /// confirmed the event. Returns the message id and the event id.
+    pub async fn inject(&self, message: InjectMessage) -> Result<(i64, Uuid), InjectError> {
+        let tg_message_id = match message.tg_message_id {
+            Some(id) => {
+                self.log.reserve_message_id(id).await?;
+                id
+            }
+            None => self.log.allocate_message_id().await?,
+        };
+        let update = TgUpdateReceived {
+            chat: message.chat,
+            sender: message.sender,
+            tg_message_id,
+            text: message.text,
+            media: message.media,
+            date: message.date.unwrap_or_else(|| Utc::now().trunc_subsecs(0)),
+        };
+        let (ack, confirmed) = oneshot::channel();
+        self.updates_tx
+            .send(InboundUpdate { update, ack })
+            .await
+            .map_err(|_| PublishFailed("the inbound forwarder has stopped".into()))?;
+        let event_id = confirmed
+            .await
+            .map_err(|_| PublishFailed("the inbound forwarder dropped the update".into()))??;
+        Ok((tg_message_id, event_id))
+    }
+}
+
+fn check_attachments(attachments: &[AttachmentRef]) -> Result<(), SendError> {
+    if attachments.iter().any(|a| a.size > MAX_FILE_BYTES) {
+        return Err(SendError::Permanent {
+            code: "file_too_large".into(),
+        });
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Backend for SandboxBackend {
+    async fn send_message(&self, request: &SendRequest) -> Result<Sent, SendError> {
+        if let Some(latency) = self.faults.latency() {
+            tokio::time::sleep(latency).await;
+        }
+        let injected = self.faults.take();
+        if let Some(Injected::Before(error)) = injected {
+            return Err(error);
+        }
+        check_attachments(&request.attachments)?;
+        let (sent, _fresh) = self
+            .log
+            .record(request)
+            .await
+            .map_err(|e| SendError::Transient {
+                reason: format!("sandbox store: {e}"),
+            })?;
+        if let Some(Injected::AfterRecord(error)) = injected {
+            return Err(error);
+        }
+        Ok(sent)
+    }
+
+    async fn status(&self) -> SessionStatus {
+        SessionStatus {
+            session: SessionState::Authorized,
+            until: None,
+        }
+    }
+
+    fn take_updates(&self) -> Option<mpsc::Receiver<InboundUpdate>> {
+        self.updates_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn request(key: &str, random_id: i64) -> SendRequest {
+        SendRequest {
+            chat_id: 42,
+            text: "hi".into(),
+            attachments: vec![],
+            random_id,
+            idempotency_key: key.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn same_random_id_sends_once_and_survives_reopen() {
+        let dir = std::env::temp_dir().join(format!("tg-adapter-unit-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let first = {
+            let store = Store::open(&dir, &[SandboxBackend::create_tables]).unwrap();
+            let sandbox = SandboxBackend::new(store);
+            let a = sandbox.send_message(&request("k1", 1)).await.unwrap();
+            let b = sandbox.send_message(&request("k1", 1)).await.unwrap();
+            assert_eq!(a, b);
+            let other = sandbox.send_message(&request("k2", 2)).await.unwrap();
+            assert_eq!(other.tg_message_id, a.tg_message_id + 1);
+            a
+        };
+        let store = Store::open(&dir, &[SandboxBackend::create_tables]).unwrap();
+        let sandbox = SandboxBackend::new(store);
+        assert_eq!(
+            sandbox.send_message(&request("k1", 1)).await.unwrap(),
+            first
+        );
+        let listing = sandbox.sent(None).await.unwrap();
+        assert_eq!(listing.total_sends, 2);
+        assert!(listing.messages.iter().all(|m| m.send_count == 1));
+        assert_eq!(sandbox.sent(Some(7)).await.unwrap().total_sends, 0);
+        sandbox.reset().await.unwrap();
+        assert_eq!(sandbox.sent(None).await.unwrap().total_sends, 0);
+        // Ids keep counting after a reset.
+        let after = sandbox.send_message(&request("k3", 3)).await.unwrap();
+        assert!(after.tg_message_id > first.tg_message_id + 1);
+        drop(sandbox);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,37 @@
+//! The adapter's HTTP surface (DESIGN §7): `/health`, the token-protected
+//! `/v1` API and, in sandbox mode, the `/sandbox` control routes.
+
+pub mod auth;
+pub mod error;
+pub mod sandbox;
+pub mod v1;
+
+use std::sync::Arc;
+
+use axum::{Json, Router, middleware, routing::get};
+use serde_json::json;
+use tower_http::trace::TraceLayer;
+
+use crate::backend::SandboxBackend;
+use auth::BearerAuth;
+use error::ApiError;
+
+/// The whole router. `sandbox` is `Some` only with `TG_BACKEND=sandbox`.
+pub fn router(auth: BearerAuth, v1: v1::V1State, sandbox: Option<Arc<SandboxBackend>>) -> Router {
+    let mut protected = v1::router(v1);
+    if let Some(sandbox) = sandbox {
+        protected = protected.merge(sandbox::router(sandbox));
+    }
+    let protected = protected.layer(middleware::from_fn_with_state(auth, auth::require_bearer));
+    Router::new()
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .merge(protected)
+        .fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "not_found",
+                "no such route",
+            )
+        })
+        .layer(TraceLayer::new_for_http())
+}

@@ -1,0 +1,139 @@
+//! `/sandbox/*` control routes, mounted only with `TG_BACKEND=sandbox`:
+//! inject inbound messages, list what was sent, script failures, reset.
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::{
+        Query, State,
+        rejection::{JsonRejection, QueryRejection},
+    },
+    http::StatusCode,
+    routing::{get, post},
+};
+use broker_config::events::{TgChat, TgMedia, TgSender};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::error::ApiError;
+use crate::backend::sandbox::{FaultPlan, InjectMessage, SandboxBackend, SentListing};
+
+pub fn router(sandbox: Arc<SandboxBackend>) -> Router {
+    Router::new()
+        .route("/sandbox/inbound", post(inbound))
+        .route("/sandbox/sent", get(sent))
+        .route(
+            "/sandbox/faults",
+            get(get_faults).post(set_faults).delete(clear_faults),
+        )
+        .route("/sandbox/reset", post(reset))
+        .with_state(sandbox)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InboundIn {
+    pub chat_id: i64,
+    /// `private` (default), `group` or `channel`.
+    #[serde(default)]
+    pub chat_kind: Option<String>,
+    #[serde(default)]
+    pub chat_title: Option<String>,
+    pub sender: TgSender,
+    #[serde(default)]
+    pub text: String,
+    #[serde(default)]
+    pub media: Vec<TgMedia>,
+    #[serde(default)]
+    pub tg_message_id: Option<i64>,
+    #[serde(default)]
+    pub date: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InboundOut {
+    pub tg_message_id: i64,
+    pub event_id: Uuid,
+}
+
+async fn inbound(
+    State(sandbox): State<Arc<SandboxBackend>>,
+    body: Result<Json<InboundIn>, JsonRejection>,
+) -> Result<Json<InboundOut>, ApiError> {
+    let Json(body) = body?;
+    if body.chat_id == 0 || body.sender.id == 0 {
+        return Err(ApiError::bad_request(
+            "invalid_chat_id",
+            "chat_id and sender.id must not be 0",
+        ));
+    }
+    if body.tg_message_id.is_some_and(|id| id <= 0) {
+        return Err(ApiError::bad_request(
+            "invalid_message_id",
+            "tg_message_id must be positive",
+        ));
+    }
+    let kind = body.chat_kind.unwrap_or_else(|| "private".to_owned());
+    if !matches!(kind.as_str(), "private" | "group" | "channel") {
+        return Err(ApiError::bad_request(
+            "invalid_chat_kind",
+            "chat_kind must be private, group or channel",
+        ));
+    }
+    let message = InjectMessage {
+        chat: TgChat {
+            id: body.chat_id,
+            kind,
+            title: body.chat_title,
+        },
+        sender: body.sender,
+        text: body.text,
+        media: body.media,
+        tg_message_id: body.tg_message_id,
+        date: body.date,
+    };
+    let (tg_message_id, event_id) = sandbox.inject(message).await?;
+    Ok(Json(InboundOut {
+        tg_message_id,
+        event_id,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SentQuery {
+    pub chat_id: Option<i64>,
+}
+
+async fn sent(
+    State(sandbox): State<Arc<SandboxBackend>>,
+    query: Result<Query<SentQuery>, QueryRejection>,
+) -> Result<Json<SentListing>, ApiError> {
+    let Query(query) = query?;
+    Ok(Json(sandbox.sent(query.chat_id).await?))
+}
+
+async fn get_faults(State(sandbox): State<Arc<SandboxBackend>>) -> Json<FaultPlan> {
+    Json(sandbox.faults().current())
+}
+
+async fn set_faults(
+    State(sandbox): State<Arc<SandboxBackend>>,
+    body: Result<Json<FaultPlan>, JsonRejection>,
+) -> Result<Json<FaultPlan>, ApiError> {
+    let Json(plan) = body?;
+    plan.validate()
+        .map_err(|m| ApiError::bad_request("invalid_fault", m))?;
+    sandbox.faults().set(plan);
+    Ok(Json(sandbox.faults().current()))
+}
+
+async fn clear_faults(State(sandbox): State<Arc<SandboxBackend>>) -> Json<FaultPlan> {
+    sandbox.faults().clear();
+    Json(sandbox.faults().current())
+}
+
+async fn reset(State(sandbox): State<Arc<SandboxBackend>>) -> Result<StatusCode, ApiError> {
+    sandbox.reset().await?;
+    Ok(StatusCode::NO_CONTENT)
+}

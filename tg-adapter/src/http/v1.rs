@@ -1,0 +1,94 @@
+//! The `/v1` routes other services call: session status and the idempotent
+//! `POST /v1/messages`.
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::{State, rejection::JsonRejection},
+    http::{HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use broker_config::events::AttachmentRef;
+use chrono::SecondsFormat;
+use serde::{Deserialize, Serialize};
+use tokio_util::task::TaskTracker;
+
+use super::error::ApiError;
+use crate::{
+    backend::{Backend, SessionStatus},
+    idempotency::IdempotencyKey,
+    send::{Outgoing, SendService},
+};
+
+/// Header naming a request's idempotency key.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Response header set when a stored first result is returned.
+pub const REPLAYED: &str = "idempotent-replayed";
+
+#[derive(Clone)]
+pub struct V1State {
+    pub sender: Arc<SendService>,
+    pub backend: Arc<dyn Backend>,
+    /// Sends run as tracked tasks: a caller that hangs up does not cut a
+    /// send (or the storing of its result) in half.
+    pub tasks: TaskTracker,
+}
+
+pub fn router(state: V1State) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/messages", post(send_message))
+        .with_state(state)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SendIn {
+    pub chat_id: i64,
+    #[serde(default)]
+    pub text: String,
+    #[serde(default)]
+    pub attachments: Vec<AttachmentRef>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SendOut {
+    pub tg_message_id: i64,
+    /// RFC 3339 with microseconds.
+    pub sent_at: String,
+}
+
+async fn status(State(state): State<V1State>) -> Json<SessionStatus> {
+    Json(state.backend.status().await)
+}
+
+async fn send_message(
+    State(state): State<V1State>,
+    headers: HeaderMap,
+    body: Result<Json<SendIn>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let key = IdempotencyKey::parse(headers.get(IDEMPOTENCY_KEY).map(|v| v.as_bytes()))?;
+    let Json(body) = body?;
+    let message = Outgoing::parse(body.chat_id, body.text, body.attachments)?;
+    let sender = state.sender.clone();
+    let delivered = state
+        .tasks
+        .spawn(async move { sender.send(key, message).await })
+        .await
+        .map_err(|e| ApiError::unavailable(StatusCode::INTERNAL_SERVER_ERROR, "internal", &e))??;
+    let out = SendOut {
+        tg_message_id: delivered.result.tg_message_id,
+        sent_at: delivered
+            .result
+            .sent_at
+            .to_rfc3339_opts(SecondsFormat::Micros, true),
+    };
+    let mut response = Json(out).into_response();
+    if delivered.replayed {
+        response
+            .headers_mut()
+            .insert(REPLAYED, HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}

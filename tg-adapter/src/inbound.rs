@@ -1,0 +1,132 @@
+//! Hands inbound Telegram updates to the rest of the system: each becomes a
+//! `tg.update.received.v1` event published with a broker confirm, and only a
+//! confirmed update is acknowledged back to the backend.
+
+use std::time::Duration;
+
+use broker_config::{
+    Envelope, Event, Publisher, connection,
+    topology::{self, topology},
+};
+use lapin::Connection;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{InboundUpdate, PublishFailed};
+
+/// Connection name shown in the RabbitMQ management UI.
+const CONNECTION_NAME: &str = "tg-adapter";
+/// Longest wait for connecting (with topology) or for one confirm.
+const STEP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One lazily opened AMQP connection and its confirming publisher.
+struct Link {
+    connection: Connection,
+    publisher: Publisher,
+}
+
+/// Publishes updates; (re)connects on demand.
+pub struct Forwarder {
+    amqp_url: SecretString,
+    link: Option<Link>,
+}
+
+impl Forwarder {
+    pub fn new(amqp_url: SecretString) -> Self {
+        Self {
+            amqp_url,
+            link: None,
+        }
+    }
+
+    /// Receives updates until `shutdown` or until every sender is gone.
+    pub async fn run(
+        mut self,
+        mut updates: mpsc::Receiver<InboundUpdate>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => None,
+                next = updates.recv() => next,
+            };
+            let Some(InboundUpdate { update, ack }) = next else {
+                break;
+            };
+            let envelope = Envelope::new(Event::TgUpdateReceived(update));
+            let result = self.publish(&envelope).await.map(|()| envelope.id);
+            if let Err(e) = &result {
+                tracing::warn!(event_id = %envelope.id, error = %e, "inbound update not published");
+            }
+            // The backend may have given up waiting; nothing else to do then.
+            let _ = ack.send(result);
+        }
+        if let Some(link) = self.link.take() {
+            let _ = link.connection.close(200, "shutdown".into()).await;
+        }
+    }
+
+    /// Publishes with a confirm; on failure reconnects once and tries again.
+    pub async fn publish(&mut self, envelope: &Envelope) -> Result<(), PublishFailed> {
+        let mut last = None;
+        for _ in 0..2 {
+            match self.try_publish(envelope).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    self.link = None;
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| PublishFailed("not attempted".into())))
+    }
+
+    async fn try_publish(&mut self, envelope: &Envelope) -> Result<(), PublishFailed> {
+        if self
+            .link
+            .as_ref()
+            .is_none_or(|l| !l.publisher.is_connected())
+        {
+            self.link = Some(self.connect().await?);
+        }
+        let Some(link) = self.link.as_ref() else {
+            return Err(PublishFailed("no broker connection".into()));
+        };
+        match tokio::time::timeout(STEP_TIMEOUT, link.publisher.publish_envelope(envelope, &[]))
+            .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(PublishFailed(e.to_string())),
+            Err(_) => Err(PublishFailed("broker confirm timed out".into())),
+        }
+    }
+
+    async fn connect(&self) -> Result<Link, PublishFailed> {
+        let url = self.amqp_url.expose_secret().to_owned();
+        let attempt = async move {
+            let connection = connection::connect(&url, CONNECTION_NAME)
+                .await
+                .map_err(|e| PublishFailed(format!("connecting to RabbitMQ: {e}")))?;
+            let channel = connection
+                .create_channel()
+                .await
+                .map_err(|e| PublishFailed(format!("opening a channel: {e}")))?;
+            topology::declare(&channel, &topology())
+                .await
+                .map_err(|e| PublishFailed(format!("declaring the topology: {e}")))?;
+            let _ = channel.close(200, "topology declared".into()).await;
+            let publisher = Publisher::new(&connection)
+                .await
+                .map_err(|e| PublishFailed(format!("opening a confirm channel: {e}")))?;
+            tracing::info!("connected to RabbitMQ for inbound updates");
+            Ok(Link {
+                connection,
+                publisher,
+            })
+        };
+        tokio::time::timeout(STEP_TIMEOUT, attempt)
+            .await
+            .map_err(|_| PublishFailed("connecting to RabbitMQ timed out".into()))?
+    }
+}

@@ -1,0 +1,125 @@
+//! The Telegram adapter: the only process that talks to Telegram. It sends
+//! replies exactly once per idempotency key within Telegram's budgets and
+//! publishes inbound updates as `tg.update.received.v1` (DESIGN §7).
+
+pub mod backend;
+pub mod budget;
+pub mod config;
+pub mod http;
+pub mod idempotency;
+pub mod inbound;
+pub mod metrics;
+pub mod send;
+pub mod store;
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+pub use config::{BackendKind, BudgetConfig, Config};
+
+use backend::{Backend, SandboxBackend};
+use budget::Budgets;
+use idempotency::IdempotencyStore;
+use send::SendService;
+use store::Store;
+
+/// Idempotency results older than this are pruned.
+pub const IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(30 * 86_400);
+const PRUNE_EVERY: Duration = Duration::from_secs(3_600);
+const FORGET_IDLE_CHATS_EVERY: Duration = Duration::from_secs(60);
+
+/// Serves the adapter on `listener` until `shutdown` is cancelled, then
+/// finishes in-flight requests and sends and closes the store.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    telemetry: platform::Telemetry,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    if config.backend != BackendKind::Sandbox {
+        anyhow::bail!(
+            "TG_BACKEND={} is not built yet; use TG_BACKEND=sandbox",
+            config.backend
+        );
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating DATA_DIR {}", config.data_dir.display()))?;
+    let store = Store::open(
+        &config.data_dir,
+        &[
+            IdempotencyStore::create_table,
+            SandboxBackend::create_tables,
+        ],
+    )
+    .with_context(|| {
+        format!(
+            "opening the store in DATA_DIR {}",
+            config.data_dir.display()
+        )
+    })?;
+
+    let sandbox = Arc::new(SandboxBackend::new(store.clone()));
+    let backend: Arc<dyn Backend> = sandbox.clone();
+    let metrics = metrics::Metrics::new(&telemetry.meter("tg-adapter"));
+    let sender = Arc::new(SendService::new(
+        backend.clone(),
+        IdempotencyStore::new(store.clone()),
+        Budgets::new(&config.budgets),
+        metrics,
+    ));
+
+    let background = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    if let Some(updates) = backend.take_updates() {
+        let forwarder = inbound::Forwarder::new(config.amqp_url.clone());
+        tasks.spawn(forwarder.run(updates, background.clone()));
+    }
+    tasks.spawn(housekeeping(sender.clone(), background.clone()));
+
+    let app = http::router(
+        http::auth::BearerAuth::new(&config.token),
+        http::v1::V1State {
+            sender,
+            backend,
+            tasks: tasks.clone(),
+        },
+        Some(sandbox),
+    );
+    tracing::info!(
+        addr = ?listener.local_addr().ok(),
+        backend = %config.backend,
+        data_dir = %config.data_dir.display(),
+        "tg-adapter listening"
+    );
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await;
+    // Requests are done; stop the forwarder and housekeeping, and wait for
+    // sends whose callers hung up, so the store is closed when we return.
+    background.cancel();
+    tasks.close();
+    tasks.wait().await;
+    served.context("serving HTTP")?;
+    tracing::info!("tg-adapter stopped");
+    Ok(())
+}
+
+/// Prunes old idempotency results and forgets idle chats' budgets.
+async fn housekeeping(sender: Arc<SendService>, stop: CancellationToken) {
+    let mut prune = tokio::time::interval(PRUNE_EVERY);
+    let mut forget = tokio::time::interval(FORGET_IDLE_CHATS_EVERY);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = prune.tick() => match sender.results().prune(IDEMPOTENCY_RETENTION).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "pruned old idempotency keys"),
+                Err(e) => tracing::warn!(error = %e, "pruning idempotency keys failed"),
+            },
+            _ = forget.tick() => sender.budgets().forget_idle_chats(),
+        }
+    }
+}

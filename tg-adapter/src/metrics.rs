@@ -1,0 +1,69 @@
+//! The adapter's instruments, created once per process from the telemetry
+//! meter: send outcomes and send latency.
+
+use opentelemetry::{
+    KeyValue,
+    metrics::{Counter, Histogram, Meter},
+};
+
+/// `result` label of `tg_adapter_sends_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendResult {
+    Sent,
+    Duplicate,
+    FloodWait,
+    Permanent,
+    Transient,
+}
+
+impl SendResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sent => "sent",
+            Self::Duplicate => "duplicate",
+            Self::FloodWait => "flood_wait",
+            Self::Permanent => "permanent",
+            Self::Transient => "transient",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Metrics {
+    sends: Counter<u64>,
+    duration: Histogram<f64>,
+}
+
+impl Metrics {
+    pub fn new(meter: &Meter) -> Self {
+        Self {
+            sends: meter
+                .u64_counter("tg_adapter_sends")
+                .with_description(
+                    "Send requests by outcome: sent, duplicate (idempotent replay), \
+                     flood_wait (budget or Telegram), permanent, transient",
+                )
+                .build(),
+            duration: meter
+                .f64_histogram("tg_adapter_send_duration")
+                .with_unit("s")
+                .with_description("Time the Telegram backend took for one send, by outcome")
+                .with_boundaries(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ])
+                .build(),
+        }
+    }
+
+    /// Counts one request's outcome.
+    pub fn count(&self, result: SendResult) {
+        self.sends
+            .add(1, &[KeyValue::new("result", result.as_str())]);
+    }
+
+    /// Records one backend call.
+    pub fn backend_call(&self, result: SendResult, seconds: f64) {
+        self.duration
+            .record(seconds, &[KeyValue::new("result", result.as_str())]);
+    }
+}

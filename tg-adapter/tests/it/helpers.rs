@@ -1,0 +1,152 @@
+//! Starting and stopping the adapter for a test, and small HTTP helpers.
+
+use std::path::{Path, PathBuf};
+
+use platform::{Env, Telemetry};
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use tg_adapter::Config;
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+pub const TOKEN: &str = "test-token-0123456789";
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("tg-adapter-it-{}", uuid::Uuid::new_v4()));
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running adapter.
+pub struct App {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub telemetry: Telemetry,
+    shutdown: CancellationToken,
+    handle: JoinHandle<anyhow::Result<()>>,
+}
+
+impl App {
+    /// Starts the adapter on `data_dir` with the default test env plus `extra`.
+    pub async fn start(data_dir: &Path, extra: &[(&str, &str)]) -> Self {
+        let data_dir = data_dir.to_string_lossy().into_owned();
+        let mut pairs: Vec<(String, String)> = [
+            ("TG_ADAPTER_TOKEN", TOKEN),
+            ("TG_BACKEND", "sandbox"),
+            ("DATA_DIR", data_dir.as_str()),
+            ("AMQP_URL", AMQP_URL),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        for (k, v) in extra {
+            pairs.retain(|(name, _)| name != k);
+            pairs.push(((*k).to_owned(), (*v).to_owned()));
+        }
+        let config = Config::from_env(&Env::from_pairs(pairs)).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let telemetry = Telemetry::metrics_only().unwrap();
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(tg_adapter::run(
+            config,
+            listener,
+            telemetry.clone(),
+            shutdown.clone(),
+        ));
+        Self {
+            base,
+            client: reqwest::Client::new(),
+            telemetry,
+            shutdown,
+            handle,
+        }
+    }
+
+    /// Stops the adapter and waits until it has closed its store.
+    pub async fn stop(self) {
+        drop(self.client);
+        self.shutdown.cancel();
+        self.handle.await.unwrap().unwrap();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `POST /v1/messages` with the token and an optional key.
+    pub async fn send(&self, key: Option<&str>, body: &Value) -> Response {
+        let mut request = self
+            .client
+            .post(self.url("/v1/messages"))
+            .bearer_auth(TOKEN)
+            .json(body);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        request.send().await.unwrap()
+    }
+
+    pub async fn send_text(&self, key: &str, chat_id: i64, text: &str) -> Response {
+        self.send(
+            Some(key),
+            &json!({"chat_id": chat_id, "text": text, "attachments": []}),
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        response.json().await.unwrap()
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(TOKEN)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Scripts sandbox failures.
+    pub async fn faults(&self, body: Value) {
+        let response = self.post("/sandbox/faults", &body).await;
+        assert_eq!(response.status(), StatusCode::OK, "{body}");
+    }
+
+    /// `GET /sandbox/sent`.
+    pub async fn sent(&self) -> Value {
+        self.get("/sandbox/sent").await
+    }
+}
+
+/// Status and JSON body of a response.
+pub async fn status_json(response: Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
