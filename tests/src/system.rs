@@ -259,3 +259,22 @@ pub struct System {
     pub inbound: Started,
     pub token: String,
 }
+
+impl TestEnv {
+    /// Waits until no outbox row is pending.
+    pub async fn wait_outbox_drained(&self, timeout: Duration) {
+        let pool = self.pool.clone();
+        wait_for("the outbox to drain", timeout, || {
+            let pool = pool.clone();
+            async move {
+                let n: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE status = 'pending'")
+                        .fetch_one(&pool)
+                        .await
+                        .ok()?;
+                (n == 0).then_some(())
+            }
+        })
+        .await;
+    }
+}

@@ -1,0 +1,387 @@
+//! Chaos: processes killed mid-way, the adapter failing in each way it can,
+//! poison messages, and the broker out of reach.
+
+use std::time::{Duration, Instant};
+
+use fastprep_tests::{TcpProxy, TestEnv, system::System, wait_for};
+use lapin::{BasicProperties, options::*, types::FieldTable};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+async fn set_faults(env: &TestEnv, sys: &System, plan: Value) {
+    let (status, body) = env
+        .http
+        .sandbox(
+            &sys.adapter.url,
+            Method::POST,
+            "/sandbox/faults",
+            Some(plan),
+        )
+        .await;
+    assert!(status.is_success(), "faults: {status} {body}");
+}
+
+fn sends_of(sent: &Value, key: &str) -> i64 {
+    sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["idempotency_key"] == key)
+        .map(|m| m["send_count"].as_i64().unwrap())
+        .sum()
+}
+
+async fn queue_depth(env: &TestEnv, queue: &str) -> u32 {
+    let conn = broker_config::connection::connect(&env.amqp_url(), "test")
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let q = ch
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let _ = conn.close(200, "bye".into()).await;
+    q.message_count()
+}
+
+async fn outbox_status(env: &TestEnv, event_type: &str, aggregate_id: &str) -> Vec<(String, i32)> {
+    sqlx::query_as("SELECT status, attempts FROM outbox WHERE event_type = $1 AND aggregate_id = $2 ORDER BY id")
+        .bind(event_type)
+        .bind(aggregate_id)
+        .fetch_all(&env.pool)
+        .await
+        .unwrap()
+}
+
+async fn conversation(env: &mut TestEnv, sys: &System, chat: i64) -> String {
+    env.inject(&sys.adapter, chat, 1, "hi").await;
+    env.conversation_for(sys, chat).await
+}
+
+#[tokio::test]
+async fn relay_killed_between_publish_and_mark_done_sends_once() {
+    let mut env = TestEnv::new().await;
+    let sys = env.start_system().await;
+    let conv = conversation(&mut env, &sys, 4004).await;
+    env.wait_outbox_drained(Duration::from_secs(20)).await;
+    // Arm the crash: the next batch the relay publishes kills it before the
+    // rows are marked done.
+    env.proc(sys.relay.idx)
+        .restart_with(&[("FAILPOINTS", Some("relay-after-publish=return".into()))]);
+    let msg = env
+        .reply(&sys, &conv, "survives a relay crash", "k-1")
+        .await;
+    let id = msg["id"].as_str().unwrap().to_owned();
+    let relay = sys.relay.idx;
+    wait_for(
+        "the relay to die at the fail point",
+        Duration::from_secs(20),
+        || {
+            let exited = env.proc(relay).exited();
+            async move { exited.map(|_| ()) }
+        },
+    )
+    .await;
+    // The event was published (tg-delivery sends it) but its row is still pending.
+    env.wait_status(&id, "sent", Duration::from_secs(20)).await;
+    assert_eq!(
+        outbox_status(&env, "message.outgoing.v1", &id).await,
+        [("pending".to_owned(), 0)]
+    );
+    // A healthy relay publishes the row again; the duplicate is absorbed.
+    env.proc(relay).restart_with(&[("FAILPOINTS", None)]);
+    wait_for("the row to be marked done", Duration::from_secs(20), || {
+        let env = &env;
+        let id = id.clone();
+        async move {
+            let rows = outbox_status(env, "message.outgoing.v1", &id).await;
+            (rows[0].0 == "done").then_some(())
+        }
+    })
+    .await;
+    let dupes: i64 = wait_for(
+        "the duplicate delivery to be seen",
+        Duration::from_secs(20),
+        || {
+            let env = &env;
+            async move {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM processed_messages WHERE consumer = 'tg-delivery'",
+                )
+                .fetch_one(&env.pool)
+                .await
+                .unwrap();
+                let depth = queue_depth(env, "tg-delivery").await;
+                (depth == 0).then_some(n)
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        dupes, 1,
+        "one claim for the event, however often it was delivered"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sends_of(&env.sent(&sys.adapter).await, &id), 1);
+    let (status, _, attempts, _) = env.message_row(&id).await;
+    assert_eq!((status.as_str(), attempts), ("sent", 1));
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn tg_delivery_killed_mid_message_sends_once() {
+    let mut env = TestEnv::new().await;
+    let sys = env.start_system().await;
+    let conv = conversation(&mut env, &sys, 5005).await;
+    // The adapter takes 1.5 s per send: long enough to kill tg-delivery while
+    // it waits for the answer.
+    set_faults(&env, &sys, json!({"latency_ms": 1500})).await;
+    let msg = env
+        .reply(&sys, &conv, "survives a consumer crash", "k-2")
+        .await;
+    let id = msg["id"].as_str().unwrap().to_owned();
+    env.wait_status(&id, "sending", Duration::from_secs(20))
+        .await;
+    env.proc(sys.delivery.idx).kill();
+    set_faults(&env, &sys, json!({"latency_ms": 0})).await;
+    env.proc(sys.delivery.idx).restart_with(&[]);
+    let (_, tg_id, attempts, _) = env.wait_status(&id, "sent", Duration::from_secs(30)).await;
+    assert!(tg_id.is_some());
+    assert_eq!(attempts, 2, "the redelivery is a second attempt");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sends_of(&env.sent(&sys.adapter).await, &id), 1);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn adapter_5xx_then_200_is_retried_and_sent_once() {
+    let mut env = TestEnv::new().await;
+    let sys = env.start_system().await;
+    let conv = conversation(&mut env, &sys, 6006).await;
+    set_faults(&env, &sys, json!({"fail_next": 1, "mode": "server_error"})).await;
+    let msg = env.reply(&sys, &conv, "retry me", "k-3").await;
+    let id = msg["id"].as_str().unwrap().to_owned();
+    let (_, _, attempts, _) = env.wait_status(&id, "sent", Duration::from_secs(30)).await;
+    assert_eq!(attempts, 2);
+    let statuses: Vec<String> = sqlx::query_scalar(
+        "SELECT payload->>'status' FROM outbox WHERE event_type = 'message.status.v1' AND aggregate_id = $1 ORDER BY id",
+    )
+    .bind(&id)
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(statuses, ["sending", "retrying", "sending", "sent"]);
+    assert_eq!(sends_of(&env.sent(&sys.adapter).await, &id), 1);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn flood_wait_is_not_retried_before_retry_after() {
+    let mut env = TestEnv::new().await;
+    let sys = env.start_system().await;
+    let conv = conversation(&mut env, &sys, 7007).await;
+    set_faults(
+        &env,
+        &sys,
+        json!({"fail_next": 1, "mode": "flood_wait", "retry_after": 3}),
+    )
+    .await;
+    let started = Instant::now();
+    let msg = env.reply(&sys, &conv, "slow down", "k-4").await;
+    let id = msg["id"].as_str().unwrap().to_owned();
+    env.wait_status(&id, "retrying", Duration::from_secs(20))
+        .await;
+    let retry_at: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT retry_at FROM messages WHERE id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert!(
+        retry_at >= chrono::Utc::now() + chrono::Duration::seconds(2),
+        "retry_at {retry_at}"
+    );
+    env.wait_status(&id, "sent", Duration::from_secs(30)).await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "retried after {:?}",
+        started.elapsed()
+    );
+    let sent = env.sent(&sys.adapter).await;
+    assert_eq!(sends_of(&sent, &id), 1);
+    let record = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["idempotency_key"] == id.as_str())
+        .unwrap()
+        .clone();
+    let received: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(record["received_at"].clone()).unwrap();
+    assert!(
+        received >= retry_at,
+        "sent at {received}, before retry_at {retry_at}"
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn permanent_4xx_fails_the_message_and_dead_letters_it_without_retry() {
+    let mut env = TestEnv::new().await;
+    let sys = env.start_system().await;
+    let conv = conversation(&mut env, &sys, 8008).await;
+    set_faults(
+        &env,
+        &sys,
+        json!({"fail_next": 1, "mode": "permanent", "code": "user_blocked"}),
+    )
+    .await;
+    let msg = env.reply(&sys, &conv, "you blocked us", "k-5").await;
+    let id = msg["id"].as_str().unwrap().to_owned();
+    let (_, tg_id, attempts, error) = env
+        .wait_status(&id, "failed", Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        (tg_id, attempts, error.as_deref()),
+        (None, 1, Some("user_blocked"))
+    );
+    wait_for(
+        "the message in tg-delivery.dlq",
+        Duration::from_secs(10),
+        || {
+            let env = &env;
+            async move { (queue_depth(env, "tg-delivery.dlq").await == 1).then_some(()) }
+        },
+    )
+    .await;
+    let failed_events: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE event_type = 'message.delivery_failed.v1' AND aggregate_id = $1",
+    )
+    .bind(&id)
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(failed_events, 1);
+    // No retry happens later either.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(env.message_row(&id).await.2, 1);
+    assert_eq!(sends_of(&env.sent(&sys.adapter).await, &id), 0);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn poison_message_is_dead_lettered_and_the_consumer_keeps_serving() {
+    let mut env = TestEnv::new().await;
+    let sys = env.start_system().await;
+    let conv = conversation(&mut env, &sys, 9009).await;
+    let conn = broker_config::connection::connect(&env.amqp_url(), "poisoner")
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for body in [
+        &b"{not json"[..],
+        br#"{"id":"x","type":"message.outgoing.v1"}"#,
+    ] {
+        ch.basic_publish(
+            "fastprep.events".into(),
+            "message.outgoing.v1".into(),
+            BasicPublishOptions::default(),
+            body,
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    wait_for(
+        "both poison messages in tg-delivery.dlq",
+        Duration::from_secs(10),
+        || {
+            let env = &env;
+            async move { (queue_depth(env, "tg-delivery.dlq").await == 2).then_some(()) }
+        },
+    )
+    .await;
+    let msg = env.reply(&sys, &conv, "still working", "k-6").await;
+    env.wait_status(msg["id"].as_str().unwrap(), "sent", Duration::from_secs(20))
+        .await;
+    let _ = conn.close(200, "bye".into()).await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn broker_out_of_reach_keeps_rows_pending_then_they_flow() {
+    let mut env = TestEnv::new().await;
+    let proxy = TcpProxy::start(
+        format!("{}:{}", env.services.amqp_host, env.services.amqp_port)
+            .parse()
+            .unwrap(),
+    )
+    .await;
+    let adapter = env.start_adapter(&[]).await;
+    let api = env.start_api(&[]).await;
+    let relay_amqp = env.amqp_url_via("127.0.0.1", proxy.port());
+    let relay = env
+        .start_consumer("relay", None, &[("AMQP_URL", relay_amqp)])
+        .await;
+    let delivery = env.start_consumer("tg-delivery", Some(&adapter), &[]).await;
+    let inbound = env.start_consumer("inbound", None, &[]).await;
+    let token = env
+        .http
+        .login(
+            &api.url,
+            fastprep_tests::env::ADMIN_EMAIL,
+            fastprep_tests::env::ADMIN_PASSWORD,
+        )
+        .await;
+    let sys = System {
+        adapter,
+        api,
+        relay,
+        delivery,
+        inbound,
+        token,
+    };
+    let conv = conversation(&mut env, &sys, 1010).await;
+    proxy.cut();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let msg = env
+            .reply(
+                &sys,
+                &conv,
+                &format!("during the outage {i}"),
+                &format!("o-{i}"),
+            )
+            .await;
+        ids.push(msg["id"].as_str().unwrap().to_owned());
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for id in &ids {
+        assert_eq!(
+            outbox_status(&env, "message.outgoing.v1", id).await,
+            [("pending".to_owned(), 0)]
+        );
+        assert_eq!(env.message_row(id).await.0, "queued");
+    }
+    proxy.restore();
+    for id in &ids {
+        env.wait_status(id, "sent", Duration::from_secs(30)).await;
+    }
+    let sent = env.sent(&sys.adapter).await;
+    for id in &ids {
+        assert_eq!(sends_of(&sent, id), 1);
+    }
+    env.cleanup().await;
+}

@@ -1,0 +1,8 @@
+//! End-to-end, chaos and contract suites: the real binaries against real
+//! PostgreSQL, RabbitMQ and Redis, Telegram played by the sandbox adapter.
+
+mod api;
+mod faults;
+mod metrics;
+mod pipeline;
+mod relay;

@@ -1,0 +1,139 @@
+//! One message each way through the whole system.
+
+use std::time::Duration;
+
+use fastprep_tests::TestEnv;
+use reqwest::{Method, StatusCode};
+
+#[tokio::test]
+async fn inbound_message_appears_once_even_when_injected_twice() {
+    let mut env = TestEnv::new().await;
+    let sys = env.start_system().await;
+    env.inject(
+        &sys.adapter,
+        1001,
+        7,
+        "Hello, is the SAT course still open?",
+    )
+    .await;
+    env.inject(
+        &sys.adapter,
+        1001,
+        7,
+        "Hello, is the SAT course still open?",
+    )
+    .await;
+    env.inject(&sys.adapter, 1001, 8, "And the price?").await;
+    let conv = env.conversation_for(&sys, 1001).await;
+    let msgs = fastprep_tests::wait_for("both inbound messages", Duration::from_secs(20), || {
+        let env = &env;
+        let sys = &sys;
+        let conv = conv.clone();
+        async move {
+            let m = env.messages(sys, &conv).await;
+            (m.len() >= 2).then_some(m)
+        }
+    })
+    .await;
+    // Give a duplicate every chance to show up before counting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let msgs_after = env.messages(&sys, &conv).await;
+    assert_eq!(msgs_after.len(), 2, "{msgs_after:#?}");
+    assert_eq!(msgs[0]["text"], "And the price?");
+    assert_eq!(msgs[1]["text"], "Hello, is the SAT course still open?");
+    assert!(
+        msgs.iter()
+            .all(|m| m["direction"] == "in" && m["status"] == "received")
+    );
+    let (_, list) = env
+        .http
+        .call(
+            Method::GET,
+            &format!("{}/api/conversations", sys.api.url),
+            Some(&sys.token),
+            None,
+        )
+        .await;
+    let convs = list["items"].as_array().unwrap();
+    assert_eq!(convs.len(), 1);
+    assert_eq!(convs[0]["contact_username"], "user1001");
+    let events: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE event_type = 'message.received.v1'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(events, 2, "one message.received.v1 per stored message");
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn reply_is_sent_exactly_once_and_marked_sent() {
+    let mut env = TestEnv::new().await;
+    let sys = env.start_system().await;
+    env.inject(&sys.adapter, 2002, 1, "Hi").await;
+    let conv = env.conversation_for(&sys, 2002).await;
+    let msg = env.reply(&sys, &conv, "Hello! Yes, it is.", "c-1").await;
+    assert_eq!(msg["status"], "queued");
+    let id = msg["id"].as_str().unwrap();
+    let (status, tg_id, attempts, error) =
+        env.wait_status(id, "sent", Duration::from_secs(20)).await;
+    assert_eq!(status, "sent");
+    assert!(tg_id.is_some());
+    assert_eq!(attempts, 1);
+    assert_eq!(error, None);
+    let sent = env.sent(&sys.adapter).await;
+    let mine: Vec<_> = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["idempotency_key"] == id)
+        .collect();
+    assert_eq!(mine.len(), 1, "{sent}");
+    assert_eq!(mine[0]["send_count"], 1);
+    assert_eq!(mine[0]["chat_id"], 2002);
+    assert_eq!(mine[0]["text"], "Hello! Yes, it is.");
+    assert_eq!(mine[0]["tg_message_id"].as_i64(), tg_id);
+    // The status went queued -> sending -> sent, each with an event.
+    let statuses: Vec<String> = sqlx::query_scalar(
+        "SELECT payload->>'status' FROM outbox WHERE event_type = 'message.status.v1' AND aggregate_id = $1 ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(statuses, ["sending", "sent"]);
+    let via_api = env.messages(&sys, &conv).await;
+    assert_eq!(via_api[0]["status"], "sent");
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn posting_the_same_client_msg_id_twice_creates_one_message() {
+    let mut env = TestEnv::new().await;
+    let sys = env.start_system().await;
+    env.inject(&sys.adapter, 3003, 1, "Hi").await;
+    let conv = env.conversation_for(&sys, 3003).await;
+    let a = env.reply(&sys, &conv, "Once", "same-id").await;
+    let b = env.reply(&sys, &conv, "Once", "same-id").await;
+    assert_eq!(a["id"], b["id"]);
+    let (status, body) = env
+        .http
+        .call(
+            Method::POST,
+            &format!("{}/api/conversations/{conv}/messages", sys.api.url),
+            Some(&sys.token),
+            Some(serde_json::json!({"text": "Something else", "client_msg_id": "same-id"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["error"]["code"], "client_msg_id_reused");
+    let outgoing: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE event_type = 'message.outgoing.v1'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(outgoing, 1);
+    env.wait_status(a["id"].as_str().unwrap(), "sent", Duration::from_secs(20))
+        .await;
+    env.cleanup().await;
+}
