@@ -2,6 +2,9 @@
 //! binaries as child processes, a TCP proxy the test owns to cut links, and
 //! small HTTP helpers. Used by the end-to-end, chaos and benchmark suites.
 
+// Test support: failing loudly at the first broken assumption is the point.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 pub mod env;
 pub mod http;
 pub mod process;

@@ -1,6 +1,8 @@
 //! End-to-end, chaos and contract suites: the real binaries against real
 //! PostgreSQL, RabbitMQ and Redis, Telegram played by the sandbox adapter.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod api;
 mod faults;
 mod metrics;
