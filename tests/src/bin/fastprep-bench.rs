@@ -1,0 +1,271 @@
+//! Benchmarks that print figures (and write them to `bench-results/`).
+//!
+//! `fastprep-bench relay`: raw lapin publishing with pipelined confirms vs
+//! the relay draining pre-inserted outbox rows, end-to-end latency at a
+//! steady request rate, and the peak memory of every process.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+use fastprep_tests::{TestEnv, wait_for};
+use futures::{StreamExt, stream::FuturesUnordered};
+use lapin::{BasicProperties, options::*};
+use serde_json::json;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Relay throughput vs raw publishing, end-to-end latency, memory.
+    Relay {
+        /// Events for the throughput phases.
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+        /// Steady request rate of the latency phase, per second.
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+        /// Length of the latency phase, seconds.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Conversations the latency phase spreads its replies over.
+        #[arg(long, default_value_t = 50)]
+        chats: i64,
+    },
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn sample_payload(i: usize) -> serde_json::Value {
+    json!({
+        "message_id": uuid::Uuid::now_v7(),
+        "conversation_id": uuid::Uuid::now_v7(),
+        "tg_chat_id": 100_000 + i as i64,
+        "text": "Hello! Your SAT practice test is booked for Saturday at 10:00.",
+        "attachments": []
+    })
+}
+
+/// (a) Raw lapin: publish `n` envelopes to the tg-delivery quorum queue with
+/// pipelined confirms (a sliding window of outstanding confirms).
+async fn raw_publish(env: &TestEnv, n: usize) -> f64 {
+    let conn = broker_config::connection::connect(&env.amqp_url(), "bench-raw").await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    broker_config::topology::declare(&ch, &broker_config::topology::topology()).await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    let bodies: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            serde_json::to_vec(&json!({
+                "id": uuid::Uuid::now_v7(), "type": "message.outgoing.v1", "occurred_at": Utc::now(),
+                "aggregate_type": "message", "aggregate_id": uuid::Uuid::now_v7().to_string(),
+                "data": sample_payload(i)
+            }))
+            .unwrap()
+        })
+        .collect();
+    const WINDOW: usize = 2_000;
+    let started = Instant::now();
+    let mut in_flight: FuturesUnordered<lapin::PublisherConfirm> = FuturesUnordered::new();
+    for body in &bodies {
+        if in_flight.len() >= WINDOW {
+            let c: lapin::Confirmation = in_flight.next().await.unwrap().unwrap();
+            assert!(c.is_ack());
+        }
+        let confirm = ch
+            .basic_publish(
+                "fastprep.events".into(),
+                "message.outgoing.v1".into(),
+                BasicPublishOptions::default(),
+                body,
+                BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into()),
+            )
+            .await
+            .unwrap();
+        in_flight.push(confirm);
+    }
+    while let Some(c) = in_flight.next().await {
+        assert!(c.unwrap().is_ack());
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    ch.queue_purge("tg-delivery".into(), QueuePurgeOptions::default()).await.unwrap();
+    let _ = conn.close(200, "bye".into()).await;
+    rate
+}
+
+/// (b) The relay draining `n` outbox rows committed in one transaction.
+async fn relay_drain(env: &TestEnv, n: usize) -> (f64, f64) {
+    sqlx::query(
+        "INSERT INTO outbox (event_id, event_type, aggregate_type, aggregate_id, payload)
+         SELECT gen_random_uuid(), 'message.outgoing.v1', 'message', gen_random_uuid()::text,
+                jsonb_build_object('message_id', gen_random_uuid(), 'conversation_id', gen_random_uuid(),
+                  'tg_chat_id', 100000 + g, 'attachments', '[]'::jsonb,
+                  'text', 'Hello! Your SAT practice test is booked for Saturday at 10:00.')
+         FROM generate_series(1, $1) g",
+    )
+    .bind(n as i64)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let pool = env.pool.clone();
+    wait_for("the relay to drain the outbox", Duration::from_secs(600), || {
+        let pool = pool.clone();
+        async move {
+            let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE status = 'pending'")
+                .fetch_one(&pool)
+                .await
+                .ok()?;
+            (pending == 0).then_some(())
+        }
+    })
+    .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let done: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE status = 'done'")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(done as usize, n, "every row published");
+    // The published events are synthetic: drop them before real traffic.
+    let conn = broker_config::connection::connect(&env.amqp_url(), "bench-purge").await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_purge("tg-delivery".into(), QueuePurgeOptions::default()).await.unwrap();
+    let _ = conn.close(200, "bye".into()).await;
+    sqlx::query("DELETE FROM outbox").execute(&env.pool).await.unwrap();
+    (n as f64 / elapsed, elapsed)
+}
+
+#[tokio::main]
+async fn main() {
+    let Bench::Relay { events, rate, seconds, chats } = Cli::parse().bench;
+    let mut env = TestEnv::new().await;
+    println!("relay benchmark: {events} events, latency at {rate}/s for {seconds}s over {chats} chats");
+    println!("binaries from {}", fastprep_tests::process::bin_dir().display());
+
+    let raw = raw_publish(&env, events).await;
+    println!("(a) raw lapin publish, pipelined confirms, quorum queue: {raw:>10.0} events/s");
+
+    let relay = env.start_consumer("relay", None, &[]).await;
+    let (relay_rate, relay_secs) = relay_drain(&env, events).await;
+    println!("(b) relay drain of {events} committed outbox rows:     {relay_rate:>10.0} events/s ({relay_secs:.2}s)");
+    println!("    relay / raw = {:.1}%", relay_rate / raw * 100.0);
+
+    // (c) end to end at a steady rate.
+    let adapter = env.start_adapter(&[]).await;
+    let api = env.start_api(&[]).await;
+    let delivery = env.start_consumer("tg-delivery", Some(&adapter), &[]).await;
+    let inbound = env.start_consumer("inbound", None, &[]).await;
+    let token = env
+        .http
+        .login(&api.url, fastprep_tests::env::ADMIN_EMAIL, fastprep_tests::env::ADMIN_PASSWORD)
+        .await;
+    for chat in 1..=chats {
+        env.inject(&adapter, chat, 1, "hello").await;
+    }
+    let convs: Vec<String> = wait_for("conversations", Duration::from_secs(60), || {
+        let pool = env.pool.clone();
+        async move {
+            let ids: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM conversations").fetch_all(&pool).await.ok()?;
+            (ids.len() as i64 == chats).then(|| ids.iter().map(ToString::to_string).collect())
+        }
+    })
+    .await;
+    let total = (rate * seconds) as usize;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut posts = tokio::task::JoinSet::new();
+    let started = Instant::now();
+    for i in 0..total {
+        ticker.tick().await;
+        let http = env.http.raw().clone();
+        let url = format!("{}/api/conversations/{}/messages", api.url, convs[i % convs.len()]);
+        let token = token.clone();
+        posts.spawn(async move {
+            let resp = http
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({"text": format!("bench reply {i}"), "client_msg_id": format!("bench-{i}")}))
+                .send()
+                .await
+                .unwrap();
+            let accepted_at = Utc::now();
+            assert_eq!(resp.status(), 202);
+            let body: serde_json::Value = resp.json().await.unwrap();
+            (body["id"].as_str().unwrap().to_owned(), accepted_at)
+        });
+    }
+    let mut accepted: HashMap<String, DateTime<Utc>> = HashMap::new();
+    while let Some(r) = posts.join_next().await {
+        let (id, at) = r.unwrap();
+        accepted.insert(id, at);
+    }
+    let offered = total as f64 / started.elapsed().as_secs_f64();
+    let accepted_ref = &accepted;
+    let sent = wait_for("every reply at the sandbox", Duration::from_secs(120), || {
+        let env = &env;
+        let adapter = &adapter;
+        let accepted = accepted_ref;
+        async move {
+            let sent = env.sent(adapter).await;
+            let n = sent["messages"].as_array()?.iter().filter(|m| accepted_contains(accepted, m)).count();
+            (n >= total).then_some(sent)
+        }
+    })
+    .await;
+    let mut latencies: Vec<f64> = Vec::new();
+    let mut max_sends = 0;
+    for m in sent["messages"].as_array().unwrap() {
+        let key = m["idempotency_key"].as_str().unwrap_or_default();
+        let Some(at) = accepted.get(key) else { continue };
+        let received: DateTime<Utc> = serde_json::from_value(m["received_at"].clone()).unwrap();
+        latencies.push((received - *at).as_seconds_f64() * 1000.0);
+        max_sends = max_sends.max(m["send_count"].as_i64().unwrap_or(0));
+    }
+    latencies.sort_by(f64::total_cmp);
+    let (p50, p99, max) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99), percentile(&latencies, 1.0));
+    println!(
+        "(c) end to end (POST accepted -> sandbox received) at {offered:.0}/s, {} replies: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms; most sends of one reply: {max_sends}",
+        latencies.len()
+    );
+
+    // (d) peak memory.
+    let mut memory = serde_json::Map::new();
+    println!("(d) peak resident memory (VmHWM):");
+    for (name, started) in [("api", &api), ("relay", &relay), ("tg-delivery", &delivery), ("inbound", &inbound), ("tg-adapter", &adapter)] {
+        let kib = env.proc(started.idx).peak_rss_kib().unwrap_or(0);
+        println!("    {name:<12} {:>6.1} MiB", kib as f64 / 1024.0);
+        memory.insert(name.to_owned(), json!(kib as f64 / 1024.0));
+    }
+    let results = json!({
+        "at": Utc::now(),
+        "events": events,
+        "raw_events_per_sec": raw,
+        "relay_events_per_sec": relay_rate,
+        "relay_to_raw_ratio": relay_rate / raw,
+        "e2e": {"offered_per_sec": offered, "count": latencies.len(), "p50_ms": p50, "p99_ms": p99, "max_ms": max, "max_sends_of_one_reply": max_sends},
+        "peak_rss_mib": memory,
+    });
+    std::fs::create_dir_all("bench-results").unwrap();
+    std::fs::write("bench-results/relay.json", serde_json::to_string_pretty(&results).unwrap()).unwrap();
+    println!("written to bench-results/relay.json");
+    env.cleanup().await;
+}
+
+fn accepted_contains(accepted: &HashMap<String, DateTime<Utc>>, m: &serde_json::Value) -> bool {
+    m["idempotency_key"].as_str().is_some_and(|k| accepted.contains_key(k))
+}
