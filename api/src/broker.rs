@@ -1,8 +1,6 @@
 //! The API's RabbitMQ link, used for the health check (and, later, the
 //! realtime queue). Reconnects lazily.
 
-use std::time::Duration;
-
 use lapin::Connection;
 use tokio::sync::Mutex;
 
@@ -19,18 +17,21 @@ impl Broker {
         }
     }
 
-    /// Ok when a live connection exists or a new one can be opened.
+    /// Ok when the broker answers a round trip (opening and closing a
+    /// channel) on the kept connection, reconnecting once if it is gone.
     pub async fn check(&self) -> Result<(), lapin::Error> {
         let mut guard = self.conn.lock().await;
-        if guard.as_ref().is_some_and(|c| c.status().connected()) {
+        if let Some(conn) = guard.as_ref()
+            && conn.status().connected()
+            && let Ok(channel) = conn.create_channel().await
+        {
+            let _ = channel.close(200, "health".into()).await;
             return Ok(());
         }
-        let conn = tokio::time::timeout(
-            Duration::from_secs(2),
-            broker_config::connection::connect(&self.url, "fastprep-api"),
-        )
-        .await
-        .map_err(|_| lapin::Error::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))??;
+        *guard = None;
+        let conn = broker_config::connection::connect(&self.url, "fastprep-api").await?;
+        let channel = conn.create_channel().await?;
+        let _ = channel.close(200, "health".into()).await;
         *guard = Some(conn);
         Ok(())
     }

@@ -77,10 +77,39 @@ pub fn router(state: AppState, config: &Config, metrics: http_metrics::HttpMetri
         ))
         .layer(middleware::from_fn(error::error_envelope))
         .layer(cors)
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
+}
+
+/// The span of one request, a child of the caller's `traceparent` if any.
+fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let span = tracing::info_span!(
+        "request",
+        http.request.method = %req.method(),
+        url.path = %req.uri().path(),
+        request_id,
+        trace_id = tracing::field::Empty,
+    );
+    let headers: std::collections::HashMap<String, String> = ["traceparent", "tracestate"]
+        .iter()
+        .filter_map(|k| {
+            req.headers()
+                .get(*k)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| ((*k).to_owned(), v.to_owned()))
+        })
+        .collect();
+    if let Some(trace_id) = platform::trace::set_parent_from(&span, &headers) {
+        span.record("trace_id", trace_id);
+    }
+    span
 }
 
 /// Serves the API on `listener` until `shutdown`.
@@ -94,9 +123,15 @@ pub async fn run(
     let metrics = http_metrics::HttpMetrics::new(&telemetry.meter("fastprep-api"));
     let app = router(state.clone(), &config, metrics);
     tracing::info!(addr = %listener.local_addr()?, "api listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await?;
+    axum::serve(
+        // Small request/response pairs must not wait on Nagle + delayed ACK.
+        axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        }),
+        app,
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await?;
     let _ = state.redis.quit().await;
     state.pool.close().await;
     Ok(())

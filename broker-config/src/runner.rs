@@ -20,7 +20,12 @@ use lapin::{
     types::{AMQPValue, FieldTable},
 };
 use sqlx::{PgPool, Postgres, Transaction};
-use tokio::task::JoinSet;
+use std::collections::HashMap;
+
+use tokio::{
+    sync::{Semaphore, watch},
+    task::JoinSet,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -99,6 +104,12 @@ pub trait Handler: Send + Sync + 'static {
         tx: &mut Transaction<'static, Postgres>,
     ) -> Result<(), Failure>;
 
+    /// Deliveries with the same key are handled one at a time, in queue
+    /// order (e.g. replies to one Telegram chat). `None`: no ordering.
+    fn ordering_key(&self, _envelope: &Envelope) -> Option<String> {
+        None
+    }
+
     /// Records a failure in its own transaction (e.g. a delivery status),
     /// before the message is retried or dead-lettered.
     async fn on_failure(
@@ -117,6 +128,8 @@ pub trait Handler: Send + Sync + 'static {
 pub struct RunnerConfig {
     pub amqp_url: String,
     pub prefetch: u16,
+    /// Deliveries handled at once (each holds a database connection).
+    pub concurrency: usize,
     pub policy: RetryPolicy,
 }
 
@@ -179,6 +192,8 @@ async fn consume<H: Handler>(
         metrics: metrics.clone(),
     });
     let mut in_flight = JoinSet::new();
+    let limiter = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    let mut lanes = Lanes::default();
     let result = loop {
         tokio::select! {
             _ = shutdown.cancelled() => {
@@ -192,8 +207,28 @@ async fn consume<H: Handler>(
             }
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
+                    let Ok(permit) = limiter.clone().acquire_owned().await else {
+                        break Ok(());
+                    };
+                    let decoded = serde_json::from_slice::<Envelope>(&delivery.data);
+                    let lane = decoded
+                        .as_ref()
+                        .ok()
+                        .and_then(|env| shared.handler.ordering_key(env))
+                        .map(|key| lanes.join(key));
                     let shared = shared.clone();
-                    in_flight.spawn(async move { shared.process(delivery).await });
+                    in_flight.spawn(async move {
+                        let _permit = permit;
+                        let _turn = match lane {
+                            Some((mut previous, mine)) => {
+                                // Wait for the previous delivery of this key to finish.
+                                let _ = previous.changed().await;
+                                Some(mine)
+                            }
+                            None => None,
+                        };
+                        shared.process(delivery, decoded).await
+                    });
                 }
                 Some(Err(e)) => break Err(e.into()),
                 None => break Err(anyhow::anyhow!("consumer stream ended")),
@@ -211,6 +246,25 @@ struct Shared<H> {
     publisher: Publisher,
     policy: RetryPolicy,
     metrics: ConsumerMetrics,
+}
+
+/// `traceparent`/`tracestate` of a delivery.
+fn trace_headers(delivery: &Delivery) -> HashMap<String, String> {
+    delivery
+        .properties
+        .headers()
+        .as_ref()
+        .map(|h| {
+            h.inner()
+                .iter()
+                .filter(|(k, _)| k.as_str() == "traceparent" || k.as_str() == "tracestate")
+                .filter_map(|(k, v)| match v {
+                    AMQPValue::LongString(s) => Some((k.to_string(), s.to_string())),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Reads `x-attempt` (1 when absent).
@@ -237,11 +291,11 @@ enum Step {
 }
 
 impl<H: Handler> Shared<H> {
-    async fn process(&self, delivery: Delivery) {
+    async fn process(&self, delivery: Delivery, decoded: Result<Envelope, serde_json::Error>) {
         let queue = self.handler.queue();
         let started = Instant::now();
         let attempt = attempt_of(&delivery);
-        let envelope: Envelope = match serde_json::from_slice(&delivery.data) {
+        let envelope: Envelope = match decoded {
             Ok(env) => env,
             Err(e) => {
                 tracing::error!(queue, error = %e, "undecodable message; dead-lettering");
@@ -260,7 +314,11 @@ impl<H: Handler> Shared<H> {
             messaging.message.id = %envelope.id,
             event.r#type = envelope.event_type(),
             attempt,
+            trace_id = tracing::field::Empty,
         );
+        if let Some(trace_id) = platform::trace::set_parent_from(&span, &trace_headers(&delivery)) {
+            span.record("trace_id", trace_id);
+        }
         let outcome = async {
             let ctx = Context {
                 envelope: &envelope,
@@ -371,20 +429,7 @@ impl<H: Handler> Shared<H> {
             .as_ref()
             .map(|s| s.to_string())
             .unwrap_or_default();
-        let headers: Vec<(String, String)> = props
-            .headers()
-            .as_ref()
-            .map(|h| {
-                h.inner()
-                    .iter()
-                    .filter(|(k, _)| k.as_str() == "traceparent" || k.as_str() == "tracestate")
-                    .filter_map(|(k, v)| match v {
-                        AMQPValue::LongString(s) => Some((k.to_string(), s.to_string())),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let headers: Vec<(String, String)> = trace_headers(delivery).into_iter().collect();
         let outgoing = Outgoing {
             exchange: "",
             routing_key: &tier,
@@ -425,6 +470,29 @@ impl<H: Handler> Shared<H> {
         if let Err(e) = delivery.reject(BasicRejectOptions { requeue: false }).await {
             tracing::warn!(error = %e, "reject failed; the message will be redelivered");
         }
+    }
+}
+
+/// Per-key ordering: each delivery of a key waits until the previous one of
+/// the same key has finished (its sender is dropped).
+#[derive(Default)]
+struct Lanes {
+    last: HashMap<String, watch::Receiver<()>>,
+}
+
+impl Lanes {
+    /// Returns the receiver to wait on (closed at once for a new key) and the
+    /// sender to drop when this delivery is done.
+    fn join(&mut self, key: String) -> (watch::Receiver<()>, watch::Sender<()>) {
+        if self.last.len() > 10_000 {
+            self.last.retain(|_, rx| rx.has_changed().is_ok());
+        }
+        let (tx, rx) = watch::channel(());
+        let previous = self.last.insert(key, rx).unwrap_or_else(|| {
+            let (_, closed) = watch::channel(());
+            closed
+        });
+        (previous, tx)
     }
 }
 

@@ -14,6 +14,7 @@ pub struct Config {
     pub metrics_port: u16,
     pub relay: RelayConfig,
     pub prefetch: u16,
+    pub concurrency: usize,
     pub tg_adapter_url: Option<String>,
     pub tg_adapter_token: Option<SecretString>,
     pub tg_adapter_timeout: Duration,
@@ -65,11 +66,12 @@ impl Config {
         }
         Ok(Self {
             database_url: env.required("DATABASE_URL")?,
-            database_max_connections: env.or("DATABASE_MAX_CONNECTIONS", 16)?,
+            database_max_connections: env.or("DATABASE_MAX_CONNECTIONS", 40)?,
             amqp_url: env.required("AMQP_URL")?,
             metrics_port: env.or("METRICS_PORT", 9090)?,
             relay,
             prefetch: env.or("CONSUMER_PREFETCH", 100)?,
+            concurrency: env.or("CONSUMER_CONCURRENCY", 16)?,
             tg_adapter_url: env.optional("TG_ADAPTER_URL")?,
             tg_adapter_token: env
                 .optional::<String>("TG_ADAPTER_TOKEN")?

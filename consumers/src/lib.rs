@@ -37,6 +37,7 @@ pub async fn run(
     let runner_config = RunnerConfig {
         amqp_url: config.amqp_url.clone(),
         prefetch: config.prefetch,
+        concurrency: config.concurrency,
         policy: RetryPolicy::default(),
     };
     let mut tasks = tokio::task::JoinSet::new();

@@ -6,6 +6,7 @@ pub mod config;
 pub mod metrics_server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod trace;
 
 pub use config::{ConfigError, Env};
 pub use shutdown::shutdown_token;

@@ -6,7 +6,7 @@
 use axum::{
     Json, Router,
     extract::{Path, Query, State},
-    http::{HeaderMap, StatusCode},
+    http::StatusCode,
     routing::get,
 };
 use broker_config::{Envelope, Event, events::MessageOutgoing};
@@ -156,7 +156,6 @@ async fn create(
     user: AuthUser,
     State(state): State<AppState>,
     Path(conversation_id): Path<Uuid>,
-    headers: HeaderMap,
     Json(input): Json<CreateIn>,
 ) -> ApiResult<(StatusCode, Json<MessageOut>)> {
     let reply = Reply::try_from(input)?;
@@ -212,7 +211,7 @@ async fn create(
         text: message.text.clone(),
         attachments: vec![],
     }));
-    schema::enqueue(&mut tx, &event, &trace_headers(&headers)).await?;
+    schema::enqueue(&mut tx, &event, &trace_headers()).await?;
     sqlx::query(
         "UPDATE conversations SET last_message_at = now(), updated_at = now() WHERE id = $1",
     )
@@ -224,12 +223,11 @@ async fn create(
 }
 
 /// W3C trace context of the request, carried into the event's AMQP headers.
-fn trace_headers(headers: &HeaderMap) -> serde_json::Value {
-    let mut map = serde_json::Map::new();
-    for name in ["traceparent", "tracestate"] {
-        if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
-            map.insert(name.to_owned(), serde_json::Value::String(v.to_owned()));
-        }
-    }
-    serde_json::Value::Object(map)
+fn trace_headers() -> serde_json::Value {
+    serde_json::Value::Object(
+        platform::trace::inject_current()
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect(),
+    )
 }

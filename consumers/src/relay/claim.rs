@@ -83,6 +83,7 @@ pub async fn relay_batch(
     config: &RelayConfig,
     metrics: &RelayMetrics,
 ) -> Result<BatchOutcome, RelayError> {
+    let t0 = std::time::Instant::now();
     let mut tx = pool.begin().await?;
     let rows: Vec<Row> = sqlx::query_as(CLAIM)
         .bind(config.batch_size)
@@ -135,8 +136,10 @@ pub async fn relay_batch(
             mandatory: false,
         })
         .collect();
+    let t_claimed = t0.elapsed();
     // A channel failure rolls the transaction back: every row stays pending.
     let results = publisher.publish_batch(&outgoing).await?;
+    let t_published = t0.elapsed();
     let confirmed_at = Utc::now();
 
     // Fault-injection point for the crash tests (compiled out without the
@@ -171,7 +174,16 @@ pub async fn relay_batch(
             .execute(&mut *tx)
             .await?;
     }
+    let t_marked = t0.elapsed();
     tx.commit().await?;
+    tracing::debug!(
+        rows = rows.len(),
+        claim_ms = t_claimed.as_secs_f64() * 1e3,
+        publish_ms = (t_published - t_claimed).as_secs_f64() * 1e3,
+        mark_ms = (t_marked - t_published).as_secs_f64() * 1e3,
+        commit_ms = (t0.elapsed() - t_marked).as_secs_f64() * 1e3,
+        "relay batch"
+    );
     metrics.published(done.len() as u64);
     Ok(BatchOutcome {
         claimed: rows.len(),

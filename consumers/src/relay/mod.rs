@@ -94,8 +94,11 @@ async fn listen(
             }
         };
         if let Err(e) = listener.listen("outbox").await {
-            tracing::warn!(error = %e, "LISTEN outbox failed");
-            continue;
+            tracing::warn!(error = %e, "LISTEN outbox failed; polling meanwhile");
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+            }
         }
         loop {
             tokio::select! {

@@ -167,6 +167,11 @@ impl Handler for TgDelivery {
         TG_DELIVERY.name
     }
 
+    /// Replies to one chat go out in the order they were queued.
+    fn ordering_key(&self, envelope: &Envelope) -> Option<String> {
+        outgoing(envelope).ok().map(|m| m.tg_chat_id.to_string())
+    }
+
     async fn handle(
         &self,
         ctx: &Context<'_>,

@@ -64,10 +64,16 @@ fn sample_payload(i: usize) -> serde_json::Value {
 /// (a) Raw lapin: publish `n` envelopes to the tg-delivery quorum queue with
 /// pipelined confirms (a sliding window of outstanding confirms).
 async fn raw_publish(env: &TestEnv, n: usize) -> f64 {
-    let conn = broker_config::connection::connect(&env.amqp_url(), "bench-raw").await.unwrap();
+    let conn = broker_config::connection::connect(&env.amqp_url(), "bench-raw")
+        .await
+        .unwrap();
     let ch = conn.create_channel().await.unwrap();
-    broker_config::topology::declare(&ch, &broker_config::topology::topology()).await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    broker_config::topology::declare(&ch, &broker_config::topology::topology())
+        .await
+        .unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
     let bodies: Vec<Vec<u8>> = (0..n)
         .map(|i| {
             serde_json::to_vec(&json!({
@@ -92,7 +98,9 @@ async fn raw_publish(env: &TestEnv, n: usize) -> f64 {
                 "message.outgoing.v1".into(),
                 BasicPublishOptions::default(),
                 body,
-                BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into()),
+                BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_content_type("application/json".into()),
             )
             .await
             .unwrap();
@@ -102,7 +110,9 @@ async fn raw_publish(env: &TestEnv, n: usize) -> f64 {
         assert!(c.unwrap().is_ack());
     }
     let rate = n as f64 / started.elapsed().as_secs_f64();
-    ch.queue_purge("tg-delivery".into(), QueuePurgeOptions::default()).await.unwrap();
+    ch.queue_purge("tg-delivery".into(), QueuePurgeOptions::default())
+        .await
+        .unwrap();
     let _ = conn.close(200, "bye".into()).await;
     rate
 }
@@ -122,18 +132,22 @@ async fn relay_drain(env: &TestEnv, n: usize) -> (f64, f64) {
     .await
     .unwrap();
     let started = Instant::now();
-    let pool = env.pool.clone();
-    wait_for("the relay to drain the outbox", Duration::from_secs(600), || {
-        let pool = pool.clone();
-        async move {
-            let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE status = 'pending'")
-                .fetch_one(&pool)
+    // A cheap probe, so the measurement does not compete with the relay.
+    loop {
+        let pending: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM outbox WHERE status = 'pending')")
+                .fetch_one(&env.pool)
                 .await
-                .ok()?;
-            (pending == 0).then_some(())
+                .unwrap();
+        if !pending {
+            break;
         }
-    })
-    .await;
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "the relay did not drain the outbox"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let elapsed = started.elapsed().as_secs_f64();
     let done: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE status = 'done'")
         .fetch_one(&env.pool)
@@ -141,28 +155,59 @@ async fn relay_drain(env: &TestEnv, n: usize) -> (f64, f64) {
         .unwrap();
     assert_eq!(done as usize, n, "every row published");
     // The published events are synthetic: drop them before real traffic.
-    let conn = broker_config::connection::connect(&env.amqp_url(), "bench-purge").await.unwrap();
+    let conn = broker_config::connection::connect(&env.amqp_url(), "bench-purge")
+        .await
+        .unwrap();
     let ch = conn.create_channel().await.unwrap();
-    ch.queue_purge("tg-delivery".into(), QueuePurgeOptions::default()).await.unwrap();
+    ch.queue_purge("tg-delivery".into(), QueuePurgeOptions::default())
+        .await
+        .unwrap();
     let _ = conn.close(200, "bye".into()).await;
-    sqlx::query("DELETE FROM outbox").execute(&env.pool).await.unwrap();
+    sqlx::query("DELETE FROM outbox")
+        .execute(&env.pool)
+        .await
+        .unwrap();
     (n as f64 / elapsed, elapsed)
 }
 
 #[tokio::main]
 async fn main() {
-    let Bench::Relay { events, rate, seconds, chats } = Cli::parse().bench;
+    let Bench::Relay {
+        events,
+        rate,
+        seconds,
+        chats,
+    } = Cli::parse().bench;
     let mut env = TestEnv::new().await;
-    println!("relay benchmark: {events} events, latency at {rate}/s for {seconds}s over {chats} chats");
-    println!("binaries from {}", fastprep_tests::process::bin_dir().display());
+    println!(
+        "relay benchmark: {events} events, latency at {rate}/s for {seconds}s over {chats} chats"
+    );
+    println!(
+        "binaries from {}",
+        fastprep_tests::process::bin_dir().display()
+    );
 
     let raw = raw_publish(&env, events).await;
     println!("(a) raw lapin publish, pipelined confirms, quorum queue: {raw:>10.0} events/s");
 
-    let relay = env.start_consumer("relay", None, &[]).await;
+    // Relay tuning knobs pass through from the bench's environment.
+    let knobs: Vec<(&str, String)> = ["RELAY_BATCH_SIZE", "RELAY_WORKERS"]
+        .into_iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k, v)))
+        .collect();
+    let relay = env.start_consumer("relay", None, &knobs).await;
+    let cpu_before = env.proc(relay.idx).cpu_seconds().unwrap_or(0.0);
     let (relay_rate, relay_secs) = relay_drain(&env, events).await;
-    println!("(b) relay drain of {events} committed outbox rows:     {relay_rate:>10.0} events/s ({relay_secs:.2}s)");
-    println!("    relay / raw = {:.1}%", relay_rate / raw * 100.0);
+    let relay_cpu = env.proc(relay.idx).cpu_seconds().unwrap_or(0.0) - cpu_before;
+    println!(
+        "(b) relay drain of {events} committed outbox rows:     {relay_rate:>10.0} events/s ({relay_secs:.2}s)"
+    );
+    println!(
+        "    relay / raw = {:.1}%; relay CPU {:.2}s ({:.1} µs per event)",
+        relay_rate / raw * 100.0,
+        relay_cpu,
+        relay_cpu / events as f64 * 1e6
+    );
 
     // (c) end to end at a steady rate.
     let adapter = env.start_adapter(&[]).await;
@@ -171,7 +216,11 @@ async fn main() {
     let inbound = env.start_consumer("inbound", None, &[]).await;
     let token = env
         .http
-        .login(&api.url, fastprep_tests::env::ADMIN_EMAIL, fastprep_tests::env::ADMIN_PASSWORD)
+        .login(
+            &api.url,
+            fastprep_tests::env::ADMIN_EMAIL,
+            fastprep_tests::env::ADMIN_PASSWORD,
+        )
         .await;
     for chat in 1..=chats {
         env.inject(&adapter, chat, 1, "hello").await;
@@ -179,74 +228,137 @@ async fn main() {
     let convs: Vec<String> = wait_for("conversations", Duration::from_secs(60), || {
         let pool = env.pool.clone();
         async move {
-            let ids: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM conversations").fetch_all(&pool).await.ok()?;
+            let ids: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM conversations")
+                .fetch_all(&pool)
+                .await
+                .ok()?;
             (ids.len() as i64 == chats).then(|| ids.iter().map(ToString::to_string).collect())
         }
     })
     .await;
+    // Warm-up at the same rate (pools connect, caches fill); not measured.
+    let warmup = post_at_rate(&env, &api.url, &token, &convs, rate, rate * 2, "warmup").await;
     let total = (rate * seconds) as usize;
-    let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut posts = tokio::task::JoinSet::new();
     let started = Instant::now();
-    for i in 0..total {
-        ticker.tick().await;
-        let http = env.http.raw().clone();
-        let url = format!("{}/api/conversations/{}/messages", api.url, convs[i % convs.len()]);
-        let token = token.clone();
-        posts.spawn(async move {
-            let resp = http
-                .post(url)
-                .bearer_auth(token)
-                .json(&json!({"text": format!("bench reply {i}"), "client_msg_id": format!("bench-{i}")}))
-                .send()
-                .await
-                .unwrap();
-            let accepted_at = Utc::now();
-            assert_eq!(resp.status(), 202);
-            let body: serde_json::Value = resp.json().await.unwrap();
-            (body["id"].as_str().unwrap().to_owned(), accepted_at)
-        });
-    }
-    let mut accepted: HashMap<String, DateTime<Utc>> = HashMap::new();
-    while let Some(r) = posts.join_next().await {
-        let (id, at) = r.unwrap();
-        accepted.insert(id, at);
-    }
+    let accepted = post_at_rate(
+        &env,
+        &api.url,
+        &token,
+        &convs,
+        rate,
+        rate * seconds,
+        "bench",
+    )
+    .await;
     let offered = total as f64 / started.elapsed().as_secs_f64();
+    drop(warmup);
     let accepted_ref = &accepted;
-    let sent = wait_for("every reply at the sandbox", Duration::from_secs(120), || {
-        let env = &env;
-        let adapter = &adapter;
-        let accepted = accepted_ref;
-        async move {
-            let sent = env.sent(adapter).await;
-            let n = sent["messages"].as_array()?.iter().filter(|m| accepted_contains(accepted, m)).count();
-            (n >= total).then_some(sent)
-        }
-    })
+    let sent = wait_for(
+        "every reply at the sandbox",
+        Duration::from_secs(120),
+        || {
+            let env = &env;
+            let adapter = &adapter;
+            let accepted = accepted_ref;
+            async move {
+                let sent = env.sent(adapter).await;
+                let n = sent["messages"]
+                    .as_array()?
+                    .iter()
+                    .filter(|m| accepted_contains(accepted, m))
+                    .count();
+                (n >= total).then_some(sent)
+            }
+        },
+    )
     .await;
     let mut latencies: Vec<f64> = Vec::new();
+    let mut timeline: Vec<(DateTime<Utc>, f64)> = Vec::new();
     let mut max_sends = 0;
     for m in sent["messages"].as_array().unwrap() {
         let key = m["idempotency_key"].as_str().unwrap_or_default();
-        let Some(at) = accepted.get(key) else { continue };
+        let Some(at) = accepted.get(key) else {
+            continue;
+        };
         let received: DateTime<Utc> = serde_json::from_value(m["received_at"].clone()).unwrap();
         latencies.push((received - *at).as_seconds_f64() * 1000.0);
+        timeline.push((*at, (received - *at).as_seconds_f64() * 1000.0));
         max_sends = max_sends.max(m["send_count"].as_i64().unwrap_or(0));
     }
     latencies.sort_by(f64::total_cmp);
-    let (p50, p99, max) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99), percentile(&latencies, 1.0));
+    timeline.sort_by_key(|t| t.0);
+    std::fs::create_dir_all("bench-results").unwrap();
+    let csv: String = timeline
+        .iter()
+        .map(|(at, ms)| {
+            format!(
+                "{},{ms:.3}\n",
+                at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            )
+        })
+        .collect();
+    std::fs::write(
+        "bench-results/e2e-latency.csv",
+        format!("accepted_at,latency_ms\n{csv}"),
+    )
+    .unwrap();
+    let (p50, p99, max) = (
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 1.0),
+    );
     println!(
         "(c) end to end (POST accepted -> sandbox received) at {offered:.0}/s, {} replies: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms; most sends of one reply: {max_sends}",
         latencies.len()
     );
 
+    // Where the time goes: API commit -> relay confirm, relay -> sandbox.
+    let stages: Vec<(String, f64)> = sqlx::query_as(
+        "SELECT aggregate_id, EXTRACT(EPOCH FROM published_at - created_at)::float8 * 1000
+         FROM outbox WHERE event_type = 'message.outgoing.v1' AND published_at IS NOT NULL",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    let mut relay_stage: Vec<f64> = stages.iter().map(|s| s.1).collect();
+    relay_stage.sort_by(f64::total_cmp);
+    println!(
+        "    of which outbox commit -> broker confirm: p50 {:.1} ms, p99 {:.1} ms",
+        percentile(&relay_stage, 0.5),
+        percentile(&relay_stage, 0.99)
+    );
+
+    let delivery_metrics = env
+        .http
+        .raw()
+        .get(&delivery.metrics_url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (name, label) in [
+        ("adapter_latency_seconds", "TG adapter call"),
+        ("consumer_handler_duration_seconds", "tg-delivery handler"),
+    ] {
+        println!(
+            "    {label}: p50 <= {} ms, p99 <= {} ms (histogram buckets)",
+            bucket_quantile(&delivery_metrics, name, 0.5),
+            bucket_quantile(&delivery_metrics, name, 0.99)
+        );
+    }
+
     // (d) peak memory.
     let mut memory = serde_json::Map::new();
     println!("(d) peak resident memory (VmHWM):");
-    for (name, started) in [("api", &api), ("relay", &relay), ("tg-delivery", &delivery), ("inbound", &inbound), ("tg-adapter", &adapter)] {
+    for (name, started) in [
+        ("api", &api),
+        ("relay", &relay),
+        ("tg-delivery", &delivery),
+        ("inbound", &inbound),
+        ("tg-adapter", &adapter),
+    ] {
         let kib = env.proc(started.idx).peak_rss_kib().unwrap_or(0);
         println!("    {name:<12} {:>6.1} MiB", kib as f64 / 1024.0);
         memory.insert(name.to_owned(), json!(kib as f64 / 1024.0));
@@ -261,11 +373,94 @@ async fn main() {
         "peak_rss_mib": memory,
     });
     std::fs::create_dir_all("bench-results").unwrap();
-    std::fs::write("bench-results/relay.json", serde_json::to_string_pretty(&results).unwrap()).unwrap();
+    std::fs::write(
+        "bench-results/relay.json",
+        serde_json::to_string_pretty(&results).unwrap(),
+    )
+    .unwrap();
     println!("written to bench-results/relay.json");
     env.cleanup().await;
 }
 
+/// Posts `count` replies at `rate` per second, round-robin over `convs`;
+/// returns when each was accepted, by message id.
+async fn post_at_rate(
+    env: &TestEnv,
+    api: &str,
+    token: &str,
+    convs: &[String],
+    rate: u64,
+    count: u64,
+    tag: &str,
+) -> HashMap<String, DateTime<Utc>> {
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut posts = tokio::task::JoinSet::new();
+    for i in 0..count as usize {
+        ticker.tick().await;
+        let http = env.http.raw().clone();
+        let url = format!(
+            "{api}/api/conversations/{}/messages",
+            convs[i % convs.len()]
+        );
+        let token = token.to_owned();
+        let client_msg_id = format!("{tag}-{i}");
+        posts.spawn(async move {
+            let resp = http
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({"text": format!("{client_msg_id}: your lesson is confirmed"), "client_msg_id": client_msg_id}))
+                .send()
+                .await
+                .unwrap();
+            let accepted_at = Utc::now();
+            assert_eq!(resp.status(), 202);
+            let body: serde_json::Value = resp.json().await.unwrap();
+            (body["id"].as_str().unwrap().to_owned(), accepted_at)
+        });
+    }
+    let mut accepted = HashMap::new();
+    while let Some(r) = posts.join_next().await {
+        let (id, at) = r.unwrap();
+        accepted.insert(id, at);
+    }
+    accepted
+}
+
 fn accepted_contains(accepted: &HashMap<String, DateTime<Utc>>, m: &serde_json::Value) -> bool {
-    m["idempotency_key"].as_str().is_some_and(|k| accepted.contains_key(k))
+    m["idempotency_key"]
+        .as_str()
+        .is_some_and(|k| accepted.contains_key(k))
+}
+
+/// The upper bound (ms) of the histogram bucket holding quantile `q`, summed
+/// over label sets.
+fn bucket_quantile(text: &str, name: &str, q: f64) -> String {
+    let prefix = format!("{name}_bucket{{");
+    let mut buckets: std::collections::BTreeMap<u64, f64> = std::collections::BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with(&prefix)) {
+        let Some(le) = line.split("le=\"").nth(1).and_then(|r| r.split('"').next()) else {
+            continue;
+        };
+        let Some(count) = line.rsplit(' ').next().and_then(|c| c.parse::<f64>().ok()) else {
+            continue;
+        };
+        let key = if le == "+Inf" {
+            u64::MAX
+        } else {
+            (le.parse::<f64>().unwrap_or(0.0) * 1e6) as u64
+        };
+        *buckets.entry(key).or_default() += count;
+    }
+    let total = buckets.get(&u64::MAX).copied().unwrap_or(0.0);
+    for (le, count) in &buckets {
+        if *count >= total * q {
+            return if *le == u64::MAX {
+                "inf".into()
+            } else {
+                format!("{}", *le as f64 / 1000.0)
+            };
+        }
+    }
+    "n/a".into()
 }

@@ -213,8 +213,20 @@ async fn health_names_what_is_down() {
     let (status, body) = env.http.call(Method::GET, &url, None, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     proxy.cut();
-    let (status, body) = env.http.call(Method::GET, &url, None, None).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let http = env.http.clone();
+    let body = fastprep_tests::wait_for(
+        "health to report the broker down",
+        std::time::Duration::from_secs(5),
+        || {
+            let http = http.clone();
+            let url = url.clone();
+            async move {
+                let (status, body) = http.call(Method::GET, &url, None, None).await;
+                (status == StatusCode::SERVICE_UNAVAILABLE).then_some(body)
+            }
+        },
+    )
+    .await;
     assert_eq!(body["down"], json!(["rabbitmq"]));
     assert_eq!(body["checks"]["postgres"], "ok");
     assert_eq!(body["checks"]["redis"], "ok");

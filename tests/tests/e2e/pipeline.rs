@@ -137,3 +137,50 @@ async fn posting_the_same_client_msg_id_twice_creates_one_message() {
         .await;
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn replies_to_one_chat_are_sent_in_the_order_they_were_posted() {
+    let mut env = TestEnv::new().await;
+    let sys = env.start_system().await;
+    env.inject(&sys.adapter, 4242, 1, "Hi").await;
+    let conv = env.conversation_for(&sys, 4242).await;
+    // A slow adapter gives concurrent deliveries every chance to overtake.
+    let (status, body) = env
+        .http
+        .sandbox(
+            &sys.adapter.url,
+            Method::POST,
+            "/sandbox/faults",
+            Some(serde_json::json!({"latency_ms": 30})),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let msg = env
+            .reply(&sys, &conv, &format!("part {i}"), &format!("ord-{i}"))
+            .await;
+        ids.push(msg["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        env.wait_status(id, "sent", Duration::from_secs(30)).await;
+    }
+    let sent = env.sent(&sys.adapter).await;
+    let mut records: Vec<(i64, String)> = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["chat_id"] == 4242)
+        .map(|m| {
+            (
+                m["tg_message_id"].as_i64().unwrap(),
+                m["text"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    records.sort();
+    let texts: Vec<String> = records.into_iter().map(|r| r.1).collect();
+    let expected: Vec<String> = (0..12).map(|i| format!("part {i}")).collect();
+    assert_eq!(texts, expected);
+    env.cleanup().await;
+}
