@@ -53,7 +53,7 @@ impl RelayMetrics {
     pub fn record_confirm(&self, event_type: &str, seconds: f64) {
         self.commit_to_confirm.record(
             seconds.max(0.0),
-            &[KeyValue::new("event_type", event_type.to_owned())],
+            &[KeyValue::new("event_type", static_label(event_type))],
         );
     }
 
@@ -62,4 +62,23 @@ impl RelayMetrics {
         self.oldest_pending_age.record(oldest_age_seconds, &[]);
         self.failed_rows.record(failed, &[]);
     }
+}
+
+/// Event types as static labels (no allocation per event; unknown types
+/// cannot blow up the label set).
+fn static_label(event_type: &str) -> &'static str {
+    use broker_config::events::types::*;
+    [
+        MESSAGE_OUTGOING,
+        MESSAGE_STATUS,
+        MESSAGE_DELIVERY_FAILED,
+        MESSAGE_RECEIVED,
+        CONVERSATION_UPDATED,
+        AUTHZ_ROLE_UPDATED,
+        AUTHZ_USER_UPDATED,
+        TG_UPDATE_RECEIVED,
+    ]
+    .into_iter()
+    .find(|t| *t == event_type)
+    .unwrap_or("other")
 }
