@@ -2,7 +2,7 @@
 //! written to the channel first, then all confirms are awaited together.
 
 use lapin::{
-    BasicProperties, Channel, Connection,
+    BasicProperties, Channel, Connection, PublisherConfirm,
     options::{BasicPublishOptions, ConfirmSelectOptions},
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
@@ -92,6 +92,17 @@ impl Publisher {
         &self,
         messages: &[Outgoing<'_>],
     ) -> Result<Vec<Result<(), PublishError>>, lapin::Error> {
+        let pending = self.send(messages).await?;
+        Self::confirmations(pending).await
+    }
+
+    /// Writes every message to the channel without waiting for confirms;
+    /// the returned handles resolve as the broker confirms. Lets a caller keep
+    /// several batches in flight.
+    pub async fn send(
+        &self,
+        messages: &[Outgoing<'_>],
+    ) -> Result<Vec<PublisherConfirm>, lapin::Error> {
         let mut pending = Vec::with_capacity(messages.len());
         for m in messages {
             let confirm = self
@@ -109,6 +120,13 @@ impl Publisher {
                 .await?;
             pending.push(confirm);
         }
+        Ok(pending)
+    }
+
+    /// Waits for the confirms of [`Publisher::send`], one result per message.
+    pub async fn confirmations(
+        pending: Vec<PublisherConfirm>,
+    ) -> Result<Vec<Result<(), PublishError>>, lapin::Error> {
         let mut results = Vec::with_capacity(pending.len());
         for confirm in pending {
             let confirmation = confirm.await?;

@@ -24,7 +24,8 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
     pub batch_size: i64,
-    pub workers: usize,
+    /// Batches published and awaiting confirms at once.
+    pub pipeline_depth: usize,
     pub poll_interval: Duration,
     pub max_attempts: i32,
     pub retention: Duration,
@@ -35,8 +36,8 @@ pub struct RelayConfig {
 impl Default for RelayConfig {
     fn default() -> Self {
         Self {
-            batch_size: 500,
-            workers: 2,
+            batch_size: 1000,
+            pipeline_depth: 8,
             poll_interval: Duration::from_secs(1),
             max_attempts: 10,
             retention: Duration::from_secs(7 * 86_400),
@@ -51,16 +52,16 @@ impl Config {
         let defaults = RelayConfig::default();
         let relay = RelayConfig {
             batch_size: env.or("RELAY_BATCH_SIZE", defaults.batch_size)?,
-            workers: env.or("RELAY_WORKERS", defaults.workers)?,
+            pipeline_depth: env.or("RELAY_PIPELINE_DEPTH", defaults.pipeline_depth)?,
             poll_interval: env.duration_or("RELAY_POLL_INTERVAL", defaults.poll_interval)?,
             max_attempts: env.or("OUTBOX_MAX_ATTEMPTS", defaults.max_attempts)?,
             retention: env.duration_or("OUTBOX_RETENTION", defaults.retention)?,
             cleanup_interval: defaults.cleanup_interval,
             gauge_interval: defaults.gauge_interval,
         };
-        if relay.batch_size < 1 || relay.workers < 1 || relay.max_attempts < 1 {
+        if relay.batch_size < 1 || relay.pipeline_depth < 1 || relay.max_attempts < 1 {
             return Err(ConfigError::Invalid {
-                name: "RELAY_BATCH_SIZE/RELAY_WORKERS/OUTBOX_MAX_ATTEMPTS".into(),
+                name: "RELAY_BATCH_SIZE/RELAY_PIPELINE_DEPTH/OUTBOX_MAX_ATTEMPTS".into(),
                 reason: "must be at least 1".into(),
             });
         }

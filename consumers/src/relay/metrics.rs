@@ -12,6 +12,7 @@ pub struct RelayMetrics {
     pending_rows: Gauge<i64>,
     oldest_pending_age: Gauge<f64>,
     failed_rows: Gauge<i64>,
+    leader: Gauge<i64>,
 }
 
 impl RelayMetrics {
@@ -43,7 +44,15 @@ impl RelayMetrics {
                 .i64_gauge("outbox_failed_rows")
                 .with_description("Outbox rows that exhausted OUTBOX_MAX_ATTEMPTS")
                 .build(),
+            leader: meter
+                .i64_gauge("outbox_relay_leader")
+                .with_description("1 while this relay is the active one, 0 on standby")
+                .build(),
         }
+    }
+
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.record(i64::from(leader), &[]);
     }
 
     pub fn published(&self, n: u64) {

@@ -1,31 +1,36 @@
 //! The outbox relay (DESIGN §5): the only publisher of outbox rows.
 //!
-//! Each worker claims due `pending` rows with `FOR UPDATE SKIP LOCKED`, only
-//! rows with no earlier pending row of the same aggregate, publishes them with
-//! pipelined confirms and marks them `done` in one statement, all inside the
-//! claiming transaction. A relay that dies before the commit leaves its rows
-//! `pending` and unlocked, so they are published again (consumers drop the
-//! duplicate by event id). Any number of workers and relay processes may run.
+//! One relay is active at a time: it holds a session advisory lock on its own
+//! connection (a lease that dies with the process or the connection); other
+//! instances wait as hot standbys and take over within a poll interval. The
+//! active relay reads due `pending` rows in id order, only rows with no
+//! earlier pending row of the same aggregate, publishes them with pipelined
+//! confirms (several batches in flight on one channel) and marks each batch
+//! `done` in one statement once confirmed. A relay that dies before marking
+//! leaves its rows `pending`, so they are published again and consumers drop
+//! the duplicate by event id.
 
-mod claim;
 mod maintenance;
 mod metrics;
+mod pipeline;
+mod rows;
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
-use broker_config::{Publisher, connection::connect_with_retry, topology};
-use sqlx::PgPool;
+use sqlx::{ConnectOptions, PgPool};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub use claim::{BatchOutcome, relay_batch};
 pub use maintenance::purge;
 pub use metrics::RelayMetrics;
 
 use crate::config::RelayConfig;
 
-/// Runs the relay until `shutdown`: workers, the LISTEN wake-up, the gauges
-/// and the retention clean-up.
+/// Key of the session advisory lock held by the active relay.
+pub const LEADER_LOCK: i64 = 0x0066_6173_7470_7265; // "fastpre"
+
+/// Runs the relay until `shutdown`: leadership and the pipeline, the LISTEN
+/// wake-up, the gauges and the retention clean-up.
 pub async fn run(
     pool: PgPool,
     amqp_url: String,
@@ -47,32 +52,100 @@ pub async fn run(
         config.clone(),
         shutdown.clone(),
     ));
-    let config = Arc::new(config);
-    for worker in 0..config.workers {
-        tasks.spawn(work(
-            worker,
-            pool.clone(),
-            amqp_url.clone(),
-            config.clone(),
-            metrics.clone(),
-            wake_rx.clone(),
-            shutdown.clone(),
-        ));
-    }
+    tasks.spawn(leadership(
+        pool,
+        amqp_url,
+        config,
+        metrics,
+        wake_rx,
+        shutdown.clone(),
+    ));
     while let Some(done) = tasks.join_next().await {
-        match done {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                shutdown.cancel();
-                return Err(e);
-            }
-            Err(e) => {
-                shutdown.cancel();
-                return Err(e.into());
-            }
-        }
+        let failure = match done {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            Err(e) => e.into(),
+        };
+        shutdown.cancel();
+        return Err(failure);
     }
     Ok(())
+}
+
+/// Waits to become the active relay, leads, and starts over when the
+/// leader's connection is lost.
+async fn leadership(
+    pool: PgPool,
+    amqp_url: String,
+    config: RelayConfig,
+    metrics: RelayMetrics,
+    mut wake: watch::Receiver<u64>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let options = pool.connect_options();
+    while !shutdown.is_cancelled() {
+        let mut conn = match options.connect().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "relay cannot reach PostgreSQL");
+                pause(&shutdown, Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let mut announced_standby = false;
+        let leader = loop {
+            match sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
+                .bind(LEADER_LOCK)
+                .fetch_one(&mut conn)
+                .await
+            {
+                Ok(true) => break true,
+                Ok(false) => {
+                    metrics.set_leader(false);
+                    if !announced_standby {
+                        tracing::info!("another relay is active; standing by");
+                        announced_standby = true;
+                    }
+                    if !pause(&shutdown, config.poll_interval).await {
+                        break false;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "standby lost its connection");
+                    break false;
+                }
+            }
+        };
+        if leader {
+            // Losing a mark-done commit in a database crash only means the
+            // rows are published again, which consumers absorb.
+            sqlx::query("SET synchronous_commit = off")
+                .execute(&mut conn)
+                .await
+                .ok();
+            metrics.set_leader(true);
+            tracing::info!("this relay is now the active one");
+            let result = pipeline::lead(
+                &mut conn, &pool, &amqp_url, &config, &metrics, &mut wake, &shutdown,
+            )
+            .await;
+            metrics.set_leader(false);
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "leader lost its database connection; stepping down");
+                pause(&shutdown, Duration::from_secs(1)).await;
+            }
+        }
+        let _ = sqlx::Connection::close(conn).await;
+    }
+    Ok(())
+}
+
+/// Sleeps unless shut down first; returns whether it slept the whole time.
+async fn pause(shutdown: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = tokio::time::sleep(d) => true,
+    }
 }
 
 /// `LISTEN outbox`: bumps the wake-up counter on every notification. Polling
@@ -112,78 +185,6 @@ async fn listen(
                 }
             }
         }
-    }
-    Ok(())
-}
-
-async fn work(
-    worker: usize,
-    pool: PgPool,
-    amqp_url: String,
-    config: Arc<RelayConfig>,
-    metrics: RelayMetrics,
-    mut wake: watch::Receiver<u64>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let name = format!("relay-{worker}");
-    let mut publisher: Option<(lapin::Connection, Publisher)> = None;
-    let mut db_backoff = Duration::from_millis(100);
-    while !shutdown.is_cancelled() {
-        let (_, pubr) = match &publisher {
-            Some(p) if p.1.is_connected() => p,
-            _ => {
-                let Some(conn) = connect_with_retry(&amqp_url, &name, &shutdown).await else {
-                    break;
-                };
-                let declared = async {
-                    let ch = conn.create_channel().await?;
-                    topology::declare(&ch, &topology::topology()).await?;
-                    let _ = ch.close(200, "declared".into()).await;
-                    anyhow::Ok(Publisher::new(&conn).await?)
-                }
-                .await;
-                match declared {
-                    Ok(p) => {
-                        tracing::info!(worker, "relay connected to RabbitMQ");
-                        publisher = Some((conn, p));
-                    }
-                    Err(e) => {
-                        tracing::warn!(worker, error = %e, "declaring topology failed");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                }
-                continue;
-            }
-        };
-        wake.borrow_and_update();
-        match relay_batch(&pool, pubr, &config, &metrics).await {
-            Ok(BatchOutcome { claimed, .. }) if claimed > 0 => {
-                db_backoff = Duration::from_millis(100);
-            }
-            Ok(_) => {
-                db_backoff = Duration::from_millis(100);
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = wake.changed() => {}
-                    _ = tokio::time::sleep(config.poll_interval) => {}
-                }
-            }
-            Err(claim::RelayError::Broker(e)) => {
-                tracing::warn!(worker, error = %e, "broker failed mid-batch; rows stay pending");
-                publisher = None;
-            }
-            Err(claim::RelayError::Database(e)) => {
-                tracing::warn!(worker, error = %e, backoff_ms = db_backoff.as_millis() as u64, "database error");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(db_backoff) => {}
-                }
-                db_backoff = (db_backoff * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-    if let Some((conn, _)) = publisher {
-        let _ = conn.close(200, "bye".into()).await;
     }
     Ok(())
 }

@@ -191,7 +191,7 @@ async fn main() {
     println!("(a) raw lapin publish, pipelined confirms, quorum queue: {raw:>10.0} events/s");
 
     // Relay tuning knobs pass through from the bench's environment.
-    let knobs: Vec<(&str, String)> = ["RELAY_BATCH_SIZE", "RELAY_WORKERS"]
+    let knobs: Vec<(&str, String)> = ["RELAY_BATCH_SIZE", "RELAY_PIPELINE_DEPTH"]
         .into_iter()
         .filter_map(|k| std::env::var(k).ok().map(|v| (k, v)))
         .collect();

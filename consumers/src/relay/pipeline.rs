@@ -1,0 +1,259 @@
+//! The active relay's loop: read due rows after a cursor, publish them on one
+//! confirm-mode channel with several batches in flight, and mark each batch
+//! as soon as its confirms are in. Reading runs on the leader's own
+//! connection, so a relay that loses it stops publishing at once; marking
+//! runs beside it on a pool connection.
+
+use std::{collections::VecDeque, time::Instant};
+
+use broker_config::{Publisher, connection::connect_with_retry, topology};
+use chrono::Utc;
+use lapin::PublisherConfirm;
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    RelayMetrics,
+    rows::{self, Prepared, Row},
+};
+use crate::config::RelayConfig;
+
+/// Marks confirmed batches on a pool connection while the pipeline goes on
+/// reading and publishing. Marking is safe from any connection: a confirmed
+/// row is published whoever marks it.
+struct Marker {
+    jobs: mpsc::Sender<Mark>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+enum Mark {
+    Batch {
+        done: Vec<i64>,
+        failed: Vec<i64>,
+    },
+    /// Answers once every earlier batch is marked (or the first error).
+    Flush(oneshot::Sender<Result<(), sqlx::Error>>),
+}
+
+impl Marker {
+    fn start(pool: PgPool, max_attempts: i32, metrics: RelayMetrics) -> Self {
+        let (jobs, mut rx) = mpsc::channel::<Mark>(64);
+        let task = tokio::spawn(async move {
+            let mut error: Option<sqlx::Error> = None;
+            while let Some(job) = rx.recv().await {
+                match job {
+                    Mark::Batch { done, failed } => {
+                        if error.is_some() {
+                            continue;
+                        }
+                        let marked = async {
+                            let mut conn = pool.acquire().await?;
+                            rows::mark_done(&mut conn, &done).await?;
+                            rows::mark_failed(
+                                &mut conn,
+                                &failed,
+                                "broker did not confirm the publish",
+                                max_attempts,
+                            )
+                            .await
+                        }
+                        .await;
+                        match marked {
+                            Ok(()) => metrics.published(done.len() as u64),
+                            Err(e) => error = Some(e),
+                        }
+                    }
+                    Mark::Flush(reply) => {
+                        let _ = reply.send(error.take().map_or(Ok(()), Err));
+                    }
+                }
+            }
+        });
+        Self { jobs, task }
+    }
+
+    async fn mark(&self, done: Vec<i64>, failed: Vec<i64>) {
+        let _ = self.jobs.send(Mark::Batch { done, failed }).await;
+    }
+
+    async fn flush(&self) -> Result<(), sqlx::Error> {
+        let (tx, rx) = oneshot::channel();
+        if self.jobs.send(Mark::Flush(tx)).await.is_err() {
+            return Err(sqlx::Error::PoolClosed);
+        }
+        rx.await.unwrap_or(Err(sqlx::Error::PoolClosed))
+    }
+
+    async fn stop(self) -> Result<(), sqlx::Error> {
+        let flushed = self.flush().await;
+        drop(self.jobs);
+        let _ = self.task.await;
+        flushed
+    }
+}
+
+/// A published batch waiting for its confirms.
+struct InFlight {
+    rows: Vec<Row>,
+    confirms: Vec<PublisherConfirm>,
+}
+
+/// Leads until `shutdown` (Ok) or until the leader's database connection
+/// fails (Err). A broker that goes away is reconnected to without giving up
+/// leadership; the rows it did not confirm stay pending and are read again.
+pub async fn lead(
+    conn: &mut PgConnection,
+    pool: &PgPool,
+    amqp_url: &str,
+    config: &RelayConfig,
+    metrics: &RelayMetrics,
+    wake: &mut watch::Receiver<u64>,
+    shutdown: &CancellationToken,
+) -> Result<(), sqlx::Error> {
+    while !shutdown.is_cancelled() {
+        let Some((amqp, publisher)) = connect(amqp_url, shutdown).await else {
+            return Ok(());
+        };
+        let marker = Marker::start(pool.clone(), config.max_attempts, metrics.clone());
+        let outcome =
+            run_pipeline(conn, &publisher, &marker, config, metrics, wake, shutdown).await;
+        let marked = marker.stop().await;
+        let _ = amqp.close(200, "bye".into()).await;
+        let broker_lost = outcome?;
+        marked?;
+        if broker_lost {
+            tracing::warn!("broker connection lost; unconfirmed rows stay pending");
+        }
+    }
+    Ok(())
+}
+
+async fn connect(
+    amqp_url: &str,
+    shutdown: &CancellationToken,
+) -> Option<(lapin::Connection, Publisher)> {
+    loop {
+        let conn = connect_with_retry(amqp_url, "relay", shutdown).await?;
+        let ready = async {
+            let ch = conn.create_channel().await?;
+            topology::declare(&ch, &topology::topology()).await?;
+            let _ = ch.close(200, "declared".into()).await;
+            anyhow::Ok(Publisher::new(&conn).await?)
+        }
+        .await;
+        match ready {
+            Ok(publisher) => {
+                tracing::info!("relay connected to RabbitMQ");
+                return Some((conn, publisher));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "preparing the broker failed; retrying");
+                let _ = conn.close(200, "retry".into()).await;
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Runs until shutdown (`Ok(false)`) or until the broker fails (`Ok(true)`).
+async fn run_pipeline(
+    conn: &mut PgConnection,
+    publisher: &Publisher,
+    marker: &Marker,
+    config: &RelayConfig,
+    metrics: &RelayMetrics,
+    wake: &mut watch::Receiver<u64>,
+    shutdown: &CancellationToken,
+) -> Result<bool, sqlx::Error> {
+    let max_in_flight = config.batch_size.max(1) as usize * config.pipeline_depth.max(1);
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    let mut rows_in_flight = 0;
+    // Rows at or below the cursor were read in this pass. A pass ends when a
+    // read comes back short (or after a poll interval under constant load);
+    // then, with nothing in flight, reading starts again from the lowest
+    // pending row, which picks up rows that had to wait for an earlier row of
+    // their aggregate and rows whose transaction committed late.
+    let mut cursor = 0_i64;
+    let mut pass_over = false;
+    let mut pass_started = Instant::now();
+    loop {
+        if shutdown.is_cancelled() && in_flight.is_empty() {
+            return Ok(false);
+        }
+        if !pass_over && !shutdown.is_cancelled() && rows_in_flight < max_in_flight {
+            wake.borrow_and_update();
+            let rows = rows::read(conn, cursor, config.batch_size).await?;
+            pass_over = (rows.len() as i64) < config.batch_size
+                || pass_started.elapsed() >= config.poll_interval;
+            let Some(last) = rows.last() else {
+                continue;
+            };
+            cursor = last.id;
+            let prepared = Prepared::new(&rows);
+            let confirms = match publisher.send(&prepared.outgoing(&rows)).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "publishing failed");
+                    return Ok(true);
+                }
+            };
+            drop(prepared);
+            rows_in_flight += rows.len();
+            in_flight.push_back(InFlight { rows, confirms });
+            continue;
+        }
+        if let Some(batch) = in_flight.pop_front() {
+            rows_in_flight -= batch.rows.len();
+            let results = match Publisher::confirmations(batch.confirms).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "waiting for confirms failed");
+                    return Ok(true);
+                }
+            };
+            // Fault-injection point for the crash tests (compiled out without
+            // the `failpoints` feature): die after the broker confirmed,
+            // before the rows are marked done.
+            fail::fail_point!("relay-after-publish", |_| std::process::abort());
+            let confirmed_at = Utc::now();
+            let mut done = Vec::with_capacity(batch.rows.len());
+            let mut failed = Vec::new();
+            for (row, result) in batch.rows.iter().zip(&results) {
+                match result {
+                    Ok(()) => {
+                        done.push(row.id);
+                        metrics.record_confirm(
+                            &row.event_type,
+                            (confirmed_at - row.created_at).as_seconds_f64(),
+                        );
+                    }
+                    Err(e) => {
+                        tracing::warn!(outbox_id = row.id, event_type = %row.event_type, error = %e, "publish not confirmed");
+                        failed.push(row.id);
+                    }
+                }
+            }
+            marker.mark(done, failed).await;
+            continue;
+        }
+        // Nothing in flight and the pass is over: once every mark is written
+        // (so no confirmed row is read again), start a new pass, and sleep
+        // first if the last pass found nothing at all.
+        marker.flush().await?;
+        let idle = cursor == 0;
+        cursor = 0;
+        pass_over = false;
+        pass_started = Instant::now();
+        if idle {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(false),
+                _ = wake.changed() => {}
+                _ = tokio::time::sleep(config.poll_interval) => {}
+            }
+        }
+    }
+}

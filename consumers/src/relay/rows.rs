@@ -1,0 +1,180 @@
+//! Outbox rows as the relay reads, publishes and marks them.
+
+use broker_config::publisher::Outgoing;
+use broker_config::topology::EVENTS_EXCHANGE;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgConnection;
+
+#[derive(sqlx::FromRow)]
+pub struct Row {
+    pub id: i64,
+    pub event_id: uuid::Uuid,
+    pub event_type: String,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub payload: String,
+    pub headers: sqlx::types::Json<serde_json::Map<String, serde_json::Value>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Due pending rows after `$1` in id order, each the oldest pending row of
+/// its aggregate: a row waits while an earlier one of its aggregate is still
+/// pending (in flight, backing off, or committed late), so no event ever
+/// overtakes an earlier one of the same aggregate.
+const READ: &str = "
+SELECT id, event_id, event_type, aggregate_type, aggregate_id, payload::text AS payload, headers, created_at
+FROM outbox o
+WHERE o.status = 'pending' AND o.id > $1 AND o.scheduled_at <= now()
+  AND NOT EXISTS (
+    SELECT 1 FROM outbox p
+    WHERE p.status = 'pending' AND p.aggregate_type = o.aggregate_type
+      AND p.aggregate_id = o.aggregate_id AND p.id < o.id)
+ORDER BY o.id
+LIMIT $2";
+
+const MARK_DONE: &str = "
+UPDATE outbox SET status = 'done', published_at = now(), updated_at = now(), attempts = attempts + 1, last_error = NULL
+WHERE id = ANY($1) AND status = 'pending'";
+
+/// Back-off doubles per attempt from 1 s, capped at 5 minutes.
+const MARK_FAILED: &str = "
+UPDATE outbox SET attempts = attempts + 1, updated_at = now(), last_error = $2,
+  scheduled_at = now() + LEAST(interval '1 second' * power(2, attempts), interval '5 minutes'),
+  status = CASE WHEN attempts + 1 >= $3 THEN 'failed' ELSE 'pending' END
+WHERE id = ANY($1) AND status = 'pending'";
+
+pub async fn read(
+    conn: &mut PgConnection,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Row>, sqlx::Error> {
+    sqlx::query_as(READ)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(conn)
+        .await
+}
+
+pub async fn mark_done(conn: &mut PgConnection, ids: &[i64]) -> Result<(), sqlx::Error> {
+    if !ids.is_empty() {
+        sqlx::query(MARK_DONE).bind(ids).execute(conn).await?;
+    }
+    Ok(())
+}
+
+pub async fn mark_failed(
+    conn: &mut PgConnection,
+    ids: &[i64],
+    error: &str,
+    max_attempts: i32,
+) -> Result<(), sqlx::Error> {
+    if !ids.is_empty() {
+        sqlx::query(MARK_FAILED)
+            .bind(ids)
+            .bind(error)
+            .bind(max_attempts)
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The envelope of DESIGN §4 without `data`, which is spliced in verbatim.
+#[derive(Serialize)]
+struct EnvelopeHead<'a> {
+    id: uuid::Uuid,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    occurred_at: DateTime<Utc>,
+    aggregate_type: &'a str,
+    aggregate_id: &'a str,
+}
+
+/// The AMQP body of a row: the envelope head with the row's payload as
+/// `data`. The payload is PostgreSQL's rendering of a jsonb value, so it is
+/// valid JSON and is copied without being parsed again.
+pub fn envelope_bytes(r: &Row) -> Vec<u8> {
+    let mut body = Vec::with_capacity(r.payload.len() + 256);
+    let head = EnvelopeHead {
+        id: r.event_id,
+        event_type: &r.event_type,
+        occurred_at: r.created_at,
+        aggregate_type: &r.aggregate_type,
+        aggregate_id: &r.aggregate_id,
+    };
+    if serde_json::to_writer(&mut body, &head).is_err() || body.pop() != Some(b'}') {
+        return Vec::new();
+    }
+    body.extend_from_slice(b",\"data\":");
+    body.extend_from_slice(r.payload.as_bytes());
+    body.push(b'}');
+    body
+}
+
+/// Everything a row's AMQP message borrows, built once per batch.
+pub struct Prepared {
+    ids: Vec<String>,
+    bodies: Vec<Vec<u8>>,
+    headers: Vec<Vec<(String, String)>>,
+}
+
+impl Prepared {
+    pub fn new(rows: &[Row]) -> Self {
+        Self {
+            ids: rows.iter().map(|r| r.event_id.to_string()).collect(),
+            bodies: rows.iter().map(envelope_bytes).collect(),
+            headers: rows
+                .iter()
+                .map(|r| {
+                    r.headers
+                        .iter()
+                        .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
+                        .collect()
+                })
+                .collect(),
+        }
+    }
+
+    pub fn outgoing<'a>(&'a self, rows: &'a [Row]) -> Vec<Outgoing<'a>> {
+        rows.iter()
+            .enumerate()
+            .map(|(i, r)| Outgoing {
+                exchange: EVENTS_EXCHANGE,
+                routing_key: &r.event_type,
+                message_id: &self.ids[i],
+                event_type: &r.event_type,
+                body: &self.bodies[i],
+                headers: &self.headers[i],
+                attempt: 1,
+                timestamp: u64::try_from(r.created_at.timestamp()).unwrap_or_default(),
+                // Events without a subscriber (e.g. no API instance running) are fine.
+                mandatory: false,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_the_design_envelope_with_the_payload_verbatim() {
+        let row = Row {
+            id: 1,
+            event_id: uuid::Uuid::now_v7(),
+            event_type: "message.outgoing.v1".into(),
+            aggregate_type: "message".into(),
+            aggregate_id: "a\"b".into(),
+            payload: r#"{"text": "hi \"there\"", "tg_chat_id": 5, "attachments": []}"#.into(),
+            headers: sqlx::types::Json(serde_json::Map::new()),
+            created_at: Utc::now(),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&envelope_bytes(&row)).unwrap();
+        assert_eq!(v["type"], "message.outgoing.v1");
+        assert_eq!(v["aggregate_id"], "a\"b");
+        assert_eq!(v["data"]["text"], "hi \"there\"");
+        assert_eq!(v["id"], row.event_id.to_string());
+    }
+}
