@@ -123,6 +123,23 @@ async fn leadership(
                 .execute(&mut conn)
                 .await
                 .ok();
+            // The relay's read is built for index access: the pending index in
+            // id order and one probe per row, stopping at the batch size.
+            // Statistics from an empty outbox (a fresh deploy, before
+            // autovacuum analyses it) would make the planner pick scans over
+            // the whole table, per read. This session never wants those.
+            for setting in [
+                "SET enable_seqscan = off",
+                "SET enable_bitmapscan = off",
+                "SET enable_sort = off",
+                "SET enable_hashjoin = off",
+                "SET enable_mergejoin = off",
+                rows::READ_TIMEOUT,
+            ] {
+                if let Err(e) = sqlx::query(setting).execute(&mut conn).await {
+                    tracing::warn!(setting, error = %e, "session setting refused");
+                }
+            }
             metrics.set_leader(true);
             tracing::info!("this relay is now the active one");
             let result = pipeline::lead(

@@ -186,7 +186,19 @@ async fn run_pipeline(
         }
         if !pass_over && !shutdown.is_cancelled() && rows_in_flight < max_in_flight {
             wake.borrow_and_update();
-            let rows = rows::read(conn, cursor, config.batch_size).await?;
+            let rows = match rows::read(conn, cursor, config.batch_size).await {
+                Ok(rows) => rows,
+                Err(e) if rows::is_timeout(&e) => {
+                    // A read this slow means the planner works from statistics
+                    // of a much smaller backlog (an outbox that filled up
+                    // faster than autovacuum analyses it). Refresh them and
+                    // read again.
+                    tracing::warn!("relay read timed out; analysing the outbox");
+                    rows::analyze(conn).await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             pass_over = (rows.len() as i64) < config.batch_size
                 || pass_started.elapsed() >= config.poll_interval;
             let Some(last) = rows.last() else {

@@ -49,12 +49,33 @@ pub async fn read(
     after: i64,
     limit: i64,
 ) -> Result<Vec<Row>, sqlx::Error> {
+    // Planned at every execution: a plan cached while the outbox was small
+    // (a fresh deploy) would keep walking it the wrong way once it is large.
     sqlx::query_as(READ)
+        .persistent(false)
         .bind(after)
         .bind(limit)
         .fetch_all(conn)
         .await
 }
+
+/// Refreshes the planner's statistics of the outbox.
+pub async fn analyze(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SET statement_timeout = 0")
+        .execute(&mut *conn)
+        .await?;
+    let analysed = sqlx::query("ANALYZE outbox").execute(&mut *conn).await;
+    sqlx::query(READ_TIMEOUT).execute(&mut *conn).await?;
+    analysed.map(|_| ())
+}
+
+/// Whether a statement was cancelled by `statement_timeout`.
+pub fn is_timeout(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("57014"))
+}
+
+/// The leader session's statement timeout: a healthy read takes milliseconds.
+pub const READ_TIMEOUT: &str = "SET statement_timeout = '2s'";
 
 pub async fn mark_done(conn: &mut PgConnection, ids: &[i64]) -> Result<(), sqlx::Error> {
     if !ids.is_empty() {

@@ -40,6 +40,9 @@ enum Bench {
         /// Conversations the latency phase spreads its replies over.
         #[arg(long, default_value_t = 50)]
         chats: i64,
+        /// Alternating raw/relay rounds of the throughput phases.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
 }
 
@@ -119,6 +122,11 @@ async fn raw_publish(env: &TestEnv, n: usize) -> f64 {
 
 /// (b) The relay draining `n` outbox rows committed in one transaction.
 async fn relay_drain(env: &TestEnv, n: usize) -> (f64, f64) {
+    // Start from an empty outbox (earlier phases leave their done rows).
+    sqlx::query("DELETE FROM outbox")
+        .execute(&env.pool)
+        .await
+        .unwrap();
     sqlx::query(
         "INSERT INTO outbox (event_id, event_type, aggregate_type, aggregate_id, payload)
          SELECT gen_random_uuid(), 'message.outgoing.v1', 'message', gen_random_uuid()::text,
@@ -177,6 +185,7 @@ async fn main() {
         rate,
         seconds,
         chats,
+        rounds,
     } = Cli::parse().bench;
     let mut env = TestEnv::new().await;
     println!(
@@ -187,28 +196,17 @@ async fn main() {
         fastprep_tests::process::bin_dir().display()
     );
 
-    let raw = raw_publish(&env, events).await;
-    println!("(a) raw lapin publish, pipelined confirms, quorum queue: {raw:>10.0} events/s");
-
     // Relay tuning knobs pass through from the bench's environment.
-    let knobs: Vec<(&str, String)> = ["RELAY_BATCH_SIZE", "RELAY_PIPELINE_DEPTH"]
+    let mut knobs: Vec<(&str, String)> = ["RELAY_BATCH_SIZE", "RELAY_PIPELINE_DEPTH"]
         .into_iter()
         .filter_map(|k| std::env::var(k).ok().map(|v| (k, v)))
         .collect();
+    // The production default, not the tests' shortened one.
+    knobs.push((
+        "RELAY_POLL_INTERVAL",
+        std::env::var("RELAY_POLL_INTERVAL").unwrap_or_else(|_| "1s".into()),
+    ));
     let relay = env.start_consumer("relay", None, &knobs).await;
-    let cpu_before = env.proc(relay.idx).cpu_seconds().unwrap_or(0.0);
-    let (relay_rate, relay_secs) = relay_drain(&env, events).await;
-    let relay_cpu = env.proc(relay.idx).cpu_seconds().unwrap_or(0.0) - cpu_before;
-    println!(
-        "(b) relay drain of {events} committed outbox rows:     {relay_rate:>10.0} events/s ({relay_secs:.2}s)"
-    );
-    println!(
-        "    relay / raw = {:.1}%; relay CPU {:.2}s ({:.1} µs per event)",
-        relay_rate / raw * 100.0,
-        relay_cpu,
-        relay_cpu / events as f64 * 1e6
-    );
-
     // (c) end to end at a steady rate.
     let adapter = env.start_adapter(&[]).await;
     let api = env.start_api(&[]).await;
@@ -349,24 +347,71 @@ async fn main() {
         );
     }
 
-    // (d) peak memory.
-    let mut memory = serde_json::Map::new();
-    println!("(d) peak resident memory (VmHWM):");
+    // The consumers stop here: the throughput phases publish synthetic
+    // events that nobody must deliver. Their peak memory is taken first.
+    let mut peaks: Vec<(&str, u64)> = Vec::new();
     for (name, started) in [
         ("api", &api),
-        ("relay", &relay),
         ("tg-delivery", &delivery),
         ("inbound", &inbound),
         ("tg-adapter", &adapter),
     ] {
-        let kib = env.proc(started.idx).peak_rss_kib().unwrap_or(0);
+        peaks.push((name, env.proc(started.idx).peak_rss_kib().unwrap_or(0)));
+        env.proc(started.idx).terminate(Duration::from_secs(10));
+    }
+
+    // Raw and relay alternate, so both see the same machine; the medians
+    // are compared.
+    let mut raws = Vec::new();
+    let mut relays = Vec::new();
+    let mut relay_cpu = 0.0;
+    for round in 1..=rounds {
+        let raw = raw_publish(&env, events).await;
+        let cpu_before = env.proc(relay.idx).cpu_seconds().unwrap_or(0.0);
+        let (relay_rate, relay_secs) = relay_drain(&env, events).await;
+        relay_cpu += env.proc(relay.idx).cpu_seconds().unwrap_or(0.0) - cpu_before;
+        println!(
+            "    round {round}: raw {raw:>6.0} events/s, relay {relay_rate:>6.0} events/s ({relay_secs:.2}s), ratio {:.1}%",
+            relay_rate / raw * 100.0
+        );
+        raws.push(raw);
+        relays.push(relay_rate);
+    }
+    raws.sort_by(f64::total_cmp);
+    relays.sort_by(f64::total_cmp);
+    let raw = percentile(&raws, 0.5);
+    let relay_rate = percentile(&relays, 0.5);
+    println!(
+        "(a) raw lapin publish, pipelined confirms, quorum queue: {raw:>10.0} events/s (median of {rounds})"
+    );
+    println!(
+        "(b) relay drain of {events} committed outbox rows:     {relay_rate:>10.0} events/s (median of {rounds})"
+    );
+    println!(
+        "    relay / raw = {:.1}%; relay CPU {:.1} µs per event",
+        relay_rate / raw * 100.0,
+        relay_cpu / (events * rounds) as f64 * 1e6
+    );
+
+    peaks.insert(
+        1,
+        ("relay", env.proc(relay.idx).peak_rss_kib().unwrap_or(0)),
+    );
+
+    // (d) peak memory.
+    let mut memory = serde_json::Map::new();
+    println!("(d) peak resident memory (VmHWM):");
+    for (name, kib) in peaks {
         println!("    {name:<12} {:>6.1} MiB", kib as f64 / 1024.0);
         memory.insert(name.to_owned(), json!(kib as f64 / 1024.0));
     }
     let results = json!({
         "at": Utc::now(),
         "events": events,
+        "rounds": rounds,
         "raw_events_per_sec": raw,
+        "raw_rounds": raws,
+        "relay_rounds": relays,
         "relay_events_per_sec": relay_rate,
         "relay_to_raw_ratio": relay_rate / raw,
         "e2e": {"offered_per_sec": offered, "count": latencies.len(), "p50_ms": p50, "p99_ms": p99, "max_ms": max, "max_sends_of_one_reply": max_sends},
