@@ -143,6 +143,8 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_pending_idx ON outbox (id) WHERE status = 'pending';
 -- Per-aggregate ordering: is there an earlier pending row of this aggregate?
 CREATE INDEX outbox_pending_aggregate_idx ON outbox (aggregate_type, aggregate_id, id) WHERE status = 'pending';
+-- Failed rows, as the runbook lists them (newest first).
+CREATE INDEX outbox_failed_idx ON outbox (updated_at) WHERE status = 'failed';
 -- Retention clean-up of done rows.
 CREATE INDEX outbox_done_idx ON outbox (published_at) WHERE status = 'done';
 
