@@ -249,7 +249,27 @@ async fn run_pipeline(
                     }
                 }
             }
+            let refused = !failed.is_empty();
             marker.mark(done, failed).await;
+            if refused {
+                // A channel that saw nacks may keep refusing after the broker
+                // recovered (a quorum queue caches "over limit" per channel):
+                // start over on a fresh connection once the batches in
+                // flight are settled.
+                for batch in in_flight.drain(..) {
+                    if let Ok(results) = Publisher::confirmations(batch.confirms).await {
+                        let done = batch
+                            .rows
+                            .iter()
+                            .zip(&results)
+                            .filter(|(_, r)| r.is_ok())
+                            .map(|(row, _)| row.id)
+                            .collect();
+                        marker.mark(done, Vec::new()).await;
+                    }
+                }
+                return Ok(true);
+            }
             continue;
         }
         // Nothing in flight and the pass is over: once every mark is written

@@ -277,3 +277,133 @@ async fn retention_deletes_only_old_done_rows() {
     assert_eq!(retried, 1);
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn refused_publishes_back_off_then_fail_and_the_runbook_retry_sends_them() {
+    let mut env = TestEnv::new().await;
+    let mgmt = env.services.rabbit_mgmt.clone();
+    let policy = format!("{mgmt}/api/policies/{}/full-tg-delivery", env.vhost);
+    let relay = env
+        .start_consumer("relay", None, &[("OUTBOX_MAX_ATTEMPTS", "2".into())])
+        .await;
+    // A full queue with `x-overflow: reject-publish` makes the broker nack.
+    let put = env
+        .http
+        .raw()
+        .put(&policy)
+        .json(&serde_json::json!({"pattern": "^tg-delivery$", "apply-to": "queues", "definition": {"max-length": 0}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "policy: {}", put.status());
+    let queue = format!("{mgmt}/api/queues/{}/tg-delivery", env.vhost);
+    wait_for("the policy to apply", Duration::from_secs(20), || {
+        let http = env.http.raw().clone();
+        let queue = queue.clone();
+        async move {
+            let q: serde_json::Value = http.get(&queue).send().await.ok()?.json().await.ok()?;
+            (q["effective_policy_definition"]["max-length"] == 0).then_some(())
+        }
+    })
+    .await;
+    // Quorum queues refuse once over the limit: put one message in first.
+    let (conn, _) = observe(&env).await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    ch.basic_publish(
+        "".into(),
+        "tg-delivery".into(),
+        BasicPublishOptions::default(),
+        b"filler",
+        lapin::BasicProperties::default(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let event = Envelope::new(Event::MessageOutgoing(
+        broker_config::events::MessageOutgoing {
+            message_id: Uuid::now_v7(),
+            conversation_id: Uuid::now_v7(),
+            tg_chat_id: 7,
+            text: "refused".into(),
+            attachments: vec![],
+        },
+    ));
+    let mut tx = env.pool.begin().await.unwrap();
+    schema::enqueue(&mut tx, &event, &serde_json::json!({}))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let row = |pool: sqlx::PgPool| async move {
+        sqlx::query_as::<_, (String, i32, Option<String>)>(
+            "SELECT status, attempts, last_error FROM outbox",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let (_, attempts, error) = wait_for("the row to fail", Duration::from_secs(30), || {
+        let pool = env.pool.clone();
+        async move {
+            let r = row(pool).await;
+            (r.0 == "failed").then_some(r)
+        }
+    })
+    .await;
+    assert_eq!(attempts, 2);
+    assert!(error.unwrap_or_default().contains("confirm"));
+    // Ops fix the queue (lift the limit, drain it) and run the runbook's retry.
+    env.http.raw().delete(&policy).send().await.unwrap();
+    ch.queue_purge("tg-delivery".into(), QueuePurgeOptions::default())
+        .await
+        .unwrap();
+    wait_for("the policy to go", Duration::from_secs(20), || {
+        let http = env.http.raw().clone();
+        let queue = queue.clone();
+        async move {
+            let q: serde_json::Value = http.get(&queue).send().await.ok()?.json().await.ok()?;
+            q["effective_policy_definition"]
+                .get("max-length")
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
+    sqlx::query("UPDATE outbox SET status = 'pending', attempts = 0, scheduled_at = NOW() WHERE status = 'failed'")
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    wait_for(
+        "the retried row to be published",
+        Duration::from_secs(30),
+        || {
+            let pool = env.pool.clone();
+            async move { (row(pool).await.0 == "done").then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!(scrape(&env, &relay, "outbox_published_total").await, 1.0);
+    let _ = conn.close(200, "bye".into()).await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn migrating_again_changes_nothing() {
+    let env = TestEnv::new().await;
+    schema::pool::migrate(&env.pool).await.unwrap();
+    schema::pool::migrate(&env.pool).await.unwrap();
+    let roles: Vec<String> = sqlx::query_scalar("SELECT name FROM roles ORDER BY name")
+        .fetch_all(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(roles, ["admin", "operator", "viewer"]);
+    let permissions: i64 = sqlx::query_scalar("SELECT count(*) FROM permissions")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(permissions, 11);
+    env.cleanup().await;
+}
