@@ -48,15 +48,25 @@ impl Marker {
                             continue;
                         }
                         let marked = async {
-                            let mut conn = pool.acquire().await?;
-                            rows::mark_done(&mut conn, &done).await?;
+                            let mut tx = pool.begin().await?;
+                            // Rows by primary key, whatever stale statistics
+                            // say; a lost commit only means a republish.
+                            for setting in [
+                                "SET LOCAL enable_seqscan = off",
+                                "SET LOCAL enable_bitmapscan = off",
+                                "SET LOCAL synchronous_commit = off",
+                            ] {
+                                sqlx::query(setting).execute(&mut *tx).await?;
+                            }
+                            rows::mark_done(&mut tx, &done).await?;
                             rows::mark_failed(
-                                &mut conn,
+                                &mut tx,
                                 &failed,
                                 "broker did not confirm the publish",
                                 max_attempts,
                             )
-                            .await
+                            .await?;
+                            tx.commit().await
                         }
                         .await;
                         match marked {
