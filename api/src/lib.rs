@@ -123,15 +123,7 @@ pub async fn run(
     let metrics = http_metrics::HttpMetrics::new(&telemetry.meter("fastprep-api"));
     let app = router(state.clone(), &config, metrics);
     tracing::info!(addr = %listener.local_addr()?, "api listening");
-    axum::serve(
-        // Small request/response pairs must not wait on Nagle + delayed ACK.
-        axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        }),
-        app,
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await?;
+    platform::metrics_server::serve_http(listener, app, shutdown).await?;
     let _ = state.redis.quit().await;
     state.pool.close().await;
     Ok(())

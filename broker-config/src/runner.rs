@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use lapin::{
-    Channel, Connection,
+    Connection,
     message::Delivery,
     options::{
         BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
@@ -494,9 +494,4 @@ impl Lanes {
         });
         (previous, tx)
     }
-}
-
-/// Opens a channel for ad-hoc use (tests, ops tooling).
-pub async fn channel(conn: &Connection) -> Result<Channel, lapin::Error> {
-    conn.create_channel().await
 }

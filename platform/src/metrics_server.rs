@@ -30,7 +30,21 @@ pub async fn serve(
     telemetry: Telemetry,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(telemetry))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    serve_http(listener, router(telemetry), shutdown).await
+}
+
+/// Serves `app` on `listener` with TCP_NODELAY (small request/response pairs
+/// must not wait on Nagle and delayed ACKs) until `shutdown`, then lets
+/// in-flight requests finish.
+pub async fn serve_http(
+    listener: TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }

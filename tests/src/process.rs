@@ -124,10 +124,6 @@ impl Proc {
         self.start();
     }
 
-    pub fn env(&self, key: &str) -> Option<&str> {
-        self.env.get(key).map(String::as_str)
-    }
-
     /// Peak resident memory (VmHWM) in KiB, from /proc.
     pub fn peak_rss_kib(&self) -> Option<u64> {
         let pid = self.pid()?;

@@ -89,9 +89,14 @@ impl TestEnv {
 
     /// Adapter, API, relay, tg-delivery and inbound, each its own process.
     pub async fn start_system(&mut self) -> System {
+        self.start_system_with(&[]).await
+    }
+
+    /// As [`TestEnv::start_system`], with extra environment for the relay.
+    pub async fn start_system_with(&mut self, relay_env: &[(&str, String)]) -> System {
         let adapter = self.start_adapter(&[]).await;
         let api = self.start_api(&[]).await;
-        let relay = self.start_consumer("relay", None, &[]).await;
+        let relay = self.start_consumer("relay", None, relay_env).await;
         let delivery = self
             .start_consumer("tg-delivery", Some(&adapter), &[])
             .await;
@@ -134,6 +139,20 @@ impl TestEnv {
             .await;
         assert!(status.is_success(), "inject failed: {status} {body}");
         body
+    }
+
+    /// Scripts the sandbox's next sends (`/sandbox/faults`).
+    pub async fn set_faults(&self, adapter: &Started, plan: Value) {
+        let (status, body) = self
+            .http
+            .sandbox(
+                &adapter.url,
+                reqwest::Method::POST,
+                "/sandbox/faults",
+                Some(plan),
+            )
+            .await;
+        assert!(status.is_success(), "faults: {status} {body}");
     }
 
     /// What the sandbox has sent.
@@ -276,5 +295,13 @@ impl TestEnv {
             }
         })
         .await;
+    }
+}
+
+impl TestEnv {
+    /// A TCP proxy of the test's own in front of the shared RabbitMQ.
+    pub async fn broker_proxy(&self) -> crate::TcpProxy {
+        let target = format!("{}:{}", self.services.amqp_host, self.services.amqp_port);
+        crate::TcpProxy::start(target.parse().expect("broker address")).await
     }
 }

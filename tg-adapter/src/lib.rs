@@ -94,15 +94,7 @@ pub async fn run(
         data_dir = %config.data_dir.display(),
         "tg-adapter listening"
     );
-    let served = axum::serve(
-        // Small request/response pairs must not wait on Nagle + delayed ACK.
-        axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        }),
-        app,
-    )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
-    .await;
+    let served = platform::metrics_server::serve_http(listener, app, shutdown.clone()).await;
     // Requests are done; stop the forwarder and housekeeping, and wait for
     // sends whose callers hung up, so the store is closed when we return.
     background.cancel();

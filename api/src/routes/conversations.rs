@@ -75,13 +75,6 @@ async fn list(
     .bind(limit + 1)
     .fetch_all(&state.pool)
     .await?;
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items
-            .last()
-            .map(|c| cursor::encode(c.last_message_at, c.id))
-    } else {
-        None
-    };
+    let next_cursor = cursor::page(&mut items, limit, |c| (c.last_message_at, c.id));
     Ok(Json(Page { items, next_cursor }))
 }

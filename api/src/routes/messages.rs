@@ -92,12 +92,7 @@ async fn list(
     .bind(limit + 1)
     .fetch_all(&state.pool)
     .await?;
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|m| cursor::encode(m.created_at, m.id))
-    } else {
-        None
-    };
+    let next_cursor = cursor::page(&mut items, limit, |m| (m.created_at, m.id));
     Ok(Json(Page { items, next_cursor }))
 }
 

@@ -29,6 +29,24 @@ pub mod cursor {
         Ok((at, id))
     }
 
+    /// Trims a page fetched with `limit + 1` rows to `limit` and returns the
+    /// cursor of its last row when more follow.
+    pub fn page<T>(
+        items: &mut Vec<T>,
+        limit: i64,
+        key: impl Fn(&T) -> (DateTime<Utc>, Uuid),
+    ) -> Option<String> {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        if items.len() <= limit {
+            return None;
+        }
+        items.truncate(limit);
+        items.last().map(|last| {
+            let (at, id) = key(last);
+            encode(at, id)
+        })
+    }
+
     /// Page size from the query, 50 by default, at most 200.
     pub fn limit(requested: Option<i64>) -> Result<i64, ApiError> {
         match requested {

@@ -206,20 +206,16 @@ async fn main() {
         "RELAY_POLL_INTERVAL",
         std::env::var("RELAY_POLL_INTERVAL").unwrap_or_else(|_| "1s".into()),
     ));
-    let relay = env.start_consumer("relay", None, &knobs).await;
     // (c) end to end at a steady rate.
-    let adapter = env.start_adapter(&[]).await;
-    let api = env.start_api(&[]).await;
-    let delivery = env.start_consumer("tg-delivery", Some(&adapter), &[]).await;
-    let inbound = env.start_consumer("inbound", None, &[]).await;
-    let token = env
-        .http
-        .login(
-            &api.url,
-            fastprep_tests::env::ADMIN_EMAIL,
-            fastprep_tests::env::ADMIN_PASSWORD,
-        )
-        .await;
+    let sys = env.start_system_with(&knobs).await;
+    let (adapter, api, relay, delivery, inbound, token) = (
+        sys.adapter,
+        sys.api,
+        sys.relay,
+        sys.delivery,
+        sys.inbound,
+        sys.token,
+    );
     for chat in 1..=chats {
         env.inject(&adapter, chat, 1, "hello").await;
     }

@@ -1,6 +1,6 @@
 //! The REST contract: authentication on every route, error bodies, health.
 
-use fastprep_tests::{TcpProxy, TestEnv, env};
+use fastprep_tests::{TestEnv, env};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -201,12 +201,7 @@ async fn bad_input_gets_a_clear_error_and_writes_nothing() {
 #[tokio::test]
 async fn health_names_what_is_down() {
     let mut env = TestEnv::new().await;
-    let proxy = TcpProxy::start(
-        format!("{}:{}", env.services.amqp_host, env.services.amqp_port)
-            .parse()
-            .unwrap(),
-    )
-    .await;
+    let proxy = env.broker_proxy().await;
     let amqp = env.amqp_url_via("127.0.0.1", proxy.port());
     let api = env.start_api(&[("AMQP_URL", amqp)]).await;
     let url = format!("{}/api/health", api.url);

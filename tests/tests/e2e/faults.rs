@@ -3,23 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use fastprep_tests::{TcpProxy, TestEnv, system::System, wait_for};
+use fastprep_tests::{TestEnv, system::System, wait_for};
 use lapin::{BasicProperties, options::*, types::FieldTable};
-use reqwest::Method;
 use serde_json::{Value, json};
-
-async fn set_faults(env: &TestEnv, sys: &System, plan: Value) {
-    let (status, body) = env
-        .http
-        .sandbox(
-            &sys.adapter.url,
-            Method::POST,
-            "/sandbox/faults",
-            Some(plan),
-        )
-        .await;
-    assert!(status.is_success(), "faults: {status} {body}");
-}
 
 fn sends_of(sent: &Value, key: &str) -> i64 {
     sent["messages"]
@@ -142,7 +128,8 @@ async fn tg_delivery_killed_mid_message_sends_once() {
     let conv = conversation(&mut env, &sys, 5005).await;
     // The adapter takes 1.5 s per send: long enough to kill tg-delivery while
     // it waits for the answer.
-    set_faults(&env, &sys, json!({"latency_ms": 1500})).await;
+    env.set_faults(&sys.adapter, json!({"latency_ms": 1500}))
+        .await;
     let msg = env
         .reply(&sys, &conv, "survives a consumer crash", "k-2")
         .await;
@@ -150,7 +137,7 @@ async fn tg_delivery_killed_mid_message_sends_once() {
     env.wait_status(&id, "sending", Duration::from_secs(20))
         .await;
     env.proc(sys.delivery.idx).kill();
-    set_faults(&env, &sys, json!({"latency_ms": 0})).await;
+    env.set_faults(&sys.adapter, json!({"latency_ms": 0})).await;
     env.proc(sys.delivery.idx).restart_with(&[]);
     let (_, tg_id, attempts, _) = env.wait_status(&id, "sent", Duration::from_secs(30)).await;
     assert!(tg_id.is_some());
@@ -165,7 +152,11 @@ async fn adapter_5xx_then_200_is_retried_and_sent_once() {
     let mut env = TestEnv::new().await;
     let sys = env.start_system().await;
     let conv = conversation(&mut env, &sys, 6006).await;
-    set_faults(&env, &sys, json!({"fail_next": 1, "mode": "server_error"})).await;
+    env.set_faults(
+        &sys.adapter,
+        json!({"fail_next": 1, "mode": "server_error"}),
+    )
+    .await;
     let msg = env.reply(&sys, &conv, "retry me", "k-3").await;
     let id = msg["id"].as_str().unwrap().to_owned();
     let (_, _, attempts, _) = env.wait_status(&id, "sent", Duration::from_secs(30)).await;
@@ -187,9 +178,8 @@ async fn flood_wait_is_not_retried_before_retry_after() {
     let mut env = TestEnv::new().await;
     let sys = env.start_system().await;
     let conv = conversation(&mut env, &sys, 7007).await;
-    set_faults(
-        &env,
-        &sys,
+    env.set_faults(
+        &sys.adapter,
         json!({"fail_next": 1, "mode": "flood_wait", "retry_after": 3}),
     )
     .await;
@@ -237,9 +227,8 @@ async fn permanent_4xx_fails_the_message_and_dead_letters_it_without_retry() {
     let mut env = TestEnv::new().await;
     let sys = env.start_system().await;
     let conv = conversation(&mut env, &sys, 8008).await;
-    set_faults(
-        &env,
-        &sys,
+    env.set_faults(
+        &sys.adapter,
         json!({"fail_next": 1, "mode": "permanent", "code": "user_blocked"}),
     )
     .await;
@@ -323,36 +312,9 @@ async fn poison_message_is_dead_lettered_and_the_consumer_keeps_serving() {
 #[tokio::test]
 async fn broker_out_of_reach_keeps_rows_pending_then_they_flow() {
     let mut env = TestEnv::new().await;
-    let proxy = TcpProxy::start(
-        format!("{}:{}", env.services.amqp_host, env.services.amqp_port)
-            .parse()
-            .unwrap(),
-    )
-    .await;
-    let adapter = env.start_adapter(&[]).await;
-    let api = env.start_api(&[]).await;
+    let proxy = env.broker_proxy().await;
     let relay_amqp = env.amqp_url_via("127.0.0.1", proxy.port());
-    let relay = env
-        .start_consumer("relay", None, &[("AMQP_URL", relay_amqp)])
-        .await;
-    let delivery = env.start_consumer("tg-delivery", Some(&adapter), &[]).await;
-    let inbound = env.start_consumer("inbound", None, &[]).await;
-    let token = env
-        .http
-        .login(
-            &api.url,
-            fastprep_tests::env::ADMIN_EMAIL,
-            fastprep_tests::env::ADMIN_PASSWORD,
-        )
-        .await;
-    let sys = System {
-        adapter,
-        api,
-        relay,
-        delivery,
-        inbound,
-        token,
-    };
+    let sys = env.start_system_with(&[("AMQP_URL", relay_amqp)]).await;
     let conv = conversation(&mut env, &sys, 1010).await;
     proxy.cut();
     let mut ids = Vec::new();

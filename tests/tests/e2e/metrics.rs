@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use fastprep_tests::TestEnv;
-use reqwest::Method;
 
 /// The value of `name` with every given label, summed over other labels.
 /// A histogram's `_count` falls back to its +Inf bucket when the parser
@@ -63,16 +62,11 @@ async fn metrics_carry_the_design_names_with_real_counts() {
     let sys = env.start_system().await;
     env.inject(&sys.adapter, 1111, 1, "hi").await;
     let conv = env.conversation_for(&sys, 1111).await;
-    let (status, body) = env
-        .http
-        .sandbox(
-            &sys.adapter.url,
-            Method::POST,
-            "/sandbox/faults",
-            Some(serde_json::json!({"fail_next": 1, "mode": "server_error"})),
-        )
-        .await;
-    assert!(status.is_success(), "{body}");
+    env.set_faults(
+        &sys.adapter,
+        serde_json::json!({"fail_next": 1, "mode": "server_error"}),
+    )
+    .await;
     let msg = env.reply(&sys, &conv, "metrics please", "m-1").await;
     env.wait_status(msg["id"].as_str().unwrap(), "sent", Duration::from_secs(30))
         .await;

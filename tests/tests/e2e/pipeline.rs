@@ -145,16 +145,8 @@ async fn replies_to_one_chat_are_sent_in_the_order_they_were_posted() {
     env.inject(&sys.adapter, 4242, 1, "Hi").await;
     let conv = env.conversation_for(&sys, 4242).await;
     // A slow adapter gives concurrent deliveries every chance to overtake.
-    let (status, body) = env
-        .http
-        .sandbox(
-            &sys.adapter.url,
-            Method::POST,
-            "/sandbox/faults",
-            Some(serde_json::json!({"latency_ms": 30})),
-        )
+    env.set_faults(&sys.adapter, serde_json::json!({"latency_ms": 30}))
         .await;
-    assert!(status.is_success(), "{body}");
     let mut ids = Vec::new();
     for i in 0..12 {
         let msg = env
