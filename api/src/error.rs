@@ -28,6 +28,10 @@ pub enum ApiError {
     Conflict { code: &'static str, message: String },
     #[error("{message}")]
     Unprocessable { code: &'static str, message: String },
+    #[error("too many requests")]
+    TooManyRequests { retry_after_secs: u64 },
+    #[error("{what} unavailable: {cause}")]
+    Unavailable { what: &'static str, cause: String },
     #[error("internal error: {0}")]
     Internal(#[from] anyhow::Error),
 }
@@ -69,6 +73,16 @@ impl ApiError {
             ApiError::Unprocessable { code, message } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, code, message.clone())
             }
+            ApiError::TooManyRequests { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                "too many attempts; wait before trying again".to_owned(),
+            ),
+            ApiError::Unavailable { what, .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("{what} is unavailable; nothing was changed, try again shortly"),
+            ),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -103,10 +117,18 @@ struct ErrorInfo {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = self.parts();
-        if let ApiError::Internal(cause) = &self {
-            tracing::error!(error = %cause, "internal error");
+        match &self {
+            ApiError::Internal(cause) => tracing::error!(error = %cause, "internal error"),
+            ApiError::Unavailable { what, cause } => {
+                tracing::warn!(what, cause = %cause, "dependency unavailable");
+            }
+            _ => {}
         }
         let mut resp = status.into_response();
+        if let ApiError::TooManyRequests { retry_after_secs } = &self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
         resp.extensions_mut().insert(ErrorInfo { code, message });
         resp
     }

@@ -2,6 +2,7 @@
 //! gateway). `run` is what `main` and the tests both call.
 
 pub mod auth;
+pub mod authz;
 pub mod broker;
 pub mod config;
 pub mod error;
@@ -26,6 +27,10 @@ use tower_http::{
 
 pub use config::Config;
 
+/// Longest wait for any Redis command: past it, the caller gets an error
+/// (503, or the PostgreSQL fallback) instead of hanging.
+const REDIS_COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
@@ -33,33 +38,102 @@ pub struct AppState {
     pub redis: RedisClient,
     pub broker: Arc<broker::Broker>,
     pub keys: auth::jwt::Keys,
+    pub authz: Arc<authz::cache::Authorizer>,
+    pub limiter: auth::ratelimit::LoginLimiter,
+    pub auth: Arc<auth::AuthSettings>,
 }
 
 /// Builds the state: database pool, Redis client (connecting in the
 /// background, so the API starts and reports Redis down rather than not
-/// starting), RabbitMQ link.
-pub async fn state(config: &Config) -> anyhow::Result<AppState> {
+/// starting), RabbitMQ link, and the authorization cache with its listener.
+pub async fn state(
+    config: &Config,
+    meter: &opentelemetry::metrics::Meter,
+    shutdown: CancellationToken,
+) -> anyhow::Result<AppState> {
     let pool = schema::pool::connect(&config.database_url, config.database_max_connections).await?;
-    let redis = Builder::from_config(RedisConfig::from_url(&config.redis_url)?)
+    let redis_config = RedisConfig::from_url(&config.redis_url)?;
+    let redis = Builder::from_config(redis_config.clone())
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+        .with_performance_config(|p| p.default_command_timeout = REDIS_COMMAND_TIMEOUT)
         .build()?;
     redis.connect();
+    let authz = authz::cache::Authorizer::new(
+        pool.clone(),
+        redis.clone(),
+        authz::cache::CacheSettings::default(),
+        meter,
+    );
+    // Without its listener the in-memory tier stays off (no lease), so a
+    // Redis that is down at start only costs speed; retry in the background.
+    {
+        let authz = authz.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                match authz.start(redis_config.clone(), shutdown.clone()).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "authz listener not started; retrying");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+    }
+    tokio::spawn(purge_expired_sessions(pool.clone(), shutdown.clone()));
     Ok(AppState {
+        limiter: auth::ratelimit::LoginLimiter::new(redis.clone(), config.login_limits.clone()),
         pool,
         redis,
         broker: Arc::new(broker::Broker::new(config.amqp_url.clone())),
         keys: auth::jwt::Keys::new(&config.jwt_secret, config.access_token_ttl)?,
+        authz,
+        auth: Arc::new(auth::AuthSettings {
+            refresh_ttl: config.refresh_token_ttl,
+            trust_forwarded_for: config.trust_forwarded_for,
+        }),
     })
+}
+
+/// Deletes refresh tokens a day past their expiry, hourly. Older tokens of a
+/// family point at newer ones and expire first, so one statement removes
+/// whole chains without breaking a reference.
+async fn purge_expired_sessions(pool: PgPool, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => {
+                match sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < now() - interval '1 day'")
+                    .execute(&pool)
+                    .await
+                {
+                    Ok(done) if done.rows_affected() > 0 => {
+                        tracing::info!(deleted = done.rows_affected(), "expired refresh tokens purged");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "purging expired refresh tokens failed"),
+                }
+            }
+        }
+    }
+}
+
+/// W3C trace context of the current span, carried into an event's headers.
+pub fn trace_headers() -> serde_json::Value {
+    serde_json::Value::Object(
+        platform::trace::inject_current()
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect(),
+    )
 }
 
 /// The whole HTTP surface.
 pub fn router(state: AppState, config: &Config, metrics: http_metrics::HttpMetrics) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
-    let api = Router::new()
-        .merge(routes::health::router())
-        .merge(auth::routes::router())
-        .merge(routes::conversations::router())
-        .merge(routes::messages::router());
+    let api = routes::router(&state);
     let origins: Vec<_> = config
         .cors_origins
         .iter()
@@ -119,8 +193,9 @@ pub async fn run(
     telemetry: platform::Telemetry,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let state = state(&config).await?;
-    let metrics = http_metrics::HttpMetrics::new(&telemetry.meter("fastprep-api"));
+    let meter = telemetry.meter("fastprep-api");
+    let state = state(&config, &meter, shutdown.clone()).await?;
+    let metrics = http_metrics::HttpMetrics::new(&meter);
     let app = router(state.clone(), &config, metrics);
     tracing::info!(addr = %listener.local_addr()?, "api listening");
     platform::metrics_server::serve_http(listener, app, shutdown).await?;
@@ -140,7 +215,8 @@ pub async fn ensure_admin(
     let mut tx = pool.begin().await?;
     let id: uuid::Uuid = sqlx::query_scalar(
         "INSERT INTO users (id, email, display_name, password_hash) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (email) DO UPDATE SET password_hash = EXCLUDED.password_hash, is_active = true, updated_at = now()
+         ON CONFLICT (email) DO UPDATE SET password_hash = EXCLUDED.password_hash, is_active = true,
+             perm_version = users.perm_version + 1, updated_at = now()
          RETURNING id",
     )
     .bind(uuid::Uuid::now_v7())
@@ -155,6 +231,17 @@ pub async fn ensure_admin(
     .bind(id)
     .execute(&mut *tx)
     .await?;
+    authz::change::audit(
+        &mut tx,
+        None,
+        "user.admin_ensured",
+        ("user", id.to_string()),
+        None,
+        Some(serde_json::json!({"email": email, "roles": ["admin"]})),
+        None,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     tx.commit().await?;
     Ok(id)
 }

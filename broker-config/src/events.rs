@@ -199,14 +199,31 @@ pub struct ConversationUpdated {
     pub changed: serde_json::Map<String, serde_json::Value>,
 }
 
+/// A role's permissions or existence changed. `users` are the holders it
+/// affected with the `perm_version` each was given in the same transaction;
+/// when empty (an event written by hand), the consumer bumps every current
+/// holder itself.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AuthzRoleUpdated {
     pub role_id: Uuid,
+    #[serde(default)]
+    pub users: Vec<UserVersion>,
 }
 
+/// One user's rights or account changed (roles, deactivation, password,
+/// logout). `perm_version` is the version given in the same transaction;
+/// `None` asks the consumer to bump it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AuthzUserUpdated {
     pub user_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perm_version: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct UserVersion {
+    pub user_id: Uuid,
+    pub perm_version: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

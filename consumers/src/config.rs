@@ -11,6 +11,8 @@ pub struct Config {
     pub database_url: String,
     pub database_max_connections: u32,
     pub amqp_url: String,
+    /// Needed by `authz-fanout` only.
+    pub redis_url: Option<String>,
     pub metrics_port: u16,
     pub relay: RelayConfig,
     pub prefetch: u16,
@@ -69,6 +71,7 @@ impl Config {
             database_url: env.required("DATABASE_URL")?,
             database_max_connections: env.or("DATABASE_MAX_CONNECTIONS", 40)?,
             amqp_url: env.required("AMQP_URL")?,
+            redis_url: env.optional("REDIS_URL")?,
             metrics_port: env.or("METRICS_PORT", 9090)?,
             relay,
             prefetch: env.or("CONSUMER_PREFETCH", 100)?,

@@ -1,6 +1,7 @@
 //! The relay and the consumers. Each runs alone as its own process; `all`
 //! runs them together for local use.
 
+pub mod authz_fanout;
 pub mod config;
 pub mod inbound;
 pub mod relay;
@@ -20,6 +21,7 @@ pub enum Process {
     Relay,
     TgDelivery,
     Inbound,
+    AuthzFanout,
     /// Relay and every consumer in one process.
     All,
 }
@@ -81,6 +83,32 @@ pub async fn run(
     if wants(Process::Inbound) {
         tasks.spawn(runner::run(
             Arc::new(inbound::Inbound),
+            pool.clone(),
+            runner_config.clone(),
+            consumer_metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
+    if wants(Process::AuthzFanout) {
+        let url = config
+            .redis_url
+            .clone()
+            .ok_or_else(|| platform::ConfigError::Missing {
+                name: "REDIS_URL".into(),
+            })?;
+        // Connects in the background: while Redis is away, deliveries wait
+        // in the retry tiers instead of the process exiting.
+        let redis = fred::prelude::Builder::from_config(fred::prelude::Config::from_url(&url)?)
+            .set_policy(fred::prelude::ReconnectPolicy::new_exponential(
+                0, 100, 5_000, 2,
+            ))
+            .with_performance_config(|p| {
+                p.default_command_timeout = std::time::Duration::from_secs(2);
+            })
+            .build()?;
+        fred::interfaces::ClientLike::connect(&redis);
+        tasks.spawn(runner::run(
+            Arc::new(authz_fanout::AuthzFanout::new(pool.clone(), redis)),
             pool.clone(),
             runner_config.clone(),
             consumer_metrics.clone(),

@@ -1,4 +1,4 @@
-//! `fastprep-consumers <relay|tg-delivery|inbound|all>`.
+//! `fastprep-consumers <relay|tg-delivery|inbound|authz-fanout|all>`.
 
 use clap::Parser;
 use consumers::{Config, Process};

@@ -2,6 +2,7 @@
 //! environment, tracing and OpenTelemetry metrics exported as Prometheus text,
 //! the `/metrics` server and graceful shutdown.
 
+pub mod authz_redis;
 pub mod config;
 pub mod metrics_server;
 pub mod shutdown;

@@ -5,6 +5,7 @@
 // Test support: failing loudly at the first broken assumption is the point.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+pub mod accounts;
 pub mod env;
 pub mod http;
 pub mod process;

@@ -31,6 +31,23 @@ pub fn dummy_hash() -> &'static str {
     DUMMY.get_or_init(|| hash("not-a-real-password-just-for-timing").unwrap_or_default())
 }
 
+/// Shortest and longest password accepted.
+pub const MIN_LEN: usize = 12;
+pub const MAX_LEN: usize = 128;
+
+/// Refuses passwords outside the length policy (422).
+pub fn check_policy(password: &str) -> Result<(), crate::error::ApiError> {
+    let n = password.chars().count();
+    if (MIN_LEN..=MAX_LEN).contains(&n) {
+        Ok(())
+    } else {
+        Err(crate::error::ApiError::Unprocessable {
+            code: "weak_password",
+            message: format!("a password must be {MIN_LEN} to {MAX_LEN} characters"),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

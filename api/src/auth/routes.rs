@@ -1,20 +1,23 @@
-//! `POST /api/auth/login`, `GET /api/auth/me`.
+//! `/api/auth/*`: sign-in, token refresh and rotation, sign-out, password
+//! change, and what the caller may do.
 
-use axum::{Json, Router, extract::State, routing::get, routing::post};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::{
+    Json,
+    extract::{ConnectInfo, State},
+    http::{HeaderMap, StatusCode},
+};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use uuid::Uuid;
 
-use super::{AuthUser, password};
+use super::{password, session};
 use crate::{
     AppState,
+    authz::{change::AuthzChange, pep::Principal},
     error::{ApiError, ApiResult},
 };
-
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/auth/login", post(login))
-        .route("/auth/me", get(me))
-}
 
 #[derive(Deserialize)]
 pub struct LoginIn {
@@ -23,14 +26,16 @@ pub struct LoginIn {
 }
 
 #[derive(Serialize)]
-pub struct LoginOut {
+pub struct TokensOut {
     pub access_token: String,
+    pub refresh_token: String,
     pub token_type: &'static str,
     pub expires_in: u64,
+    pub refresh_expires_in: u64,
     pub user: MeOut,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, sqlx::FromRow)]
 pub struct MeOut {
     pub id: Uuid,
     pub email: String,
@@ -38,53 +43,255 @@ pub struct MeOut {
     pub perm_version: i64,
 }
 
-async fn login(
+/// The client's address: the peer, or with `TRUST_FORWARDED_FOR` the last
+/// hop of `X-Forwarded-For` (the address the trusted proxy saw).
+fn client_addr(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    if state.auth.trust_forwarded_for
+        && let Some(last) = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|v| v.trim().parse::<IpAddr>().ok())
+    {
+        return last;
+    }
+    peer.ip()
+}
+
+fn bad_credentials() -> ApiError {
+    ApiError::Unauthorized {
+        code: "invalid_credentials",
+        message: "email or password is incorrect",
+    }
+}
+
+async fn me_row(state: &AppState, id: Uuid) -> ApiResult<MeOut> {
+    sqlx::query_as("SELECT id, email, display_name, perm_version FROM users WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&state.pool)
+        .await?
+        .ok_or(ApiError::NotFound { what: "user" })
+}
+
+fn tokens(state: &AppState, user: MeOut, refresh_token: String) -> ApiResult<TokensOut> {
+    Ok(TokensOut {
+        access_token: state.keys.issue(user.id, user.perm_version)?,
+        refresh_token,
+        token_type: "Bearer",
+        expires_in: state.keys.ttl().as_secs(),
+        refresh_expires_in: state.auth.refresh_ttl.as_secs(),
+        user,
+    })
+}
+
+/// `POST /auth/login`.
+pub async fn login(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Json(input): Json<LoginIn>,
-) -> ApiResult<Json<LoginOut>> {
+) -> ApiResult<Json<TokensOut>> {
     let email = input.email.trim().to_lowercase();
-    let row: Option<(Uuid, String, String, bool, i64)> = sqlx::query_as(
-        "SELECT id, display_name, password_hash, is_active, perm_version FROM users WHERE email = $1",
-    )
-    .bind(&email)
-    .fetch_optional(&state.pool)
-    .await?;
+    let addr = client_addr(&state, peer, &headers);
+    state.limiter.check(&email, addr).await?;
+    let row: Option<(Uuid, String, bool)> =
+        sqlx::query_as("SELECT id, password_hash, is_active FROM users WHERE email = $1")
+            .bind(&email)
+            .fetch_optional(&state.pool)
+            .await?;
     let stored = row
         .as_ref()
-        .map_or(password::dummy_hash().to_owned(), |r| r.2.clone());
+        .map_or(password::dummy_hash().to_owned(), |r| r.1.clone());
     let candidate = input.password;
     let ok = tokio::task::spawn_blocking(move || password::verify(&candidate, &stored))
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;
-    let invalid = ApiError::Unauthorized {
-        code: "invalid_credentials",
-        message: "email or password is incorrect",
+    let user = match row {
+        Some((id, _, true)) if ok => id,
+        _ => {
+            state.limiter.failed(&email, addr).await?;
+            return Err(bad_credentials());
+        }
     };
-    let Some((id, display_name, _, is_active, perm_version)) = row else {
-        return Err(invalid);
-    };
-    if !ok || !is_active {
-        return Err(invalid);
-    }
-    let access_token = state.keys.issue(id, perm_version)?;
-    Ok(Json(LoginOut {
-        access_token,
-        token_type: "Bearer",
-        expires_in: state.keys.ttl().as_secs(),
-        user: MeOut {
-            id,
-            email,
-            display_name,
-            perm_version,
-        },
-    }))
+    state.limiter.succeeded(&email).await;
+    let mut tx = state.pool.begin().await?;
+    let (_, refresh) =
+        session::issue(&mut tx, user, Uuid::now_v7(), state.auth.refresh_ttl).await?;
+    tx.commit().await?;
+    let me = me_row(&state, user).await?;
+    Ok(Json(tokens(&state, me, refresh)?))
 }
 
-async fn me(user: AuthUser) -> Json<MeOut> {
-    Json(MeOut {
-        id: user.id,
-        email: user.email,
-        display_name: user.display_name,
-        perm_version: user.perm_version,
+#[derive(Deserialize)]
+pub struct RefreshIn {
+    pub refresh_token: String,
+}
+
+/// `POST /auth/refresh`: a new access token and a new refresh token; the
+/// presented one is spent.
+pub async fn refresh(
+    State(state): State<AppState>,
+    Json(input): Json<RefreshIn>,
+) -> ApiResult<Json<TokensOut>> {
+    let mut tx = state.pool.begin().await?;
+    match session::rotate(&mut tx, input.refresh_token.trim(), state.auth.refresh_ttl).await? {
+        session::Presented::Rotated {
+            user,
+            secret,
+            perm_version,
+        } => {
+            tx.commit().await?;
+            let mut me = me_row(&state, user).await?;
+            me.perm_version = perm_version.max(me.perm_version);
+            Ok(Json(tokens(&state, me, secret)?))
+        }
+        session::Presented::Reused { user, family } => {
+            tx.rollback().await?;
+            // Someone holds a copy: end the family and every access token
+            // minted from it.
+            let mut change = AuthzChange::begin(&state.pool, None).await?;
+            if session::revoke_family(change.conn(), family).await? > 0 {
+                let v = change.bump_user(user).await?;
+                change
+                    .audit(
+                        "auth.refresh_reused",
+                        ("user", user.to_string()),
+                        None,
+                        Some(json!({"family_id": family})),
+                        Some(v),
+                    )
+                    .await?;
+            }
+            change.commit(&state.authz).await?;
+            Err(ApiError::Unauthorized {
+                code: "refresh_reused",
+                message: "this refresh token was already used; the session is ended, sign in again",
+            })
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct LogoutIn {
+    pub refresh_token: Option<String>,
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// `POST /auth/logout`: ends this session (the family of `refresh_token`)
+/// or, with `all`, every session of the caller. Access tokens already issued
+/// stop working at once.
+pub async fn logout(
+    State(state): State<AppState>,
+    caller: Principal,
+    Json(input): Json<LogoutIn>,
+) -> ApiResult<StatusCode> {
+    let mut change = AuthzChange::begin(&state.pool, Some(caller.id)).await?;
+    let ended = if input.all {
+        session::revoke_user(change.conn(), caller.id).await?
+    } else {
+        let presented = input.refresh_token.as_deref().map(str::trim).unwrap_or("");
+        if presented.is_empty() {
+            return Err(ApiError::Unprocessable {
+                code: "missing_refresh_token",
+                message: "send the session's refresh_token, or all: true".into(),
+            });
+        }
+        match session::family_of(change.conn(), caller.id, presented).await? {
+            Some(family) => session::revoke_family(change.conn(), family).await?,
+            None => 0,
+        }
+    };
+    let v = change.bump_user(caller.id).await?;
+    change
+        .audit(
+            "auth.logout",
+            ("user", caller.id.to_string()),
+            None,
+            Some(json!({"all": input.all, "tokens_revoked": ended})),
+            Some(v),
+        )
+        .await?;
+    change.commit(&state.authz).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+pub struct PasswordIn {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+/// `POST /auth/password`: changes the caller's password, ends every session
+/// and returns a new one.
+pub async fn change_password(
+    State(state): State<AppState>,
+    caller: Principal,
+    Json(input): Json<PasswordIn>,
+) -> ApiResult<Json<TokensOut>> {
+    password::check_policy(&input.new_password)?;
+    let stored: String = sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
+        .bind(caller.id)
+        .fetch_one(&state.pool)
+        .await?;
+    let current = input.current_password;
+    let ok = tokio::task::spawn_blocking(move || password::verify(&current, &stored))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    if !ok {
+        return Err(ApiError::Unprocessable {
+            code: "wrong_password",
+            message: "the current password is not correct".into(),
+        });
+    }
+    let new = input.new_password;
+    let hash = tokio::task::spawn_blocking(move || password::hash(&new))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))??;
+    let mut change = AuthzChange::begin(&state.pool, Some(caller.id)).await?;
+    sqlx::query("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
+        .bind(caller.id)
+        .bind(&hash)
+        .execute(change.conn())
+        .await?;
+    session::revoke_user(change.conn(), caller.id).await?;
+    let v = change.bump_user(caller.id).await?;
+    change
+        .audit(
+            "user.password_changed",
+            ("user", caller.id.to_string()),
+            None,
+            None,
+            Some(v),
+        )
+        .await?;
+    let (_, refresh) = session::issue(
+        change.conn(),
+        caller.id,
+        Uuid::now_v7(),
+        state.auth.refresh_ttl,
+    )
+    .await?;
+    change.commit(&state.authz).await?;
+    let me = me_row(&state, caller.id).await?;
+    Ok(Json(tokens(&state, me, refresh)?))
+}
+
+/// `GET /auth/me`.
+pub async fn me(State(state): State<AppState>, caller: Principal) -> ApiResult<Json<MeOut>> {
+    Ok(Json(me_row(&state, caller.id).await?))
+}
+
+#[derive(Serialize)]
+pub struct EpOut {
+    pub permissions: Vec<&'static str>,
+    pub perm_version: i64,
+}
+
+/// `GET /auth/me/ep`: the caller's effective permissions.
+pub async fn me_ep(caller: Principal) -> Json<EpOut> {
+    Json(EpOut {
+        permissions: caller.ep.perms.keys(),
+        perm_version: caller.ep.version,
     })
 }

@@ -2,15 +2,11 @@
 
 use std::time::Duration;
 
-use axum::{Json, Router, extract::State, http::StatusCode, routing::get};
+use axum::{Json, extract::State, http::StatusCode};
 use fred::interfaces::ClientLike;
 use serde_json::{Value, json};
 
 use crate::AppState;
-
-pub fn router() -> Router<AppState> {
-    Router::new().route("/health", get(health))
-}
 
 const DEADLINE: Duration = Duration::from_secs(2);
 
@@ -21,7 +17,7 @@ where
     matches!(tokio::time::timeout(DEADLINE, fut).await, Ok(Ok(())))
 }
 
-async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let (pg, redis, rabbit) = tokio::join!(
         check(async {
             sqlx::query("SELECT 1")

@@ -4,30 +4,28 @@
 //! one transaction; `client_msg_id` makes the POST idempotent.
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{Path, Query, State},
     http::StatusCode,
-    routing::get,
 };
 use broker_config::{Envelope, Event, events::MessageOutgoing};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{conversations::Page, cursor};
+use super::{
+    conversations::{Page, visible_chat},
+    cursor,
+};
 use crate::{
     AppState,
-    auth::AuthUser,
+    authz::pep::Principal,
     error::{ApiError, ApiResult},
 };
 
 /// Telegram's limit on a message's text.
 pub const MAX_TEXT_CHARS: usize = 4096;
 const MAX_CLIENT_MSG_ID: usize = 100;
-
-pub fn router() -> Router<AppState> {
-    Router::new().route("/conversations/{id}/messages", get(list).post(create))
-}
 
 #[derive(Serialize, sqlx::FromRow, Clone)]
 pub struct MessageOut {
@@ -62,23 +60,17 @@ pub struct ListQuery {
 }
 
 /// Newest first; `next_cursor` pages towards older messages.
-async fn list(
-    _user: AuthUser,
+pub async fn list(
+    caller: Principal,
     State(state): State<AppState>,
     Path(conversation_id): Path<Uuid>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Page<MessageOut>>> {
+    let scope = caller.inbox_scope()?;
     let limit = cursor::limit(q.limit)?;
     let before = q.cursor.as_deref().map(cursor::decode).transpose()?;
-    let exists: Option<Uuid> = sqlx::query_scalar("SELECT id FROM conversations WHERE id = $1")
-        .bind(conversation_id)
-        .fetch_optional(&state.pool)
-        .await?;
-    if exists.is_none() {
-        return Err(ApiError::NotFound {
-            what: "conversation",
-        });
-    }
+    let mut conn = state.pool.acquire().await?;
+    visible_chat(&mut conn, conversation_id, scope).await?;
     let mut items: Vec<MessageOut> = sqlx::query_as(concat!(
         "SELECT ",
         columns!(),
@@ -90,7 +82,7 @@ async fn list(
     .bind(before.map(|b| b.0))
     .bind(before.map(|b| b.1))
     .bind(limit + 1)
-    .fetch_all(&state.pool)
+    .fetch_all(&mut *conn)
     .await?;
     let next_cursor = cursor::page(&mut items, limit, |m| (m.created_at, m.id));
     Ok(Json(Page { items, next_cursor }))
@@ -147,24 +139,18 @@ impl TryFrom<CreateIn> for Reply {
     }
 }
 
-async fn create(
-    user: AuthUser,
+/// `POST /conversations/{id}/messages` (`inbox.reply`, within the caller's
+/// inbox scope).
+pub async fn create(
+    caller: Principal,
     State(state): State<AppState>,
     Path(conversation_id): Path<Uuid>,
     Json(input): Json<CreateIn>,
 ) -> ApiResult<(StatusCode, Json<MessageOut>)> {
+    let scope = caller.inbox_scope()?;
     let reply = Reply::try_from(input)?;
     let mut tx = state.pool.begin().await?;
-    let chat: Option<i64> =
-        sqlx::query_scalar("SELECT tg_chat_id FROM conversations WHERE id = $1")
-            .bind(conversation_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let Some(tg_chat_id) = chat else {
-        return Err(ApiError::NotFound {
-            what: "conversation",
-        });
-    };
+    let tg_chat_id = visible_chat(&mut tx, conversation_id, scope).await?;
     let inserted: Option<MessageOut> = sqlx::query_as(concat!(
         "INSERT INTO messages (id, conversation_id, direction, author_id, text, status, client_msg_id)
          VALUES ($1, $2, 'out', $3, $4, 'queued', $5)
@@ -174,7 +160,7 @@ async fn create(
     ))
         .bind(Uuid::now_v7())
         .bind(conversation_id)
-        .bind(user.id)
+        .bind(caller.id)
         .bind(&reply.text)
         .bind(&reply.client_msg_id)
         .fetch_optional(&mut *tx)
@@ -206,7 +192,7 @@ async fn create(
         text: message.text.clone(),
         attachments: vec![],
     }));
-    schema::enqueue(&mut tx, &event, &trace_headers()).await?;
+    schema::enqueue(&mut tx, &event, &crate::trace_headers()).await?;
     sqlx::query(
         "UPDATE conversations SET last_message_at = now(), updated_at = now() WHERE id = $1",
     )
@@ -215,14 +201,4 @@ async fn create(
     .await?;
     tx.commit().await?;
     Ok((StatusCode::ACCEPTED, Json(message)))
-}
-
-/// W3C trace context of the request, carried into the event's AMQP headers.
-fn trace_headers() -> serde_json::Value {
-    serde_json::Value::Object(
-        platform::trace::inject_current()
-            .into_iter()
-            .map(|(k, v)| (k, serde_json::Value::String(v)))
-            .collect(),
-    )
 }

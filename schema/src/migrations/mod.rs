@@ -17,6 +17,10 @@ impl MigratorTrait for Migrator {
                 name: "m0002_seed_authz",
                 sql: include_str!("m0002_seed_authz.sql"),
             }),
+            Box::new(SqlMigration {
+                name: "m0003_authz_audit",
+                sql: include_str!("m0003_authz_audit.sql"),
+            }),
         ]
     }
 }

@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
+mod authz;
 mod faults;
 mod metrics;
 mod pipeline;
 mod relay;
+mod security;

@@ -3,8 +3,13 @@
 //! `fastprep-bench relay`: raw lapin publishing with pipelined confirms vs
 //! the relay draining pre-inserted outbox rows, end-to-end latency at a
 //! steady request rate, and the peak memory of every process.
+//!
+//! `fastprep-bench authz`: the cached permission check, `/api/auth/me/ep`
+//! beside nginx under wrk, and fan-out propagation (see `authz.rs`).
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod authz;
 
 use std::{
     collections::HashMap,
@@ -43,6 +48,24 @@ enum Bench {
         /// Alternating raw/relay rounds of the throughput phases.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+    },
+    /// Cached permission check, /api/auth/me/ep vs nginx, fan-out propagation.
+    Authz {
+        /// Timed calls of the in-process check.
+        #[arg(long, default_value_t = 200_000)]
+        checks: usize,
+        /// Length of each wrk round, seconds.
+        #[arg(long, default_value_t = 8)]
+        wrk_seconds: u64,
+        /// Alternating nginx/API wrk rounds.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Role changes of the fan-out phase.
+        #[arg(long, default_value_t = 200)]
+        changes: usize,
+        /// Holders of the changed role.
+        #[arg(long, default_value_t = 5)]
+        holders: usize,
     },
 }
 
@@ -180,13 +203,39 @@ async fn relay_drain(env: &TestEnv, n: usize) -> (f64, f64) {
 
 #[tokio::main]
 async fn main() {
-    let Bench::Relay {
-        events,
-        rate,
-        seconds,
-        chats,
-        rounds,
-    } = Cli::parse().bench;
+    let (events, rate, seconds, chats, rounds) = match Cli::parse().bench {
+        Bench::Relay {
+            events,
+            rate,
+            seconds,
+            chats,
+            rounds,
+        } => (events, rate, seconds, chats, rounds),
+        Bench::Authz {
+            checks,
+            wrk_seconds,
+            rounds,
+            changes,
+            holders,
+        } => {
+            let results = authz::run(authz::Args {
+                checks,
+                wrk_seconds,
+                rounds,
+                changes,
+                holders,
+            })
+            .await;
+            std::fs::create_dir_all("bench-results").unwrap();
+            std::fs::write(
+                "bench-results/authz.json",
+                serde_json::to_string_pretty(&results).unwrap(),
+            )
+            .unwrap();
+            println!("figures written to bench-results/authz.json");
+            return;
+        }
+    };
     let mut env = TestEnv::new().await;
     println!(
         "relay benchmark: {events} events, latency at {rate}/s for {seconds}s over {chats} chats"

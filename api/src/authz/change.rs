@@ -1,0 +1,175 @@
+//! [`AuthzChange`]: the one way to change accounts, roles and permissions.
+//!
+//! Every change runs in one transaction that serialises with every other
+//! authorization change, bumps `perm_version` of each user whose rights it
+//! touches, writes its `audit_log` rows and its `authz.*` outbox event. Before
+//! the commit it raises those users' version floors in Redis and invalidates
+//! every instance's cache (no invalidation, no commit); after it, it
+//! announces the committed versions and waits out the cache lease, so the
+//! answer to the admin is sent only once the old rights are dead everywhere.
+
+use std::collections::BTreeMap;
+
+use broker_config::{
+    Envelope, Event,
+    events::{AuthzUserUpdated, UserVersion},
+};
+use serde_json::Value;
+use sqlx::{PgConnection, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::cache::Authorizer;
+use crate::error::{ApiError, ApiResult};
+
+/// Advisory lock key serialising authorization changes.
+const AUTHZ_LOCK: i64 = 0x6661_7374_617a_0001;
+
+/// The seeded `admin` role.
+pub const ADMIN_ROLE: Uuid = Uuid::from_u128(0x0000_0000_0000_7000_8000_0000_0000_0001);
+
+pub struct AuthzChange {
+    tx: Transaction<'static, Postgres>,
+    actor: Option<Uuid>,
+    bumped: BTreeMap<Uuid, i64>,
+}
+
+impl AuthzChange {
+    /// Opens the transaction and takes the authorization lock.
+    pub async fn begin(pool: &sqlx::PgPool, actor: Option<Uuid>) -> ApiResult<Self> {
+        let mut tx = pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(AUTHZ_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        Ok(Self {
+            tx,
+            actor,
+            bumped: BTreeMap::new(),
+        })
+    }
+
+    pub fn conn(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+
+    /// Bumps `perm_version` of `users`; returns their new versions.
+    pub async fn bump(&mut self, users: &[Uuid]) -> ApiResult<Vec<UserVersion>> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(Uuid, i64)> = sqlx::query_as(
+            "UPDATE users SET perm_version = perm_version + 1, updated_at = now()
+             WHERE id = ANY($1) RETURNING id, perm_version",
+        )
+        .bind(users)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (user_id, perm_version) in rows {
+            self.bumped.insert(user_id, perm_version);
+            out.push(UserVersion {
+                user_id,
+                perm_version,
+            });
+        }
+        out.sort_by_key(|u| u.user_id);
+        Ok(out)
+    }
+
+    /// Bumps one user and writes `authz.user.updated.v1`; returns the version.
+    pub async fn bump_user(&mut self, user: Uuid) -> ApiResult<i64> {
+        let v = self
+            .bump(&[user])
+            .await?
+            .first()
+            .map(|u| u.perm_version)
+            .ok_or(ApiError::NotFound { what: "user" })?;
+        self.emit(Event::AuthzUserUpdated(AuthzUserUpdated {
+            user_id: user,
+            perm_version: Some(v),
+        }))
+        .await?;
+        Ok(v)
+    }
+
+    /// Writes one `audit_log` row.
+    pub async fn audit(
+        &mut self,
+        action: &str,
+        target: (&str, String),
+        before: Option<Value>,
+        after: Option<Value>,
+        perm_version: Option<i64>,
+    ) -> ApiResult<()> {
+        audit(
+            &mut self.tx,
+            self.actor,
+            action,
+            target,
+            before,
+            after,
+            perm_version,
+        )
+        .await
+    }
+
+    /// Writes an outbox event in the transaction.
+    pub async fn emit(&mut self, event: Event) -> ApiResult<()> {
+        schema::enqueue(&mut self.tx, &Envelope::new(event), &crate::trace_headers()).await?;
+        Ok(())
+    }
+
+    /// Refuses a change that would leave no active user holding `admin`.
+    pub async fn ensure_an_admin_remains(&mut self) -> ApiResult<()> {
+        let admins: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM users u JOIN user_roles ur ON ur.user_id = u.id
+             WHERE ur.role_id = $1 AND u.is_active",
+        )
+        .bind(ADMIN_ROLE)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        if admins == 0 {
+            return Err(ApiError::Conflict {
+                code: "last_admin",
+                message: "this would leave no active administrator".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Invalidates every instance (raising the version floors), commits,
+    /// announces the commit and waits out the cache lease.
+    pub async fn commit(self, authz: &Authorizer) -> ApiResult<()> {
+        let bumped: Vec<(Uuid, i64)> = self.bumped.into_iter().collect();
+        let invalidated = authz.invalidate_before_commit(&bumped).await?;
+        self.tx.commit().await?;
+        authz.after_commit(&bumped, invalidated).await;
+        Ok(())
+    }
+}
+
+/// Writes one `audit_log` row on `conn`.
+pub async fn audit(
+    conn: &mut PgConnection,
+    actor: Option<Uuid>,
+    action: &str,
+    (target_type, target_id): (&str, String),
+    before: Option<Value>,
+    after: Option<Value>,
+    perm_version: Option<i64>,
+) -> ApiResult<()> {
+    sqlx::query(
+        "INSERT INTO audit_log (actor_id, action, target_type, target_id, before, after, perm_version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(actor)
+    .bind(action)
+    .bind(target_type)
+    .bind(target_id)
+    .bind(before)
+    .bind(after)
+    .bind(perm_version)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,361 @@
+//! `/api/users`: accounts, their roles, deactivation (`users.manage`).
+
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::StatusCode,
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::{
+    AppState,
+    auth::{password, session},
+    authz::{Perm, change::AuthzChange, pep::Principal},
+    error::{ApiError, ApiResult},
+};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RoleRef {
+    pub id: Uuid,
+    pub name: String,
+}
+
+#[derive(Serialize, sqlx::FromRow)]
+pub struct UserOut {
+    pub id: Uuid,
+    pub email: String,
+    pub display_name: String,
+    pub is_active: bool,
+    pub perm_version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[sqlx(json)]
+    pub roles: Vec<RoleRef>,
+}
+
+macro_rules! select_users {
+    () => {
+        "SELECT u.id, u.email, u.display_name, u.is_active, u.perm_version, u.created_at, u.updated_at,
+                COALESCE(json_agg(json_build_object('id', r.id, 'name', r.name) ORDER BY r.name)
+                         FILTER (WHERE r.id IS NOT NULL), '[]') AS roles
+         FROM users u
+         LEFT JOIN user_roles ur ON ur.user_id = u.id
+         LEFT JOIN roles r ON r.id = ur.role_id"
+    };
+}
+
+async fn load(conn: &mut PgConnection, id: Uuid) -> ApiResult<UserOut> {
+    sqlx::query_as(concat!(select_users!(), " WHERE u.id = $1 GROUP BY u.id"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .ok_or(ApiError::NotFound { what: "user" })
+}
+
+/// The audited view of an account.
+fn snapshot(u: &UserOut) -> serde_json::Value {
+    json!({
+        "email": u.email,
+        "display_name": u.display_name,
+        "is_active": u.is_active,
+        "roles": u.roles.iter().map(|r| &r.name).collect::<Vec<_>>(),
+    })
+}
+
+fn invalid(code: &'static str, message: &str) -> ApiError {
+    ApiError::Unprocessable {
+        code,
+        message: message.to_owned(),
+    }
+}
+
+fn check_email(raw: &str) -> ApiResult<String> {
+    let email = raw.trim().to_lowercase();
+    let ok = (3..=254).contains(&email.len())
+        && !email.chars().any(char::is_whitespace)
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'));
+    if ok {
+        Ok(email)
+    } else {
+        Err(invalid("invalid_email", "email is not a valid address"))
+    }
+}
+
+fn check_name(raw: &str) -> ApiResult<String> {
+    let name = raw.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(invalid(
+            "invalid_display_name",
+            "display_name must be 1 to 100 characters",
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+async fn hash_password(password: String) -> ApiResult<String> {
+    password::check_policy(&password)?;
+    tokio::task::spawn_blocking(move || password::hash(&password))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(ApiError::Internal)
+}
+
+/// Replaces the user's roles; every id must name an existing role, and the
+/// caller must hold every permission of each role added or removed (no one
+/// hands out, or takes away, rights they do not have themselves).
+async fn set_roles(
+    conn: &mut PgConnection,
+    caller: &Principal,
+    user: Uuid,
+    roles: &[Uuid],
+) -> ApiResult<()> {
+    let known: i64 = sqlx::query_scalar("SELECT count(*) FROM roles WHERE id = ANY($1)")
+        .bind(roles)
+        .fetch_one(&mut *conn)
+        .await?;
+    let mut distinct = roles.to_vec();
+    distinct.sort();
+    distinct.dedup();
+    if usize::try_from(known).unwrap_or(0) != distinct.len() {
+        return Err(invalid("unknown_role", "a role in role_ids does not exist"));
+    }
+    let granted: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT rp.permission_key FROM role_permissions rp
+         WHERE rp.role_id IN (
+             (SELECT unnest($2::uuid[]) EXCEPT SELECT role_id FROM user_roles WHERE user_id = $1)
+             UNION
+             (SELECT role_id FROM user_roles WHERE user_id = $1 EXCEPT SELECT unnest($2::uuid[])))",
+    )
+    .bind(user)
+    .bind(&distinct)
+    .fetch_all(&mut *conn)
+    .await?;
+    if granted
+        .iter()
+        .any(|k| Perm::parse(k).is_some_and(|p| !caller.has(p)))
+    {
+        return Err(ApiError::Forbidden);
+    }
+    sqlx::query("DELETE FROM user_roles WHERE user_id = $1")
+        .bind(user)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("INSERT INTO user_roles (user_id, role_id) SELECT $1, unnest($2::uuid[])")
+        .bind(user)
+        .bind(&distinct)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// `GET /users`.
+pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<UserOut>>> {
+    let users = sqlx::query_as(concat!(select_users!(), " GROUP BY u.id ORDER BY u.email"))
+        .fetch_all(&state.pool)
+        .await?;
+    Ok(Json(users))
+}
+
+/// `GET /users/{id}`.
+pub async fn get(State(state): State<AppState>, Path(id): Path<Uuid>) -> ApiResult<Json<UserOut>> {
+    let mut conn = state.pool.acquire().await?;
+    Ok(Json(load(&mut conn, id).await?))
+}
+
+#[derive(Deserialize)]
+pub struct CreateIn {
+    pub email: String,
+    pub display_name: String,
+    pub password: String,
+    #[serde(default)]
+    pub role_ids: Vec<Uuid>,
+}
+
+/// `POST /users`.
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Principal,
+    Json(input): Json<CreateIn>,
+) -> ApiResult<(StatusCode, Json<UserOut>)> {
+    let email = check_email(&input.email)?;
+    let display_name = check_name(&input.display_name)?;
+    let hash = hash_password(input.password).await?;
+    let mut change = AuthzChange::begin(&state.pool, Some(caller.id)).await?;
+    let id = Uuid::now_v7();
+    let inserted = sqlx::query(
+        "INSERT INTO users (id, email, display_name, password_hash) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (email) DO NOTHING",
+    )
+    .bind(id)
+    .bind(&email)
+    .bind(&display_name)
+    .bind(&hash)
+    .execute(change.conn())
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Err(ApiError::Conflict {
+            code: "email_taken",
+            message: "a user with this email already exists".into(),
+        });
+    }
+    set_roles(change.conn(), &caller, id, &input.role_ids).await?;
+    let v = change.bump_user(id).await?;
+    let user = load(change.conn(), id).await?;
+    change
+        .audit(
+            "user.created",
+            ("user", id.to_string()),
+            None,
+            Some(snapshot(&user)),
+            Some(v),
+        )
+        .await?;
+    change.commit(&state.authz).await?;
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+#[derive(Deserialize)]
+pub struct UpdateIn {
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    pub password: Option<String>,
+    pub is_active: Option<bool>,
+}
+
+/// `PATCH /users/{id}`: profile, password reset, (de)activation. A new
+/// password or a deactivation ends every session of the user at once.
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Principal,
+    Path(id): Path<Uuid>,
+    Json(input): Json<UpdateIn>,
+) -> ApiResult<Json<UserOut>> {
+    let email = input.email.as_deref().map(check_email).transpose()?;
+    let display_name = input.display_name.as_deref().map(check_name).transpose()?;
+    let hash = match input.password {
+        Some(p) => Some(hash_password(p).await?),
+        None => None,
+    };
+    let mut change = AuthzChange::begin(&state.pool, Some(caller.id)).await?;
+    let before = load(change.conn(), id).await?;
+    if let Some(email) = &email {
+        let taken: Option<Uuid> =
+            sqlx::query_scalar("SELECT id FROM users WHERE email = $1 AND id <> $2")
+                .bind(email)
+                .bind(id)
+                .fetch_optional(change.conn())
+                .await?;
+        if taken.is_some() {
+            return Err(ApiError::Conflict {
+                code: "email_taken",
+                message: "a user with this email already exists".into(),
+            });
+        }
+    }
+    sqlx::query(
+        "UPDATE users SET email = COALESCE($2, email), display_name = COALESCE($3, display_name),
+                password_hash = COALESCE($4, password_hash), is_active = COALESCE($5, is_active),
+                updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(&email)
+    .bind(&display_name)
+    .bind(&hash)
+    .bind(input.is_active)
+    .execute(change.conn())
+    .await?;
+    if hash.is_some() || input.is_active == Some(false) {
+        session::revoke_user(change.conn(), id).await?;
+    }
+    if input.is_active == Some(false) {
+        change.ensure_an_admin_remains().await?;
+    }
+    let v = change.bump_user(id).await?;
+    let after = load(change.conn(), id).await?;
+    let mut after_json = snapshot(&after);
+    if hash.is_some() {
+        after_json["password_changed"] = json!(true);
+    }
+    change
+        .audit(
+            "user.updated",
+            ("user", id.to_string()),
+            Some(snapshot(&before)),
+            Some(after_json),
+            Some(v),
+        )
+        .await?;
+    change.commit(&state.authz).await?;
+    Ok(Json(after))
+}
+
+/// `DELETE /users/{id}`: deactivates the account (history keeps its name).
+pub async fn deactivate(
+    State(state): State<AppState>,
+    caller: Principal,
+    Path(id): Path<Uuid>,
+) -> ApiResult<StatusCode> {
+    let mut change = AuthzChange::begin(&state.pool, Some(caller.id)).await?;
+    let before = load(change.conn(), id).await?;
+    if !before.is_active {
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    sqlx::query("UPDATE users SET is_active = false, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(change.conn())
+        .await?;
+    session::revoke_user(change.conn(), id).await?;
+    change.ensure_an_admin_remains().await?;
+    let v = change.bump_user(id).await?;
+    let after = load(change.conn(), id).await?;
+    change
+        .audit(
+            "user.deactivated",
+            ("user", id.to_string()),
+            Some(snapshot(&before)),
+            Some(snapshot(&after)),
+            Some(v),
+        )
+        .await?;
+    change.commit(&state.authz).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+pub struct RolesIn {
+    pub role_ids: Vec<Uuid>,
+}
+
+/// `PUT /users/{id}/roles`: replaces the user's roles.
+pub async fn put_roles(
+    State(state): State<AppState>,
+    caller: Principal,
+    Path(id): Path<Uuid>,
+    Json(input): Json<RolesIn>,
+) -> ApiResult<Json<UserOut>> {
+    let mut change = AuthzChange::begin(&state.pool, Some(caller.id)).await?;
+    let before = load(change.conn(), id).await?;
+    set_roles(change.conn(), &caller, id, &input.role_ids).await?;
+    change.ensure_an_admin_remains().await?;
+    let v = change.bump_user(id).await?;
+    let after = load(change.conn(), id).await?;
+    change
+        .audit(
+            "user.roles_changed",
+            ("user", id.to_string()),
+            Some(json!({"roles": before.roles})),
+            Some(json!({"roles": after.roles})),
+            Some(v),
+        )
+        .await?;
+    change.commit(&state.authz).await?;
+    Ok(Json(after))
+}

@@ -1,0 +1,138 @@
+//! `authz-fanout`: turns `authz.role.updated.v1` and `authz.user.updated.v1`
+//! into what every API instance acts on (DESIGN §6). For each affected user:
+//! the `perm_version` bump where the writer did not already make it, then in
+//! Redis the version floor, `DEL authz:ep:{userId}` and
+//! `PUBLISH authz.user.updated {"userId","permVersion"}`.
+//!
+//! The API does the same Redis steps itself around its commit, so this
+//! consumer is the guarantee behind its announcement: it covers a writer that
+//! died after its commit, and events written by hand.
+
+use async_trait::async_trait;
+use broker_config::{
+    Context, Event, Failure, Handler,
+    events::{AuthzRoleUpdated, AuthzUserUpdated},
+    topology::AUTHZ_FANOUT,
+};
+use fred::prelude::Client as RedisClient;
+use platform::authz_redis::Scripts;
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+pub struct AuthzFanout {
+    pool: PgPool,
+    redis: RedisClient,
+    scripts: Scripts,
+}
+
+impl AuthzFanout {
+    pub fn new(pool: PgPool, redis: RedisClient) -> Self {
+        Self {
+            pool,
+            redis,
+            scripts: Scripts::new(),
+        }
+    }
+}
+
+#[async_trait]
+impl Handler for AuthzFanout {
+    fn queue(&self) -> &'static str {
+        AUTHZ_FANOUT.name
+    }
+
+    async fn handle(
+        &self,
+        ctx: &Context<'_>,
+        _claim: &mut Transaction<'static, Postgres>,
+    ) -> Result<(), Failure> {
+        // The versions commit first, in their own transaction, so that what
+        // is announced is what a listener reads back. Raising to a given
+        // version is idempotent; a redelivered hand-written event (no
+        // versions) bumps once more, which only costs its holders a refresh.
+        let mut tx = self.pool.begin().await?;
+        let affected = match &ctx.envelope.event {
+            Event::AuthzRoleUpdated(e) => role_holders(e, &mut tx).await?,
+            Event::AuthzUserUpdated(e) => user(e, &mut tx).await?.into_iter().collect(),
+            other => {
+                return Err(Failure::permanent(format!(
+                    "authz-fanout cannot handle {}",
+                    other.event_type()
+                )));
+            }
+        };
+        tx.commit().await?;
+        // Should Redis fail, the claim rolls back and the redelivery repeats
+        // these steps, which are idempotent.
+        self.scripts
+            .invalidate(&self.redis, &affected)
+            .await
+            .map_err(|e| Failure::retryable(format!("redis: {e}")))?;
+        tracing::info!(users = affected.len(), "permissions invalidated");
+        Ok(())
+    }
+}
+
+/// Raises `user` to `version` unless it is already there or beyond; returns
+/// the version it has now. `None` for a user that no longer exists.
+async fn raise(
+    tx: &mut Transaction<'static, Postgres>,
+    user: Uuid,
+    version: Option<i64>,
+) -> Result<Option<(Uuid, i64)>, sqlx::Error> {
+    let current: Option<i64> =
+        match version {
+            Some(v) => {
+                sqlx::query_scalar(
+                    "UPDATE users SET perm_version = GREATEST(perm_version, $2) WHERE id = $1
+                 RETURNING perm_version",
+                )
+                .bind(user)
+                .bind(v)
+                .fetch_optional(&mut **tx)
+                .await?
+            }
+            None => sqlx::query_scalar(
+                "UPDATE users SET perm_version = perm_version + 1, updated_at = now() WHERE id = $1
+                 RETURNING perm_version",
+            )
+            .bind(user)
+            .fetch_optional(&mut **tx)
+            .await?,
+        };
+    Ok(current.map(|v| (user, v)))
+}
+
+async fn user(
+    e: &AuthzUserUpdated,
+    tx: &mut Transaction<'static, Postgres>,
+) -> Result<Option<(Uuid, i64)>, Failure> {
+    Ok(raise(tx, e.user_id, e.perm_version).await?)
+}
+
+async fn role_holders(
+    e: &AuthzRoleUpdated,
+    tx: &mut Transaction<'static, Postgres>,
+) -> Result<Vec<(Uuid, i64)>, Failure> {
+    let targets: Vec<(Uuid, Option<i64>)> = if e.users.is_empty() {
+        let holders: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT user_id FROM user_roles WHERE role_id = $1 ORDER BY user_id",
+        )
+        .bind(e.role_id)
+        .fetch_all(&mut **tx)
+        .await?;
+        holders.into_iter().map(|u| (u, None)).collect()
+    } else {
+        e.users
+            .iter()
+            .map(|u| (u.user_id, Some(u.perm_version)))
+            .collect()
+    };
+    let mut affected = Vec::with_capacity(targets.len());
+    for (user, version) in targets {
+        if let Some(done) = raise(tx, user, version).await? {
+            affected.push(done);
+        }
+    }
+    Ok(affected)
+}

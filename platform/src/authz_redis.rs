@@ -1,0 +1,216 @@
+//! The authorization cache's Redis protocol, shared by the API and the
+//! `authz-fanout` consumer (DESIGN §3, §6):
+//!
+//! - `authz:ep:{userId}`: a user's effective permissions with their
+//!   `perm_version` (JSON `{"v", "active", "permissions"}`);
+//! - `authz:pv:{userId}`: the version floor. It only ever rises, and a cached
+//!   entry below it is ignored and cannot be written, so a slow reader can
+//!   never put an older version back over a newer one;
+//! - `authz.user.updated`: the invalidation channel. Messages are
+//!   `{"userId", "permVersion", "seq"}`; `seq` comes from `authz:inv:seq`, so a
+//!   listener can tell when it missed one. The runbook's manual
+//!   `PUBLISH authz.user.updated '{"userId":"…"}'` (no version, no seq) is an
+//!   invalidation too.
+
+use fred::{
+    interfaces::KeysInterface,
+    prelude::{Client, Error as RedisError},
+    types::scripts::Script,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The invalidation channel of the runbook.
+pub const CHANNEL: &str = "authz.user.updated";
+/// Counter giving every sequenced invalidation its `seq`.
+pub const SEQ_KEY: &str = "authz:inv:seq";
+/// Lifetime of a cached entry.
+pub const EP_TTL_SECS: u64 = 3600;
+/// Lifetime of a version floor: longer than any entry it must outlive.
+pub const FLOOR_TTL_SECS: u64 = 2 * EP_TTL_SECS;
+
+pub fn ep_key(user: Uuid) -> String {
+    format!("authz:ep:{user}")
+}
+
+pub fn floor_key(user: Uuid) -> String {
+    format!("authz:pv:{user}")
+}
+
+/// A per-instance channel on which an API instance hears its own ticks.
+pub fn tick_channel(instance: &str) -> String {
+    format!("authz.tick.{instance}")
+}
+
+/// A message on [`CHANNEL`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UserUpdated {
+    pub user_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perm_version: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+}
+
+/// KEYS: SEQ_KEY, then floor and entry key per user; ARGV: channel, floor
+/// TTL, then user id and version per user. Raises floors, deletes entries and
+/// publishes one sequenced message per user, atomically.
+const INVALIDATE: &str = r#"
+local n = (#KEYS - 1) / 2
+for i = 1, n do
+  local floor_key = KEYS[2 * i]
+  local ep_key = KEYS[2 * i + 1]
+  local user = ARGV[2 * i + 1]
+  local v = tonumber(ARGV[2 * i + 2])
+  local cur = tonumber(redis.call('GET', floor_key) or '0')
+  if v > cur then
+    redis.call('SET', floor_key, v, 'EX', ARGV[2])
+  end
+  redis.call('DEL', ep_key)
+  local seq = redis.call('INCR', KEYS[1])
+  redis.call('PUBLISH', ARGV[1],
+    '{"userId":"' .. user .. '","permVersion":' .. v .. ',"seq":' .. seq .. '}')
+end
+return n
+"#;
+
+/// KEYS: entry, floor; ARGV: version, JSON, TTL. Writes the entry unless the
+/// floor or the entry already there is newer. Returns 1 when written.
+const WRITE_EP: &str = r"
+local v = tonumber(ARGV[1])
+local floor = tonumber(redis.call('GET', KEYS[2]) or '0')
+if v < floor then return 0 end
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local ok, decoded = pcall(cjson.decode, cur)
+  if ok and type(decoded) == 'table' and tonumber(decoded.v) and tonumber(decoded.v) > v then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+";
+
+/// KEYS: SEQ_KEY; ARGV: channel, prefix. Publishes `<prefix>:<current seq>`,
+/// so the tick is ordered after every invalidation it counts.
+const TICK: &str = r"
+local seq = redis.call('GET', KEYS[1]) or '0'
+return redis.call('PUBLISH', ARGV[1], ARGV[2] .. ':' .. seq)
+";
+
+/// The scripts, loaded once per process.
+#[derive(Clone)]
+pub struct Scripts {
+    invalidate: Script,
+    write_ep: Script,
+    tick: Script,
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Scripts {
+    pub fn new() -> Self {
+        Self {
+            invalidate: Script::from_lua(INVALIDATE),
+            write_ep: Script::from_lua(WRITE_EP),
+            tick: Script::from_lua(TICK),
+        }
+    }
+
+    /// Raises floors, deletes the entries and publishes a sequenced
+    /// `authz.user.updated` for each of `users`.
+    pub async fn invalidate(
+        &self,
+        redis: &Client,
+        users: &[(Uuid, i64)],
+    ) -> Result<(), RedisError> {
+        for chunk in users.chunks(500) {
+            let mut keys = vec![SEQ_KEY.to_owned()];
+            let mut args = vec![CHANNEL.to_owned(), FLOOR_TTL_SECS.to_string()];
+            for (user, version) in chunk {
+                keys.push(floor_key(*user));
+                keys.push(ep_key(*user));
+                args.push(user.to_string());
+                args.push(version.to_string());
+            }
+            self.invalidate
+                .evalsha_with_reload::<i64, _, _>(redis, keys, args)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Caches `json` as `user`'s entry at `version`, unless something newer
+    /// is known. Returns whether it was written.
+    pub async fn write_ep(
+        &self,
+        redis: &Client,
+        user: Uuid,
+        version: i64,
+        json: &str,
+    ) -> Result<bool, RedisError> {
+        let written: i64 = self
+            .write_ep
+            .evalsha_with_reload(
+                redis,
+                vec![ep_key(user), floor_key(user)],
+                vec![
+                    version.to_string(),
+                    json.to_owned(),
+                    EP_TTL_SECS.to_string(),
+                ],
+            )
+            .await?;
+        Ok(written == 1)
+    }
+
+    /// Publishes a tick `<prefix>:<seq>` on `channel`.
+    pub async fn tick(
+        &self,
+        redis: &Client,
+        channel: &str,
+        prefix: &str,
+    ) -> Result<(), RedisError> {
+        self.tick
+            .evalsha_with_reload::<i64, _, _>(
+                redis,
+                vec![SEQ_KEY.to_owned()],
+                vec![channel.to_owned(), prefix.to_owned()],
+            )
+            .await
+            .map(drop)
+    }
+
+    /// Reads an entry and its floor in one round trip.
+    pub async fn read(
+        redis: &Client,
+        user: Uuid,
+    ) -> Result<(Option<String>, Option<i64>), RedisError> {
+        let (ep, floor): (Option<String>, Option<i64>) =
+            redis.mget(vec![ep_key(user), floor_key(user)]).await?;
+        Ok((ep, floor))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runbook_message_without_version_parses() {
+        let m: UserUpdated =
+            serde_json::from_str(r#"{"userId":"0192f0c4-7b5e-7000-8000-000000000001"}"#).unwrap();
+        assert_eq!(m.perm_version, None);
+        assert_eq!(m.seq, None);
+        let full: UserUpdated = serde_json::from_str(
+            r#"{"userId":"0192f0c4-7b5e-7000-8000-000000000001","permVersion":4,"seq":9}"#,
+        )
+        .unwrap();
+        assert_eq!((full.perm_version, full.seq), (Some(4), Some(9)));
+    }
+}
