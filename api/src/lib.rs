@@ -37,7 +37,7 @@ pub struct AppState {
     pub pool: PgPool,
     pub redis: RedisClient,
     pub broker: Arc<broker::Broker>,
-    pub keys: auth::jwt::Keys,
+    pub keys: Arc<auth::jwt::Keys>,
     pub authz: Arc<authz::cache::Authorizer>,
     pub limiter: auth::ratelimit::LoginLimiter,
     pub auth: Arc<auth::AuthSettings>,
@@ -82,12 +82,16 @@ pub async fn state(
         });
     }
     tokio::spawn(purge_expired_sessions(pool.clone(), shutdown.clone()));
+    tokio::spawn(wake_snoozed(pool.clone(), shutdown.clone()));
     Ok(AppState {
         limiter: auth::ratelimit::LoginLimiter::new(redis.clone(), config.login_limits.clone()),
         pool,
         redis,
         broker: Arc::new(broker::Broker::new(config.amqp_url.clone())),
-        keys: auth::jwt::Keys::new(&config.jwt_secret, config.access_token_ttl)?,
+        keys: Arc::new(auth::jwt::Keys::new(
+            &config.jwt_secret,
+            config.access_token_ttl,
+        )?),
         authz,
         auth: Arc::new(auth::AuthSettings {
             refresh_ttl: config.refresh_token_ttl,
@@ -116,6 +120,21 @@ async fn purge_expired_sessions(pool: PgPool, shutdown: CancellationToken) {
                     Err(e) => tracing::warn!(error = %e, "purging expired refresh tokens failed"),
                 }
             }
+        }
+    }
+}
+
+/// Reopens snoozed conversations when their time comes, every 15 s.
+async fn wake_snoozed(pool: PgPool, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(15));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => match routes::conversations::wake_snoozed(&pool).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(reopened = n, "snoozed conversations reopened"),
+                Err(e) => tracing::warn!(error = %e, "waking snoozed conversations failed"),
+            },
         }
     }
 }

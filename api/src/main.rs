@@ -2,6 +2,11 @@
 
 use clap::{Parser, Subcommand};
 
+// Every request allocates a little (headers, JSON, spans); glibc's malloc was
+// a sixth of the API's CPU under load.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(about = "FastPrep Admin API")]
 struct Cli {

@@ -46,6 +46,8 @@ pub enum Event {
     MessageDeliveryFailed(MessageDeliveryFailed),
     #[serde(rename = "message.received.v1")]
     MessageReceived(MessageReceived),
+    #[serde(rename = "message.note_added.v1")]
+    MessageNoteAdded(MessageNoteAdded),
     #[serde(rename = "conversation.updated.v1")]
     ConversationUpdated(ConversationUpdated),
     #[serde(rename = "authz.role.updated.v1")]
@@ -62,6 +64,7 @@ pub mod types {
     pub const MESSAGE_STATUS: &str = "message.status.v1";
     pub const MESSAGE_DELIVERY_FAILED: &str = "message.delivery_failed.v1";
     pub const MESSAGE_RECEIVED: &str = "message.received.v1";
+    pub const MESSAGE_NOTE_ADDED: &str = "message.note_added.v1";
     pub const CONVERSATION_UPDATED: &str = "conversation.updated.v1";
     pub const AUTHZ_ROLE_UPDATED: &str = "authz.role.updated.v1";
     pub const AUTHZ_USER_UPDATED: &str = "authz.user.updated.v1";
@@ -76,6 +79,7 @@ impl Event {
             Event::MessageStatus(_) => MESSAGE_STATUS,
             Event::MessageDeliveryFailed(_) => MESSAGE_DELIVERY_FAILED,
             Event::MessageReceived(_) => MESSAGE_RECEIVED,
+            Event::MessageNoteAdded(_) => MESSAGE_NOTE_ADDED,
             Event::ConversationUpdated(_) => CONVERSATION_UPDATED,
             Event::AuthzRoleUpdated(_) => AUTHZ_ROLE_UPDATED,
             Event::AuthzUserUpdated(_) => AUTHZ_USER_UPDATED,
@@ -90,7 +94,8 @@ impl Event {
             Event::MessageOutgoing(_)
             | Event::MessageStatus(_)
             | Event::MessageDeliveryFailed(_)
-            | Event::MessageReceived(_) => "message",
+            | Event::MessageReceived(_)
+            | Event::MessageNoteAdded(_) => "message",
             Event::ConversationUpdated(_) => "conversation",
             Event::AuthzRoleUpdated(_) => "role",
             Event::AuthzUserUpdated(_) => "user",
@@ -104,6 +109,7 @@ impl Event {
             Event::MessageStatus(e) => e.message_id.to_string(),
             Event::MessageDeliveryFailed(e) => e.message_id.to_string(),
             Event::MessageReceived(e) => e.message_id.to_string(),
+            Event::MessageNoteAdded(e) => e.message_id.to_string(),
             Event::ConversationUpdated(e) => e.conversation_id.to_string(),
             Event::AuthzRoleUpdated(e) => e.role_id.to_string(),
             Event::AuthzUserUpdated(e) => e.user_id.to_string(),
@@ -189,6 +195,15 @@ pub struct MessageDeliveryFailed {
 pub struct MessageReceived {
     pub message_id: Uuid,
     pub conversation_id: Uuid,
+    pub preview: String,
+}
+
+/// A private note: staff only, never sent to Telegram.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MessageNoteAdded {
+    pub message_id: Uuid,
+    pub conversation_id: Uuid,
+    pub author_id: Uuid,
     pub preview: String,
 }
 

@@ -2,7 +2,7 @@
 //! into what every API instance acts on (DESIGN §6). For each affected user:
 //! the `perm_version` bump where the writer did not already make it, then in
 //! Redis the version floor, `DEL authz:ep:{userId}` and
-//! `PUBLISH authz.user.updated {"userId","permVersion"}`.
+//! `PUBLISH authz.user.updated {"userId","permVersion","seq"}`.
 //!
 //! The API does the same Redis steps itself around its commit, so this
 //! consumer is the guarantee behind its announcement: it covers a writer that

@@ -8,7 +8,10 @@ use axum::{
     extract::{Path, Query, State},
     http::StatusCode,
 };
-use broker_config::{Envelope, Event, events::MessageOutgoing};
+use broker_config::{
+    Envelope, Event,
+    events::{MessageNoteAdded, MessageOutgoing},
+};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -34,6 +37,8 @@ pub struct MessageOut {
     pub direction: String,
     pub kind: String,
     pub author_id: Option<Uuid>,
+    /// The staff member who wrote it (outbound messages and notes).
+    pub author_name: Option<String>,
     pub text: String,
     pub tg_message_id: Option<i64>,
     pub status: String,
@@ -48,7 +53,9 @@ pub struct MessageOut {
 /// The columns of [`MessageOut`], as a literal for `concat!`.
 macro_rules! columns {
     () => {
-        "id, conversation_id, direction, kind, author_id, text, tg_message_id, status, error,
+        "id, conversation_id, direction, kind, author_id,
+         (SELECT display_name FROM users WHERE users.id = author_id) AS author_name,
+         text, tg_message_id, status, error,
          client_msg_id, attempts, retry_at, created_at, sent_at"
     };
 }
@@ -139,6 +146,15 @@ impl TryFrom<CreateIn> for Reply {
     }
 }
 
+/// What a staff member writes into a conversation.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Sent to Telegram.
+    Reply,
+    /// Kept for staff, never sent.
+    Note,
+}
+
 /// `POST /conversations/{id}/messages` (`inbox.reply`, within the caller's
 /// inbox scope).
 pub async fn create(
@@ -147,24 +163,51 @@ pub async fn create(
     Path(conversation_id): Path<Uuid>,
     Json(input): Json<CreateIn>,
 ) -> ApiResult<(StatusCode, Json<MessageOut>)> {
+    write(caller, state, conversation_id, input, Kind::Reply).await
+}
+
+/// `POST /conversations/{id}/notes` (`inbox.reply`): a private note.
+pub async fn create_note(
+    caller: Principal,
+    State(state): State<AppState>,
+    Path(conversation_id): Path<Uuid>,
+    Json(input): Json<CreateIn>,
+) -> ApiResult<(StatusCode, Json<MessageOut>)> {
+    let (_, Json(note)) = write(caller, state, conversation_id, input, Kind::Note).await?;
+    Ok((StatusCode::CREATED, Json(note)))
+}
+
+async fn write(
+    caller: Principal,
+    state: AppState,
+    conversation_id: Uuid,
+    input: CreateIn,
+    kind: Kind,
+) -> ApiResult<(StatusCode, Json<MessageOut>)> {
     let scope = caller.inbox_scope()?;
     let reply = Reply::try_from(input)?;
     let mut tx = state.pool.begin().await?;
     let tg_chat_id = visible_chat(&mut tx, conversation_id, scope).await?;
+    let (kind_col, status) = match kind {
+        Kind::Reply => ("text", "queued"),
+        Kind::Note => ("note", "internal"),
+    };
     let inserted: Option<MessageOut> = sqlx::query_as(concat!(
-        "INSERT INTO messages (id, conversation_id, direction, author_id, text, status, client_msg_id)
-         VALUES ($1, $2, 'out', $3, $4, 'queued', $5)
+        "INSERT INTO messages (id, conversation_id, direction, kind, author_id, text, status, client_msg_id)
+         VALUES ($1, $2, 'out', $6, $3, $4, $7, $5)
          ON CONFLICT (conversation_id, client_msg_id) DO NOTHING
          RETURNING ",
         columns!()
     ))
-        .bind(Uuid::now_v7())
-        .bind(conversation_id)
-        .bind(caller.id)
-        .bind(&reply.text)
-        .bind(&reply.client_msg_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    .bind(Uuid::now_v7())
+    .bind(conversation_id)
+    .bind(caller.id)
+    .bind(&reply.text)
+    .bind(&reply.client_msg_id)
+    .bind(kind_col)
+    .bind(status)
+    .fetch_optional(&mut *tx)
+    .await?;
     let Some(message) = inserted else {
         // A retry of an earlier POST: answer with what it created.
         let existing: MessageOut = sqlx::query_as(concat!(
@@ -177,7 +220,7 @@ pub async fn create(
         .fetch_one(&mut *tx)
         .await?;
         tx.rollback().await?;
-        if existing.text != reply.text {
+        if existing.text != reply.text || existing.kind != kind_col {
             return Err(ApiError::Conflict {
                 code: "client_msg_id_reused",
                 message: "client_msg_id was already used for a different message".into(),
@@ -185,20 +228,30 @@ pub async fn create(
         }
         return Ok((StatusCode::ACCEPTED, Json(existing)));
     };
-    let event = Envelope::new(Event::MessageOutgoing(MessageOutgoing {
-        message_id: message.id,
-        conversation_id,
-        tg_chat_id,
-        text: message.text.clone(),
-        attachments: vec![],
-    }));
-    schema::enqueue(&mut tx, &event, &crate::trace_headers()).await?;
-    sqlx::query(
-        "UPDATE conversations SET last_message_at = now(), updated_at = now() WHERE id = $1",
-    )
-    .bind(conversation_id)
-    .execute(&mut *tx)
-    .await?;
+    let event = match kind {
+        Kind::Reply => Event::MessageOutgoing(MessageOutgoing {
+            message_id: message.id,
+            conversation_id,
+            tg_chat_id,
+            text: message.text.clone(),
+            attachments: vec![],
+        }),
+        Kind::Note => Event::MessageNoteAdded(MessageNoteAdded {
+            message_id: message.id,
+            conversation_id,
+            author_id: caller.id,
+            preview: message.text.chars().take(120).collect(),
+        }),
+    };
+    schema::enqueue(&mut tx, &Envelope::new(event), &crate::trace_headers()).await?;
+    if kind == Kind::Reply {
+        sqlx::query(
+            "UPDATE conversations SET last_message_at = now(), updated_at = now() WHERE id = $1",
+        )
+        .bind(conversation_id)
+        .execute(&mut *tx)
+        .await?;
+    }
     tx.commit().await?;
     Ok((StatusCode::ACCEPTED, Json(message)))
 }

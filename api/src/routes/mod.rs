@@ -4,6 +4,7 @@
 //! access (the route-table test walks it).
 
 pub mod audit;
+pub mod contacts;
 pub mod conversations;
 pub mod health;
 pub mod messages;
@@ -114,6 +115,25 @@ fn routes() -> Vec<Route> {
             Any(READ_INBOX),
             conversations::get,
         ),
+        route(
+            M::PATCH,
+            "/conversations/{id}",
+            Any(&[Perm::InboxAssign]),
+            conversations::update,
+        ),
+        route(
+            M::POST,
+            "/conversations/{id}/read",
+            Any(READ_INBOX),
+            conversations::mark_read,
+        ),
+        route(
+            M::POST,
+            "/conversations/{id}/notes",
+            Any(&[Perm::InboxReply]),
+            messages::create_note,
+        ),
+        route(M::GET, "/contacts/{id}", Any(READ_INBOX), contacts::get),
         route(
             M::GET,
             "/conversations/{id}/messages",

@@ -21,6 +21,10 @@ impl MigratorTrait for Migrator {
                 name: "m0003_authz_audit",
                 sql: include_str!("m0003_authz_audit.sql"),
             }),
+            Box::new(SqlMigration {
+                name: "m0004_inbox",
+                sql: include_str!("m0004_inbox.sql"),
+            }),
         ]
     }
 }

@@ -6,6 +6,7 @@
 mod api;
 mod authz;
 mod faults;
+mod inbox;
 mod metrics;
 mod pipeline;
 mod relay;
