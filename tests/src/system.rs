@@ -48,9 +48,11 @@ impl TestEnv {
         let mut vars = vec![
             ("PORT", port.to_string()),
             ("METRICS_PORT", metrics.to_string()),
-            // Every test signs in from 127.0.0.1; the throttling suite sets
-            // its own limits.
+            // Every test signs in from 127.0.0.1, and the throttling
+            // counters live in the shared Redis: only the throttling suite,
+            // with addresses and accounts of its own, sets real limits.
             ("LOGIN_ADDRESS_LIMIT", "1000000".to_owned()),
+            ("LOGIN_ACCOUNT_LIMIT", "1000000".to_owned()),
         ];
         vars.extend(extra.iter().cloned());
         let idx = self.spawn("fastprep-api", &["serve"], &vars);
