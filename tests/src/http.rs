@@ -52,6 +52,24 @@ impl Client {
         (status, value)
     }
 
+    /// A GET with a bearer token; returns status and body.
+    pub async fn get(&self, url: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, url, Some(token), None).await
+    }
+
+    /// The body of a plain GET (a `/metrics` page), panicking on failure.
+    pub async fn text(&self, url: &str) -> String {
+        self.inner
+            .get(url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .unwrap_or_else(|e| panic!("{url}: {e}"))
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"))
+    }
+
     /// Logs in and returns the access token.
     pub async fn login(&self, api: &str, email: &str, password: &str) -> String {
         let (status, body) = self

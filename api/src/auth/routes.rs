@@ -151,14 +151,12 @@ pub async fn refresh(
             // minted from it.
             let mut change = AuthzChange::begin(&state.pool, None).await?;
             if session::revoke_family(change.conn(), family).await? > 0 {
-                let v = change.bump_user(user).await?;
                 change
-                    .audit(
+                    .user_changed(
+                        user,
                         "auth.refresh_reused",
-                        ("user", user.to_string()),
                         None,
                         Some(json!({"family_id": family})),
-                        Some(v),
                     )
                     .await?;
             }
@@ -202,14 +200,12 @@ pub async fn logout(
             None => 0,
         }
     };
-    let v = change.bump_user(caller.id).await?;
     change
-        .audit(
+        .user_changed(
+            caller.id,
             "auth.logout",
-            ("user", caller.id.to_string()),
             None,
             Some(json!({"all": input.all, "tokens_revoked": ended})),
-            Some(v),
         )
         .await?;
     change.commit(&state.authz).await?;
@@ -255,15 +251,8 @@ pub async fn change_password(
         .execute(change.conn())
         .await?;
     session::revoke_user(change.conn(), caller.id).await?;
-    let v = change.bump_user(caller.id).await?;
     change
-        .audit(
-            "user.password_changed",
-            ("user", caller.id.to_string()),
-            None,
-            None,
-            Some(v),
-        )
+        .user_changed(caller.id, "user.password_changed", None, None)
         .await?;
     let (_, refresh) = session::issue(
         change.conn(),

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use broker_config::{
     Envelope, Event,
-    events::{AuthzUserUpdated, UserVersion},
+    events::{AuthzRoleUpdated, AuthzUserUpdated, UserVersion},
 };
 use serde_json::Value;
 use sqlx::{PgConnection, Postgres, Transaction};
@@ -90,6 +90,47 @@ impl AuthzChange {
         }))
         .await?;
         Ok(v)
+    }
+
+    /// One user's rights or account changed: bumps their version, writes
+    /// `authz.user.updated.v1` and the audit row carrying the new version.
+    pub async fn user_changed(
+        &mut self,
+        user: Uuid,
+        action: &str,
+        before: Option<Value>,
+        after: Option<Value>,
+    ) -> ApiResult<i64> {
+        let v = self.bump_user(user).await?;
+        self.audit(action, ("user", user.to_string()), before, after, Some(v))
+            .await?;
+        Ok(v)
+    }
+
+    /// A role's rights changed for its `holders`: bumps each, writes the
+    /// audit row and `authz.role.updated.v1` with their new versions.
+    pub async fn role_changed(
+        &mut self,
+        role: Uuid,
+        holders: &[Uuid],
+        action: &str,
+        before: Option<Value>,
+        after: impl FnOnce(&[UserVersion]) -> Option<Value>,
+    ) -> ApiResult<()> {
+        let bumped = self.bump(holders).await?;
+        self.audit(
+            action,
+            ("role", role.to_string()),
+            before,
+            after(&bumped),
+            None,
+        )
+        .await?;
+        self.emit(Event::AuthzRoleUpdated(AuthzRoleUpdated {
+            role_id: role,
+            users: bumped,
+        }))
+        .await
     }
 
     /// Writes one `audit_log` row.

@@ -284,21 +284,14 @@ pub async fn delete(
         .bind(id)
         .execute(change.conn())
         .await?;
-    let bumped = change.bump(&users).await?;
     change
-        .audit(
+        .role_changed(
+            id,
+            &users,
             "role.deleted",
-            ("role", id.to_string()),
             Some(json!({"name": before.name, "permissions": before.permissions, "holders": users})),
-            None,
-            None,
+            |_| None,
         )
-        .await?;
-    change
-        .emit(Event::AuthzRoleUpdated(AuthzRoleUpdated {
-            role_id: id,
-            users: bumped,
-        }))
         .await?;
     change.commit(&state.authz).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -326,22 +319,15 @@ pub async fn put_permissions(
     check_grantable(&caller, &before.permissions, &permissions)?;
     set_permissions(change.conn(), id, &permissions).await?;
     let users = holders(change.conn(), id).await?;
-    let bumped = change.bump(&users).await?;
     let after = load(change.conn(), id).await?;
     change
-        .audit(
+        .role_changed(
+            id,
+            &users,
             "role.permissions_changed",
-            ("role", id.to_string()),
             Some(json!({"permissions": before.permissions})),
-            Some(json!({"permissions": after.permissions, "holders": bumped})),
-            None,
+            |bumped| Some(json!({"permissions": after.permissions, "holders": bumped})),
         )
-        .await?;
-    change
-        .emit(Event::AuthzRoleUpdated(AuthzRoleUpdated {
-            role_id: id,
-            users: bumped,
-        }))
         .await?;
     change.commit(&state.authz).await?;
     Ok(Json(after))

@@ -206,16 +206,9 @@ pub async fn create(
         });
     }
     set_roles(change.conn(), &caller, id, &input.role_ids).await?;
-    let v = change.bump_user(id).await?;
-    let user = load(change.conn(), id).await?;
-    change
-        .audit(
-            "user.created",
-            ("user", id.to_string()),
-            None,
-            Some(snapshot(&user)),
-            Some(v),
-        )
+    let mut user = load(change.conn(), id).await?;
+    user.perm_version = change
+        .user_changed(id, "user.created", None, Some(snapshot(&user)))
         .await?;
     change.commit(&state.authz).await?;
     Ok((StatusCode::CREATED, Json(user)))
@@ -278,19 +271,17 @@ pub async fn update(
     if input.is_active == Some(false) {
         change.ensure_an_admin_remains().await?;
     }
-    let v = change.bump_user(id).await?;
-    let after = load(change.conn(), id).await?;
+    let mut after = load(change.conn(), id).await?;
     let mut after_json = snapshot(&after);
     if hash.is_some() {
         after_json["password_changed"] = json!(true);
     }
-    change
-        .audit(
+    after.perm_version = change
+        .user_changed(
+            id,
             "user.updated",
-            ("user", id.to_string()),
             Some(snapshot(&before)),
             Some(after_json),
-            Some(v),
         )
         .await?;
     change.commit(&state.authz).await?;
@@ -314,15 +305,13 @@ pub async fn deactivate(
         .await?;
     session::revoke_user(change.conn(), id).await?;
     change.ensure_an_admin_remains().await?;
-    let v = change.bump_user(id).await?;
     let after = load(change.conn(), id).await?;
     change
-        .audit(
+        .user_changed(
+            id,
             "user.deactivated",
-            ("user", id.to_string()),
             Some(snapshot(&before)),
             Some(snapshot(&after)),
-            Some(v),
         )
         .await?;
     change.commit(&state.authz).await?;
@@ -345,15 +334,13 @@ pub async fn put_roles(
     let before = load(change.conn(), id).await?;
     set_roles(change.conn(), &caller, id, &input.role_ids).await?;
     change.ensure_an_admin_remains().await?;
-    let v = change.bump_user(id).await?;
-    let after = load(change.conn(), id).await?;
-    change
-        .audit(
+    let mut after = load(change.conn(), id).await?;
+    after.perm_version = change
+        .user_changed(
+            id,
             "user.roles_changed",
-            ("user", id.to_string()),
             Some(json!({"roles": before.roles})),
             Some(json!({"roles": after.roles})),
-            Some(v),
         )
         .await?;
     change.commit(&state.authz).await?;

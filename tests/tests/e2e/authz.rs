@@ -91,14 +91,7 @@ async fn a_revoked_right_is_refused_by_every_instance_on_the_very_next_request()
         load.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let t = token.lock().unwrap().clone();
-                let _ = http
-                    .call(
-                        Method::GET,
-                        &format!("{api}/api/auth/me/ep"),
-                        Some(&t),
-                        None,
-                    )
-                    .await;
+                let _ = http.get(&format!("{api}/api/auth/me/ep"), &t).await;
             }
         }));
     }
@@ -133,12 +126,7 @@ async fn a_revoked_right_is_refused_by_every_instance_on_the_very_next_request()
             assert_eq!(s, StatusCode::FORBIDDEN, "round {round}: {body}");
             let (s, _) = env
                 .http
-                .call(
-                    Method::GET,
-                    &format!("{}/api/conversations", api.url),
-                    Some(&op.access),
-                    None,
-                )
+                .get(&format!("{}/api/conversations", api.url), &op.access)
                 .await;
             assert_eq!(s, StatusCode::OK);
         }
@@ -165,12 +153,7 @@ async fn a_revoked_right_is_refused_by_every_instance_on_the_very_next_request()
     for api in [&a, &b] {
         let (s, body) = env
             .http
-            .call(
-                Method::GET,
-                &format!("{}/api/conversations", api.url),
-                Some(&op.access),
-                None,
-            )
+            .get(&format!("{}/api/conversations", api.url), &op.access)
             .await;
         assert_eq!(
             (s, body["error"]["code"].clone()),
@@ -181,12 +164,7 @@ async fn a_revoked_right_is_refused_by_every_instance_on_the_very_next_request()
     op = session_from(&body);
     let (s, _) = env
         .http
-        .call(
-            Method::GET,
-            &format!("{}/api/conversations", a.url),
-            Some(&op.access),
-            None,
-        )
+        .get(&format!("{}/api/conversations", a.url), &op.access)
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, _) = env
@@ -202,12 +180,7 @@ async fn a_revoked_right_is_refused_by_every_instance_on_the_very_next_request()
     for api in [&a, &b] {
         let (s, body) = env
             .http
-            .call(
-                Method::GET,
-                &format!("{}/api/auth/me", api.url),
-                Some(&op.access),
-                None,
-            )
+            .get(&format!("{}/api/auth/me", api.url), &op.access)
             .await;
         assert_eq!(
             (s, body["error"]["code"].clone()),
@@ -324,16 +297,7 @@ async fn fanout_reaches_every_holder_of_a_role() {
         processed >= 4,
         "role.created, hand-written, permissions_changed and user events"
     );
-    let metrics = env
-        .http
-        .raw()
-        .get(&fanout.metrics_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = env.http.text(&fanout.metrics_url).await;
     assert!(metrics.contains("consumer_messages_total"), "{metrics}");
     env.cleanup().await;
 }
@@ -357,7 +321,7 @@ async fn the_runbook_manual_invalidation_still_works() {
         let url = format!("{}/api/auth/me/ep", api.url);
         let token = s.access.clone();
         async move {
-            let (status, body) = http.call(Method::GET, &url, Some(&token), None).await;
+            let (status, body) = http.get(&url, &token).await;
             assert_eq!(status, StatusCode::OK, "{body}");
             body["permissions"].clone()
         }
@@ -544,11 +508,9 @@ async fn every_change_is_audited_with_before_and_after() {
     // And the log is readable through the API by who may read it.
     let (s, body) = env
         .http
-        .call(
-            Method::GET,
+        .get(
             &format!("{}/api/audit?target_type=role&limit=2", api.url),
-            Some(&admin.access),
-            None,
+            &admin.access,
         )
         .await;
     assert_eq!(s, StatusCode::OK);

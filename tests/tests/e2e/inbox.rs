@@ -56,12 +56,7 @@ async fn inbound(env: &TestEnv, conv: &str, text: &str) {
 async fn ids(env: &TestEnv, api: &str, token: &str, query: &str) -> Vec<String> {
     let (s, body) = env
         .http
-        .call(
-            Method::GET,
-            &format!("{api}/api/conversations?{query}"),
-            Some(token),
-            None,
-        )
+        .get(&format!("{api}/api/conversations?{query}"), token)
         .await;
     assert_eq!(s, StatusCode::OK, "{query}: {body}");
     body["items"]
@@ -144,12 +139,7 @@ async fn filters_unread_counts_and_read_marks() {
     for bad in ["status=closed", "assignee=someone", "limit=0"] {
         let (s, _) = env
             .http
-            .call(
-                Method::GET,
-                &format!("{}/api/conversations?{bad}", api.url),
-                Some(&op),
-                None,
-            )
+            .get(&format!("{}/api/conversations?{bad}", api.url), &op)
             .await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
     }
@@ -166,12 +156,7 @@ async fn filters_unread_counts_and_read_marks() {
     };
     let (_, body) = env
         .http
-        .call(
-            Method::GET,
-            &format!("{}/api/conversations", api.url),
-            Some(&op),
-            None,
-        )
+        .get(&format!("{}/api/conversations", api.url), &op)
         .await;
     assert_eq!((unread(&body, &boris), unread(&body, &anna)), (2, 1));
     let (s, _) = env
@@ -186,23 +171,13 @@ async fn filters_unread_counts_and_read_marks() {
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (_, body) = env
         .http
-        .call(
-            Method::GET,
-            &format!("{}/api/conversations", api.url),
-            Some(&op),
-            None,
-        )
+        .get(&format!("{}/api/conversations", api.url), &op)
         .await;
     assert_eq!(unread(&body, &boris), 0);
     // Read marks are per user.
     let (_, body) = env
         .http
-        .call(
-            Method::GET,
-            &format!("{}/api/conversations", api.url),
-            Some(&admin.access),
-            None,
-        )
+        .get(&format!("{}/api/conversations", api.url), &admin.access)
         .await;
     assert_eq!(unread(&body, &boris), 2);
     assert_eq!(
@@ -212,12 +187,7 @@ async fn filters_unread_counts_and_read_marks() {
     inbound(&env, &boris, "Hello?").await;
     let (_, body) = env
         .http
-        .call(
-            Method::GET,
-            &format!("{}/api/conversations/{boris}", api.url),
-            Some(&op),
-            None,
-        )
+        .get(&format!("{}/api/conversations/{boris}", api.url), &op)
         .await;
     assert_eq!(body["unread_count"], 1);
     assert_eq!(body["contact_first_name"], "Boris");
@@ -455,11 +425,9 @@ async fn notes_stay_with_staff_and_contacts_show_their_history() {
     assert_eq!(noted, 1);
     let (_, timeline) = env
         .http
-        .call(
-            Method::GET,
+        .get(
             &format!("{}/api/conversations/{conv}/messages", api.url),
-            Some(&admin.access),
-            None,
+            &admin.access,
         )
         .await;
     let kinds: Vec<(Value, Value)> = timeline["items"]
@@ -481,11 +449,9 @@ async fn notes_stay_with_staff_and_contacts_show_their_history() {
             .unwrap();
     let (s, body) = env
         .http
-        .call(
-            Method::GET,
+        .get(
             &format!("{}/api/contacts/{contact}", api.url),
-            Some(&admin.access),
-            None,
+            &admin.access,
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{body}");
@@ -512,12 +478,7 @@ async fn notes_stay_with_staff_and_contacts_show_their_history() {
         .access;
     let (s, _) = env
         .http
-        .call(
-            Method::GET,
-            &format!("{}/api/contacts/{contact}", api.url),
-            Some(&scoped),
-            None,
-        )
+        .get(&format!("{}/api/contacts/{contact}", api.url), &scoped)
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = env
@@ -571,11 +532,9 @@ async fn message_pages_neither_skip_nor_repeat_while_messages_arrive() {
             .unwrap_or_default();
         let (s, body) = env
             .http
-            .call(
-                Method::GET,
+            .get(
                 &format!("{}/api/conversations/{conv}/messages?limit=7{q}", api.url),
-                Some(&admin),
-                None,
+                &admin,
             )
             .await;
         assert_eq!(s, StatusCode::OK, "{body}");

@@ -37,16 +37,7 @@ pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 }
 
 async fn scrape(env: &TestEnv, url: &str) -> String {
-    let text = env
-        .http
-        .raw()
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = env.http.text(url).await;
     prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
         .unwrap_or_else(|e| panic!("{url} is not Prometheus text: {e}\n{text}"));
     assert!(

@@ -137,16 +137,7 @@ fn assert_in_order(
 }
 
 async fn scrape(env: &TestEnv, relay: &Started, name: &str) -> f64 {
-    let text = env
-        .http
-        .raw()
-        .get(&relay.metrics_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = env.http.text(&relay.metrics_url).await;
     crate::metrics::sample(&text, name, &[]).unwrap_or(0.0)
 }
 

@@ -55,12 +55,7 @@ async fn forged_expired_and_tampered_tokens_are_refused_and_change_nothing() {
     let good = sign(&hs, &claims(&me, pv), secret, Algorithm::HS256);
     let (s, body) = env
         .http
-        .call(
-            Method::GET,
-            &format!("{}/api/auth/me", api.url),
-            Some(&good),
-            None,
-        )
+        .get(&format!("{}/api/auth/me", api.url), &good)
         .await;
     assert_eq!(s, StatusCode::OK, "control token: {body}");
 
@@ -171,12 +166,7 @@ async fn forged_expired_and_tampered_tokens_are_refused_and_change_nothing() {
     let old = sign(&hs, &claims(&me, pv - 1), secret, Algorithm::HS256);
     let (s, err) = env
         .http
-        .call(
-            Method::GET,
-            &format!("{}/api/auth/me", api.url),
-            Some(&old),
-            None,
-        )
+        .get(&format!("{}/api/auth/me", api.url), &old)
         .await;
     assert_eq!(
         (s, err["error"]["code"].clone()),
@@ -210,12 +200,7 @@ async fn a_reused_refresh_token_ends_the_whole_session() {
     );
     let (s, body) = env
         .http
-        .call(
-            Method::GET,
-            &format!("{}/api/auth/me", api.url),
-            Some(&second.access),
-            None,
-        )
+        .get(&format!("{}/api/auth/me", api.url), &second.access)
         .await;
     assert_eq!(
         (s, body["error"]["code"].clone()),
@@ -256,12 +241,7 @@ async fn a_reused_refresh_token_ends_the_whole_session() {
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, _) = env
         .http
-        .call(
-            Method::GET,
-            &format!("{}/api/auth/me", api.url),
-            Some(&fresh.access),
-            None,
-        )
+        .get(&format!("{}/api/auth/me", api.url), &fresh.access)
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     env.cleanup().await;
@@ -414,12 +394,7 @@ async fn conversations_outside_the_callers_scope_do_not_exist_for_them() {
 
     let (s, body) = env
         .http
-        .call(
-            Method::GET,
-            &format!("{}/api/conversations", api.url),
-            Some(&scoped),
-            None,
-        )
+        .get(&format!("{}/api/conversations", api.url), &scoped)
         .await;
     assert_eq!(s, StatusCode::OK);
     let ids: Vec<&str> = body["items"]

@@ -371,16 +371,7 @@ async fn main() {
         percentile(&relay_stage, 0.99)
     );
 
-    let delivery_metrics = env
-        .http
-        .raw()
-        .get(&delivery.metrics_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let delivery_metrics = env.http.text(&delivery.metrics_url).await;
     for (name, label) in [
         ("adapter_latency_seconds", "TG adapter call"),
         ("consumer_handler_duration_seconds", "tg-delivery handler"),
