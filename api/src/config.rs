@@ -17,6 +17,9 @@ pub struct Config {
     pub login_limits: crate::auth::ratelimit::LoginLimits,
     pub trust_forwarded_for: bool,
     pub cors_origins: Vec<String>,
+    pub ws_max_connections: usize,
+    pub ws_reauth_grace: Duration,
+    pub realtime_replay_events: usize,
     pub port: u16,
     pub metrics_port: u16,
 }
@@ -47,6 +50,12 @@ impl Config {
             },
             trust_forwarded_for: env.or("TRUST_FORWARDED_FOR", false)?,
             cors_origins: env.list("CORS_ORIGINS"),
+            ws_max_connections: env.or("WS_MAX_CONNECTIONS", 10_000)?,
+            ws_reauth_grace: env.duration_or("WS_REAUTH_GRACE", Duration::from_secs(15))?,
+            realtime_replay_events: env.or(
+                "REALTIME_REPLAY_EVENTS",
+                crate::realtime::hub::DEFAULT_REPLAY_EVENTS,
+            )?,
             port: env.or("PORT", 8080)?,
             metrics_port: env.or("METRICS_PORT", 9090)?,
         })

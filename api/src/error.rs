@@ -22,6 +22,11 @@ pub enum ApiError {
     },
     #[error("forbidden")]
     Forbidden,
+    #[error("{message}")]
+    ForbiddenBecause {
+        code: &'static str,
+        message: &'static str,
+    },
     #[error("not found")]
     NotFound { what: &'static str },
     #[error("{message}")]
@@ -64,6 +69,9 @@ impl ApiError {
                 "forbidden",
                 "you do not have the permission this needs".to_owned(),
             ),
+            ApiError::ForbiddenBecause { code, message } => {
+                (StatusCode::FORBIDDEN, code, (*message).to_owned())
+            }
             ApiError::NotFound { what } => (
                 StatusCode::NOT_FOUND,
                 "not_found",

@@ -7,6 +7,7 @@ pub mod broker;
 pub mod config;
 pub mod error;
 pub mod http_metrics;
+pub mod realtime;
 pub mod routes;
 
 use std::sync::Arc;
@@ -41,6 +42,9 @@ pub struct AppState {
     pub authz: Arc<authz::cache::Authorizer>,
     pub limiter: auth::ratelimit::LoginLimiter,
     pub auth: Arc<auth::AuthSettings>,
+    pub gateway: Arc<realtime::socket::Gateway>,
+    /// Cancelled when the instance stops (sockets close with 1012).
+    pub shutdown: CancellationToken,
 }
 
 /// Builds the state: database pool, Redis client (connecting in the
@@ -81,6 +85,22 @@ pub async fn state(
             }
         });
     }
+    let hub = realtime::hub::Hub::new(pool.clone(), config.realtime_replay_events);
+    tokio::spawn(hub.clone().run(
+        config.amqp_url.clone(),
+        authz.instance().to_owned(),
+        shutdown.clone(),
+    ));
+    let gateway = realtime::socket::Gateway::new(
+        hub,
+        realtime::socket::Limits {
+            stale_grace: config.ws_reauth_grace,
+            ..Default::default()
+        },
+        config.cors_origins.clone(),
+        config.ws_max_connections,
+        meter,
+    );
     tokio::spawn(purge_expired_sessions(pool.clone(), shutdown.clone()));
     tokio::spawn(wake_snoozed(pool.clone(), shutdown.clone()));
     Ok(AppState {
@@ -97,6 +117,8 @@ pub async fn state(
             refresh_ttl: config.refresh_token_ttl,
             trust_forwarded_for: config.trust_forwarded_for,
         }),
+        gateway,
+        shutdown,
     })
 }
 

@@ -144,6 +144,11 @@ pub struct MessageOutgoing {
     pub text: String,
     #[serde(default)]
     pub attachments: Vec<AttachmentRef>,
+    /// The conversation's assignee when the event was written: who sees it
+    /// under `inbox.read_assigned` (the realtime gateways filter by it, so
+    /// every instance decides alike).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignee_id: Option<Uuid>,
 }
 
 /// Delivery status of an outgoing message, as stored in `messages.status`.
@@ -181,6 +186,11 @@ pub struct MessageStatus {
     pub attempt: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_at: Option<DateTime<Utc>>,
+    /// The conversation's assignee when the event was written: who sees it
+    /// under `inbox.read_assigned` (the realtime gateways filter by it, so
+    /// every instance decides alike).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignee_id: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -196,6 +206,11 @@ pub struct MessageReceived {
     pub message_id: Uuid,
     pub conversation_id: Uuid,
     pub preview: String,
+    /// The conversation's assignee when the event was written: who sees it
+    /// under `inbox.read_assigned` (the realtime gateways filter by it, so
+    /// every instance decides alike).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignee_id: Option<Uuid>,
 }
 
 /// A private note: staff only, never sent to Telegram.
@@ -205,6 +220,11 @@ pub struct MessageNoteAdded {
     pub conversation_id: Uuid,
     pub author_id: Uuid,
     pub preview: String,
+    /// The conversation's assignee when the event was written: who sees it
+    /// under `inbox.read_assigned` (the realtime gateways filter by it, so
+    /// every instance decides alike).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignee_id: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -212,6 +232,13 @@ pub struct ConversationUpdated {
     pub conversation_id: Uuid,
     /// Only the fields that changed, by name.
     pub changed: serde_json::Map<String, serde_json::Value>,
+    /// With an assignment change, who held the conversation before (so the
+    /// realtime gateway can tell them it left their queue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_assignee_id: Option<Uuid>,
+    /// The assignee after the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignee_id: Option<Uuid>,
 }
 
 /// A role's permissions or existence changed. `users` are the holders it
@@ -300,6 +327,7 @@ mod tests {
             tg_chat_id: 42,
             text: "hi".into(),
             attachments: vec![],
+            assignee_id: None,
         }))
     }
 

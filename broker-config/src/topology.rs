@@ -57,6 +57,11 @@ pub const INBOUND: WorkQueue = WorkQueue {
 
 pub const WORK_QUEUES: [WorkQueue; 4] = [TG_DELIVERY, AUTHZ_FANOUT, ALERTS, INBOUND];
 
+/// AMQP header carrying an event's position in the realtime stream: drawn
+/// by the relay from `event_stream_seq` in publish order, so it rises along
+/// every queue the relay feeds.
+pub const STREAM_ID_HEADER: &str = "x-stream-id";
+
 /// Routing keys of a per-instance realtime queue.
 pub const REALTIME_BINDINGS: [&str; 2] = ["message.#", "conversation.#"];
 

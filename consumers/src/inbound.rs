@@ -60,14 +60,14 @@ pub async fn store(
     .fetch_one(&mut **tx)
     .await?;
     let title = u.chat.title.clone().unwrap_or_else(|| display_name(u));
-    let conversation_id: Uuid = sqlx::query_scalar(
+    let (conversation_id, assignee_id): (Uuid, Option<Uuid>) = sqlx::query_as(
         "INSERT INTO conversations (id, tg_chat_id, contact_id, title, last_message_at)
          VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (tg_chat_id) DO UPDATE SET
            last_message_at = GREATEST(conversations.last_message_at, EXCLUDED.last_message_at),
            status = CASE WHEN conversations.status IN ('resolved', 'snoozed') THEN 'open' ELSE conversations.status END,
            updated_at = now()
-         RETURNING id",
+         RETURNING id, assignee_id",
     )
     .bind(Uuid::now_v7())
     .bind(u.chat.id)
@@ -94,6 +94,7 @@ pub async fn store(
             message_id,
             conversation_id,
             preview: u.text.chars().take(PREVIEW_CHARS).collect(),
+            assignee_id,
         }));
         schema::enqueue(tx, &event, &serde_json::json!({})).await?;
     } else {

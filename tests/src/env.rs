@@ -193,4 +193,19 @@ impl TestEnv {
         })
         .await;
     }
+
+    /// Waits for an endpoint to answer 2xx (a health check that passes).
+    pub async fn wait_healthy(&self, url: &str) {
+        let client = self.http.raw().clone();
+        let url = url.to_owned();
+        crate::wait_for(&format!("{url} to pass"), Duration::from_secs(30), || {
+            let client = client.clone();
+            let url = url.clone();
+            async move {
+                let status = client.get(&url).send().await.ok()?.status();
+                status.is_success().then_some(())
+            }
+        })
+        .await;
+    }
 }

@@ -11,6 +11,7 @@ pub mod http;
 pub mod process;
 pub mod proxy;
 pub mod system;
+pub mod ws;
 
 pub use env::TestEnv;
 pub use process::Proc;

@@ -57,7 +57,8 @@ impl TestEnv {
         vars.extend(extra.iter().cloned());
         let idx = self.spawn("fastprep-api", &["serve"], &vars);
         let url = format!("http://127.0.0.1:{port}");
-        self.wait_http(&format!("{url}/api/health")).await;
+        // Healthy, not just answering: the realtime stream is bound then.
+        self.wait_healthy(&format!("{url}/api/health")).await;
         Started {
             idx,
             url,

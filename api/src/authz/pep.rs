@@ -25,6 +25,9 @@ pub enum Access {
     Authenticated,
     /// A signed-in user holding at least one of these permissions.
     Any(&'static [Perm]),
+    /// The WebSocket: the upgrade is open, and the socket authenticates in
+    /// its first frame with the same checks (`realtime::socket`).
+    FirstFrame,
 }
 
 /// The authenticated caller and their effective permissions.
@@ -123,7 +126,7 @@ pub async fn principal(state: &AppState, claims: &Claims) -> Result<Principal, A
 /// The middleware around every route: authenticates and checks the declared
 /// permission before the handler (or its body parsing) runs.
 pub async fn enforce(state: AppState, access: Access, mut req: Request, next: Next) -> Response {
-    if access == Access::Public {
+    if matches!(access, Access::Public | Access::FirstFrame) {
         return next.run(req).await;
     }
     let Some(token) = bearer(req.headers()) else {

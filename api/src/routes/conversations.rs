@@ -340,9 +340,12 @@ pub async fn update(
             None,
         )
         .await?;
+        let previous_assignee_id = before.1.filter(|_| changed.contains_key("assignee_id"));
         let event = broker_config::Envelope::new(Event::ConversationUpdated(ConversationUpdated {
             conversation_id: id,
             changed,
+            previous_assignee_id,
+            assignee_id: new_assignee,
         }));
         schema::enqueue(&mut tx, &event, &crate::trace_headers()).await?;
     }
@@ -378,22 +381,24 @@ pub async fn mark_read(
 /// is updated, and announced, once.
 pub async fn wake_snoozed(pool: &sqlx::PgPool) -> Result<usize, ApiError> {
     let mut tx = pool.begin().await?;
-    let woken: Vec<Uuid> = sqlx::query_scalar(
+    let woken: Vec<(Uuid, Option<Uuid>)> = sqlx::query_as(
         "UPDATE conversations SET status = 'open', snoozed_until = NULL, updated_at = now()
          WHERE id IN (SELECT id FROM conversations
                       WHERE status = 'snoozed' AND snoozed_until <= now()
                       FOR UPDATE SKIP LOCKED LIMIT 500)
-         RETURNING id",
+         RETURNING id, assignee_id",
     )
     .fetch_all(&mut *tx)
     .await?;
-    for id in &woken {
+    for (id, assignee_id) in &woken {
         let mut changed = Map::new();
         changed.insert("status".into(), json!("open"));
         changed.insert("snoozed_until".into(), Value::Null);
         let event = broker_config::Envelope::new(Event::ConversationUpdated(ConversationUpdated {
             conversation_id: *id,
             changed,
+            previous_assignee_id: None,
+            assignee_id: *assignee_id,
         }));
         schema::enqueue(&mut tx, &event, &json!({})).await?;
     }

@@ -1,4 +1,5 @@
-//! `GET /api/health`: PostgreSQL, Redis and RabbitMQ, each with a deadline.
+//! `GET /api/health`: PostgreSQL, Redis and RabbitMQ, each with a deadline,
+//! and whether this instance's realtime queue is bound and consumed.
 
 use std::time::Duration;
 
@@ -28,7 +29,12 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         check(async { state.redis.ping::<()>(None).await }),
         check(state.broker.check()),
     );
-    let checks = [("postgres", pg), ("redis", redis), ("rabbitmq", rabbit)];
+    let checks = [
+        ("postgres", pg),
+        ("redis", redis),
+        ("rabbitmq", rabbit),
+        ("realtime", state.gateway.hub.is_bound()),
+    ];
     let down: Vec<&str> = checks
         .iter()
         .filter(|(_, ok)| !ok)

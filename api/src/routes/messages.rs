@@ -60,6 +60,18 @@ macro_rules! columns {
     };
 }
 
+/// One message as the timeline shows it, for the realtime gateway.
+pub async fn load_one(pool: &sqlx::PgPool, id: Uuid) -> Result<Option<MessageOut>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM messages WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
 #[derive(Deserialize)]
 pub struct ListQuery {
     pub cursor: Option<String>,
@@ -228,6 +240,11 @@ async fn write(
         }
         return Ok((StatusCode::ACCEPTED, Json(existing)));
     };
+    let assignee_id: Option<Uuid> =
+        sqlx::query_scalar("SELECT assignee_id FROM conversations WHERE id = $1")
+            .bind(conversation_id)
+            .fetch_one(&mut *tx)
+            .await?;
     let event = match kind {
         Kind::Reply => Event::MessageOutgoing(MessageOutgoing {
             message_id: message.id,
@@ -235,12 +252,14 @@ async fn write(
             tg_chat_id,
             text: message.text.clone(),
             attachments: vec![],
+            assignee_id,
         }),
         Kind::Note => Event::MessageNoteAdded(MessageNoteAdded {
             message_id: message.id,
             conversation_id,
             author_id: caller.id,
             preview: message.text.chars().take(120).collect(),
+            assignee_id,
         }),
     };
     schema::enqueue(&mut tx, &Envelope::new(event), &crate::trace_headers()).await?;

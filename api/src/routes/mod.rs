@@ -70,10 +70,11 @@ const ROLES: &[Perm] = &[Perm::RolesManage];
 const SEE_ROLES: &[Perm] = &[Perm::RolesManage, Perm::UsersManage];
 
 fn routes() -> Vec<Route> {
-    use Access::{Any, Authenticated, Public};
+    use Access::{Any, Authenticated, FirstFrame, Public};
     use Method as M;
     vec![
         route(M::GET, "/health", Public, health::health),
+        route(M::GET, "/ws", FirstFrame, crate::realtime::socket::upgrade),
         route(M::POST, "/auth/login", Public, auth::login),
         route(M::POST, "/auth/refresh", Public, auth::refresh),
         route(M::POST, "/auth/logout", Authenticated, auth::logout),

@@ -1,7 +1,7 @@
 //! Outbox rows as the relay reads, publishes and marks them.
 
 use broker_config::publisher::Outgoing;
-use broker_config::topology::EVENTS_EXCHANGE;
+use broker_config::topology::{EVENTS_EXCHANGE, STREAM_ID_HEADER};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgConnection;
@@ -16,14 +16,18 @@ pub struct Row {
     pub payload: String,
     pub headers: sqlx::types::Json<serde_json::Map<String, serde_json::Value>>,
     pub created_at: DateTime<Utc>,
+    /// The event's position in the realtime stream (`x-stream-id`).
+    pub stream_id: i64,
 }
 
 /// Due pending rows after `$1` in id order, each the oldest pending row of
 /// its aggregate: a row waits while an earlier one of its aggregate is still
 /// pending (in flight, backing off, or committed late), so no event ever
-/// overtakes an earlier one of the same aggregate.
+/// overtakes an earlier one of the same aggregate. Each row draws a stream
+/// position; [`read`] hands them out in row order, which is publish order.
 const READ: &str = "
-SELECT id, event_id, event_type, aggregate_type, aggregate_id, payload::text AS payload, headers, created_at
+SELECT id, event_id, event_type, aggregate_type, aggregate_id, payload::text AS payload, headers, created_at,
+       nextval('event_stream_seq') AS stream_id
 FROM outbox o
 WHERE o.status = 'pending' AND o.id > $1 AND o.scheduled_at <= now()
   AND NOT EXISTS (
@@ -54,12 +58,19 @@ pub async fn read(
 ) -> Result<Vec<Row>, sqlx::Error> {
     // Planned at every execution: a plan cached while the outbox was small
     // (a fresh deploy) would keep walking it the wrong way once it is large.
-    sqlx::query_as(READ)
+    let mut rows: Vec<Row> = sqlx::query_as(READ)
         .persistent(false)
         .bind(after)
         .bind(limit)
         .fetch_all(conn)
-        .await
+        .await?;
+    // Whatever order the server drew them in, positions follow the rows.
+    let mut positions: Vec<i64> = rows.iter().map(|r| r.stream_id).collect();
+    positions.sort_unstable();
+    for (row, position) in rows.iter_mut().zip(positions) {
+        row.stream_id = position;
+    }
+    Ok(rows)
 }
 
 /// Refreshes the planner's statistics of the outbox.
@@ -154,6 +165,7 @@ impl Prepared {
                     r.headers
                         .iter()
                         .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
+                        .chain([(STREAM_ID_HEADER.to_owned(), r.stream_id.to_string())])
                         .collect()
                 })
                 .collect(),
@@ -194,6 +206,7 @@ mod tests {
             payload: r#"{"text": "hi \"there\"", "tg_chat_id": 5, "attachments": []}"#.into(),
             headers: sqlx::types::Json(serde_json::Map::new()),
             created_at: Utc::now(),
+            stream_id: 7,
         };
         let v: serde_json::Value = serde_json::from_slice(&envelope_bytes(&row)).unwrap();
         assert_eq!(v["type"], "message.outgoing.v1");

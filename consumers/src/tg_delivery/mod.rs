@@ -85,10 +85,11 @@ async fn set_status(
     error: Option<&str>,
     retry_at: Option<DateTime<Utc>>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    let assignee_id: Option<Uuid> = sqlx::query_scalar(
         "UPDATE messages SET status = $2, tg_message_id = COALESCE($3, tg_message_id),
            sent_at = COALESCE($4, sent_at), error = $5, retry_at = $6, updated_at = now()
-         WHERE id = $1",
+         WHERE id = $1
+         RETURNING (SELECT assignee_id FROM conversations c WHERE c.id = messages.conversation_id)",
     )
     .bind(msg.message_id)
     .bind(status.as_str())
@@ -96,8 +97,9 @@ async fn set_status(
     .bind(sent_at)
     .bind(error)
     .bind(retry_at)
-    .execute(&mut *conn)
-    .await?;
+    .fetch_optional(&mut *conn)
+    .await?
+    .flatten();
     let event = Envelope::new(Event::MessageStatus(MessageStatus {
         message_id: msg.message_id,
         conversation_id: msg.conversation_id,
@@ -106,6 +108,7 @@ async fn set_status(
         error: error.map(str::to_owned),
         attempt,
         retry_at,
+        assignee_id,
     }));
     schema::enqueue(conn, &event, &serde_json::json!({})).await?;
     Ok(())

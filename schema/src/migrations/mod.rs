@@ -25,6 +25,10 @@ impl MigratorTrait for Migrator {
                 name: "m0004_inbox",
                 sql: include_str!("m0004_inbox.sql"),
             }),
+            Box::new(SqlMigration {
+                name: "m0005_event_stream",
+                sql: include_str!("m0005_event_stream.sql"),
+            }),
         ]
     }
 }

@@ -538,6 +538,14 @@ async fn every_route_but_login_refresh_and_health_requires_its_permission() {
             ("POST", "/auth/refresh")
         ]
     );
+    // The WebSocket is the one route that authenticates in its first frame
+    // (the realtime suite shows what an unauthenticated socket gets).
+    let first_frame: Vec<_> = table
+        .iter()
+        .filter(|r| r.access == Access::FirstFrame)
+        .map(|r| (r.method.as_str(), r.path))
+        .collect();
+    assert_eq!(first_frame, [("GET", "/ws")]);
     // A user with no role at all: signed in, allowed nothing.
     env.create_user(&api.url, &admin, "nobody@fastprep.test", &[])
         .await;
@@ -589,6 +597,7 @@ async fn every_route_but_login_refresh_and_health_requires_its_permission() {
         let (garbage, _) = call(Some("x.y.z".into())).await;
         let (as_admin, admin_body) = call(Some(admin.clone())).await;
         match spec.access {
+            Access::FirstFrame => {}
             Access::Public => assert!(
                 anon != StatusCode::UNAUTHORIZED && anon != StatusCode::FORBIDDEN,
                 "{} {} must be open",

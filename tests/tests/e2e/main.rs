@@ -9,5 +9,6 @@ mod faults;
 mod inbox;
 mod metrics;
 mod pipeline;
+mod realtime;
 mod relay;
 mod security;

@@ -74,6 +74,8 @@ fn write_sequences(
                 let env = Envelope::new(Event::ConversationUpdated(ConversationUpdated {
                     conversation_id: *agg,
                     changed,
+                    previous_assignee_id: None,
+                    assignee_id: None,
                 }));
                 let mut tx = pool.begin().await.unwrap();
                 schema::enqueue(&mut tx, &env, &serde_json::json!({}))
@@ -321,6 +323,7 @@ async fn refused_publishes_back_off_then_fail_and_the_runbook_retry_sends_them()
             tg_chat_id: 7,
             text: "refused".into(),
             attachments: vec![],
+            assignee_id: None,
         },
     ));
     let mut tx = env.pool.begin().await.unwrap();
