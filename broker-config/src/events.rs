@@ -48,6 +48,8 @@ pub enum Event {
     MessageReceived(MessageReceived),
     #[serde(rename = "message.note_added.v1")]
     MessageNoteAdded(MessageNoteAdded),
+    #[serde(rename = "message.edited.v1")]
+    MessageEdited(MessageEdited),
     #[serde(rename = "conversation.updated.v1")]
     ConversationUpdated(ConversationUpdated),
     #[serde(rename = "authz.role.updated.v1")]
@@ -65,6 +67,7 @@ pub mod types {
     pub const MESSAGE_DELIVERY_FAILED: &str = "message.delivery_failed.v1";
     pub const MESSAGE_RECEIVED: &str = "message.received.v1";
     pub const MESSAGE_NOTE_ADDED: &str = "message.note_added.v1";
+    pub const MESSAGE_EDITED: &str = "message.edited.v1";
     pub const CONVERSATION_UPDATED: &str = "conversation.updated.v1";
     pub const AUTHZ_ROLE_UPDATED: &str = "authz.role.updated.v1";
     pub const AUTHZ_USER_UPDATED: &str = "authz.user.updated.v1";
@@ -80,6 +83,7 @@ impl Event {
             Event::MessageDeliveryFailed(_) => MESSAGE_DELIVERY_FAILED,
             Event::MessageReceived(_) => MESSAGE_RECEIVED,
             Event::MessageNoteAdded(_) => MESSAGE_NOTE_ADDED,
+            Event::MessageEdited(_) => MESSAGE_EDITED,
             Event::ConversationUpdated(_) => CONVERSATION_UPDATED,
             Event::AuthzRoleUpdated(_) => AUTHZ_ROLE_UPDATED,
             Event::AuthzUserUpdated(_) => AUTHZ_USER_UPDATED,
@@ -95,7 +99,8 @@ impl Event {
             | Event::MessageStatus(_)
             | Event::MessageDeliveryFailed(_)
             | Event::MessageReceived(_)
-            | Event::MessageNoteAdded(_) => "message",
+            | Event::MessageNoteAdded(_)
+            | Event::MessageEdited(_) => "message",
             Event::ConversationUpdated(_) => "conversation",
             Event::AuthzRoleUpdated(_) => "role",
             Event::AuthzUserUpdated(_) => "user",
@@ -110,6 +115,7 @@ impl Event {
             Event::MessageDeliveryFailed(e) => e.message_id.to_string(),
             Event::MessageReceived(e) => e.message_id.to_string(),
             Event::MessageNoteAdded(e) => e.message_id.to_string(),
+            Event::MessageEdited(e) => e.message_id.to_string(),
             Event::ConversationUpdated(e) => e.conversation_id.to_string(),
             Event::AuthzRoleUpdated(e) => e.role_id.to_string(),
             Event::AuthzUserUpdated(e) => e.user_id.to_string(),
@@ -227,6 +233,17 @@ pub struct MessageNoteAdded {
     pub assignee_id: Option<Uuid>,
 }
 
+/// A customer edited an inbound message: its text was replaced and the
+/// previous text kept in `message_edits`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MessageEdited {
+    pub message_id: Uuid,
+    pub conversation_id: Uuid,
+    pub edited_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignee_id: Option<Uuid>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ConversationUpdated {
     pub conversation_id: Uuid,
@@ -314,6 +331,10 @@ pub struct TgUpdateReceived {
     #[serde(default)]
     pub media: Vec<TgMedia>,
     pub date: DateTime<Utc>,
+    /// Set when this update is an edit of message `tg_message_id`: the
+    /// edit's time, with `text` the new text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<DateTime<Utc>>,
 }
 
 #[cfg(test)]

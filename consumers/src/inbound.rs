@@ -1,10 +1,12 @@
 //! `inbound`: turns `tg.update.received.v1` into contact, conversation and
-//! message rows plus `message.received.v1`, in one transaction.
+//! message rows plus `message.received.v1`, in one transaction. An edit
+//! replaces the message's text, keeps the old one in `message_edits` and
+//! writes `message.edited.v1`.
 
 use async_trait::async_trait;
 use broker_config::{
     Context, Envelope, Event, Failure, Handler,
-    events::{MessageReceived, TgUpdateReceived},
+    events::{MessageEdited, MessageReceived, TgUpdateReceived},
     topology::INBOUND,
 };
 use sqlx::{Postgres, Transaction};
@@ -65,7 +67,7 @@ pub async fn store(
          VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (tg_chat_id) DO UPDATE SET
            last_message_at = GREATEST(conversations.last_message_at, EXCLUDED.last_message_at),
-           status = CASE WHEN conversations.status IN ('resolved', 'snoozed') THEN 'open' ELSE conversations.status END,
+           status = CASE WHEN $6 AND conversations.status IN ('resolved', 'snoozed') THEN 'open' ELSE conversations.status END,
            updated_at = now()
          RETURNING id, assignee_id",
     )
@@ -74,11 +76,19 @@ pub async fn store(
     .bind(contact_id)
     .bind(&title)
     .bind(u.date)
+    // An edit does not reopen a conversation; a new message does.
+    .bind(u.edited_at.is_none())
     .fetch_one(&mut **tx)
     .await?;
+    if let Some(edited_at) = u.edited_at
+        && let Some(id) = edit(u, conversation_id, assignee_id, edited_at, tx).await?
+    {
+        return Ok(Some(id));
+    }
+    // A new message (or an edit of one never received: stored as it now is).
     let message_id: Option<Uuid> = sqlx::query_scalar(
-        "INSERT INTO messages (id, conversation_id, direction, text, tg_message_id, status, created_at)
-         VALUES ($1, $2, 'in', $3, $4, 'received', $5)
+        "INSERT INTO messages (id, conversation_id, direction, text, tg_message_id, status, created_at, edited_at)
+         VALUES ($1, $2, 'in', $3, $4, 'received', $5, $6)
          ON CONFLICT (conversation_id, direction, tg_message_id) DO NOTHING
          RETURNING id",
     )
@@ -87,6 +97,7 @@ pub async fn store(
     .bind(&u.text)
     .bind(u.tg_message_id)
     .bind(u.date)
+    .bind(u.edited_at)
     .fetch_optional(&mut **tx)
     .await?;
     if let Some(message_id) = message_id {
@@ -105,6 +116,54 @@ pub async fn store(
         );
     }
     Ok(message_id)
+}
+
+/// Applies an edit to a stored message: `None` when the message is not
+/// stored (the caller stores it as new). An edit older than the message's
+/// latest one, or one that leaves the text as it is, changes nothing.
+async fn edit(
+    u: &TgUpdateReceived,
+    conversation_id: Uuid,
+    assignee_id: Option<Uuid>,
+    edited_at: chrono::DateTime<chrono::Utc>,
+    tx: &mut Transaction<'static, Postgres>,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    let current: Option<(Uuid, String, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(
+        "SELECT id, text, edited_at FROM messages
+         WHERE conversation_id = $1 AND direction = 'in' AND tg_message_id = $2
+         FOR UPDATE",
+    )
+    .bind(conversation_id)
+    .bind(u.tg_message_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some((message_id, text, last_edit)) = current else {
+        return Ok(None);
+    };
+    if text == u.text || last_edit.is_some_and(|t| t >= edited_at) {
+        tracing::info!(%message_id, "edit already applied or superseded");
+        return Ok(Some(message_id));
+    }
+    sqlx::query("INSERT INTO message_edits (message_id, text, replaced_at) VALUES ($1, $2, $3)")
+        .bind(message_id)
+        .bind(&text)
+        .bind(edited_at)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("UPDATE messages SET text = $2, edited_at = $3, updated_at = now() WHERE id = $1")
+        .bind(message_id)
+        .bind(&u.text)
+        .bind(edited_at)
+        .execute(&mut **tx)
+        .await?;
+    let event = Envelope::new(Event::MessageEdited(MessageEdited {
+        message_id,
+        conversation_id,
+        edited_at,
+        assignee_id,
+    }));
+    schema::enqueue(tx, &event, &serde_json::json!({})).await?;
+    Ok(Some(message_id))
 }
 
 fn display_name(u: &TgUpdateReceived) -> String {

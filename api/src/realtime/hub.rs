@@ -285,6 +285,12 @@ impl Hub {
                 [e.assignee_id, None],
                 Some(e.message_id),
             ),
+            Event::MessageEdited(e) => (
+                "message.updated",
+                e.conversation_id,
+                [e.assignee_id, None],
+                Some(e.message_id),
+            ),
             Event::MessageStatus(e) => (
                 "message.status",
                 e.conversation_id,

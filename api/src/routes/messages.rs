@@ -48,6 +48,8 @@ pub struct MessageOut {
     pub retry_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub sent_at: Option<DateTime<Utc>>,
+    /// Set when the customer edited it; earlier texts are at `…/versions`.
+    pub edited_at: Option<DateTime<Utc>>,
 }
 
 /// The columns of [`MessageOut`], as a literal for `concat!`.
@@ -56,7 +58,7 @@ macro_rules! columns {
         "id, conversation_id, direction, kind, author_id,
          (SELECT display_name FROM users WHERE users.id = author_id) AS author_name,
          text, tg_message_id, status, error,
-         client_msg_id, attempts, retry_at, created_at, sent_at"
+         client_msg_id, attempts, retry_at, created_at, sent_at, edited_at"
     };
 }
 
@@ -70,6 +72,54 @@ pub async fn load_one(pool: &sqlx::PgPool, id: Uuid) -> Result<Option<MessageOut
     .bind(id)
     .fetch_optional(pool)
     .await
+}
+
+#[derive(Serialize, sqlx::FromRow)]
+pub struct VersionOut {
+    pub text: String,
+    /// When a later edit replaced this text.
+    pub replaced_at: DateTime<Utc>,
+}
+
+#[derive(Serialize)]
+pub struct VersionsOut {
+    pub message_id: Uuid,
+    pub text: String,
+    pub edited_at: Option<DateTime<Utc>>,
+    /// Earlier texts, oldest first.
+    pub previous: Vec<VersionOut>,
+}
+
+/// `GET /conversations/{id}/messages/{message_id}/versions`: a message's
+/// current text and every text it replaced.
+pub async fn versions(
+    caller: Principal,
+    State(state): State<AppState>,
+    Path((conversation_id, message_id)): Path<(Uuid, Uuid)>,
+) -> ApiResult<Json<VersionsOut>> {
+    let scope = caller.inbox_scope()?;
+    let mut conn = state.pool.acquire().await?;
+    visible_chat(&mut conn, conversation_id, scope).await?;
+    let (text, edited_at): (String, Option<DateTime<Utc>>) = sqlx::query_as(
+        "SELECT text, edited_at FROM messages WHERE id = $1 AND conversation_id = $2",
+    )
+    .bind(message_id)
+    .bind(conversation_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(ApiError::NotFound { what: "message" })?;
+    let previous = sqlx::query_as(
+        "SELECT text, replaced_at FROM message_edits WHERE message_id = $1 ORDER BY id",
+    )
+    .bind(message_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(Json(VersionsOut {
+        message_id,
+        text,
+        edited_at,
+        previous,
+    }))
 }
 
 #[derive(Deserialize)]

@@ -142,6 +142,12 @@ fn routes() -> Vec<Route> {
             messages::list,
         ),
         route(
+            M::GET,
+            "/conversations/{id}/messages/{message_id}/versions",
+            Any(READ_INBOX),
+            messages::versions,
+        ),
+        route(
             M::POST,
             "/conversations/{id}/messages",
             Any(&[Perm::InboxReply]),

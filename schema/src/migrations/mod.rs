@@ -29,6 +29,10 @@ impl MigratorTrait for Migrator {
                 name: "m0005_event_stream",
                 sql: include_str!("m0005_event_stream.sql"),
             }),
+            Box::new(SqlMigration {
+                name: "m0006_message_edits",
+                sql: include_str!("m0006_message_edits.sql"),
+            }),
         ]
     }
 }

@@ -581,7 +581,9 @@ async fn every_route_but_login_refresh_and_health_requires_its_permission() {
         let url = format!(
             "{}/api{}",
             api.url,
-            spec.path.replace("{id}", &id.to_string())
+            spec.path
+                .replace("{id}", &id.to_string())
+                .replace("{message_id}", &id.to_string())
         );
         let body = (spec.method != Method::GET).then(|| json!({}));
         let call = |token: Option<String>| {

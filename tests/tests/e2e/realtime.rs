@@ -691,3 +691,106 @@ async fn realtime_queues_come_and_go_with_their_instances() {
     .await;
     env.cleanup().await;
 }
+
+async fn edit_at_sandbox(
+    env: &TestEnv,
+    adapter: &Started,
+    chat: i64,
+    tg_message_id: i64,
+    text: &str,
+) {
+    let (status, body) = env
+        .http
+        .sandbox(
+            &adapter.url,
+            Method::POST,
+            "/sandbox/inbound",
+            Some(json!({
+                "chat_id": chat, "tg_message_id": tg_message_id, "text": text, "edit": true,
+                "sender": {"id": chat, "username": format!("user{chat}"), "first_name": "Test"},
+            })),
+        )
+        .await;
+    assert!(status.is_success(), "edit: {status} {body}");
+}
+
+#[tokio::test]
+async fn a_customer_edit_updates_the_text_live_and_keeps_the_previous_version() {
+    let mut env = TestEnv::new().await;
+    let sys = env.start_system().await;
+    let (mut ws, _) = Ws::connect(&sys.api.url, &sys.token).await;
+    env.inject(&sys.adapter, 7201, 5, "helo, is the course full?")
+        .await;
+    let conv = env.conversation_for(&sys, 7201).await;
+    let created = ws.expect("message.created").await;
+    let message_id = created["data"]["id"].as_str().unwrap().to_owned();
+    assert!(created["data"]["edited_at"].is_null());
+    patch(
+        &env,
+        &sys.api.url,
+        &sys.token,
+        &conv,
+        json!({"status": "resolved"}),
+    )
+    .await;
+    ws.expect("conversation.updated").await;
+
+    edit_at_sandbox(&env, &sys.adapter, 7201, 5, "hello, is the course full?").await;
+    let updated = ws.expect("message.updated").await;
+    assert_eq!(updated["data"]["id"], message_id.as_str());
+    assert_eq!(updated["data"]["text"], "hello, is the course full?");
+    assert!(updated["data"]["edited_at"].is_string());
+    // The same edit again (Telegram repeats updates) changes nothing.
+    edit_at_sandbox(&env, &sys.adapter, 7201, 5, "hello, is the course full?").await;
+    edit_at_sandbox(
+        &env,
+        &sys.adapter,
+        7201,
+        5,
+        "hello, is the June course full?",
+    )
+    .await;
+    let again = ws.expect("message.updated").await;
+    assert_eq!(again["data"]["text"], "hello, is the June course full?");
+
+    let (s, versions) = env
+        .http
+        .get(
+            &format!(
+                "{}/api/conversations/{conv}/messages/{message_id}/versions",
+                sys.api.url
+            ),
+            &sys.token,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{versions}");
+    assert_eq!(versions["text"], "hello, is the June course full?");
+    let previous: Vec<&str> = versions["previous"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        previous,
+        ["helo, is the course full?", "hello, is the course full?"]
+    );
+    let timeline = env.messages(&sys, &conv).await;
+    assert_eq!(timeline.len(), 1, "an edit is not a new message");
+    assert_eq!(timeline[0]["text"], "hello, is the June course full?");
+    // An edit does not reopen a resolved conversation.
+    let (_, c) = env
+        .http
+        .get(
+            &format!("{}/api/conversations/{conv}", sys.api.url),
+            &sys.token,
+        )
+        .await;
+    assert_eq!(c["status"], "resolved");
+    // An edit of a message never received is stored as it now is.
+    edit_at_sandbox(&env, &sys.adapter, 7201, 99, "an edit of a lost message").await;
+    let stored = ws.expect("message.created").await;
+    assert_eq!(stored["data"]["text"], "an edit of a lost message");
+    assert!(stored["data"]["edited_at"].is_string());
+    env.cleanup().await;
+}

@@ -49,6 +49,10 @@ pub struct InboundIn {
     pub tg_message_id: Option<i64>,
     #[serde(default)]
     pub date: Option<DateTime<Utc>>,
+    /// The customer edits message `tg_message_id` to `text` (as Telegram's
+    /// `updateEditMessage`).
+    #[serde(default)]
+    pub edit: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -74,6 +78,12 @@ async fn inbound(
             "tg_message_id must be positive",
         ));
     }
+    if body.edit && body.tg_message_id.is_none() {
+        return Err(ApiError::bad_request(
+            "invalid_message_id",
+            "an edit names the tg_message_id it edits",
+        ));
+    }
     let kind = body.chat_kind.unwrap_or_else(|| "private".to_owned());
     if !matches!(kind.as_str(), "private" | "group" | "channel") {
         return Err(ApiError::bad_request(
@@ -92,6 +102,7 @@ async fn inbound(
         media: body.media,
         tg_message_id: body.tg_message_id,
         date: body.date,
+        edit: body.edit,
     };
     let (tg_message_id, event_id) = sandbox.inject(message).await?;
     Ok(Json(InboundOut {

@@ -46,6 +46,8 @@ pub struct InjectMessage {
     pub media: Vec<TgMedia>,
     pub tg_message_id: Option<i64>,
     pub date: Option<DateTime<Utc>>,
+    /// An edit of `tg_message_id` rather than a new message.
+    pub edit: bool,
 }
 
 /// Why an injected message was not accepted.
@@ -145,13 +147,15 @@ impl SandboxBackend {
             }
             None => self.log.allocate_message_id().await?,
         };
+        let now = Utc::now().trunc_subsecs(0);
         let update = TgUpdateReceived {
             chat: message.chat,
             sender: message.sender,
             tg_message_id,
             text: message.text,
             media: message.media,
-            date: message.date.unwrap_or_else(|| Utc::now().trunc_subsecs(0)),
+            date: message.date.unwrap_or(now),
+            edited_at: message.edit.then(Utc::now),
         };
         let (ack, confirmed) = oneshot::channel();
         self.updates_tx
