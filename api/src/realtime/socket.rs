@@ -325,7 +325,10 @@ impl Session {
         since: Option<i64>,
     ) -> Result<(), Close> {
         let limits = self.gateway.limits.clone();
-        self.cursor = self.gateway.hub.head();
+        let head = self.gateway.hub.head();
+        // The ep.update carries the position the client is at: the head for
+        // a new stream, its own `since` for a resume (the replay follows).
+        self.cursor = since.map_or(head, |s| s.clamp(0, head));
         self.send_ep(socket).await?;
         if let Some(since) = since {
             self.replay(socket, since).await?;

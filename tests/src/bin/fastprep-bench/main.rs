@@ -6,10 +6,15 @@
 //!
 //! `fastprep-bench authz`: the cached permission check, `/api/auth/me/ep`
 //! beside nginx under wrk, and fan-out propagation (see `authz.rs`).
+//!
+//! `fastprep-bench realtime`: memory per idle WebSocket, event fan-out
+//! latency to many sockets on two instances, `ep.update` latency (see
+//! `realtime.rs`).
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod authz;
+mod realtime;
 
 use std::{
     collections::HashMap,
@@ -66,6 +71,21 @@ enum Bench {
         /// Holders of the changed role.
         #[arg(long, default_value_t = 5)]
         holders: usize,
+    },
+    /// WebSocket memory, event fan-out and ep.update latency.
+    Realtime {
+        /// Open sockets, split between two API instances.
+        #[arg(long, default_value_t = 1_000)]
+        sockets: usize,
+        /// Events per second of the fan-out phase.
+        #[arg(long, default_value_t = 100)]
+        rate: u64,
+        /// Length of the fan-out phase, seconds.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Permission changes of the ep.update phase.
+        #[arg(long, default_value_t = 200)]
+        changes: usize,
     },
 }
 
@@ -233,6 +253,28 @@ async fn main() {
             )
             .unwrap();
             println!("figures written to bench-results/authz.json");
+            return;
+        }
+        Bench::Realtime {
+            sockets,
+            rate,
+            seconds,
+            changes,
+        } => {
+            let results = realtime::run(realtime::Args {
+                sockets,
+                rate,
+                seconds,
+                changes,
+            })
+            .await;
+            std::fs::create_dir_all("bench-results").unwrap();
+            std::fs::write(
+                "bench-results/realtime.json",
+                serde_json::to_string_pretty(&results).unwrap(),
+            )
+            .unwrap();
+            println!("figures written to bench-results/realtime.json");
             return;
         }
     };

@@ -1,0 +1,370 @@
+//! `fastprep-bench realtime`: two API instances with the relay, `sockets`
+//! authenticated WebSockets split between them.
+//!
+//! (a) Memory per idle socket: each instance's resident memory before and
+//!     after its sockets opened and authenticated.
+//! (b) Fan-out: `rate` events per second for `seconds` (a note written with
+//!     its outbox row in one transaction); latency from the commit returning
+//!     to the frame read by each socket, every socket receiving every event.
+//! (c) `ep.update`: `changes` permission changes of a user with one socket
+//!     on each instance; latency from the admin's request sent (so the
+//!     commit comes after it: an upper bound) to the frame on both sockets.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use broker_config::{Envelope, Event, events::MessageNoteAdded};
+use fastprep_tests::{TestEnv, accounts::USER_PASSWORD};
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+use uuid::Uuid;
+
+use super::percentile;
+
+pub struct Args {
+    pub sockets: usize,
+    pub rate: u64,
+    pub seconds: u64,
+    pub changes: usize,
+}
+
+#[derive(Deserialize)]
+struct FrameHead {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    data: FrameData,
+}
+
+#[derive(Deserialize, Default)]
+struct FrameData {
+    id: Option<Uuid>,
+    perm_version: Option<i64>,
+}
+
+/// What one socket heard: (message id or perm version, when).
+#[derive(Default)]
+struct Heard {
+    messages: Vec<(Uuid, Instant)>,
+    eps: Vec<(i64, Instant)>,
+    closed: Option<String>,
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn open(api: &str, token: &str) -> Socket {
+    let url = format!("{}/api/ws", api.replacen("http", "ws", 1));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket");
+    ws.send(Message::Text(
+        json!({"type": "auth", "token": token}).to_string().into(),
+    ))
+    .await
+    .expect("auth frame");
+    // The ep.update that answers the auth.
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) if t.contains("\"ep.update\"") => return ws,
+            Some(Ok(_)) => {}
+            other => panic!("socket closed before ep.update: {other:?}"),
+        }
+    }
+}
+
+/// Reads until `stop`, noting arrival times.
+fn listen(mut ws: Socket, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<Heard> {
+    tokio::spawn(async move {
+        let mut heard = Heard::default();
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                m = ws.next() => match m {
+                    Some(Ok(Message::Text(t))) => {
+                        let at = Instant::now();
+                        let Ok(f) = serde_json::from_str::<FrameHead>(&t) else { continue };
+                        match f.kind.as_str() {
+                            "message.created" => {
+                                if let Some(id) = f.data.id {
+                                    heard.messages.push((id, at));
+                                }
+                            }
+                            "ep.update" => {
+                                if let Some(v) = f.data.perm_version {
+                                    heard.eps.push((v, at));
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    Some(Ok(Message::Close(c))) => {
+                        heard.closed = Some(format!("{c:?}"));
+                        break;
+                    }
+                    Some(Ok(_)) => {}
+                    _ => {
+                        heard.closed = Some("connection ended".into());
+                        break;
+                    }
+                },
+            }
+        }
+        let _ = ws.close(None).await;
+        heard
+    })
+}
+
+fn ms(sorted: &[f64]) -> Value {
+    json!({
+        "p50_ms": percentile(sorted, 0.50),
+        "p99_ms": percentile(sorted, 0.99),
+        "max_ms": sorted.last().copied().unwrap_or(f64::NAN),
+        "samples": sorted.len(),
+    })
+}
+
+pub async fn run(args: Args) -> Value {
+    let mut env = TestEnv::new().await;
+    // A socket whose token is stale is held until a fresh token arrives;
+    // the changes phase keeps its user stale for its whole length.
+    let knobs = [("WS_REAUTH_GRACE", "10m".to_owned())];
+    let one = env.start_api(&knobs).await;
+    let two = env.start_api(&knobs).await;
+    env.start_consumer("relay", None, &[("RELAY_POLL_INTERVAL", "1s".into())])
+        .await;
+    let admin = env.admin_session(&one.url).await;
+    println!(
+        "realtime benchmark: {} sockets over two API instances, {} events/s for {} s, {} permission changes",
+        args.sockets, args.rate, args.seconds, args.changes
+    );
+    // Operators who read everything: every event reaches every socket.
+    let role = env
+        .create_role(
+            &one.url,
+            &admin.access,
+            "bench-readers",
+            &["inbox.read_all"],
+        )
+        .await;
+    let mut tokens = Vec::new();
+    for i in 0..20 {
+        let email = format!("reader{i}@fastprep.test");
+        env.create_user(&one.url, &admin.access, &email, &[&role])
+            .await;
+        tokens.push(env.sign_in(&one.url, &email, USER_PASSWORD).await.access);
+    }
+
+    // (a) After a warm-up (sockets opened and closed, so one-off
+    // allocations of the upgrade path are made), the lowest of a few
+    // readings.
+    let mut warm = Vec::new();
+    for i in 0..100 {
+        let api = if i % 2 == 0 { &one.url } else { &two.url };
+        warm.push(open(api, &tokens[0]).await);
+    }
+    for mut ws in warm {
+        let _ = ws.close(None).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut rss_before = [u64::MAX; 2];
+    for _ in 0..5 {
+        for (i, idx) in [one.idx, two.idx].into_iter().enumerate() {
+            rss_before[i] = rss_before[i].min(env.proc(idx).rss_kib().unwrap_or(0));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let mut sockets = Vec::with_capacity(args.sockets);
+    let opened = Instant::now();
+    for i in 0..args.sockets {
+        let api = if i % 2 == 0 { &one.url } else { &two.url };
+        sockets.push(open(api, &tokens[i % tokens.len()]).await);
+    }
+    let open_secs = opened.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut rss_after = [0u64; 2];
+    for _ in 0..5 {
+        for (i, idx) in [one.idx, two.idx].into_iter().enumerate() {
+            rss_after[i] = rss_after[i].max(env.proc(idx).rss_kib().unwrap_or(0));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let per_instance = args.sockets as f64 / 2.0;
+    let per_socket: Vec<f64> = (0..2)
+        .map(|i| (rss_after[i] as f64 - rss_before[i] as f64) / per_instance)
+        .collect();
+    println!(
+        "(a) {} sockets opened and authenticated in {open_secs:.1} s; resident memory per idle socket: {:.1} KiB (instance 1: {} → {} KiB), {:.1} KiB (instance 2: {} → {} KiB)",
+        args.sockets,
+        per_socket[0],
+        rss_before[0],
+        rss_after[0],
+        per_socket[1],
+        rss_before[1],
+        rss_after[1]
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let listeners: Vec<_> = sockets
+        .into_iter()
+        .map(|ws| listen(ws, stop_rx.clone()))
+        .collect();
+
+    // (b)
+    let conv = env.insert_conversation(424_242, None).await;
+    let conv: Uuid = conv.parse().unwrap();
+    let author: Uuid = admin.user_id.parse().unwrap();
+    let total = (args.rate * args.seconds) as usize;
+    let mut committed: HashMap<Uuid, Instant> = HashMap::with_capacity(total);
+    let mut every = tokio::time::interval(Duration::from_micros(1_000_000 / args.rate.max(1)));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    for i in 0..total {
+        every.tick().await;
+        let id = Uuid::now_v7();
+        let text = format!("bench note {i}: the SAT mock is on Saturday");
+        let mut tx = env.pool.begin().await.unwrap();
+        sqlx::query(
+            "INSERT INTO messages (id, conversation_id, direction, kind, author_id, text, status)
+             VALUES ($1, $2, 'out', 'note', $3, $4, 'internal')",
+        )
+        .bind(id)
+        .bind(conv)
+        .bind(author)
+        .bind(&text)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        let event = Envelope::new(Event::MessageNoteAdded(MessageNoteAdded {
+            message_id: id,
+            conversation_id: conv,
+            author_id: author,
+            preview: text,
+            assignee_id: None,
+        }));
+        schema::enqueue(&mut tx, &event, &json!({})).await.unwrap();
+        tx.commit().await.unwrap();
+        committed.insert(id, Instant::now());
+    }
+    let sent_rate = total as f64 / started.elapsed().as_secs_f64();
+
+    // (c)
+    let ep_role = env
+        .create_role(&one.url, &admin.access, "bench-ep", &["inbox.read_all"])
+        .await;
+    let ep_user = env
+        .create_user(
+            &one.url,
+            &admin.access,
+            "bench-ep@fastprep.test",
+            &[&ep_role],
+        )
+        .await;
+    let ep_token = env
+        .sign_in(&one.url, "bench-ep@fastprep.test", USER_PASSWORD)
+        .await
+        .access;
+    let ep_sockets = [
+        listen(open(&one.url, &ep_token).await, stop_rx.clone()),
+        listen(open(&two.url, &ep_token).await, stop_rx.clone()),
+    ];
+    // Let the fan-out phase's last frames arrive first.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sets = [
+        vec!["inbox.read_all"],
+        vec!["inbox.read_all", "attachments.read"],
+    ];
+    let mut changes = Vec::with_capacity(args.changes);
+    for i in 0..args.changes {
+        let t0 = Instant::now();
+        env.set_role_permissions(&one.url, &admin.access, &ep_role, &sets[i % 2])
+            .await;
+        let answered = t0.elapsed();
+        let version: i64 = sqlx::query_scalar("SELECT perm_version FROM users WHERE id = $1::uuid")
+            .bind(&ep_user)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+        changes.push((t0, answered, version));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = stop_tx.send(true);
+    let [a, b] = ep_sockets;
+    let ep_heard = [a.await.unwrap(), b.await.unwrap()];
+    let mut heard = Vec::with_capacity(listeners.len());
+    for l in listeners {
+        heard.push(l.await.unwrap());
+    }
+
+    // Fan-out figures.
+    let mut fanout = Vec::with_capacity(total * heard.len());
+    let mut missing = 0usize;
+    let mut closed = 0usize;
+    for h in &heard {
+        if h.closed.is_some() {
+            closed += 1;
+        }
+        let mut got: HashMap<Uuid, Instant> = HashMap::with_capacity(h.messages.len());
+        for (id, at) in &h.messages {
+            got.insert(*id, *at);
+        }
+        for (id, t) in &committed {
+            match got.get(id) {
+                Some(at) => fanout.push(at.duration_since(*t).as_secs_f64() * 1000.0),
+                None => missing += 1,
+            }
+        }
+    }
+    fanout.sort_by(f64::total_cmp);
+    println!(
+        "(b) fan-out: {total} events at {sent_rate:.0}/s to {} sockets ({} frames): commit → frame p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; missing {missing}, sockets closed early {closed}",
+        heard.len(),
+        fanout.len(),
+        percentile(&fanout, 0.5),
+        percentile(&fanout, 0.99),
+        fanout.last().copied().unwrap_or(f64::NAN),
+    );
+
+    // ep.update figures: per change, when the frame was on both sockets.
+    let (mut both, mut answered_ms) = (Vec::new(), Vec::new());
+    let mut ep_missing = 0;
+    for (t0, answered, version) in &changes {
+        answered_ms.push(answered.as_secs_f64() * 1000.0);
+        let arrivals: Vec<Option<f64>> = ep_heard
+            .iter()
+            .map(|h| {
+                h.eps
+                    .iter()
+                    .find(|(v, _)| v == version)
+                    .map(|(_, at)| at.duration_since(*t0).as_secs_f64() * 1000.0)
+            })
+            .collect();
+        match (arrivals[0], arrivals[1]) {
+            (Some(a), Some(b)) => both.push(a.max(b)),
+            _ => ep_missing += 1,
+        }
+    }
+    both.sort_by(f64::total_cmp);
+    answered_ms.sort_by(f64::total_cmp);
+    println!(
+        "(c) ep.update: {} changes: admin request sent → frame on both instances' sockets p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; missing {ep_missing}; the admin's answer (which waits out the 100 ms memory lease) p50 {:.1} ms",
+        changes.len(),
+        percentile(&both, 0.5),
+        percentile(&both, 0.99),
+        both.last().copied().unwrap_or(f64::NAN),
+        percentile(&answered_ms, 0.5),
+    );
+    env.cleanup().await;
+    json!({
+        "sockets": args.sockets,
+        "memory_per_idle_socket_kib": per_socket,
+        "rss_kib_before": rss_before,
+        "rss_kib_after": rss_after,
+        "fanout": {"events": total, "rate": sent_rate, "commit_to_frame": ms(&fanout), "missing": missing, "closed_early": closed},
+        "ep_update": {"changes": changes.len(), "request_to_frame_on_both": ms(&both), "missing": ep_missing, "admin_answer": ms(&answered_ms)},
+    })
+}
