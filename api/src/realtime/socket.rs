@@ -20,9 +20,12 @@ use axum::{
     http::{HeaderMap, header},
     response::{IntoResponse, Response},
 };
+use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
+use std::task::Poll;
 use tokio::sync::broadcast::error::RecvError;
+use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 use uuid::Uuid;
 
 use super::hub::{Frame, Replay, Signal};
@@ -175,8 +178,10 @@ pub async fn upgrade(
     gateway.gauge.add(1, &[]);
     let slot = Slot(gateway.clone());
     let limits = &gateway.limits;
+    // Frames are written when flushed (a burst of frames in one write); the
+    // buffer is kept small so an idle socket stays small.
     ws.read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
+        .write_buffer_size(8 * 1024)
         .max_write_buffer_size(1024 * 1024)
         .max_message_size(limits.max_frame_bytes)
         .max_frame_size(limits.max_frame_bytes)
@@ -229,7 +234,7 @@ async fn serve(state: AppState, mut socket: WebSocket) {
     // Subscribed before anything is read from the ring, so nothing falls
     // between the replay and the live stream.
     let mut live = gateway.hub.subscribe();
-    let mut authz = state.authz.updates();
+    let authz = state.authz.updates();
     let first = tokio::time::timeout(limits.auth_timeout, first_frame(&mut socket)).await;
     let (claims, since) = match first {
         Ok(Ok(Some((token, since)))) => match state.keys.verify(&token) {
@@ -257,7 +262,7 @@ async fn serve(state: AppState, mut socket: WebSocket) {
         state,
         gateway,
     };
-    let outcome = session.run(&mut socket, &mut live, &mut authz, since).await;
+    let outcome = session.run(&mut socket, &mut live, authz, since).await;
     match outcome {
         Ok(()) => {}
         Err(c) => bye(socket, c).await,
@@ -321,7 +326,7 @@ impl Session {
         &mut self,
         socket: &mut WebSocket,
         live: &mut tokio::sync::broadcast::Receiver<Signal>,
-        authz: &mut tokio::sync::broadcast::Receiver<platform::authz_redis::UserUpdated>,
+        authz: tokio::sync::broadcast::Receiver<platform::authz_redis::UserUpdated>,
         since: Option<i64>,
     ) -> Result<(), Close> {
         let limits = self.gateway.limits.clone();
@@ -333,35 +338,34 @@ impl Session {
         if let Some(since) = since {
             self.replay(socket, since).await?;
         }
+        // The futures that stay pending between wake-ups live across loop
+        // turns: re-creating them would re-register a waiter (under a lock
+        // shared by every socket) at each frame.
         let shutdown = self.state.shutdown.clone();
+        let mut cancelled = std::pin::pin!(shutdown.cancelled());
+        let mut authz = BroadcastStream::new(authz);
         let mut ticks = tokio::time::interval(Duration::from_secs(1));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_ping = Instant::now();
         let mut last_check = Instant::now();
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => return Err(Close(close::RESTART, "restart")),
+                () = &mut cancelled => return Err(Close(close::RESTART, "restart")),
                 incoming = socket.recv() => match incoming {
                     Some(Ok(m)) => self.on_client(socket, m).await?,
                     Some(Err(_)) | None => return Ok(()),
                 },
-                signal = live.recv() => match signal {
-                    Ok(Signal::Frame(f)) => self.on_frame(socket, &f).await?,
-                    Ok(Signal::Reset(position)) => self.resync(socket, position).await?,
-                    Err(RecvError::Lagged(_)) => {
-                        // Too slow for the live channel: the ring has it.
-                        let from = self.cursor;
-                        self.replay(socket, from).await?;
-                    }
-                    Err(RecvError::Closed) => return Err(Close(close::RESTART, "restart")),
+                signal = live.recv() => {
+                    self.on_signal(socket, signal).await?;
+                    self.flush(socket).await?;
                 },
-                update = authz.recv() => match update {
-                    Ok(u) if u.user_id != self.user => {}
-                    Ok(_) | Err(RecvError::Lagged(_)) => {
+                update = authz.next() => match update {
+                    Some(Ok(u)) if u.user_id != self.user => {}
+                    Some(Ok(_) | Err(BroadcastStreamRecvError::Lagged(_))) => {
                         self.recheck(socket).await?;
                         last_check = Instant::now();
                     }
-                    Err(RecvError::Closed) => return Err(Close(close::RESTART, "restart")),
+                    None => return Err(Close(close::RESTART, "restart")),
                 },
                 _ = ticks.tick() => {
                     let now = chrono::Utc::now().timestamp();
@@ -387,12 +391,54 @@ impl Session {
         }
     }
 
-    async fn send(&self, socket: &mut WebSocket, m: Message) -> Result<(), Close> {
-        match tokio::time::timeout(self.gateway.limits.send_timeout, socket.send(m)).await {
-            Ok(Ok(())) => Ok(()),
-            // The peer is gone or not reading: end without a close frame.
-            _ => Err(Close(close::GONE_AWAY, "not_reading")),
+    /// One live signal; frames are buffered, the caller flushes.
+    async fn on_signal(
+        &mut self,
+        socket: &mut WebSocket,
+        signal: Result<Signal, RecvError>,
+    ) -> Result<(), Close> {
+        match signal {
+            Ok(Signal::Frame(f)) => self.on_frame(socket, &f).await,
+            Ok(Signal::Reset(position)) => self.resync(socket, position).await,
+            Err(RecvError::Lagged(_)) => {
+                // Too slow for the live channel: the ring has it.
+                let from = self.cursor;
+                self.replay(socket, from).await
+            }
+            Err(RecvError::Closed) => Err(Close(close::RESTART, "restart")),
         }
+    }
+
+    /// Runs a write to the socket, with the send timeout only when it has
+    /// to wait (the usual write completes at once, with no timer armed).
+    async fn io(
+        &self,
+        write: impl std::future::Future<Output = Result<(), axum::Error>>,
+    ) -> Result<(), Close> {
+        // The peer is gone or not reading: end without a close frame.
+        let gone = || Close(close::GONE_AWAY, "not_reading");
+        let mut write = std::pin::pin!(write);
+        if let Poll::Ready(done) = futures::poll!(&mut write) {
+            return done.map_err(|_| gone());
+        }
+        match tokio::time::timeout(self.gateway.limits.send_timeout, write).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(gone()),
+        }
+    }
+
+    /// Sends one frame now.
+    async fn send(&self, socket: &mut WebSocket, m: Message) -> Result<(), Close> {
+        self.io(socket.send(m)).await
+    }
+
+    /// Queues a frame for the next flush.
+    async fn feed(&self, socket: &mut WebSocket, m: Message) -> Result<(), Close> {
+        self.io(socket.feed(m)).await
+    }
+
+    async fn flush(&self, socket: &mut WebSocket) -> Result<(), Close> {
+        self.io(socket.flush()).await
     }
 
     fn visible(&self, f: &Frame) -> bool {
@@ -410,7 +456,7 @@ impl Session {
         }
         self.cursor = f.id;
         if self.visible(f) {
-            self.send(socket, Message::Text(f.text.clone())).await?;
+            self.feed(socket, Message::Text(f.text.clone())).await?;
         }
         Ok(())
     }
@@ -423,7 +469,7 @@ impl Session {
                 for f in frames {
                     self.on_frame(socket, &f).await?;
                 }
-                Ok(())
+                self.flush(socket).await
             }
             Replay::TooOld(position) => self.resync(socket, position).await,
         }

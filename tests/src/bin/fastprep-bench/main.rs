@@ -74,6 +74,9 @@ enum Bench {
     },
     /// WebSocket memory, event fan-out and ep.update latency.
     Realtime {
+        /// Who reads each event.
+        #[arg(long, value_enum, default_value_t = realtime::Audience::Scoped)]
+        audience: realtime::Audience,
         /// Open sockets, split between two API instances.
         #[arg(long, default_value_t = 1_000)]
         sockets: usize,
@@ -256,12 +259,14 @@ async fn main() {
             return;
         }
         Bench::Realtime {
+            audience,
             sockets,
             rate,
             seconds,
             changes,
         } => {
             let results = realtime::run(realtime::Args {
+                audience,
                 sockets,
                 rate,
                 seconds,
@@ -270,11 +275,14 @@ async fn main() {
             .await;
             std::fs::create_dir_all("bench-results").unwrap();
             std::fs::write(
-                "bench-results/realtime.json",
+                format!("bench-results/realtime-{}.json", audience.name()),
                 serde_json::to_string_pretty(&results).unwrap(),
             )
             .unwrap();
-            println!("figures written to bench-results/realtime.json");
+            println!(
+                "figures written to bench-results/realtime-{}.json",
+                audience.name()
+            );
             return;
         }
     };

@@ -26,7 +26,26 @@ use uuid::Uuid;
 
 use super::percentile;
 
+/// Who reads each event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Audience {
+    /// Its assignee's socket and the supervisors' (one socket in twenty).
+    Scoped,
+    /// Every socket.
+    Broadcast,
+}
+
+impl Audience {
+    pub fn name(self) -> &'static str {
+        match self {
+            Audience::Scoped => "scoped",
+            Audience::Broadcast => "broadcast",
+        }
+    }
+}
+
 pub struct Args {
+    pub audience: Audience,
     pub sockets: usize,
     pub rate: u64,
     pub seconds: u64,
@@ -52,6 +71,8 @@ struct FrameData {
 struct Heard {
     messages: Vec<(Uuid, Instant)>,
     eps: Vec<(i64, Instant)>,
+    /// Text frames read, timed or not.
+    frames: usize,
     closed: Option<String>,
 }
 
@@ -78,8 +99,14 @@ async fn open(api: &str, token: &str) -> Socket {
     }
 }
 
-/// Reads until `stop`, noting arrival times.
-fn listen(mut ws: Socket, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<Heard> {
+/// Reads until `stop`. A timed socket notes what arrived when; the others
+/// only read and count (the client shares the machine's two cores with
+/// everything it measures, so it parses no more than it needs).
+fn listen(
+    mut ws: Socket,
+    mut stop: watch::Receiver<bool>,
+    timed: bool,
+) -> tokio::task::JoinHandle<Heard> {
     tokio::spawn(async move {
         let mut heard = Heard::default();
         loop {
@@ -88,6 +115,10 @@ fn listen(mut ws: Socket, mut stop: watch::Receiver<bool>) -> tokio::task::JoinH
                 m = ws.next() => match m {
                     Some(Ok(Message::Text(t))) => {
                         let at = Instant::now();
+                        heard.frames += 1;
+                        if !timed {
+                            continue;
+                        }
                         let Ok(f) = serde_json::from_str::<FrameHead>(&t) else { continue };
                         match f.kind.as_str() {
                             "message.created" => {
@@ -134,31 +165,117 @@ pub async fn run(args: Args) -> Value {
     // A socket whose token is stale is held until a fresh token arrives;
     // the changes phase keeps its user stale for its whole length.
     let knobs = [("WS_REAUTH_GRACE", "10m".to_owned())];
-    let one = env.start_api(&knobs).await;
-    let two = env.start_api(&knobs).await;
-    env.start_consumer("relay", None, &[("RELAY_POLL_INTERVAL", "1s".into())])
-        .await;
-    let admin = env.admin_session(&one.url).await;
+    // Accounts are made on an instance of their own, stopped before the
+    // measurements: password hashing (argon2, 19 MiB a hash) would leave
+    // allocator caches behind in the instances whose memory is measured.
+    let setup = env.start_api(&knobs).await;
+    let admin = env.admin_session(&setup.url).await;
     println!(
         "realtime benchmark: {} sockets over two API instances, {} events/s for {} s, {} permission changes",
         args.sockets, args.rate, args.seconds, args.changes
     );
-    // Operators who read everything: every event reaches every socket.
-    let role = env
+    // The socket holders, written straight to the database with tokens
+    // minted with the deployment's secret (signing in a thousand users
+    // would be a thousand argon2 verifications, which is not what this
+    // measures). `scoped`: a team of operators, each with the conversations
+    // assigned to them, and supervisors reading everything (one in twenty):
+    // an event reaches its assignee and the supervisors. `broadcast`: every
+    // holder reads everything and every event reaches every socket.
+    let supervisors = match args.audience {
+        Audience::Scoped => (args.sockets / 20).max(1),
+        Audience::Broadcast => args.sockets,
+    };
+    let read_all = env
         .create_role(
-            &one.url,
+            &setup.url,
             &admin.access,
-            "bench-readers",
+            "bench-supervisors",
             &["inbox.read_all"],
         )
         .await;
-    let mut tokens = Vec::new();
-    for i in 0..20 {
-        let email = format!("reader{i}@fastprep.test");
-        env.create_user(&one.url, &admin.access, &email, &[&role])
-            .await;
-        tokens.push(env.sign_in(&one.url, &email, USER_PASSWORD).await.access);
-    }
+    let assigned = env
+        .create_role(
+            &setup.url,
+            &admin.access,
+            "bench-operators",
+            &["inbox.read_assigned", "inbox.reply"],
+        )
+        .await;
+    let keys = api::auth::jwt::Keys::new(
+        &secrecy::SecretString::from(fastprep_tests::env::JWT_SECRET),
+        Duration::from_secs(300),
+    )
+    .unwrap();
+    let holders: Vec<Uuid> = (0..args.sockets).map(|_| Uuid::now_v7()).collect();
+    let hash: String = sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1::uuid")
+        .bind(&admin.user_id)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    let roles: Vec<Uuid> = (0..args.sockets)
+        .map(|i| {
+            if i < supervisors {
+                &read_all
+            } else {
+                &assigned
+            }
+        })
+        .map(|r| r.parse().unwrap())
+        .collect();
+    sqlx::query(
+        "WITH u AS (
+           INSERT INTO users (id, email, display_name, password_hash)
+           SELECT id, 'holder-' || id || '@fastprep.test', 'Holder', $2 FROM unnest($1::uuid[]) AS id
+           RETURNING id)
+         INSERT INTO user_roles (user_id, role_id) SELECT * FROM unnest($1::uuid[], $3::uuid[])",
+    )
+    .bind(&holders)
+    .bind(&hash)
+    .bind(&roles)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    // One conversation per operator, assigned to them (under `broadcast`,
+    // a hundred unassigned ones).
+    let conversations: Vec<(Uuid, Option<Uuid>)> = if supervisors < args.sockets {
+        holders[supervisors..]
+            .iter()
+            .map(|h| (Uuid::now_v7(), Some(*h)))
+            .collect()
+    } else {
+        (0..100).map(|_| (Uuid::now_v7(), None)).collect()
+    };
+    sqlx::query(
+        "INSERT INTO conversations (id, tg_chat_id, title, assignee_id)
+         SELECT c.id, 500000 + c.n, 'bench ' || c.n, c.a
+         FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS c(id, a, n)",
+    )
+    .bind(conversations.iter().map(|c| c.0).collect::<Vec<_>>())
+    .bind(conversations.iter().map(|c| c.1).collect::<Vec<_>>())
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let tokens: Vec<String> = holders.iter().map(|h| keys.issue(*h, 1).unwrap()).collect();
+    let ep_role = env
+        .create_role(&setup.url, &admin.access, "bench-ep", &["inbox.read_all"])
+        .await;
+    let ep_user = env
+        .create_user(
+            &setup.url,
+            &admin.access,
+            "bench-ep@fastprep.test",
+            &[&ep_role],
+        )
+        .await;
+    let ep_token = env
+        .sign_in(&setup.url, "bench-ep@fastprep.test", USER_PASSWORD)
+        .await
+        .access;
+    env.proc(setup.idx).terminate(Duration::from_secs(10));
+    let one = env.start_api(&knobs).await;
+    let two = env.start_api(&knobs).await;
+    env.start_consumer("relay", None, &[("RELAY_POLL_INTERVAL", "1s".into())])
+        .await;
 
     // (a) After a warm-up (sockets opened and closed, so one-off
     // allocations of the upgrade path are made), the lowest of a few
@@ -166,7 +283,7 @@ pub async fn run(args: Args) -> Value {
     let mut warm = Vec::new();
     for i in 0..100 {
         let api = if i % 2 == 0 { &one.url } else { &two.url };
-        warm.push(open(api, &tokens[0]).await);
+        warm.push(open(api, &ep_token).await);
     }
     for mut ws in warm {
         let _ = ws.close(None).await;
@@ -183,7 +300,7 @@ pub async fn run(args: Args) -> Value {
     let opened = Instant::now();
     for i in 0..args.sockets {
         let api = if i % 2 == 0 { &one.url } else { &two.url };
-        sockets.push(open(api, &tokens[i % tokens.len()]).await);
+        sockets.push(open(api, &tokens[i]).await);
     }
     let open_secs = opened.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -209,68 +326,70 @@ pub async fn run(args: Args) -> Value {
         rss_after[1]
     );
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Under `broadcast`, every fifth socket is timed (half on each
+    // instance); under `scoped`, every socket.
     let listeners: Vec<_> = sockets
         .into_iter()
-        .map(|ws| listen(ws, stop_rx.clone()))
+        .enumerate()
+        .map(|(i, ws)| {
+            let timed = args.audience == Audience::Scoped || i % 5 == 0;
+            listen(ws, stop_rx.clone(), timed)
+        })
         .collect();
 
     // (b)
-    let conv = env.insert_conversation(424_242, None).await;
-    let conv: Uuid = conv.parse().unwrap();
     let author: Uuid = admin.user_id.parse().unwrap();
+    let mut rng = rand::rng();
     let total = (args.rate * args.seconds) as usize;
-    let mut committed: HashMap<Uuid, Instant> = HashMap::with_capacity(total);
     let mut every = tokio::time::interval(Duration::from_micros(1_000_000 / args.rate.max(1)));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let started = Instant::now();
+    // Each event its own transaction, started on its tick whether or not the
+    // previous commit has returned (a commit waits for its fsync).
+    let mut writers = Vec::with_capacity(total);
     for i in 0..total {
         every.tick().await;
-        let id = Uuid::now_v7();
-        let text = format!("bench note {i}: the SAT mock is on Saturday");
-        let mut tx = env.pool.begin().await.unwrap();
-        sqlx::query(
-            "INSERT INTO messages (id, conversation_id, direction, kind, author_id, text, status)
-             VALUES ($1, $2, 'out', 'note', $3, $4, 'internal')",
-        )
-        .bind(id)
-        .bind(conv)
-        .bind(author)
-        .bind(&text)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-        let event = Envelope::new(Event::MessageNoteAdded(MessageNoteAdded {
-            message_id: id,
-            conversation_id: conv,
-            author_id: author,
-            preview: text,
-            assignee_id: None,
+        let pool = env.pool.clone();
+        let (conv, assignee) =
+            conversations[rand::Rng::random_range(&mut rng, 0..conversations.len())];
+        writers.push(tokio::spawn(async move {
+            let id = Uuid::now_v7();
+            let text = format!("bench note {i}: the SAT mock is on Saturday");
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query(
+                "INSERT INTO messages (id, conversation_id, direction, kind, author_id, text, status)
+                 VALUES ($1, $2, 'out', 'note', $3, $4, 'internal')",
+            )
+            .bind(id)
+            .bind(conv)
+            .bind(author)
+            .bind(&text)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+            let event = Envelope::new(Event::MessageNoteAdded(MessageNoteAdded {
+                message_id: id,
+                conversation_id: conv,
+                author_id: author,
+                preview: text,
+                assignee_id: assignee,
+            }));
+            schema::enqueue(&mut tx, &event, &json!({})).await.unwrap();
+            tx.commit().await.unwrap();
+            (id, Instant::now(), assignee)
         }));
-        schema::enqueue(&mut tx, &event, &json!({})).await.unwrap();
-        tx.commit().await.unwrap();
-        committed.insert(id, Instant::now());
+    }
+    let mut committed: HashMap<Uuid, (Instant, Option<Uuid>)> = HashMap::with_capacity(total);
+    for w in writers {
+        let (id, at, assignee) = w.await.unwrap();
+        committed.insert(id, (at, assignee));
     }
     let sent_rate = total as f64 / started.elapsed().as_secs_f64();
 
     // (c)
-    let ep_role = env
-        .create_role(&one.url, &admin.access, "bench-ep", &["inbox.read_all"])
-        .await;
-    let ep_user = env
-        .create_user(
-            &one.url,
-            &admin.access,
-            "bench-ep@fastprep.test",
-            &[&ep_role],
-        )
-        .await;
-    let ep_token = env
-        .sign_in(&one.url, "bench-ep@fastprep.test", USER_PASSWORD)
-        .await
-        .access;
     let ep_sockets = [
-        listen(open(&one.url, &ep_token).await, stop_rx.clone()),
-        listen(open(&two.url, &ep_token).await, stop_rx.clone()),
+        listen(open(&one.url, &ep_token).await, stop_rx.clone(), true),
+        listen(open(&two.url, &ep_token).await, stop_rx.clone(), true),
     ];
     // Let the fan-out phase's last frames arrive first.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -304,25 +423,43 @@ pub async fn run(args: Args) -> Value {
     let mut fanout = Vec::with_capacity(total * heard.len());
     let mut missing = 0usize;
     let mut closed = 0usize;
-    for h in &heard {
+    let mut timed = 0usize;
+    let mut strays = 0usize;
+    let mut expected_frames = 0usize;
+    for (i, h) in heard.iter().enumerate() {
         if h.closed.is_some() {
             closed += 1;
         }
-        let mut got: HashMap<Uuid, Instant> = HashMap::with_capacity(h.messages.len());
-        for (id, at) in &h.messages {
-            got.insert(*id, *at);
+        let holder = holders[i];
+        let expected = if i < supervisors {
+            total
+        } else {
+            committed
+                .values()
+                .filter(|(_, a)| *a == Some(holder))
+                .count()
+        };
+        expected_frames += expected;
+        missing += expected.saturating_sub(h.frames);
+        if h.messages.is_empty() {
+            continue;
         }
-        for (id, t) in &committed {
-            match got.get(id) {
-                Some(at) => fanout.push(at.duration_since(*t).as_secs_f64() * 1000.0),
-                None => missing += 1,
+        timed += 1;
+        for (id, at) in &h.messages {
+            match committed.get(id) {
+                Some((t, a)) if i < supervisors || *a == Some(holder) => {
+                    fanout.push(at.duration_since(*t).as_secs_f64() * 1000.0);
+                }
+                _ => strays += 1,
             }
         }
     }
     fanout.sort_by(f64::total_cmp);
     println!(
-        "(b) fan-out: {total} events at {sent_rate:.0}/s to {} sockets ({} frames): commit → frame p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; missing {missing}, sockets closed early {closed}",
+        "(b) fan-out ({}): {total} events at {sent_rate:.0}/s to {} sockets ({supervisors} reading everything, the rest their assigned conversations), {expected_frames} frames due, {} read; timed on {timed} sockets ({} frames): commit → frame p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; frames missing {missing}, frames a socket should not have had {strays}, sockets closed early {closed}",
+        args.audience.name(),
         heard.len(),
+        heard.iter().map(|h| h.frames).sum::<usize>(),
         fanout.len(),
         percentile(&fanout, 0.5),
         percentile(&fanout, 0.99),
@@ -364,7 +501,7 @@ pub async fn run(args: Args) -> Value {
         "memory_per_idle_socket_kib": per_socket,
         "rss_kib_before": rss_before,
         "rss_kib_after": rss_after,
-        "fanout": {"events": total, "rate": sent_rate, "commit_to_frame": ms(&fanout), "missing": missing, "closed_early": closed},
+        "fanout": {"audience": args.audience.name(), "supervisors": supervisors, "events": total, "rate": sent_rate, "frames_due": expected_frames, "timed_sockets": timed, "commit_to_frame": ms(&fanout), "missing": missing, "strays": strays, "closed_early": closed},
         "ep_update": {"changes": changes.len(), "request_to_frame_on_both": ms(&both), "missing": ep_missing, "admin_answer": ms(&answered_ms)},
     })
 }
