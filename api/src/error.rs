@@ -163,12 +163,8 @@ fn code_for(status: StatusCode) -> &'static str {
 /// Middleware: gives every error response the uniform JSON body with the
 /// request id, including axum's own rejections (bad JSON, unknown route).
 pub async fn error_envelope(req: Request, next: Next) -> Response {
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    // Kept as the header value (no copy); read only for an error.
+    let request_id = req.headers().get("x-request-id").cloned();
     let resp = next.run(req).await;
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {
@@ -202,6 +198,10 @@ pub async fn error_envelope(req: Request, next: Next) -> Response {
             }
         }
     };
+    let request_id = request_id
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     let body =
         json!({"error": {"code": info.code, "message": info.message, "request_id": request_id}});
     let mut resp = (parts.status, Json(body)).into_response();

@@ -1,20 +1,24 @@
 //! HTTP server duration per route (`http_server_request_duration_seconds`).
 
-use std::time::Instant;
+use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use axum::{
     extract::{MatchedPath, Request, State},
+    http::Method,
     middleware::Next,
     response::Response,
 };
 use opentelemetry::{
-    KeyValue,
+    KeyValue, StringValue, Value,
     metrics::{Histogram, Meter},
 };
 
 #[derive(Clone)]
 pub struct HttpMetrics {
     duration: Histogram<f64>,
+    /// `http.route` values of the declared routes, made once: recording a
+    /// request copies no strings.
+    routes: Arc<HashMap<String, Value>>,
 }
 
 impl HttpMetrics {
@@ -28,7 +32,31 @@ impl HttpMetrics {
                     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                 ])
                 .build(),
+            routes: Arc::new(
+                crate::routes::table()
+                    .into_iter()
+                    .map(|r| {
+                        let route = format!("/api{}", r.path);
+                        let value =
+                            Value::String(StringValue::from(Arc::<str>::from(route.as_str())));
+                        (route, value)
+                    })
+                    .collect(),
+            ),
         }
+    }
+}
+
+fn method_name(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "_OTHER",
     }
 }
 
@@ -37,8 +65,9 @@ pub async fn record(State(metrics): State<HttpMetrics>, req: Request, next: Next
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().as_str().to_owned();
+        .and_then(|p| metrics.routes.get(p.as_str()).cloned())
+        .unwrap_or(Value::String(StringValue::from("unmatched")));
+    let method = method_name(req.method());
     let resp = next.run(req).await;
     metrics.duration.record(
         started.elapsed().as_secs_f64(),

@@ -212,6 +212,9 @@ fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
         request_id,
         trace_id = tracing::field::Empty,
     );
+    if span.is_disabled() || !req.headers().contains_key("traceparent") {
+        return span;
+    }
     let headers: std::collections::HashMap<String, String> = ["traceparent", "tracestate"]
         .iter()
         .filter_map(|k| {

@@ -298,9 +298,9 @@ pub async fn run(args: Args) -> Value {
     }
     let mut sockets = Vec::with_capacity(args.sockets);
     let opened = Instant::now();
-    for i in 0..args.sockets {
+    for (i, token) in tokens.iter().enumerate() {
         let api = if i % 2 == 0 { &one.url } else { &two.url };
-        sockets.push(open(api, &tokens[i]).await);
+        sockets.push(open(api, token).await);
     }
     let open_secs = opened.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(3)).await;
