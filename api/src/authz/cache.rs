@@ -123,7 +123,7 @@ impl Authorizer {
     }
 
     /// Every `authz.user.updated` this instance hears, for the WebSocket
-    /// gateway.
+    /// gateway, and a nil user id when some may have been missed.
     pub fn updates(&self) -> broadcast::Receiver<UserUpdated> {
         self.updates.subscribe()
     }
@@ -157,14 +157,14 @@ impl Authorizer {
                         Ok(m) => me.on_message(&m, &tick_channel, &mut last_seq),
                         Err(broadcast::error::RecvError::Lagged(n)) => {
                             tracing::warn!(missed = n, "invalidation listener lagged; dropping the local tier");
-                            me.clear_local();
+                            me.clear_local(true);
                             last_seq = None;
                         }
                         Err(broadcast::error::RecvError::Closed) => break,
                     },
                     _ = reconnects.recv() => {
                         tracing::info!("invalidation listener reconnected; dropping the local tier");
-                        me.clear_local();
+                        me.clear_local(true);
                         last_seq = None;
                     }
                 }
@@ -217,8 +217,9 @@ impl Authorizer {
             // The tick follows every invalidation it counts: having missed
             // one, or having gone unheard past the lease, the tier is dropped
             // before the lease is renewed.
+            let missed = last_seq.is_none_or(|last| last < seq);
             if *last_seq != Some(seq) || !self.lease_valid() {
-                self.clear_local();
+                self.clear_local(missed);
                 *last_seq = Some(seq);
             }
             self.lease_from.fetch_max(sent, Ordering::AcqRel);
@@ -234,7 +235,7 @@ impl Authorizer {
         match (update.seq, *last_seq) {
             (Some(seq), Some(last)) if seq > last + 1 => {
                 tracing::warn!(seq, last, "missed invalidations; dropping the local tier");
-                self.clear_local();
+                self.clear_local(true);
                 *last_seq = Some(seq);
             }
             (Some(seq), Some(last)) => *last_seq = Some(last.max(seq)),
@@ -261,10 +262,20 @@ impl Authorizer {
         }
     }
 
-    fn clear_local(&self) {
+    /// Drops the whole tier. When announcements may have been `missed`, the
+    /// WebSocket gateway is told too (a nil user id: every socket re-reads
+    /// its user's permissions).
+    fn clear_local(&self, missed: bool) {
         if let Ok(mut l) = self.local.write() {
             l.entries.clear();
             l.generation += 1;
+        }
+        if missed {
+            let _ = self.updates.send(UserUpdated {
+                user_id: Uuid::nil(),
+                perm_version: None,
+                seq: None,
+            });
         }
     }
 

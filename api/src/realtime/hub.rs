@@ -143,7 +143,9 @@ impl Hub {
             ring.frames.clear();
             ring.seen.clear();
             ring.floor = position;
-            ring.head = ring.head.max(position);
+            // Not the max: after a database restore the sequence restarts
+            // lower, and frames above the new position must not be refused.
+            ring.head = position;
         }
         let _ = self.live.send(Signal::Reset(position));
     }
@@ -185,6 +187,11 @@ impl Hub {
             };
             let consumed = self.consume(&conn, &instance, &shutdown).await;
             self.bound.store(false, Ordering::Release);
+            // Events are being missed from now on: until the queue is bound
+            // again, a resume cannot be answered as complete.
+            if let Ok(mut ring) = self.ring.write() {
+                ring.floor = i64::MAX;
+            }
             if let Err(e) = consumed {
                 tracing::warn!(error = %e, "realtime queue lost; reconnecting");
             }
@@ -391,6 +398,21 @@ mod tests {
         assert!(hub.push(frame(20)));
         assert!(ids(hub.since(10)).is_none(), "11 was dropped");
         assert_eq!(ids(hub.since(11)), Some(vec![13, 14, 20]));
+    }
+
+    #[tokio::test]
+    async fn a_stream_restarted_lower_takes_frames_again() {
+        let hub = hub(10);
+        hub.reset(100);
+        assert!(hub.push(frame(101)));
+        // A restored database: the sequence starts over below the head.
+        hub.reset(5);
+        assert!(hub.push(frame(6)), "a frame above the new position is kept");
+        assert_eq!(ids(hub.since(5)), Some(vec![6]));
+        assert!(
+            ids(hub.since(101)).is_none(),
+            "positions of the old stream are unknown"
+        );
     }
 
     #[tokio::test]

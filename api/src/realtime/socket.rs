@@ -223,6 +223,12 @@ struct Session {
     /// Set while the token in force is older than the user's permissions:
     /// nothing but `ep.update` is sent until a current token arrives.
     stale_since: Option<Instant>,
+    /// Set while the user's permissions could not be re-read after a change
+    /// was announced: frames are held (fail closed) and the read is retried
+    /// every second.
+    unverified_since: Option<Instant>,
+    /// A `resync` that fell due while frames were held: sent on release.
+    pending_resync: Option<i64>,
     bucket: TokenBucket,
     bad_frames: u32,
     last_heard: Instant,
@@ -256,6 +262,8 @@ async fn serve(state: AppState, mut socket: WebSocket) {
         ep,
         cursor: 0,
         stale_since: None,
+        unverified_since: None,
+        pending_resync: None,
         bucket: TokenBucket::new(limits.frames_per_second, limits.frame_burst),
         bad_frames: 0,
         last_heard: Instant::now(),
@@ -360,7 +368,9 @@ impl Session {
                     self.flush(socket).await?;
                 },
                 update = authz.next() => match update {
-                    Some(Ok(u)) if u.user_id != self.user => {}
+                    // A nil user id: the listener may have missed
+                    // announcements (lag, reconnect, gap); everyone re-reads.
+                    Some(Ok(u)) if u.user_id != self.user && !u.user_id.is_nil() => {}
                     Some(Ok(_) | Err(BroadcastStreamRecvError::Lagged(_))) => {
                         self.recheck(socket).await?;
                         last_check = Instant::now();
@@ -374,6 +384,12 @@ impl Session {
                     }
                     if self.stale_since.is_some_and(|t| t.elapsed() >= limits.stale_grace) {
                         return Err(Close(close::TOKEN_STALE, "token_stale"));
+                    }
+                    if let Some(since) = self.unverified_since {
+                        if since.elapsed() >= limits.stale_grace {
+                            return Err(Close(close::INTERNAL, "unavailable"));
+                        }
+                        self.recheck(socket).await?;
                     }
                     if self.last_heard.elapsed() >= limits.idle_timeout {
                         return Err(Close(close::GONE_AWAY, "heartbeat_timeout"));
@@ -449,8 +465,27 @@ impl Session {
         }
     }
 
+    /// Whether frames are held (a stale token, or permissions not re-read).
+    fn held(&self) -> bool {
+        self.stale_since.is_some() || self.unverified_since.is_some()
+    }
+
+    /// Ends a hold: the resync that fell due meanwhile, or the frames held.
+    async fn release(&mut self, socket: &mut WebSocket) -> Result<(), Close> {
+        if self.held() {
+            return Ok(());
+        }
+        match self.pending_resync.take() {
+            Some(position) => self.resync(socket, position).await,
+            None => {
+                let from = self.cursor;
+                self.replay(socket, from).await
+            }
+        }
+    }
+
     async fn on_frame(&mut self, socket: &mut WebSocket, f: &Frame) -> Result<(), Close> {
-        if f.id <= self.cursor || self.stale_since.is_some() {
+        if f.id <= self.cursor || self.held() {
             // Already sent, or held: a current token replays from the cursor.
             return Ok(());
         }
@@ -476,6 +511,12 @@ impl Session {
     }
 
     async fn resync(&mut self, socket: &mut WebSocket, position: i64) -> Result<(), Close> {
+        if self.held() {
+            // A client told to reload now would be refused (stale token):
+            // the resync waits for the release.
+            self.pending_resync = Some(position);
+            return Ok(());
+        }
         self.cursor = position;
         let text = json!({"id": position, "type": "resync", "data": {}}).to_string();
         self.send(socket, Message::Text(text.into())).await
@@ -503,19 +544,28 @@ impl Session {
         let ep = match self.state.authz.effective(self.user).await {
             Ok(Some(ep)) => ep,
             Ok(None) => return Err(Close(close::ACCOUNT_DISABLED, "account_disabled")),
-            Err(_) => return Ok(()),
+            Err(_) => {
+                // A change may have been announced that cannot be read:
+                // hold the stream rather than serve it under old rights.
+                self.unverified_since.get_or_insert_with(Instant::now);
+                return Ok(());
+            }
         };
         if !ep.active {
             return Err(Close(close::ACCOUNT_DISABLED, "account_disabled"));
         }
-        if ep.version == self.ep.version {
-            return Ok(());
+        let was_unverified = self.unverified_since.take().is_some();
+        if ep.version != self.ep.version {
+            self.ep = ep;
+            if self.ep.version > self.pv && self.stale_since.is_none() {
+                self.stale_since = Some(Instant::now());
+            }
+            self.send_ep(socket).await?;
         }
-        self.ep = ep;
-        if self.ep.version > self.pv && self.stale_since.is_none() {
-            self.stale_since = Some(Instant::now());
+        if was_unverified {
+            self.release(socket).await?;
         }
-        self.send_ep(socket).await
+        Ok(())
     }
 
     async fn on_client(&mut self, socket: &mut WebSocket, m: Message) -> Result<(), Close> {
@@ -562,13 +612,27 @@ impl Session {
         if claims.sub != self.user {
             return Err(Close(close::INVALID_TOKEN, "invalid_token"));
         }
-        self.ep = current_ep(&self.state, &claims).await?;
+        self.ep = match current_ep(&self.state, &claims).await {
+            Ok(ep) => ep,
+            // The permission store is down: keep the session as it is (its
+            // token may still be valid) and say so.
+            Err(Close(close::INTERNAL, _)) => {
+                return self
+                    .error(
+                        socket,
+                        "unavailable",
+                        "the token could not be checked; try again shortly",
+                    )
+                    .await;
+            }
+            Err(c) => return Err(c),
+        };
         self.pv = claims.pv;
         self.exp = claims.exp;
+        self.unverified_since = None;
         self.send_ep(socket).await?;
-        if self.stale_since.take().is_some() {
-            let from = self.cursor;
-            self.replay(socket, from).await?;
+        if self.stale_since.take().is_some() || self.pending_resync.is_some() {
+            self.release(socket).await?;
         }
         Ok(())
     }
