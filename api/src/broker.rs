@@ -1,5 +1,5 @@
-//! The API's RabbitMQ link, used for the health check (and, later, the
-//! realtime queue). Reconnects lazily.
+//! The API's RabbitMQ link for the health check. Reconnects lazily. (The
+//! realtime hub keeps its own connection, whose loss it handles itself.)
 
 use lapin::Connection;
 use tokio::sync::Mutex;

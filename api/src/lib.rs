@@ -1,5 +1,5 @@
-//! The FastPrep Admin API: REST under `/api` (and, later, the WebSocket
-//! gateway). `run` is what `main` and the tests both call.
+//! The FastPrep Admin API: REST under `/api` and the WebSocket gateway at
+//! `/api/ws`. `run` is what `main` and the tests both call.
 
 pub mod auth;
 pub mod authz;

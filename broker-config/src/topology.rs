@@ -313,11 +313,19 @@ pub async fn declare(channel: &Channel, t: &Topology) -> Result<(), DeclareError
     Ok(())
 }
 
-/// Declares an API instance's exclusive, auto-deleted realtime queue and binds it.
+/// Declares an API instance's exclusive, auto-deleted realtime queue and binds
+/// it, declaring the exchanges it binds to first (and nothing else: the work
+/// queues are the relay's and the consumers' to declare).
 pub async fn declare_realtime_queue(
     channel: &Channel,
     instance_id: &str,
 ) -> Result<String, DeclareError> {
+    let exchanges = Topology {
+        exchanges: topology().exchanges,
+        queues: Vec::new(),
+        bindings: Vec::new(),
+    };
+    declare(channel, &exchanges).await?;
     let name = realtime_queue_name(instance_id);
     channel
         .queue_declare(

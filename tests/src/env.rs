@@ -182,28 +182,25 @@ impl TestEnv {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 
-    /// Waits for a process's HTTP endpoint to answer.
+    /// Waits for a process's HTTP endpoint to answer, whatever the status.
     pub async fn wait_http(&self, url: &str) {
-        let client = self.http.raw().clone();
-        let url = url.to_owned();
-        crate::wait_for(&format!("{url} to answer"), Duration::from_secs(30), || {
-            let client = client.clone();
-            let url = url.clone();
-            async move { client.get(&url).send().await.ok().map(|_| ()) }
-        })
-        .await;
+        self.wait_answer(url, "answer", |_| true).await;
     }
 
     /// Waits for an endpoint to answer 2xx (a health check that passes).
     pub async fn wait_healthy(&self, url: &str) {
+        self.wait_answer(url, "pass", |s| s.is_success()).await;
+    }
+
+    async fn wait_answer(&self, url: &str, what: &str, ok: fn(reqwest::StatusCode) -> bool) {
         let client = self.http.raw().clone();
         let url = url.to_owned();
-        crate::wait_for(&format!("{url} to pass"), Duration::from_secs(30), || {
+        crate::wait_for(&format!("{url} to {what}"), Duration::from_secs(30), || {
             let client = client.clone();
             let url = url.clone();
             async move {
                 let status = client.get(&url).send().await.ok()?.status();
-                status.is_success().then_some(())
+                ok(status).then_some(())
             }
         })
         .await;

@@ -129,6 +129,30 @@ impl TestEnv {
         tg_message_id: i64,
         text: &str,
     ) -> Value {
+        self.sandbox_inbound(adapter, chat_id, tg_message_id, text, false)
+            .await
+    }
+
+    /// Injects the customer's edit of message `tg_message_id` to `text`.
+    pub async fn inject_edit(
+        &self,
+        adapter: &Started,
+        chat_id: i64,
+        tg_message_id: i64,
+        text: &str,
+    ) -> Value {
+        self.sandbox_inbound(adapter, chat_id, tg_message_id, text, true)
+            .await
+    }
+
+    async fn sandbox_inbound(
+        &self,
+        adapter: &Started,
+        chat_id: i64,
+        tg_message_id: i64,
+        text: &str,
+        edit: bool,
+    ) -> Value {
         let (status, body) = self
             .http
             .sandbox(
@@ -139,6 +163,7 @@ impl TestEnv {
                     "chat_id": chat_id,
                     "tg_message_id": tg_message_id,
                     "text": text,
+                    "edit": edit,
                     "sender": {"id": chat_id, "username": format!("user{chat_id}"), "first_name": "Test"},
                 })),
             )

@@ -164,6 +164,12 @@ impl Ws {
         }
     }
 
+    /// The underlying stream, for a client that reads frames itself (the
+    /// benchmark).
+    pub fn into_inner(self) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
+        self.stream
+    }
+
     pub async fn close(mut self) {
         let _ = self
             .stream

@@ -11,10 +11,7 @@
 
 use std::{
     collections::{HashSet, VecDeque},
-    sync::{
-        Arc, RwLock,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, RwLock},
     time::Duration,
 };
 
@@ -44,7 +41,6 @@ pub struct Frame {
     pub id: i64,
     /// The event's envelope id: a republished event is dropped by it.
     pub event_id: Uuid,
-    pub conversation_id: Uuid,
     /// Who sees it under `inbox.read_assigned`: the conversation's assignee
     /// when the event was written and, for a reassignment, the previous one.
     pub assignees: [Option<Uuid>; 2],
@@ -74,7 +70,7 @@ struct Ring {
     frames: VecDeque<Arc<Frame>>,
     seen: HashSet<Uuid>,
     /// Every event above this position is held (or was dropped by a full
-    /// ring, which raises it). `i64::MAX` until the queue is first bound.
+    /// ring, which raises it). `UNBOUND` while the queue is not bound.
     floor: i64,
     /// The highest position taken in.
     head: i64,
@@ -85,9 +81,10 @@ pub struct Hub {
     live: broadcast::Sender<Signal>,
     capacity: usize,
     pool: PgPool,
-    /// Whether the queue is bound and being consumed right now.
-    bound: AtomicBool,
 }
+
+/// The floor while the queue is not bound: no resume is complete.
+const UNBOUND: i64 = i64::MAX;
 
 /// Frames kept for resume by default.
 pub const DEFAULT_REPLAY_EVENTS: usize = 10_000;
@@ -99,19 +96,19 @@ impl Hub {
             ring: RwLock::new(Ring {
                 frames: VecDeque::new(),
                 seen: HashSet::new(),
-                floor: i64::MAX,
+                floor: UNBOUND,
                 head: 0,
             }),
             live,
             capacity: capacity.max(1),
             pool,
-            bound: AtomicBool::new(false),
         })
     }
 
-    /// Whether events are flowing in (the health check reports it).
+    /// Whether events are flowing in (the health check reports it): the
+    /// floor is known only while the queue is bound.
     pub fn is_bound(&self) -> bool {
-        self.bound.load(Ordering::Acquire)
+        self.ring.read().is_ok_and(|r| r.floor != UNBOUND)
     }
 
     /// New frames and resets from now on.
@@ -186,11 +183,10 @@ impl Hub {
                 return;
             };
             let consumed = self.consume(&conn, &instance, &shutdown).await;
-            self.bound.store(false, Ordering::Release);
             // Events are being missed from now on: until the queue is bound
             // again, a resume cannot be answered as complete.
             if let Ok(mut ring) = self.ring.write() {
-                ring.floor = i64::MAX;
+                ring.floor = UNBOUND;
             }
             if let Err(e) = consumed {
                 tracing::warn!(error = %e, "realtime queue lost; reconnecting");
@@ -209,7 +205,6 @@ impl Hub {
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
         let channel = conn.create_channel().await?;
-        topology::declare(&channel, &topology::topology()).await?;
         let queue = topology::declare_realtime_queue(&channel, instance).await?;
         channel.basic_qos(512, BasicQosOptions::default()).await?;
         let mut consumer = channel
@@ -227,7 +222,6 @@ impl Hub {
         .fetch_one(&self.pool)
         .await?;
         self.reset(position);
-        self.bound.store(true, Ordering::Release);
         tracing::info!(queue, position, "realtime stream bound");
         loop {
             let delivery = tokio::select! {
@@ -273,73 +267,69 @@ impl Hub {
         };
         // Each event names the conversation's assignee as of its write, so
         // every instance filters it alike, whatever the order it reads in.
-        let (kind, conversation_id, assignees, message) = match &envelope.event {
+        // Message frames carry the row as REST renders it.
+        let (kind, assignees, data) = match &envelope.event {
             Event::MessageOutgoing(e) => (
                 "message.created",
-                e.conversation_id,
                 [e.assignee_id, None],
-                Some(e.message_id),
+                Body::Message(e.message_id),
             ),
             Event::MessageReceived(e) => (
                 "message.created",
-                e.conversation_id,
                 [e.assignee_id, None],
-                Some(e.message_id),
+                Body::Message(e.message_id),
             ),
             Event::MessageNoteAdded(e) => (
                 "message.created",
-                e.conversation_id,
                 [e.assignee_id, None],
-                Some(e.message_id),
+                Body::Message(e.message_id),
             ),
             Event::MessageEdited(e) => (
                 "message.updated",
-                e.conversation_id,
                 [e.assignee_id, None],
-                Some(e.message_id),
+                Body::Message(e.message_id),
             ),
             Event::MessageStatus(e) => (
                 "message.status",
-                e.conversation_id,
                 [e.assignee_id, None],
-                None,
+                Body::Inline(json!({
+                    "message_id": e.message_id,
+                    "conversation_id": e.conversation_id,
+                    "status": e.status,
+                    "tg_message_id": e.tg_message_id,
+                    "error": e.error,
+                    "attempt": e.attempt,
+                    "retry_at": e.retry_at,
+                })),
             ),
             Event::ConversationUpdated(e) => (
                 "conversation.updated",
-                e.conversation_id,
                 [e.assignee_id, e.previous_assignee_id],
-                None,
+                Body::Inline(json!({"conversation_id": e.conversation_id, "changed": e.changed})),
             ),
             _ => return Ok(None),
         };
-        let data = match (&envelope.event, message) {
-            (_, Some(message_id)) => match messages::load_one(&self.pool, message_id).await? {
+        let data = match data {
+            Body::Inline(data) => data,
+            Body::Message(id) => match messages::load_one(&self.pool, id).await? {
                 Some(m) => serde_json::to_value(m).unwrap_or_default(),
                 None => return Ok(None),
             },
-            (Event::MessageStatus(e), None) => json!({
-                "message_id": e.message_id,
-                "conversation_id": e.conversation_id,
-                "status": e.status,
-                "tg_message_id": e.tg_message_id,
-                "error": e.error,
-                "attempt": e.attempt,
-                "retry_at": e.retry_at,
-            }),
-            (Event::ConversationUpdated(e), None) => {
-                json!({"conversation_id": e.conversation_id, "changed": e.changed})
-            }
-            _ => return Ok(None),
         };
         let text = json!({"id": id, "type": kind, "data": data}).to_string();
         Ok(Some(Frame {
             id,
             event_id: envelope.id,
-            conversation_id,
             assignees,
             text: text.into(),
         }))
     }
+}
+
+/// A frame's `data`: given by the event, or a message row to load.
+enum Body {
+    Inline(serde_json::Value),
+    Message(Uuid),
 }
 
 fn stream_id(delivery: &lapin::message::Delivery) -> Option<i64> {
@@ -359,7 +349,6 @@ mod tests {
         Frame {
             id,
             event_id: Uuid::now_v7(),
-            conversation_id: Uuid::nil(),
             assignees: [None, None],
             text: format!("{id}").into(),
         }

@@ -195,15 +195,22 @@ pub async fn get(
     Ok(Json(load(&mut conn, caller.id, id, scope).await?))
 }
 
-/// The Telegram chat of a conversation the caller may read; 404 for one that
-/// does not exist or is out of scope (its existence is not revealed).
+/// The Telegram chat and assignee of a conversation.
+#[derive(sqlx::FromRow)]
+pub struct Chat {
+    pub tg_chat_id: i64,
+    pub assignee_id: Option<Uuid>,
+}
+
+/// The chat of a conversation the caller may read; 404 for one that does not
+/// exist or is out of scope (its existence is not revealed).
 pub async fn visible_chat(
     conn: &mut sqlx::PgConnection,
     id: Uuid,
     scope: InboxScope,
-) -> ApiResult<i64> {
-    sqlx::query_scalar(
-        "SELECT tg_chat_id FROM conversations WHERE id = $1 AND ($2::uuid IS NULL OR assignee_id = $2)",
+) -> ApiResult<Chat> {
+    sqlx::query_as(
+        "SELECT tg_chat_id, assignee_id FROM conversations WHERE id = $1 AND ($2::uuid IS NULL OR assignee_id = $2)",
     )
     .bind(id)
     .bind(scope.assignee())

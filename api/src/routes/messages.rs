@@ -249,7 +249,7 @@ async fn write(
     let scope = caller.inbox_scope()?;
     let reply = Reply::try_from(input)?;
     let mut tx = state.pool.begin().await?;
-    let tg_chat_id = visible_chat(&mut tx, conversation_id, scope).await?;
+    let chat = visible_chat(&mut tx, conversation_id, scope).await?;
     let (kind_col, status) = match kind {
         Kind::Reply => ("text", "queued"),
         Kind::Note => ("note", "internal"),
@@ -290,16 +290,12 @@ async fn write(
         }
         return Ok((StatusCode::ACCEPTED, Json(existing)));
     };
-    let assignee_id: Option<Uuid> =
-        sqlx::query_scalar("SELECT assignee_id FROM conversations WHERE id = $1")
-            .bind(conversation_id)
-            .fetch_one(&mut *tx)
-            .await?;
+    let assignee_id = chat.assignee_id;
     let event = match kind {
         Kind::Reply => Event::MessageOutgoing(MessageOutgoing {
             message_id: message.id,
             conversation_id,
-            tg_chat_id,
+            tg_chat_id: chat.tg_chat_id,
             text: message.text.clone(),
             attachments: vec![],
             assignee_id,

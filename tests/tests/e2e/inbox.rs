@@ -224,6 +224,7 @@ async fn assignment_status_and_snooze_write_an_event_and_an_audit_row() {
         .access;
     let conv = contact_conversation(&env, 601, "Dana", None).await;
     let url = format!("{}/api/conversations/{conv}", api.url);
+    let patch = |body: Value| env.http.call(Method::PATCH, &url, Some(&op), Some(body));
     let events = |env: &TestEnv| {
         let pool = env.pool.clone();
         async move {
@@ -236,68 +237,28 @@ async fn assignment_status_and_snooze_write_an_event_and_an_audit_row() {
         }
     };
 
-    let (s, body) = env
-        .http
-        .call(
-            Method::PATCH,
-            &url,
-            Some(&op),
-            Some(json!({"assignee_id": op_id})),
-        )
-        .await;
+    let (s, body) = patch(json!({"assignee_id": op_id})).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["assignee_id"], op_id);
-    let (s, body) = env
-        .http
-        .call(
-            Method::PATCH,
-            &url,
-            Some(&op),
-            Some(json!({"status": "resolved"})),
-        )
-        .await;
+    let (s, body) = patch(json!({"status": "resolved"})).await;
     assert_eq!(
         (s, body["status"].clone()),
         (StatusCode::OK, json!("resolved"))
     );
     let until = chrono::Utc::now() + chrono::Duration::hours(3);
-    let (s, body) = env
-        .http
-        .call(
-            Method::PATCH,
-            &url,
-            Some(&op),
-            Some(json!({"snoozed_until": until})),
-        )
-        .await;
+    let (s, body) = patch(json!({"snoozed_until": until})).await;
     assert_eq!(
         (s, body["status"].clone()),
         (StatusCode::OK, json!("snoozed")),
         "{body}"
     );
-    let (s, body) = env
-        .http
-        .call(
-            Method::PATCH,
-            &url,
-            Some(&op),
-            Some(json!({"assignee_id": null})),
-        )
-        .await;
+    let (s, body) = patch(json!({"assignee_id": null})).await;
     assert_eq!(
         (s, body["assignee_id"].clone()),
         (StatusCode::OK, Value::Null)
     );
     // The same again changes nothing and announces nothing.
-    let (s, _) = env
-        .http
-        .call(
-            Method::PATCH,
-            &url,
-            Some(&op),
-            Some(json!({"assignee_id": null})),
-        )
-        .await;
+    let (s, _) = patch(json!({"assignee_id": null})).await;
     assert_eq!(s, StatusCode::OK);
 
     let written = events(&env).await;

@@ -22,7 +22,7 @@ use fred::{
 };
 use serde_json::{Value, json};
 
-use super::percentile;
+use super::{ms, percentile};
 
 pub struct Args {
     pub checks: usize,
@@ -317,7 +317,6 @@ pub async fn run(args: Args) -> Value {
     for v in [&mut first, &mut consumer, &mut answered] {
         v.sort_by(f64::total_cmp);
     }
-    let ms = |v: &[f64]| json!({"p50_ms": percentile(v, 0.5), "p99_ms": percentile(v, 0.99), "max_ms": v.last().copied().unwrap_or(f64::NAN), "samples": v.len()});
     println!(
         "    request sent → first authz.user.updated per holder (the API, before its commit): p50 {:.2} ms, p99 {:.2} ms",
         percentile(&first, 0.5),

@@ -92,6 +92,16 @@ enum Bench {
     },
 }
 
+/// p50, p99 and max of sorted milliseconds, for the JSON figures.
+fn ms(sorted: &[f64]) -> serde_json::Value {
+    json!({
+        "p50_ms": percentile(sorted, 0.50),
+        "p99_ms": percentile(sorted, 0.99),
+        "max_ms": sorted.last().copied().unwrap_or(f64::NAN),
+        "samples": sorted.len(),
+    })
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;

@@ -16,15 +16,15 @@ use std::{
 };
 
 use broker_config::{Envelope, Event, events::MessageNoteAdded};
-use fastprep_tests::{TestEnv, accounts::USER_PASSWORD};
-use futures::{SinkExt, StreamExt};
+use fastprep_tests::{TestEnv, accounts::USER_PASSWORD, ws::Ws};
+use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
-use super::percentile;
+use super::{ms, percentile};
 
 /// Who reads each event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -79,24 +79,9 @@ struct Heard {
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// An authenticated socket (its `ep.update` read), as the bare stream.
 async fn open(api: &str, token: &str) -> Socket {
-    let url = format!("{}/api/ws", api.replacen("http", "ws", 1));
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("websocket");
-    ws.send(Message::Text(
-        json!({"type": "auth", "token": token}).to_string().into(),
-    ))
-    .await
-    .expect("auth frame");
-    // The ep.update that answers the auth.
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) if t.contains("\"ep.update\"") => return ws,
-            Some(Ok(_)) => {}
-            other => panic!("socket closed before ep.update: {other:?}"),
-        }
-    }
+    Ws::connect(api, token).await.0.into_inner()
 }
 
 /// Reads until `stop`. A timed socket notes what arrived when; the others
@@ -148,15 +133,6 @@ fn listen(
         }
         let _ = ws.close(None).await;
         heard
-    })
-}
-
-fn ms(sorted: &[f64]) -> Value {
-    json!({
-        "p50_ms": percentile(sorted, 0.50),
-        "p99_ms": percentile(sorted, 0.99),
-        "max_ms": sorted.last().copied().unwrap_or(f64::NAN),
-        "samples": sorted.len(),
     })
 }
 
