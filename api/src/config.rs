@@ -15,9 +15,13 @@ pub struct Config {
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
     pub login_limits: crate::auth::ratelimit::LoginLimits,
+    /// Password hashes running at once (each holds 19 MiB and a core).
+    pub password_hash_concurrency: usize,
     pub trust_forwarded_for: bool,
     pub cors_origins: Vec<String>,
     pub ws_max_connections: usize,
+    /// Sockets one client address may hold before they authenticate.
+    pub ws_max_pending_per_client: usize,
     pub ws_reauth_grace: Duration,
     pub realtime_replay_events: usize,
     pub port: u16,
@@ -39,18 +43,26 @@ impl Config {
             database_max_connections: env.or("DATABASE_MAX_CONNECTIONS", 16)?,
             redis_url: env.required("REDIS_URL")?,
             amqp_url: env.required("AMQP_URL")?,
-            jwt_secret: env.secret_min_len("JWT_SECRET", 32)?,
+            jwt_secret: env.strong_secret("JWT_SECRET", 32)?,
             access_token_ttl,
             refresh_token_ttl: env
                 .duration_or("REFRESH_TOKEN_TTL", Duration::from_secs(14 * 86_400))?,
             login_limits: crate::auth::ratelimit::LoginLimits {
-                per_account: env.or("LOGIN_ACCOUNT_LIMIT", 5)?,
+                per_account_address: env.or("LOGIN_ACCOUNT_LIMIT", 5)?,
                 per_address: env.or("LOGIN_ADDRESS_LIMIT", 20)?,
+                account_slow_after: env.or("LOGIN_ACCOUNT_SLOW_AFTER", 20)?,
+                account_interval: env
+                    .duration_or("LOGIN_ACCOUNT_INTERVAL", Duration::from_secs(5))?,
                 window: env.duration_or("LOGIN_LIMIT_WINDOW", Duration::from_secs(900))?,
             },
+            password_hash_concurrency: env.or(
+                "PASSWORD_HASH_CONCURRENCY",
+                std::thread::available_parallelism().map_or(2, usize::from),
+            )?,
             trust_forwarded_for: env.or("TRUST_FORWARDED_FOR", false)?,
             cors_origins: env.list("CORS_ORIGINS"),
             ws_max_connections: env.or("WS_MAX_CONNECTIONS", 10_000)?,
+            ws_max_pending_per_client: env.or("WS_MAX_PENDING_PER_CLIENT", 8)?,
             ws_reauth_grace: env.duration_or("WS_REAUTH_GRACE", Duration::from_secs(15))?,
             realtime_replay_events: env.or(
                 "REALTIME_REPLAY_EVENTS",

@@ -37,6 +37,9 @@ pub enum ApiError {
     TooManyRequests { retry_after_secs: u64 },
     #[error("{what} unavailable: {cause}")]
     Unavailable { what: &'static str, cause: String },
+    /// Shedding load: the client should retry in a second.
+    #[error("{what} is busy")]
+    Busy { what: &'static str },
     #[error("internal error: {0}")]
     Internal(#[from] anyhow::Error),
 }
@@ -91,6 +94,11 @@ impl ApiError {
                 "unavailable",
                 format!("{what} is unavailable; nothing was changed, try again shortly"),
             ),
+            ApiError::Busy { what } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                format!("{what} is busy; nothing was changed, try again in a second"),
+            ),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -103,13 +111,23 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        if let sqlx::Error::Database(db) = &e
-            && db.is_unique_violation()
-        {
-            return ApiError::Conflict {
-                code: "conflict",
-                message: "a record with these values already exists".into(),
-            };
+        if let sqlx::Error::Database(db) = &e {
+            if db.is_unique_violation() {
+                return ApiError::Conflict {
+                    code: "conflict",
+                    message: "a record with these values already exists".into(),
+                };
+            }
+            // 22021: a NUL byte (or invalid UTF-8) in a text value. Inputs
+            // are checked field by field; this is the backstop for any
+            // field that was not.
+            if db.code().as_deref() == Some("22021") {
+                return ApiError::Unprocessable {
+                    code: "invalid_character",
+                    message: "a text value contains a NUL character, which cannot be stored"
+                        .into(),
+                };
+            }
         }
         ApiError::Internal(e.into())
     }
@@ -133,9 +151,16 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let mut resp = status.into_response();
-        if let ApiError::TooManyRequests { retry_after_secs } = &self {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        match &self {
+            ApiError::TooManyRequests { retry_after_secs } => {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            ApiError::Busy { .. } => {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
         }
         resp.extensions_mut().insert(ErrorInfo { code, message });
         resp

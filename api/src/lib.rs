@@ -41,6 +41,7 @@ pub struct AppState {
     pub keys: Arc<auth::jwt::Keys>,
     pub authz: Arc<authz::cache::Authorizer>,
     pub limiter: auth::ratelimit::LoginLimiter,
+    pub hasher: Arc<auth::password::Hasher>,
     pub auth: Arc<auth::AuthSettings>,
     pub gateway: Arc<realtime::socket::Gateway>,
     /// Cancelled when the instance stops (sockets close with 1012).
@@ -65,6 +66,7 @@ pub async fn state(
     let authz = authz::cache::Authorizer::new(
         pool.clone(),
         redis.clone(),
+        authz::EntryKey::derive(&config.jwt_secret),
         authz::cache::CacheSettings::default(),
         meter,
     );
@@ -98,13 +100,19 @@ pub async fn state(
             ..Default::default()
         },
         config.cors_origins.clone(),
-        config.ws_max_connections,
+        (config.ws_max_connections, config.ws_max_pending_per_client),
         meter,
     );
     tokio::spawn(purge_expired_sessions(pool.clone(), shutdown.clone()));
     tokio::spawn(wake_snoozed(pool.clone(), shutdown.clone()));
     Ok(AppState {
         limiter: auth::ratelimit::LoginLimiter::new(redis.clone(), config.login_limits.clone()),
+        hasher: Arc::new(auth::password::Hasher::new(
+            config.password_hash_concurrency,
+            // A queue of a few seconds' work; past it, 503 at once.
+            config.password_hash_concurrency * 32,
+            std::time::Duration::from_secs(5),
+        )),
         pool,
         redis,
         broker: Arc::new(broker::Broker::new(config.amqp_url.clone())),
@@ -195,7 +203,39 @@ pub fn router(state: AppState, config: &Config, metrics: http_metrics::HttpMetri
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(middleware::from_fn(drop_unusable_request_id))
         .with_state(state)
+}
+
+/// Longest client-chosen request id kept.
+const MAX_REQUEST_ID: usize = 64;
+
+/// A client's `x-request-id` is kept only when it is short and plain (1 to
+/// 64 of `A-Z a-z 0-9 . _ - :`); otherwise it is dropped and a fresh one is
+/// made, so answers and logs never carry what a client smuggled in.
+async fn drop_unusable_request_id(
+    mut req: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    let usable = |v: &axum::http::HeaderValue| {
+        let b = v.as_bytes();
+        (1..=MAX_REQUEST_ID).contains(&b.len())
+            && b
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b':'))
+    };
+    let headers = req.headers_mut();
+    let values = headers.get_all("x-request-id");
+    let mut iter = values.iter();
+    let keep = match (iter.next(), iter.next()) {
+        (None, _) => true,
+        (Some(v), None) => usable(v),
+        (Some(_), Some(_)) => false,
+    };
+    if !keep {
+        headers.remove("x-request-id");
+    }
+    next.run(req).await
 }
 
 /// The span of one request, a child of the caller's `traceparent` if any.
@@ -248,44 +288,4 @@ pub async fn run(
     Ok(())
 }
 
-/// Creates (or updates the password of) an admin account, idempotently.
-pub async fn ensure_admin(
-    pool: &PgPool,
-    email: &str,
-    password: &str,
-) -> anyhow::Result<uuid::Uuid> {
-    let email = email.trim().to_lowercase();
-    let hash = auth::password::hash(password)?;
-    let mut tx = pool.begin().await?;
-    let id: uuid::Uuid = sqlx::query_scalar(
-        "INSERT INTO users (id, email, display_name, password_hash) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (email) DO UPDATE SET password_hash = EXCLUDED.password_hash, is_active = true,
-             perm_version = users.perm_version + 1, updated_at = now()
-         RETURNING id",
-    )
-    .bind(uuid::Uuid::now_v7())
-    .bind(&email)
-    .bind("Administrator")
-    .bind(&hash)
-    .fetch_one(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO user_roles (user_id, role_id) SELECT $1, id FROM roles WHERE name = 'admin' ON CONFLICT DO NOTHING",
-    )
-    .bind(id)
-    .execute(&mut *tx)
-    .await?;
-    authz::change::audit(
-        &mut tx,
-        None,
-        "user.admin_ensured",
-        ("user", id.to_string()),
-        None,
-        Some(serde_json::json!({"email": email, "roles": ["admin"]})),
-        None,
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    tx.commit().await?;
-    Ok(id)
-}
+pub use auth::admin::{Ensured, ensure_admin};

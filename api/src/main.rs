@@ -18,7 +18,8 @@ struct Cli {
 enum Command {
     /// Serve the API on PORT (the default).
     Serve,
-    /// Create the admin account ADMIN_EMAIL / ADMIN_PASSWORD (idempotent).
+    /// Create the admin account ADMIN_EMAIL / ADMIN_PASSWORD, or reset it
+    /// (ending its sessions); with the same password it changes nothing.
     CreateAdmin,
 }
 
@@ -33,8 +34,14 @@ async fn main() -> anyhow::Result<()> {
             let email: String = env.required("ADMIN_EMAIL")?;
             let password: String = env.required("ADMIN_PASSWORD")?;
             let pool = schema::pool::connect(&url, 2).await?;
-            let id = api::ensure_admin(&pool, &email, &password).await?;
-            println!("admin {email} ready (id {id})");
+            match api::ensure_admin(&pool, &email, &password).await? {
+                api::Ensured::Created(id) => println!("admin {email} created (id {id})"),
+                api::Ensured::Unchanged(id) => println!("admin {email} ready (id {id})"),
+                api::Ensured::Reset { id, sessions_ended } => println!(
+                    "admin {email} reset (id {id}): password, activation and role set, \
+                     {sessions_ended} session(s) ended"
+                ),
+            }
             Ok(())
         }
         Command::Serve => {
@@ -48,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
             };
             let shutdown = platform::shutdown_token();
             let metrics_listener =
-                tokio::net::TcpListener::bind(("0.0.0.0", config.metrics_port)).await?;
+                tokio::net::TcpListener::bind((env.metrics_bind()?, config.metrics_port)).await?;
             tokio::spawn(platform::metrics_server::serve(
                 metrics_listener,
                 telemetry.clone(),

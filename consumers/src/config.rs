@@ -77,9 +77,7 @@ impl Config {
             prefetch: env.or("CONSUMER_PREFETCH", 100)?,
             concurrency: env.or("CONSUMER_CONCURRENCY", 16)?,
             tg_adapter_url: env.optional("TG_ADAPTER_URL")?,
-            tg_adapter_token: env
-                .optional::<String>("TG_ADAPTER_TOKEN")?
-                .map(SecretString::from),
+            tg_adapter_token: env.optional_strong_secret("TG_ADAPTER_TOKEN", 16)?,
             tg_adapter_timeout: env.duration_or("TG_ADAPTER_TIMEOUT", Duration::from_secs(10))?,
         })
     }

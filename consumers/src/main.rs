@@ -17,7 +17,8 @@ async fn main() -> anyhow::Result<()> {
     let _failpoints = fail::FailScenario::setup();
     let cli = Cli::parse();
     let telemetry = platform::Telemetry::init("fastprep-consumers")?;
-    let config = match Config::from_env(&platform::Env::process()) {
+    let env = platform::Env::process();
+    let config = match Config::from_env(&env) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("configuration error: {e}");
@@ -25,7 +26,7 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let shutdown = platform::shutdown_token();
-    let metrics_listener = tokio::net::TcpListener::bind(("0.0.0.0", config.metrics_port)).await?;
+    let metrics_listener = tokio::net::TcpListener::bind((env.metrics_bind()?, config.metrics_port)).await?;
     tracing::info!(addr = %metrics_listener.local_addr()?, "metrics listening");
     tokio::spawn(platform::metrics_server::serve(
         metrics_listener,

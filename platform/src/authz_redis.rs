@@ -2,7 +2,8 @@
 //! `authz-fanout` consumer (DESIGN §3, §6):
 //!
 //! - `authz:ep:{userId}`: a user's effective permissions with their
-//!   `perm_version` (JSON `{"v", "active", "permissions"}`);
+//!   `perm_version` (JSON `{"v", "active", "permissions", "mac"}`, sealed by
+//!   the API with a key Redis never sees: Redis cannot grant rights);
 //! - `authz:pv:{userId}`: the version floor. It only ever rises, and a cached
 //!   entry below it is ignored and cannot be written, so a slow reader can
 //!   never put an older version back over a newer one;
@@ -75,14 +76,16 @@ end
 return n
 "#;
 
-/// KEYS: entry, floor; ARGV: version, JSON, TTL. Writes the entry unless the
-/// floor or the entry already there is newer. Returns 1 when written.
+/// KEYS: entry, floor; ARGV: version, JSON, TTL, refused entry. Writes the
+/// entry unless the floor or the entry already there is newer; an entry
+/// equal to the refused one (its seal did not verify) does not count.
+/// Returns 1 when written.
 const WRITE_EP: &str = r"
 local v = tonumber(ARGV[1])
 local floor = tonumber(redis.call('GET', KEYS[2]) or '0')
 if v < floor then return 0 end
 local cur = redis.call('GET', KEYS[1])
-if cur then
+if cur and cur ~= ARGV[4] then
   local ok, decoded = pcall(cjson.decode, cur)
   if ok and type(decoded) == 'table' and tonumber(decoded.v) and tonumber(decoded.v) > v then
     return 0
@@ -146,13 +149,15 @@ impl Scripts {
     }
 
     /// Caches `json` as `user`'s entry at `version`, unless something newer
-    /// is known. Returns whether it was written.
+    /// is known; `refused` is an entry found there whose seal failed, which
+    /// is replaced whatever version it claims. Returns whether it was written.
     pub async fn write_ep(
         &self,
         redis: &Client,
         user: Uuid,
         version: i64,
         json: &str,
+        refused: Option<&str>,
     ) -> Result<bool, RedisError> {
         let written: i64 = self
             .write_ep
@@ -163,6 +168,7 @@ impl Scripts {
                     version.to_string(),
                     json.to_owned(),
                     EP_TTL_SECS.to_string(),
+                    refused.unwrap_or_default().to_owned(),
                 ],
             )
             .await?;

@@ -115,6 +115,54 @@ impl Env {
         Ok(SecretString::from(raw))
     }
 
+    /// Whether the process runs in explicit development mode
+    /// (`FASTPREP_ENV=development`, set by `scripts/dev` and the tests).
+    /// Anything else, unset included, is production.
+    pub fn is_development(&self) -> bool {
+        self.raw("FASTPREP_ENV")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("development"))
+    }
+
+    /// A required secret of at least `min_len` bytes that, outside
+    /// development mode, is neither a value published in this repository nor
+    /// obviously weak (see [`weakness`]).
+    pub fn strong_secret(&self, name: &str, min_len: usize) -> Result<SecretString, ConfigError> {
+        let secret = self.secret_min_len(name, min_len)?;
+        if !self.is_development()
+            && let Some(reason) = weakness(secrecy::ExposeSecret::expose_secret(&secret))
+        {
+            return Err(ConfigError::Invalid {
+                name: name.to_owned(),
+                reason: format!(
+                    "{reason}; generate one (e.g. `openssl rand -base64 48`), or set \
+                     FASTPREP_ENV=development on a development machine"
+                ),
+            });
+        }
+        Ok(secret)
+    }
+
+    /// An optional secret, held to [`Self::strong_secret`]'s rules when set.
+    pub fn optional_strong_secret(
+        &self,
+        name: &str,
+        min_len: usize,
+    ) -> Result<Option<SecretString>, ConfigError> {
+        match self.raw(name) {
+            None => Ok(None),
+            Some(_) => self.strong_secret(name, min_len).map(Some),
+        }
+    }
+
+    /// `METRICS_BIND`: the address `/metrics` listens on. Loopback unless
+    /// set: metrics describe the system and must reach only the scraper.
+    pub fn metrics_bind(&self) -> Result<std::net::IpAddr, ConfigError> {
+        self.or(
+            "METRICS_BIND",
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        )
+    }
+
     /// A comma-separated list; empty when unset.
     pub fn list(&self, name: &str) -> Vec<String> {
         self.raw(name)
@@ -127,6 +175,47 @@ impl Env {
             })
             .unwrap_or_default()
     }
+}
+
+/// Secrets published in this repository (`scripts/dev`, the test harness):
+/// anyone can sign with them, so production refuses them.
+const PUBLISHED_SECRETS: &[&str] = &[
+    "dev-only-jwt-secret-change-me-0123456789abcdef",
+    "dev-only-adapter-token-0123456789",
+    "dev-only-sandbox-token-0123456789",
+    "test-jwt-secret-0123456789abcdef0123456789",
+    "test-adapter-token-0123456789",
+    "test-sandbox-token-0123456789",
+];
+
+/// Words that mark a value as a placeholder.
+const PLACEHOLDERS: &[&str] = &[
+    "dev-only",
+    "change-me",
+    "changeme",
+    "example",
+    "placeholder",
+];
+
+/// Fewest distinct characters a production secret may have.
+const MIN_DISTINCT_CHARS: usize = 10;
+
+/// Why `secret` must not be used in production, if it must not.
+pub fn weakness(secret: &str) -> Option<&'static str> {
+    let lower = secret.trim().to_ascii_lowercase();
+    if PUBLISHED_SECRETS.iter().any(|p| lower == *p) {
+        return Some("is a development value published in the repository");
+    }
+    if PLACEHOLDERS.iter().any(|w| lower.contains(w)) {
+        return Some("looks like a placeholder");
+    }
+    let mut distinct: Vec<char> = secret.chars().collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() < MIN_DISTINCT_CHARS {
+        return Some("is too repetitive to be random");
+    }
+    None
 }
 
 fn parse<T>(name: &str, raw: &str) -> Result<T, ConfigError>
@@ -194,6 +283,26 @@ mod tests {
             env.duration_or("UNSET", Duration::from_secs(5)).unwrap(),
             Duration::from_secs(5)
         );
+    }
+
+    #[test]
+    fn published_and_weak_secrets_are_refused_outside_development() {
+        for bad in [
+            "dev-only-jwt-secret-change-me-0123456789abcdef",
+            "please-change-me-before-going-live-0000",
+            "a".repeat(64).as_str(),
+            "abababababababababababababababababab",
+        ] {
+            let prod = Env::from_pairs([("JWT_SECRET", bad)]);
+            let err = prod.strong_secret("JWT_SECRET", 32).unwrap_err().to_string();
+            assert!(err.contains("JWT_SECRET"), "{err}");
+            let dev = Env::from_pairs([("JWT_SECRET", bad), ("FASTPREP_ENV", "development")]);
+            assert!(dev.strong_secret("JWT_SECRET", 32).is_ok(), "{bad}");
+        }
+        let good = Env::from_pairs([("JWT_SECRET", "q8Xr2vN0pZt5LmKc7YwB1sHd9FjGa3Ue")]);
+        assert!(good.strong_secret("JWT_SECRET", 32).is_ok());
+        let prod = Env::from_pairs([("FASTPREP_ENV", "production")]);
+        assert!(!prod.is_development());
     }
 
     #[test]

@@ -11,6 +11,8 @@ use crate::{Proc, free_port, http::Client};
 pub const ADMIN_EMAIL: &str = "admin@fastprep.test";
 pub const ADMIN_PASSWORD: &str = "correct-horse-battery-staple";
 pub const ADAPTER_TOKEN: &str = "test-adapter-token-0123456789";
+/// Bearer of the sandbox adapter's `/sandbox` control routes.
+pub const SANDBOX_TOKEN: &str = "test-sandbox-token-0123456789";
 pub const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef0123456789";
 
 fn var(name: &str, default: &str) -> String {
@@ -122,6 +124,9 @@ impl TestEnv {
             ("AMQP_URL".into(), self.amqp_url()),
             ("JWT_SECRET".into(), JWT_SECRET.into()),
             ("TG_ADAPTER_TOKEN".into(), ADAPTER_TOKEN.into()),
+            ("SANDBOX_TOKEN".into(), SANDBOX_TOKEN.into()),
+            // The secrets above are published: only development mode takes them.
+            ("FASTPREP_ENV".into(), "development".into()),
             ("RUST_LOG".into(), "info,lapin=warn,sqlx=warn".into()),
             ("METRICS_PORT".into(), free_port().to_string()),
         ])

@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::env::ADAPTER_TOKEN;
+use crate::env::SANDBOX_TOKEN;
 
 #[derive(Clone)]
 pub struct Client {
@@ -98,7 +98,7 @@ impl Client {
         self.call(
             method,
             &format!("{adapter}{path}"),
-            Some(ADAPTER_TOKEN),
+            Some(SANDBOX_TOKEN),
             body,
         )
         .await

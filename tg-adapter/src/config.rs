@@ -4,7 +4,7 @@
 use std::{fmt, path::PathBuf, str::FromStr};
 
 use platform::{ConfigError, Env};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 /// Default HTTP port of the adapter.
 pub const DEFAULT_PORT: u16 = 8081;
@@ -71,8 +71,11 @@ pub struct Config {
     pub port: u16,
     /// `METRICS_PORT`: the `/metrics` server; `None` when set to 0.
     pub metrics_port: Option<u16>,
-    /// `TG_ADAPTER_TOKEN`: bearer token of every `/v1` and `/sandbox` route.
+    /// `TG_ADAPTER_TOKEN`: bearer token of every `/v1` route.
     pub token: SecretString,
+    /// `SANDBOX_TOKEN`: bearer token of the `/sandbox` control routes (sandbox
+    /// backend only); a different value from `TG_ADAPTER_TOKEN`.
+    pub sandbox_token: Option<SecretString>,
     /// `TG_BACKEND`.
     pub backend: BackendKind,
     /// `DATA_DIR`: idempotency store and sandbox log (created if missing).
@@ -93,10 +96,25 @@ impl Config {
         }
         let defaults = BudgetConfig::default();
         let metrics_port: u16 = env.or("METRICS_PORT", DEFAULT_METRICS_PORT)?;
+        let token = env.strong_secret("TG_ADAPTER_TOKEN", MIN_TOKEN_LEN)?;
+        let sandbox_token = match backend {
+            BackendKind::Sandbox => {
+                let t = env.strong_secret("SANDBOX_TOKEN", MIN_TOKEN_LEN)?;
+                if t.expose_secret() == token.expose_secret() {
+                    return Err(ConfigError::Invalid {
+                        name: "SANDBOX_TOKEN".into(),
+                        reason: "must differ from TG_ADAPTER_TOKEN".into(),
+                    });
+                }
+                Some(t)
+            }
+            BackendKind::Mtproto => None,
+        };
         Ok(Self {
             port: env.or("PORT", DEFAULT_PORT)?,
             metrics_port: (metrics_port != 0).then_some(metrics_port),
-            token: env.secret_min_len("TG_ADAPTER_TOKEN", MIN_TOKEN_LEN)?,
+            token,
+            sandbox_token,
             backend,
             data_dir: env.required("DATA_DIR")?,
             amqp_url: env.secret("AMQP_URL")?,
@@ -142,11 +160,11 @@ fn burst(env: &Env, name: &str, default: u32) -> Result<u32, ConfigError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use secrecy::ExposeSecret;
 
     fn base() -> Vec<(&'static str, &'static str)> {
         vec![
             ("TG_ADAPTER_TOKEN", "0123456789abcdef"),
+            ("SANDBOX_TOKEN", "fedcba9876543210"),
             ("TG_BACKEND", "sandbox"),
             ("DATA_DIR", "/tmp/x"),
             ("AMQP_URL", "amqp://localhost"),
@@ -168,6 +186,25 @@ mod tests {
         assert_eq!(c.backend, BackendKind::Sandbox);
         assert_eq!(c.budgets, BudgetConfig::default());
         assert_eq!(c.token.expose_secret(), "0123456789abcdef");
+    }
+
+    #[test]
+    fn the_sandbox_token_is_its_own_and_published_tokens_are_refused() {
+        let err = with(&[("SANDBOX_TOKEN", "0123456789abcdef")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("SANDBOX_TOKEN"), "{err}");
+        let err = with(&[("TG_ADAPTER_TOKEN", "dev-only-adapter-token-0123456789")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("TG_ADAPTER_TOKEN"), "{err}");
+        assert!(
+            with(&[
+                ("TG_ADAPTER_TOKEN", "dev-only-adapter-token-0123456789"),
+                ("FASTPREP_ENV", "development"),
+            ])
+            .is_ok()
+        );
     }
 
     #[test]

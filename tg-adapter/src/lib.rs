@@ -86,7 +86,10 @@ pub async fn run(
             backend,
             tasks: tasks.clone(),
         },
-        Some(sandbox),
+        config
+            .sandbox_token
+            .as_ref()
+            .map(|t| (sandbox, http::auth::BearerAuth::new(t))),
     );
     tracing::info!(
         addr = ?listener.local_addr().ok(),

@@ -1,4 +1,15 @@
-//! argon2id password hashing.
+//! argon2id password hashing, and [`Hasher`], which bounds how many hashes
+//! run at once: each takes 19 MiB and a core for tens of milliseconds, so an
+//! unbounded flood of sign-ins is a memory and CPU attack.
+
+use std::{
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
+
+use tokio::sync::Semaphore;
+
+use crate::error::{ApiError, ApiResult};
 
 use argon2::{
     Argon2,
@@ -31,17 +42,63 @@ pub fn dummy_hash() -> &'static str {
     DUMMY.get_or_init(|| hash("not-a-real-password-just-for-timing").unwrap_or_default())
 }
 
+/// Runs password hashes on the blocking pool, at most `concurrent` at a
+/// time. Callers queue for a slot; when `max_waiting` already queue, or the
+/// slot does not come within `wait`, the request is refused (503 `busy`)
+/// rather than held.
+pub struct Hasher {
+    slots: Semaphore,
+    waiting: AtomicUsize,
+    max_waiting: usize,
+    wait: Duration,
+}
+
+impl Hasher {
+    pub fn new(concurrent: usize, max_waiting: usize, wait: Duration) -> Self {
+        Self {
+            slots: Semaphore::new(concurrent.max(1)),
+            waiting: AtomicUsize::new(0),
+            max_waiting,
+            wait,
+        }
+    }
+
+    /// Runs `work` (a hash or a verification) in a slot.
+    pub async fn run<T, F>(&self, work: F) -> ApiResult<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let busy = || ApiError::Busy {
+            what: "password checking",
+        };
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(busy());
+        }
+        let slot = tokio::time::timeout(self.wait, self.slots.acquire()).await;
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        let _slot = match slot {
+            Ok(Ok(permit)) => permit,
+            _ => return Err(busy()),
+        };
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))
+    }
+}
+
 /// Shortest and longest password accepted.
 pub const MIN_LEN: usize = 12;
 pub const MAX_LEN: usize = 128;
 
 /// Refuses passwords outside the length policy (422).
-pub fn check_policy(password: &str) -> Result<(), crate::error::ApiError> {
+pub fn check_policy(password: &str) -> Result<(), ApiError> {
     let n = password.chars().count();
     if (MIN_LEN..=MAX_LEN).contains(&n) {
         Ok(())
     } else {
-        Err(crate::error::ApiError::Unprocessable {
+        Err(ApiError::Unprocessable {
             code: "weak_password",
             message: format!("a password must be {MIN_LEN} to {MAX_LEN} characters"),
         })
@@ -59,5 +116,39 @@ mod tests {
         assert!(verify("correct horse", &h));
         assert!(!verify("wrong horse", &h));
         assert!(!verify("x", "not a hash"));
+    }
+
+    #[tokio::test]
+    async fn the_hasher_bounds_concurrency_and_its_queue() {
+        let hasher = std::sync::Arc::new(Hasher::new(1, 1, Duration::from_millis(200)));
+        let running = std::sync::Arc::new(AtomicUsize::new(0));
+        let (busy_tx, busy_rx) = std::sync::mpsc::channel::<()>();
+        let first = {
+            let (hasher, running) = (hasher.clone(), running.clone());
+            tokio::spawn(async move {
+                hasher
+                    .run(move || {
+                        running.fetch_add(1, Ordering::SeqCst);
+                        let _ = busy_rx.recv_timeout(Duration::from_secs(5));
+                    })
+                    .await
+            })
+        };
+        while running.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // One waits for the slot (and gives up after 200 ms); a third finds
+        // the queue full at once.
+        let second = {
+            let hasher = hasher.clone();
+            tokio::spawn(async move { hasher.run(|| ()).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let third = hasher.run(|| ()).await;
+        assert!(matches!(third, Err(ApiError::Busy { .. })));
+        assert!(matches!(second.await.unwrap(), Err(ApiError::Busy { .. })));
+        busy_tx.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        hasher.run(|| ()).await.unwrap();
     }
 }

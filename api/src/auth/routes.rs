@@ -1,7 +1,7 @@
 //! `/api/auth/*`: sign-in, token refresh and rotation, sign-out, password
 //! change, and what the caller may do.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use axum::{
     Json,
@@ -12,7 +12,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{password, session};
+use super::{
+    password, session,
+    ratelimit::{Outcome, Target},
+};
 use crate::{
     AppState,
     authz::{change::AuthzChange, pep::Principal},
@@ -43,21 +46,6 @@ pub struct MeOut {
     pub perm_version: i64,
 }
 
-/// The client's address: the peer, or with `TRUST_FORWARDED_FOR` the last
-/// hop of `X-Forwarded-For` (the address the trusted proxy saw).
-fn client_addr(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-    if state.auth.trust_forwarded_for
-        && let Some(last) = headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .and_then(|v| v.trim().parse::<IpAddr>().ok())
-    {
-        return last;
-    }
-    peer.ip()
-}
-
 fn bad_credentials() -> ApiError {
     ApiError::Unauthorized {
         code: "invalid_credentials",
@@ -84,7 +72,8 @@ fn tokens(state: &AppState, user: MeOut, refresh_token: String) -> ApiResult<Tok
     })
 }
 
-/// `POST /auth/login`.
+/// `POST /auth/login`. The attempt is reserved with the throttle before the
+/// password is hashed, and counts as a failure unless it succeeds.
 pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -92,8 +81,14 @@ pub async fn login(
     Json(input): Json<LoginIn>,
 ) -> ApiResult<Json<TokensOut>> {
     let email = input.email.trim().to_lowercase();
-    let addr = client_addr(&state, peer, &headers);
-    state.limiter.check(&email, addr).await?;
+    if email.len() > 254 || email.chars().any(char::is_control) {
+        return Err(ApiError::Unprocessable {
+            code: "invalid_email",
+            message: "email is not a valid address".into(),
+        });
+    }
+    let addr = state.auth.client_addr(peer, &headers);
+    let reservation = state.limiter.reserve(Target::Login(&email), addr).await?;
     let row: Option<(Uuid, String, bool)> =
         sqlx::query_as("SELECT id, password_hash, is_active FROM users WHERE email = $1")
             .bind(&email)
@@ -103,17 +98,22 @@ pub async fn login(
         .as_ref()
         .map_or(password::dummy_hash().to_owned(), |r| r.1.clone());
     let candidate = input.password;
-    let ok = tokio::task::spawn_blocking(move || password::verify(&candidate, &stored))
+    let ok = match state
+        .hasher
+        .run(move || password::verify(&candidate, &stored))
         .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    let user = match row {
-        Some((id, _, true)) if ok => id,
-        _ => {
-            state.limiter.failed(&email, addr).await?;
-            return Err(bad_credentials());
+    {
+        Ok(ok) => ok,
+        Err(e) => {
+            state.limiter.release(reservation, Outcome::Undecided).await;
+            return Err(e);
         }
     };
-    state.limiter.succeeded(&email).await;
+    let user = match row {
+        Some((id, _, true)) if ok => id,
+        _ => return Err(bad_credentials()),
+    };
+    state.limiter.release(reservation, Outcome::Succeeded).await;
     let mut tx = state.pool.begin().await?;
     let (_, refresh) =
         session::issue(&mut tx, user, Uuid::now_v7(), state.auth.refresh_ttl).await?;
@@ -141,8 +141,12 @@ pub async fn refresh(
             perm_version,
         } => {
             tx.commit().await?;
+            // The token carries the version read under the token's row lock,
+            // never one read after the commit: a reuse detected after that
+            // commit bumps the version past this one, and so kills this
+            // access token too.
             let mut me = me_row(&state, user).await?;
-            me.perm_version = perm_version.max(me.perm_version);
+            me.perm_version = perm_version;
             Ok(Json(tokens(&state, me, secret)?))
         }
         session::Presented::Reused { user, family } => {
@@ -219,31 +223,53 @@ pub struct PasswordIn {
 }
 
 /// `POST /auth/password`: changes the caller's password, ends every session
-/// and returns a new one.
+/// and returns a new one. Guesses of the current password are throttled
+/// like sign-ins.
 pub async fn change_password(
     State(state): State<AppState>,
     caller: Principal,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Json(input): Json<PasswordIn>,
 ) -> ApiResult<Json<TokensOut>> {
     password::check_policy(&input.new_password)?;
+    let addr = state.auth.client_addr(peer, &headers);
+    let reservation = state
+        .limiter
+        .reserve(Target::CurrentPassword(caller.id), addr)
+        .await?;
     let stored: String = sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
         .bind(caller.id)
         .fetch_one(&state.pool)
         .await?;
     let current = input.current_password;
-    let ok = tokio::task::spawn_blocking(move || password::verify(&current, &stored))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    if !ok {
-        return Err(ApiError::Unprocessable {
-            code: "wrong_password",
-            message: "the current password is not correct".into(),
-        });
-    }
     let new = input.new_password;
-    let hash = tokio::task::spawn_blocking(move || password::hash(&new))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))??;
+    let checked = state
+        .hasher
+        .run(move || {
+            password::verify(&current, &stored)
+                .then(|| password::hash(&new))
+                .transpose()
+        })
+        .await;
+    let hash = match checked {
+        Ok(Ok(Some(hash))) => hash,
+        Ok(Ok(None)) => {
+            return Err(ApiError::Unprocessable {
+                code: "wrong_password",
+                message: "the current password is not correct".into(),
+            });
+        }
+        Ok(Err(e)) => {
+            state.limiter.release(reservation, Outcome::Undecided).await;
+            return Err(ApiError::Internal(e));
+        }
+        Err(e) => {
+            state.limiter.release(reservation, Outcome::Undecided).await;
+            return Err(e);
+        }
+    };
+    state.limiter.release(reservation, Outcome::Succeeded).await;
     let mut change = AuthzChange::begin(&state.pool, Some(caller.id)).await?;
     sqlx::query("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
         .bind(caller.id)

@@ -39,7 +39,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{Ep, PermSet};
+use super::{Ep, EntryError, EntryKey, PermSet};
 use crate::error::ApiError;
 
 /// Timing of the in-memory tier.
@@ -75,6 +75,7 @@ pub struct Authorizer {
     pool: PgPool,
     redis: RedisClient,
     scripts: Scripts,
+    key: EntryKey,
     settings: CacheSettings,
     instance: String,
     origin: Instant,
@@ -85,12 +86,14 @@ pub struct Authorizer {
     lookups: Counter<u64>,
     hit: [KeyValue; 1],
     miss: [KeyValue; 1],
+    refused: [KeyValue; 1],
 }
 
 impl Authorizer {
     pub fn new(
         pool: PgPool,
         redis: RedisClient,
+        key: EntryKey,
         settings: CacheSettings,
         meter: &opentelemetry::metrics::Meter,
     ) -> Arc<Self> {
@@ -99,6 +102,7 @@ impl Authorizer {
             pool,
             redis,
             scripts: Scripts::new(),
+            key,
             settings,
             instance: Uuid::now_v7().simple().to_string(),
             origin: Instant::now(),
@@ -114,6 +118,7 @@ impl Authorizer {
                 .build(),
             hit: [KeyValue::new("result", "hit")],
             miss: [KeyValue::new("result", "miss")],
+            refused: [KeyValue::new("result", "refused")],
         })
     }
 
@@ -307,6 +312,7 @@ impl Authorizer {
         let generation = self.local.read().map(|l| l.generation).unwrap_or(0);
         // The floor is read even when the entry is not wanted: nothing below
         // it may be cached anywhere.
+        let mut refused = None;
         let (cached, floor) = match tokio::time::timeout(
             self.settings.redis_timeout,
             Scripts::read(&self.redis, user),
@@ -315,10 +321,24 @@ impl Authorizer {
         {
             Ok(Ok((raw, floor))) => {
                 let floor = floor.unwrap_or(0);
-                let cached = raw
-                    .filter(|_| use_redis)
-                    .and_then(|r| Ep::from_json(user, &r))
-                    .filter(|ep| ep.version >= floor);
+                let cached = match raw.filter(|_| use_redis) {
+                    None => None,
+                    Some(raw) => match Ep::from_json(user, &raw, &self.key) {
+                        Ok(ep) => Some(ep).filter(|ep| ep.version >= floor),
+                        Err(e) => {
+                            if e == EntryError::Forged {
+                                tracing::warn!(
+                                    user = %user,
+                                    "cached permissions fail their seal (written without the key); \
+                                     refused and reloaded from the database"
+                                );
+                            }
+                            self.lookups.add(1, &self.refused);
+                            refused = Some(raw);
+                            None
+                        }
+                    },
+                };
                 (cached, Some(floor))
             }
             Ok(Err(e)) => {
@@ -342,8 +362,14 @@ impl Authorizer {
                 };
                 let ep = Arc::new(ep);
                 if floor.is_some_and(|f| ep.version >= f) {
-                    let json = ep.to_json();
-                    let write = self.scripts.write_ep(&self.redis, user, ep.version, &json);
+                    let json = ep.to_json(&self.key);
+                    let write = self.scripts.write_ep(
+                        &self.redis,
+                        user,
+                        ep.version,
+                        &json,
+                        refused.as_deref(),
+                    );
                     match tokio::time::timeout(self.settings.redis_timeout, write).await {
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) => tracing::warn!(error = %e, "EP not cached"),

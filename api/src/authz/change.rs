@@ -18,11 +18,11 @@ use serde_json::Value;
 use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::cache::Authorizer;
+use super::{PermSet, cache::Authorizer};
 use crate::error::{ApiError, ApiResult};
 
 /// Advisory lock key serialising authorization changes.
-const AUTHZ_LOCK: i64 = 0x6661_7374_617a_0001;
+pub const AUTHZ_LOCK: i64 = 0x6661_7374_617a_0001;
 
 /// The seeded `admin` role.
 pub const ADMIN_ROLE: Uuid = Uuid::from_u128(0x0000_0000_0000_7000_8000_0000_0000_0001);
@@ -158,6 +158,38 @@ impl AuthzChange {
     pub async fn emit(&mut self, event: Event) -> ApiResult<()> {
         schema::enqueue(&mut self.tx, &Envelope::new(event), &crate::trace_headers()).await?;
         Ok(())
+    }
+
+    /// A user's permissions as committed, read under the lock (so they
+    /// cannot change before this change commits).
+    pub async fn perms_of(&mut self, user: Uuid) -> ApiResult<PermSet> {
+        let keys: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT rp.permission_key FROM user_roles ur
+             JOIN role_permissions rp ON rp.role_id = ur.role_id
+             WHERE ur.user_id = $1",
+        )
+        .bind(user)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(PermSet::from_keys(keys.iter().map(String::as_str)))
+    }
+
+    /// Refuses (403 `outranked`) a change of `target`'s account by an actor
+    /// who lacks any permission `target` holds: otherwise a lesser account
+    /// could reset a greater one's password and sign in as it. Returns the
+    /// actor's permissions.
+    pub async fn ensure_actor_outranks(&mut self, target: Uuid) -> ApiResult<PermSet> {
+        let Some(actor) = self.actor else {
+            return Err(ApiError::Forbidden);
+        };
+        let mine = self.perms_of(actor).await?;
+        if actor != target && !mine.covers(self.perms_of(target).await?) {
+            return Err(ApiError::ForbiddenBecause {
+                code: "outranked",
+                message: "this user holds permissions you do not have, so you cannot change their account",
+            });
+        }
+        Ok(mine)
     }
 
     /// Refuses a change that would leave no active user holding `admin`.

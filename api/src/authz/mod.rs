@@ -7,7 +7,10 @@ pub mod cache;
 pub mod change;
 pub mod pep;
 
+use hmac::{Hmac, KeyInit, Mac};
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
 use uuid::Uuid;
 
 /// The permission catalogue (DESIGN §3), seeded by migration `m0002`.
@@ -98,6 +101,11 @@ impl PermSet {
         perms.iter().any(|p| self.contains(*p))
     }
 
+    /// Whether every permission of `other` is in this set.
+    pub fn covers(self, other: PermSet) -> bool {
+        other.0 & !self.0 == 0
+    }
+
     pub fn keys(self) -> Vec<&'static str> {
         Perm::ALL
             .into_iter()
@@ -117,31 +125,88 @@ pub struct Ep {
     pub perms: PermSet,
 }
 
-/// The cached form, `{"v", "active", "permissions"}`.
+/// The cached form, `{"v", "active", "permissions", "mac"}`.
 #[derive(Serialize, Deserialize)]
 struct EpJson {
     v: i64,
     active: bool,
     permissions: Vec<String>,
+    #[serde(default)]
+    mac: String,
+}
+
+/// Seals cached entries so that Redis cannot grant rights: each entry
+/// carries an HMAC-SHA256 over the user, version, active flag and
+/// permission bits, under a key derived from `JWT_SECRET` that Redis never
+/// sees. An entry whose tag does not verify is refused and reloaded from
+/// PostgreSQL. (Whoever holds `JWT_SECRET` can mint tokens anyway, so a key
+/// of its own would protect nothing more.)
+#[derive(Clone)]
+pub struct EntryKey(Hmac<Sha256>);
+
+/// Why a cached entry was not taken.
+#[derive(Debug, PartialEq, Eq)]
+pub enum EntryError {
+    /// Not an entry at all (a foreign or old format).
+    Unreadable,
+    /// Readable, but its tag does not verify: written by someone without
+    /// the key.
+    Forged,
+}
+
+impl EntryKey {
+    const LABEL: &'static [u8] = b"fastprep-admin authz cache entry v1";
+
+    pub fn derive(secret: &SecretString) -> Self {
+        let mut kdf = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.expose_secret().as_bytes())
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        kdf.update(Self::LABEL);
+        let key = kdf.finalize().into_bytes();
+        Self(
+            <Hmac<Sha256> as KeyInit>::new_from_slice(&key)
+                .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length")),
+        )
+    }
+
+    fn mac(&self, user: Uuid, version: i64, active: bool, perms: PermSet) -> Hmac<Sha256> {
+        let mut mac = self.0.clone();
+        mac.update(user.as_bytes());
+        mac.update(&version.to_be_bytes());
+        mac.update(&[u8::from(active)]);
+        mac.update(&perms.0.to_be_bytes());
+        mac
+    }
 }
 
 impl Ep {
-    pub fn to_json(&self) -> String {
+    /// The sealed cached form.
+    pub fn to_json(&self, key: &EntryKey) -> String {
+        let tag = key
+            .mac(self.user_id, self.version, self.active, self.perms)
+            .finalize()
+            .into_bytes();
         serde_json::to_string(&EpJson {
             v: self.version,
             active: self.active,
             permissions: self.perms.keys().into_iter().map(str::to_owned).collect(),
+            mac: hex::encode(tag),
         })
         .unwrap_or_default()
     }
 
-    pub fn from_json(user_id: Uuid, raw: &str) -> Option<Ep> {
-        let j: EpJson = serde_json::from_str(raw).ok()?;
-        Some(Ep {
+    /// Opens a cached entry of `user_id`, checking its seal (in constant time).
+    pub fn from_json(user_id: Uuid, raw: &str, key: &EntryKey) -> Result<Ep, EntryError> {
+        let j: EpJson = serde_json::from_str(raw).map_err(|_| EntryError::Unreadable)?;
+        let perms = PermSet::from_keys(j.permissions.iter().map(String::as_str));
+        let tag = hex::decode(&j.mac).map_err(|_| EntryError::Forged)?;
+        key.mac(user_id, j.v, j.active, perms)
+            .verify_slice(&tag)
+            .map_err(|_| EntryError::Forged)?;
+        Ok(Ep {
             user_id,
             version: j.v,
             active: j.active,
-            perms: PermSet::from_keys(j.permissions.iter().map(String::as_str)),
+            perms,
         })
     }
 
@@ -193,18 +258,66 @@ mod tests {
         assert!(!set.contains(Perm::InboxReadAll));
         assert!(set.any(&[Perm::OpsDlq, Perm::AuditRead]));
         assert_eq!(set.keys(), vec!["inbox.reply", "audit.read"]);
+        assert!(set.covers(PermSet::from_keys(["audit.read"])));
+        assert!(set.covers(PermSet::default()));
+        assert!(!set.covers(PermSet::from_keys(["audit.read", "ops.dlq"])));
+    }
+
+    fn key(secret: &str) -> EntryKey {
+        EntryKey::derive(&SecretString::from(secret))
     }
 
     #[test]
     fn cached_form_round_trips() {
+        let k = key("a-secret-of-some-length-0123456789");
         let ep = Ep {
             user_id: Uuid::now_v7(),
             version: 7,
             active: true,
             perms: PermSet::from_keys(["inbox.read_assigned"]),
         };
-        let back = Ep::from_json(ep.user_id, &ep.to_json()).unwrap();
+        let back = Ep::from_json(ep.user_id, &ep.to_json(&k), &k).unwrap();
         assert_eq!(back, ep);
         assert_eq!(back.inbox_scope(), Some(InboxScope::Assigned(ep.user_id)));
+    }
+
+    #[test]
+    fn a_cached_entry_changed_or_moved_without_the_key_is_refused() {
+        let k = key("a-secret-of-some-length-0123456789");
+        let ep = Ep {
+            user_id: Uuid::now_v7(),
+            version: 7,
+            active: true,
+            perms: PermSet::from_keys(["inbox.read_assigned"]),
+        };
+        let sealed = ep.to_json(&k);
+        let mut j: serde_json::Value = serde_json::from_str(&sealed).unwrap();
+        j["permissions"] = serde_json::json!(["inbox.read_assigned", "users.manage"]);
+        let granted = j.to_string();
+        let mut j: serde_json::Value = serde_json::from_str(&sealed).unwrap();
+        j["v"] = serde_json::json!(8);
+        let bumped = j.to_string();
+        let unsealed = r#"{"v":7,"active":true,"permissions":["users.manage"]}"#;
+        for raw in [granted.as_str(), bumped.as_str(), unsealed] {
+            assert_eq!(
+                Ep::from_json(ep.user_id, raw, &k),
+                Err(EntryError::Forged),
+                "{raw}"
+            );
+        }
+        // Another user's entry, or one sealed under another secret.
+        assert_eq!(
+            Ep::from_json(Uuid::now_v7(), &sealed, &k),
+            Err(EntryError::Forged)
+        );
+        let other = key("another-secret-of-some-length-0123");
+        assert_eq!(
+            Ep::from_json(ep.user_id, &ep.to_json(&other), &k),
+            Err(EntryError::Forged)
+        );
+        assert_eq!(
+            Ep::from_json(ep.user_id, "not json", &k),
+            Err(EntryError::Unreadable)
+        );
     }
 }

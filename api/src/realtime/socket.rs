@@ -5,8 +5,10 @@
 //! token expires or is revoked.
 
 use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
@@ -14,7 +16,7 @@ use std::{
 
 use axum::{
     extract::{
-        State,
+        ConnectInfo, State,
         ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade},
     },
     http::{HeaderMap, header},
@@ -101,7 +103,11 @@ pub struct Gateway {
     pub limits: Limits,
     pub origins: Vec<String>,
     pub max_connections: usize,
+    /// Sockets one client address may hold before they authenticate.
+    pub max_pending_per_client: usize,
     open: AtomicUsize,
+    /// Sockets not yet authenticated, per client address.
+    pending: Mutex<HashMap<IpAddr, usize>>,
     gauge: opentelemetry::metrics::UpDownCounter<i64>,
 }
 
@@ -110,7 +116,7 @@ impl Gateway {
         hub: Arc<super::hub::Hub>,
         limits: Limits,
         origins: Vec<String>,
-        max_connections: usize,
+        (max_connections, max_pending_per_client): (usize, usize),
         meter: &opentelemetry::metrics::Meter,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -118,7 +124,9 @@ impl Gateway {
             limits,
             origins,
             max_connections,
+            max_pending_per_client,
             open: AtomicUsize::new(0),
+            pending: Mutex::new(HashMap::new()),
             gauge: meter
                 .i64_up_down_counter("ws_connections")
                 .with_description("Open WebSocket connections")
@@ -143,6 +151,36 @@ impl Gateway {
     }
 }
 
+/// Counts a socket that has not authenticated yet, against its client's
+/// allowance, until it authenticates or ends: a client cannot hold the
+/// gateway's slots with handshakes that never sign in.
+struct Pending(Arc<Gateway>, IpAddr);
+
+impl Pending {
+    fn take(gateway: &Arc<Gateway>, client: IpAddr) -> Option<Self> {
+        let mut pending = gateway.pending.lock().ok()?;
+        let n = pending.entry(client).or_insert(0);
+        if *n >= gateway.max_pending_per_client {
+            return None;
+        }
+        *n += 1;
+        Some(Self(gateway.clone(), client))
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Ok(mut pending) = self.0.pending.lock()
+            && let Some(n) = pending.get_mut(&self.1)
+        {
+            *n -= 1;
+            if *n == 0 {
+                pending.remove(&self.1);
+            }
+        }
+    }
+}
+
 /// Counts a socket while it lives.
 struct Slot(Arc<Gateway>);
 
@@ -156,6 +194,7 @@ impl Drop for Slot {
 /// `GET /api/ws`.
 pub async fn upgrade(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -167,6 +206,12 @@ pub async fn upgrade(
         }
         .into_response();
     }
+    let Some(pending) = Pending::take(&gateway, state.auth.client_addr(peer, &headers)) else {
+        return ApiError::TooManyRequests {
+            retry_after_secs: gateway.limits.auth_timeout.as_secs().max(1),
+        }
+        .into_response();
+    };
     if gateway.open.fetch_add(1, Ordering::Relaxed) >= gateway.max_connections {
         gateway.open.fetch_sub(1, Ordering::Relaxed);
         return ApiError::Unavailable {
@@ -187,7 +232,7 @@ pub async fn upgrade(
         .max_frame_size(limits.max_frame_bytes)
         .on_upgrade(move |socket| async move {
             let _slot = slot;
-            serve(state, socket).await;
+            serve(state, socket, pending).await;
         })
 }
 
@@ -234,7 +279,7 @@ struct Session {
     last_heard: Instant,
 }
 
-async fn serve(state: AppState, mut socket: WebSocket) {
+async fn serve(state: AppState, mut socket: WebSocket, pending: Pending) {
     let gateway = state.gateway.clone();
     let limits = gateway.limits.clone();
     // Subscribed before anything is read from the ring, so nothing falls
@@ -255,6 +300,7 @@ async fn serve(state: AppState, mut socket: WebSocket) {
         Ok(ep) => ep,
         Err(c) => return bye(socket, c).await,
     };
+    drop(pending);
     let mut session = Session {
         user: claims.sub,
         pv: claims.pv,

@@ -41,6 +41,21 @@ pub async fn list(
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Json<Page<AuditOut>>> {
     let limit = super::cursor::limit(q.limit)?;
+    for (name, value) in [("target_type", &q.target_type), ("target_id", &q.target_id)] {
+        if value
+            .as_deref()
+            .is_some_and(|v| v.len() > 200 || v.contains('\0'))
+        {
+            return Err(ApiError::Unprocessable {
+                code: if name == "target_id" {
+                    "invalid_target_id"
+                } else {
+                    "invalid_target_type"
+                },
+                message: format!("{name} must be at most 200 bytes, with no NUL character"),
+            });
+        }
+    }
     let before: Option<i64> = q
         .cursor
         .as_deref()

@@ -120,11 +120,11 @@ pub async fn list(
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(|s| {
-                if s.chars().count() > 200 {
-                    Err(ApiError::bad_request(
-                        "invalid_query",
-                        "q must be at most 200 characters",
-                    ))
+                if s.chars().count() > 200 || s.contains('\0') {
+                    Err(ApiError::Unprocessable {
+                        code: "invalid_query",
+                        message: "q must be at most 200 characters, with no NUL character".into(),
+                    })
                 } else {
                     Ok(like_pattern(s))
                 }

@@ -188,6 +188,12 @@ impl TryFrom<CreateIn> for Reply {
         if input.text.trim().is_empty() {
             return Err(invalid("empty_text", "text must not be empty"));
         }
+        if input.text.contains('\0') {
+            return Err(invalid(
+                "invalid_text",
+                "text must not contain NUL characters",
+            ));
+        }
         if input.text.chars().count() > MAX_TEXT_CHARS {
             return Err(invalid(
                 "text_too_long",
@@ -195,10 +201,13 @@ impl TryFrom<CreateIn> for Reply {
             ));
         }
         let client_msg_id = input.client_msg_id.trim().to_owned();
-        if client_msg_id.is_empty() || client_msg_id.len() > MAX_CLIENT_MSG_ID {
+        if client_msg_id.is_empty()
+            || client_msg_id.len() > MAX_CLIENT_MSG_ID
+            || client_msg_id.chars().any(char::is_control)
+        {
             return Err(invalid(
                 "invalid_client_msg_id",
-                "client_msg_id must be 1 to 100 characters",
+                "client_msg_id must be 1 to 100 characters, none of them control characters",
             ));
         }
         Ok(Reply {

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::{
     AppState,
     auth::{password, session},
-    authz::{Perm, change::AuthzChange, pep::Principal},
+    authz::{PermSet, change::AuthzChange, pep::Principal},
     error::{ApiError, ApiResult},
 };
 
@@ -76,7 +76,7 @@ fn invalid(code: &'static str, message: &str) -> ApiError {
 fn check_email(raw: &str) -> ApiResult<String> {
     let email = raw.trim().to_lowercase();
     let ok = (3..=254).contains(&email.len())
-        && !email.chars().any(char::is_whitespace)
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
         && email
             .split_once('@')
             .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'));
@@ -89,29 +89,31 @@ fn check_email(raw: &str) -> ApiResult<String> {
 
 fn check_name(raw: &str) -> ApiResult<String> {
     let name = raw.trim();
-    if name.is_empty() || name.chars().count() > 100 {
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
         return Err(invalid(
             "invalid_display_name",
-            "display_name must be 1 to 100 characters",
+            "display_name must be 1 to 100 characters, none of them control characters",
         ));
     }
     Ok(name.to_owned())
 }
 
-async fn hash_password(password: String) -> ApiResult<String> {
+async fn hash_password(state: &AppState, password: String) -> ApiResult<String> {
     password::check_policy(&password)?;
-    tokio::task::spawn_blocking(move || password::hash(&password))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?
+    state
+        .hasher
+        .run(move || password::hash(&password))
+        .await?
         .map_err(ApiError::Internal)
 }
 
-/// Replaces the user's roles; every id must name an existing role, and the
-/// caller must hold every permission of each role added or removed (no one
-/// hands out, or takes away, rights they do not have themselves).
+/// Replaces the user's roles; every id must name an existing role, and
+/// `actor` (the caller's permissions, read under the change's lock) must
+/// hold every permission of each role added or removed (no one hands out,
+/// or takes away, rights they do not have themselves).
 async fn set_roles(
     conn: &mut PgConnection,
-    caller: &Principal,
+    actor: PermSet,
     user: Uuid,
     roles: &[Uuid],
 ) -> ApiResult<()> {
@@ -136,10 +138,7 @@ async fn set_roles(
     .bind(&distinct)
     .fetch_all(&mut *conn)
     .await?;
-    if granted
-        .iter()
-        .any(|k| Perm::parse(k).is_some_and(|p| !caller.has(p)))
-    {
+    if !actor.covers(PermSet::from_keys(granted.iter().map(String::as_str))) {
         return Err(ApiError::Forbidden);
     }
     sqlx::query("DELETE FROM user_roles WHERE user_id = $1")
@@ -185,7 +184,7 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<UserOut>)> {
     let email = check_email(&input.email)?;
     let display_name = check_name(&input.display_name)?;
-    let hash = hash_password(input.password).await?;
+    let hash = hash_password(&state, input.password).await?;
     let mut change = AuthzChange::begin(&state.pool, Some(caller.id)).await?;
     let id = Uuid::now_v7();
     let inserted = sqlx::query(
@@ -205,7 +204,8 @@ pub async fn create(
             message: "a user with this email already exists".into(),
         });
     }
-    set_roles(change.conn(), &caller, id, &input.role_ids).await?;
+    let actor = change.perms_of(caller.id).await?;
+    set_roles(change.conn(), actor, id, &input.role_ids).await?;
     let mut user = load(change.conn(), id).await?;
     user.perm_version = change
         .user_changed(id, "user.created", None, Some(snapshot(&user)))
@@ -230,14 +230,21 @@ pub async fn update(
     Path(id): Path<Uuid>,
     Json(input): Json<UpdateIn>,
 ) -> ApiResult<Json<UserOut>> {
+    if caller.id == id && input.password.is_some() {
+        return Err(ApiError::ForbiddenBecause {
+            code: "own_password",
+            message: "change your own password with POST /api/auth/password, which asks for the current one",
+        });
+    }
     let email = input.email.as_deref().map(check_email).transpose()?;
     let display_name = input.display_name.as_deref().map(check_name).transpose()?;
     let hash = match input.password {
-        Some(p) => Some(hash_password(p).await?),
+        Some(p) => Some(hash_password(&state, p).await?),
         None => None,
     };
     let mut change = AuthzChange::begin(&state.pool, Some(caller.id)).await?;
     let before = load(change.conn(), id).await?;
+    change.ensure_actor_outranks(id).await?;
     if let Some(email) = &email {
         let taken: Option<Uuid> =
             sqlx::query_scalar("SELECT id FROM users WHERE email = $1 AND id <> $2")
@@ -296,6 +303,7 @@ pub async fn deactivate(
 ) -> ApiResult<StatusCode> {
     let mut change = AuthzChange::begin(&state.pool, Some(caller.id)).await?;
     let before = load(change.conn(), id).await?;
+    change.ensure_actor_outranks(id).await?;
     if !before.is_active {
         return Ok(StatusCode::NO_CONTENT);
     }
@@ -323,16 +331,24 @@ pub struct RolesIn {
     pub role_ids: Vec<Uuid>,
 }
 
-/// `PUT /users/{id}/roles`: replaces the user's roles.
+/// `PUT /users/{id}/roles`: replaces the user's roles. No one changes their
+/// own, and the caller must hold every permission the user holds.
 pub async fn put_roles(
     State(state): State<AppState>,
     caller: Principal,
     Path(id): Path<Uuid>,
     Json(input): Json<RolesIn>,
 ) -> ApiResult<Json<UserOut>> {
+    if caller.id == id {
+        return Err(ApiError::ForbiddenBecause {
+            code: "own_roles",
+            message: "no one changes their own roles; ask another administrator",
+        });
+    }
     let mut change = AuthzChange::begin(&state.pool, Some(caller.id)).await?;
     let before = load(change.conn(), id).await?;
-    set_roles(change.conn(), &caller, id, &input.role_ids).await?;
+    let actor = change.ensure_actor_outranks(id).await?;
+    set_roles(change.conn(), actor, id, &input.role_ids).await?;
     change.ensure_an_admin_remains().await?;
     let mut after = load(change.conn(), id).await?;
     after.perm_version = change

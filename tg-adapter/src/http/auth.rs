@@ -1,4 +1,5 @@
-//! Bearer-token check for every `/v1` and `/sandbox` route, compared in
+//! Bearer-token check for the `/v1` routes and, with a token of its own, the
+//! `/sandbox` routes, compared in
 //! constant time (over SHA-256 digests, so the length does not leak either).
 
 use std::sync::Arc;

@@ -16,13 +16,21 @@ use crate::backend::SandboxBackend;
 use auth::BearerAuth;
 use error::ApiError;
 
-/// The whole router. `sandbox` is `Some` only with `TG_BACKEND=sandbox`.
-pub fn router(auth: BearerAuth, v1: v1::V1State, sandbox: Option<Arc<SandboxBackend>>) -> Router {
-    let mut protected = v1::router(v1);
-    if let Some(sandbox) = sandbox {
-        protected = protected.merge(sandbox::router(sandbox));
+/// The whole router. `sandbox` is `Some` only with `TG_BACKEND=sandbox`,
+/// with the token of its control routes (never the `/v1` one).
+pub fn router(
+    auth: BearerAuth,
+    v1: v1::V1State,
+    sandbox: Option<(Arc<SandboxBackend>, BearerAuth)>,
+) -> Router {
+    let mut protected =
+        v1::router(v1).layer(middleware::from_fn_with_state(auth, auth::require_bearer));
+    if let Some((sandbox, sandbox_auth)) = sandbox {
+        protected = protected.merge(
+            sandbox::router(sandbox)
+                .layer(middleware::from_fn_with_state(sandbox_auth, auth::require_bearer)),
+        );
     }
-    let protected = protected.layer(middleware::from_fn_with_state(auth, auth::require_bearer));
     Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .merge(protected)

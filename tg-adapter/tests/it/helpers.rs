@@ -10,6 +10,16 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 pub const TOKEN: &str = "test-token-0123456789";
+pub const SANDBOX_TOKEN: &str = "test-sandbox-token-0123456789";
+
+/// The bearer a path needs: the sandbox's own for its control routes.
+pub fn token_for(path: &str) -> &'static str {
+    if path.starts_with("/sandbox") {
+        SANDBOX_TOKEN
+    } else {
+        TOKEN
+    }
+}
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -47,6 +57,8 @@ impl App {
         let data_dir = data_dir.to_string_lossy().into_owned();
         let mut pairs: Vec<(String, String)> = [
             ("TG_ADAPTER_TOKEN", TOKEN),
+            ("SANDBOX_TOKEN", SANDBOX_TOKEN),
+            ("FASTPREP_ENV", "development"),
             ("TG_BACKEND", "sandbox"),
             ("DATA_DIR", data_dir.as_str()),
             ("AMQP_URL", AMQP_URL),
@@ -114,7 +126,7 @@ impl App {
         let response = self
             .client
             .get(self.url(path))
-            .bearer_auth(TOKEN)
+            .bearer_auth(token_for(path))
             .send()
             .await
             .unwrap();
@@ -125,7 +137,7 @@ impl App {
     pub async fn post(&self, path: &str, body: &Value) -> Response {
         self.client
             .post(self.url(path))
-            .bearer_auth(TOKEN)
+            .bearer_auth(token_for(path))
             .json(body)
             .send()
             .await

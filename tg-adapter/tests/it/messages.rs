@@ -46,6 +46,23 @@ async fn health_is_open_and_everything_else_needs_the_token() {
         .await
         .unwrap();
     assert_eq!(sandbox.status(), StatusCode::UNAUTHORIZED);
+    // Each token opens its own routes only.
+    let with_v1_token = app
+        .client
+        .get(app.url("/sandbox/sent"))
+        .bearer_auth(crate::helpers::TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_v1_token.status(), StatusCode::UNAUTHORIZED);
+    let with_sandbox_token = app
+        .client
+        .get(app.url("/v1/status"))
+        .bearer_auth(crate::helpers::SANDBOX_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_sandbox_token.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(app.sent().await["total_sends"], 0);
     app.stop().await;
 }

@@ -122,7 +122,7 @@ async fn latency_faults_listing_filters_and_reset() {
     let cleared = app
         .client
         .delete(app.url("/sandbox/faults"))
-        .bearer_auth(crate::helpers::TOKEN);
+        .bearer_auth(crate::helpers::SANDBOX_TOKEN);
     assert_eq!(cleared.send().await.unwrap().status(), StatusCode::OK);
     assert_eq!(app.get("/sandbox/faults").await, json!({"fail_next": 0}));
 
