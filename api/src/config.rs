@@ -26,6 +26,8 @@ pub struct Config {
     pub realtime_replay_events: usize,
     pub port: u16,
     pub metrics_port: u16,
+    /// `METRICS_BIND`: the address `/metrics` listens on (loopback by default).
+    pub metrics_bind: std::net::IpAddr,
 }
 
 impl Config {
@@ -70,6 +72,7 @@ impl Config {
             )?,
             port: env.or("PORT", 8080)?,
             metrics_port: env.or("METRICS_PORT", 9090)?,
+            metrics_bind: env.metrics_bind()?,
         })
     }
 }

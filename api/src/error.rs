@@ -124,8 +124,7 @@ impl From<sqlx::Error> for ApiError {
             if db.code().as_deref() == Some("22021") {
                 return ApiError::Unprocessable {
                     code: "invalid_character",
-                    message: "a text value contains a NUL character, which cannot be stored"
-                        .into(),
+                    message: "a text value contains a NUL character, which cannot be stored".into(),
                 };
             }
         }

@@ -220,8 +220,7 @@ async fn drop_unusable_request_id(
     let usable = |v: &axum::http::HeaderValue| {
         let b = v.as_bytes();
         (1..=MAX_REQUEST_ID).contains(&b.len())
-            && b
-                .iter()
+            && b.iter()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b':'))
     };
     let headers = req.headers_mut();

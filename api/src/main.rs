@@ -55,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
             };
             let shutdown = platform::shutdown_token();
             let metrics_listener =
-                tokio::net::TcpListener::bind((env.metrics_bind()?, config.metrics_port)).await?;
+                tokio::net::TcpListener::bind((config.metrics_bind, config.metrics_port)).await?;
             tokio::spawn(platform::metrics_server::serve(
                 metrics_listener,
                 telemetry.clone(),

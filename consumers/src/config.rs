@@ -14,6 +14,8 @@ pub struct Config {
     /// Needed by `authz-fanout` only.
     pub redis_url: Option<String>,
     pub metrics_port: u16,
+    /// `METRICS_BIND`: the address `/metrics` listens on (loopback by default).
+    pub metrics_bind: std::net::IpAddr,
     pub relay: RelayConfig,
     pub prefetch: u16,
     pub concurrency: usize,
@@ -73,6 +75,7 @@ impl Config {
             amqp_url: env.required("AMQP_URL")?,
             redis_url: env.optional("REDIS_URL")?,
             metrics_port: env.or("METRICS_PORT", 9090)?,
+            metrics_bind: env.metrics_bind()?,
             relay,
             prefetch: env.or("CONSUMER_PREFETCH", 100)?,
             concurrency: env.or("CONSUMER_CONCURRENCY", 16)?,

@@ -3,6 +3,8 @@
 //! replaces the message's text, keeps the old one in `message_edits` and
 //! writes `message.edited.v1`.
 
+use std::borrow::Cow;
+
 use async_trait::async_trait;
 use broker_config::{
     Context, Envelope, Event, Failure, Handler,
@@ -39,11 +41,41 @@ impl Handler for Inbound {
     }
 }
 
+/// PostgreSQL text (and JSON) cannot hold NUL, which Telegram text can:
+/// each NUL becomes U+FFFD, so such a message is stored and shown instead of
+/// failing for ever as a poison message.
+fn storable(u: &TgUpdateReceived) -> Cow<'_, TgUpdateReceived> {
+    let nul = |s: &Option<String>| s.as_deref().is_some_and(|s| s.contains('\0'));
+    if !(u.text.contains('\0')
+        || nul(&u.chat.title)
+        || nul(&u.sender.username)
+        || nul(&u.sender.first_name)
+        || nul(&u.sender.last_name))
+    {
+        return Cow::Borrowed(u);
+    }
+    let mut u = u.clone();
+    u.text = u.text.replace('\0', "\u{FFFD}");
+    for field in [
+        &mut u.chat.title,
+        &mut u.sender.username,
+        &mut u.sender.first_name,
+        &mut u.sender.last_name,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        *field = field.replace('\0', "\u{FFFD}");
+    }
+    Cow::Owned(u)
+}
+
 /// Stores one update; a `tg_message_id` already stored for the chat is a no-op.
 pub async fn store(
     u: &TgUpdateReceived,
     tx: &mut Transaction<'static, Postgres>,
 ) -> Result<Option<Uuid>, sqlx::Error> {
+    let u = &*storable(u);
     let contact_id: Uuid = sqlx::query_scalar(
         "INSERT INTO contacts (id, tg_user_id, username, first_name, last_name)
          VALUES ($1, $2, $3, $4, $5)

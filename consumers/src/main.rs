@@ -17,8 +17,7 @@ async fn main() -> anyhow::Result<()> {
     let _failpoints = fail::FailScenario::setup();
     let cli = Cli::parse();
     let telemetry = platform::Telemetry::init("fastprep-consumers")?;
-    let env = platform::Env::process();
-    let config = match Config::from_env(&env) {
+    let config = match Config::from_env(&platform::Env::process()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("configuration error: {e}");
@@ -26,7 +25,8 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let shutdown = platform::shutdown_token();
-    let metrics_listener = tokio::net::TcpListener::bind((env.metrics_bind()?, config.metrics_port)).await?;
+    let metrics_listener =
+        tokio::net::TcpListener::bind((config.metrics_bind, config.metrics_port)).await?;
     tracing::info!(addr = %metrics_listener.local_addr()?, "metrics listening");
     tokio::spawn(platform::metrics_server::serve(
         metrics_listener,

@@ -294,7 +294,10 @@ mod tests {
             "abababababababababababababababababab",
         ] {
             let prod = Env::from_pairs([("JWT_SECRET", bad)]);
-            let err = prod.strong_secret("JWT_SECRET", 32).unwrap_err().to_string();
+            let err = prod
+                .strong_secret("JWT_SECRET", 32)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("JWT_SECRET"), "{err}");
             let dev = Env::from_pairs([("JWT_SECRET", bad), ("FASTPREP_ENV", "development")]);
             assert!(dev.strong_secret("JWT_SECRET", 32).is_ok(), "{bad}");

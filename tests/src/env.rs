@@ -106,6 +106,18 @@ impl TestEnv {
         }
     }
 
+    /// A client of the shared Redis, connected.
+    pub async fn redis(&self) -> fred::prelude::Client {
+        use fred::interfaces::ClientLike;
+        let client = fred::prelude::Builder::from_config(
+            fred::prelude::Config::from_url(&self.services.redis).expect("redis url"),
+        )
+        .build()
+        .expect("redis client");
+        client.init().await.expect("redis connects");
+        client
+    }
+
     /// AMQP URL of this test's vhost on the real broker.
     pub fn amqp_url(&self) -> String {
         self.amqp_url_via(&self.services.amqp_host, self.services.amqp_port)
@@ -143,6 +155,33 @@ impl TestEnv {
         let proc = Proc::spawn(bin, args, env, self.dir.join(format!("{label}.log")));
         self.procs.push(proc);
         self.procs.len() - 1
+    }
+
+    /// Runs a binary of the workspace to its end with the base environment
+    /// plus `extra`; returns its exit status and everything it printed.
+    pub fn run_to_end(
+        &self,
+        bin: &str,
+        args: &[&str],
+        extra: &[(&str, String)],
+    ) -> (std::process::ExitStatus, String) {
+        let mut env = self.base_env();
+        for (k, v) in extra {
+            env.insert((*k).to_owned(), v.clone());
+        }
+        let out = std::process::Command::new(crate::process::bin_dir().join(bin))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(&env)
+            .output()
+            .unwrap_or_else(|e| panic!("run {bin}: {e}"));
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status, printed)
     }
 
     pub fn proc(&mut self, idx: usize) -> &mut Proc {

@@ -53,6 +53,7 @@ impl TestEnv {
             // with addresses and accounts of its own, sets real limits.
             ("LOGIN_ADDRESS_LIMIT", "1000000".to_owned()),
             ("LOGIN_ACCOUNT_LIMIT", "1000000".to_owned()),
+            ("LOGIN_ACCOUNT_SLOW_AFTER", "1000000".to_owned()),
         ];
         vars.extend(extra.iter().cloned());
         let idx = self.spawn("fastprep-api", &["serve"], &vars);

@@ -48,6 +48,17 @@ impl Ws {
             "origin",
             HeaderValue::from_str(origin).expect("origin header"),
         );
+        Self::upgrade(req).await
+    }
+
+    /// Opens a socket (no Origin); the HTTP status when refused.
+    pub async fn try_open(api: &str) -> Result<Ws, StatusCode> {
+        Self::upgrade(url(api).into_client_request().expect("request")).await
+    }
+
+    async fn upgrade(
+        req: tokio_tungstenite::tungstenite::handshake::client::Request,
+    ) -> Result<Ws, StatusCode> {
         match tokio_tungstenite::connect_async(req).await {
             Ok((stream, _)) => Ok(Ws { stream }),
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status()),

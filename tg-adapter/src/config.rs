@@ -71,6 +71,8 @@ pub struct Config {
     pub port: u16,
     /// `METRICS_PORT`: the `/metrics` server; `None` when set to 0.
     pub metrics_port: Option<u16>,
+    /// `METRICS_BIND`: the address `/metrics` listens on (loopback by default).
+    pub metrics_bind: std::net::IpAddr,
     /// `TG_ADAPTER_TOKEN`: bearer token of every `/v1` route.
     pub token: SecretString,
     /// `SANDBOX_TOKEN`: bearer token of the `/sandbox` control routes (sandbox
@@ -113,6 +115,7 @@ impl Config {
         Ok(Self {
             port: env.or("PORT", DEFAULT_PORT)?,
             metrics_port: (metrics_port != 0).then_some(metrics_port),
+            metrics_bind: env.metrics_bind()?,
             token,
             sandbox_token,
             backend,

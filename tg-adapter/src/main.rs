@@ -42,7 +42,7 @@ async fn serve(config: Config, telemetry: Telemetry) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding PORT {}", config.port))?;
     if let Some(port) = config.metrics_port {
-        let metrics = TcpListener::bind((platform::Env::process().metrics_bind()?, port))
+        let metrics = TcpListener::bind((config.metrics_bind, port))
             .await
             .with_context(|| format!("binding METRICS_PORT {port}"))?;
         tokio::spawn(platform::shutdown::supervise(

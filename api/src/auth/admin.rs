@@ -19,7 +19,10 @@ use crate::authz::change::{ADMIN_ROLE, AUTHZ_LOCK, audit};
 pub enum Ensured {
     Created(Uuid),
     /// Reset: password, activation or role changed; sessions ended.
-    Reset { id: Uuid, sessions_ended: u64 },
+    Reset {
+        id: Uuid,
+        sessions_ended: u64,
+    },
     /// Already so: nothing was written.
     Unchanged(Uuid),
 }
@@ -83,11 +86,7 @@ pub async fn ensure_admin(pool: &PgPool, email: &str, password: &str) -> anyhow:
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?
             };
-            (
-                id,
-                Ensured::Reset { id, sessions_ended },
-                !same_password,
-            )
+            (id, Ensured::Reset { id, sessions_ended }, !same_password)
         }
     };
     sqlx::query("INSERT INTO user_roles (user_id, role_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")

@@ -13,8 +13,9 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{
-    password, session,
+    password,
     ratelimit::{Outcome, Target},
+    session,
 };
 use crate::{
     AppState,

@@ -39,7 +39,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{Ep, EntryError, EntryKey, PermSet};
+use super::{EntryError, EntryKey, Ep, PermSet};
 use crate::error::ApiError;
 
 /// Timing of the in-memory tier.
@@ -113,7 +113,7 @@ impl Authorizer {
             lease_from: AtomicU64::new(0),
             updates,
             lookups: meter
-                .u64_counter("authz_ep_cache_total")
+                .u64_counter("authz_ep_cache")
                 .with_description("Effective-permission lookups by cache result")
                 .build(),
             hit: [KeyValue::new("result", "hit")],

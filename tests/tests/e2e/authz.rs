@@ -20,19 +20,11 @@ use fastprep_tests::{
 use fred::{
     clients::SubscriberClient,
     interfaces::{ClientLike, EventInterface, KeysInterface, PubsubInterface},
-    prelude::{Builder, Client as RedisClient, Config as RedisConfig},
+    prelude::{Builder, Config as RedisConfig},
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
-
-async fn redis(env: &TestEnv) -> RedisClient {
-    let client = Builder::from_config(RedisConfig::from_url(&env.services.redis).unwrap())
-        .build()
-        .unwrap();
-    client.init().await.unwrap();
-    client
-}
 
 async fn listen(
     env: &TestEnv,
@@ -328,7 +320,7 @@ async fn the_runbook_manual_invalidation_still_works() {
     };
     assert_eq!(ep(&env).await, json!(["inbox.read_all"]));
     assert_eq!(ep(&env).await, json!(["inbox.read_all"]));
-    let redis = redis(&env).await;
+    let redis = env.redis().await;
 
     // Someone edits the database by hand: the cache does not know.
     sqlx::query("INSERT INTO role_permissions VALUES ($1::uuid, 'audit.read')")

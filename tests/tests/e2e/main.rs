@@ -12,3 +12,6 @@ mod pipeline;
 mod realtime;
 mod relay;
 mod security;
+mod security_accounts;
+mod security_surface;
+mod security_throttle;

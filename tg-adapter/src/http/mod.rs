@@ -26,10 +26,9 @@ pub fn router(
     let mut protected =
         v1::router(v1).layer(middleware::from_fn_with_state(auth, auth::require_bearer));
     if let Some((sandbox, sandbox_auth)) = sandbox {
-        protected = protected.merge(
-            sandbox::router(sandbox)
-                .layer(middleware::from_fn_with_state(sandbox_auth, auth::require_bearer)),
-        );
+        protected = protected.merge(sandbox::router(sandbox).layer(
+            middleware::from_fn_with_state(sandbox_auth, auth::require_bearer),
+        ));
     }
     Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
