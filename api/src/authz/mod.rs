@@ -267,15 +267,20 @@ mod tests {
         EntryKey::derive(&SecretString::from(secret))
     }
 
-    #[test]
-    fn cached_form_round_trips() {
-        let k = key("a-secret-of-some-length-0123456789");
+    /// An operator's entry and the key that seals it.
+    fn sample() -> (Ep, EntryKey) {
         let ep = Ep {
             user_id: Uuid::now_v7(),
             version: 7,
             active: true,
             perms: PermSet::from_keys(["inbox.read_assigned"]),
         };
+        (ep, key("a-secret-of-some-length-0123456789"))
+    }
+
+    #[test]
+    fn cached_form_round_trips() {
+        let (ep, k) = sample();
         let back = Ep::from_json(ep.user_id, &ep.to_json(&k), &k).unwrap();
         assert_eq!(back, ep);
         assert_eq!(back.inbox_scope(), Some(InboxScope::Assigned(ep.user_id)));
@@ -283,13 +288,7 @@ mod tests {
 
     #[test]
     fn a_cached_entry_changed_or_moved_without_the_key_is_refused() {
-        let k = key("a-secret-of-some-length-0123456789");
-        let ep = Ep {
-            user_id: Uuid::now_v7(),
-            version: 7,
-            active: true,
-            perms: PermSet::from_keys(["inbox.read_assigned"]),
-        };
+        let (ep, k) = sample();
         let sealed = ep.to_json(&k);
         let mut j: serde_json::Value = serde_json::from_str(&sealed).unwrap();
         j["permissions"] = serde_json::json!(["inbox.read_assigned", "users.manage"]);
