@@ -58,6 +58,8 @@ pub enum Event {
     AuthzUserUpdated(AuthzUserUpdated),
     #[serde(rename = "tg.update.received.v1")]
     TgUpdateReceived(TgUpdateReceived),
+    #[serde(rename = "tg.session.changed.v1")]
+    TgSessionChanged(TgSessionChanged),
 }
 
 pub mod types {
@@ -72,6 +74,22 @@ pub mod types {
     pub const AUTHZ_ROLE_UPDATED: &str = "authz.role.updated.v1";
     pub const AUTHZ_USER_UPDATED: &str = "authz.user.updated.v1";
     pub const TG_UPDATE_RECEIVED: &str = "tg.update.received.v1";
+    pub const TG_SESSION_CHANGED: &str = "tg.session.changed.v1";
+
+    /// Every type above, for bounded metric labels.
+    pub const ALL: [&str; 11] = [
+        MESSAGE_OUTGOING,
+        MESSAGE_STATUS,
+        MESSAGE_DELIVERY_FAILED,
+        MESSAGE_RECEIVED,
+        MESSAGE_NOTE_ADDED,
+        MESSAGE_EDITED,
+        CONVERSATION_UPDATED,
+        AUTHZ_ROLE_UPDATED,
+        AUTHZ_USER_UPDATED,
+        TG_UPDATE_RECEIVED,
+        TG_SESSION_CHANGED,
+    ];
 }
 
 impl Event {
@@ -88,6 +106,7 @@ impl Event {
             Event::AuthzRoleUpdated(_) => AUTHZ_ROLE_UPDATED,
             Event::AuthzUserUpdated(_) => AUTHZ_USER_UPDATED,
             Event::TgUpdateReceived(_) => TG_UPDATE_RECEIVED,
+            Event::TgSessionChanged(_) => TG_SESSION_CHANGED,
         }
     }
 
@@ -105,6 +124,7 @@ impl Event {
             Event::AuthzRoleUpdated(_) => "role",
             Event::AuthzUserUpdated(_) => "user",
             Event::TgUpdateReceived(_) => "tg_chat",
+            Event::TgSessionChanged(_) => "tg_session",
         }
     }
 
@@ -120,6 +140,7 @@ impl Event {
             Event::AuthzRoleUpdated(e) => e.role_id.to_string(),
             Event::AuthzUserUpdated(e) => e.user_id.to_string(),
             Event::TgUpdateReceived(e) => e.chat.id.to_string(),
+            Event::TgSessionChanged(_) => "account".to_owned(),
         }
     }
 
@@ -335,6 +356,42 @@ pub struct TgUpdateReceived {
     /// edit's time, with `text` the new text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edited_at: Option<DateTime<Utc>>,
+}
+
+/// The state of the Telegram account's session (DESIGN §7, `GET /v1/status`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    /// Signed in; sends go out.
+    Authorized,
+    /// Signed out (revoked, expired, never logged in): nothing can be sent
+    /// until someone logs the account in again.
+    NeedsLogin,
+    /// Telegram asked the account to wait until `until`.
+    FloodWait,
+}
+
+impl SessionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Authorized => "authorized",
+            SessionState::NeedsLogin => "needs_login",
+            SessionState::FloodWait => "flood_wait",
+        }
+    }
+}
+
+/// The adapter's session changed state; published by the adapter itself
+/// (confirmed) at every change.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TgSessionChanged {
+    pub state: SessionState,
+    /// With `flood_wait`: when the wait ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<Utc>>,
+    /// The state before this change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<SessionState>,
 }
 
 #[cfg(test)]

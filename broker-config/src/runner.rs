@@ -84,11 +84,56 @@ pub enum Next {
     DeadLetter,
 }
 
+/// What the broker says about a delivery, beside its body.
+#[derive(Debug, Clone)]
+pub struct DeliveryInfo<'a> {
+    /// The AMQP `message_id` (the event id for everything the system publishes).
+    pub message_id: Option<String>,
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    /// `x-first-death-reason` of a dead letter: `rejected`, `delivery_limit`, `expired`, …
+    pub death_reason: Option<String>,
+    pub body: &'a [u8],
+}
+
+impl DeliveryInfo<'_> {
+    /// The work queue that dead-lettered this message, when it is a dead
+    /// letter (`fastprep.dlx` routes by the source queue's name).
+    pub fn dead_lettered_from(&self) -> Option<&str> {
+        (self.exchange == topology::DLX).then_some(self.routing_key)
+    }
+
+    fn of(delivery: &'_ Delivery) -> DeliveryInfo<'_> {
+        let death_reason = delivery
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get("x-first-death-reason").cloned())
+            .and_then(|v| match v {
+                AMQPValue::LongString(s) => Some(s.to_string()),
+                AMQPValue::ShortString(s) => Some(s.to_string()),
+                _ => None,
+            });
+        DeliveryInfo {
+            message_id: delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|s| s.to_string()),
+            exchange: delivery.exchange.as_str(),
+            routing_key: delivery.routing_key.as_str(),
+            death_reason,
+            body: &delivery.data,
+        }
+    }
+}
+
 /// A delivery as a handler sees it.
 pub struct Context<'a> {
     pub envelope: &'a Envelope,
     /// 1 for the first delivery, incremented by every retry.
     pub attempt: u32,
+    pub delivery: &'a DeliveryInfo<'a>,
 }
 
 /// A consumer: one queue, one handler.
@@ -103,6 +148,14 @@ pub trait Handler: Send + Sync + 'static {
         ctx: &Context<'_>,
         tx: &mut Transaction<'static, Postgres>,
     ) -> Result<(), Failure>;
+
+    /// A delivery whose body is not an event. The default dead-letters it,
+    /// since nothing can be done with it; a handler that needs only what the
+    /// broker says about the message (the alerts consumer counting dead
+    /// letters) may take it. No idempotency claim is made for it.
+    async fn handle_undecodable(&self, _delivery: &DeliveryInfo<'_>) -> Result<(), Failure> {
+        Err(Failure::permanent("undecodable message"))
+    }
 
     /// Deliveries with the same key are handled one at a time, in queue
     /// order (e.g. replies to one Telegram chat). `None`: no ordering.
@@ -295,13 +348,32 @@ impl<H: Handler> Shared<H> {
         let queue = self.handler.queue();
         let started = Instant::now();
         let attempt = attempt_of(&delivery);
+        let info = DeliveryInfo::of(&delivery);
         let envelope: Envelope = match decoded {
             Ok(env) => env,
             Err(e) => {
-                tracing::error!(queue, error = %e, "undecodable message; dead-lettering");
-                self.reject(&delivery).await;
+                let outcome = match self.handler.handle_undecodable(&info).await {
+                    Ok(()) => {
+                        self.ack(&delivery).await;
+                        Outcome::Ack
+                    }
+                    Err(Failure::Retryable { reason, .. }) if self.policy.should_retry(attempt) => {
+                        tracing::warn!(
+                            queue,
+                            reason,
+                            "undecodable message not taken yet; retrying"
+                        );
+                        let delay = tier_for(self.policy.delay(attempt, None));
+                        self.park(&delivery, attempt + 1, delay).await
+                    }
+                    Err(_) => {
+                        tracing::error!(queue, error = %e, "undecodable message; dead-lettering");
+                        self.reject(&delivery).await;
+                        Outcome::Dead
+                    }
+                };
                 self.metrics
-                    .record(queue, Outcome::Dead, started.elapsed().as_secs_f64());
+                    .record(queue, outcome, started.elapsed().as_secs_f64());
                 return;
             }
         };
@@ -323,6 +395,7 @@ impl<H: Handler> Shared<H> {
             let ctx = Context {
                 envelope: &envelope,
                 attempt,
+                delivery: &info,
             };
             match self.claim_and_handle(&ctx).await {
                 Ok(Step::Done(outcome)) => {

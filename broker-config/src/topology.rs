@@ -46,7 +46,8 @@ pub const AUTHZ_FANOUT: WorkQueue = WorkQueue {
 };
 pub const ALERTS: WorkQueue = WorkQueue {
     name: "alerts",
-    bindings: &["message.delivery_failed.*"],
+    // Session keys have four words (`tg.session.changed.v1`).
+    bindings: &["message.delivery_failed.*", "tg.session.#"],
     receives_dead_letters: true,
 };
 pub const INBOUND: WorkQueue = WorkQueue {

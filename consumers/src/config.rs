@@ -22,6 +22,9 @@ pub struct Config {
     pub tg_adapter_url: Option<String>,
     pub tg_adapter_token: Option<SecretString>,
     pub tg_adapter_timeout: Duration,
+    pub alerts: crate::alerts::AlertSettings,
+    /// `SLACK_WEBHOOK_URL`: where alerts go; unset, they are logged only.
+    pub slack_webhook_url: Option<SecretString>,
 }
 
 /// Settings of the outbox relay (DESIGN §5).
@@ -82,6 +85,28 @@ impl Config {
             tg_adapter_url: env.optional("TG_ADAPTER_URL")?,
             tg_adapter_token: env.optional_strong_secret("TG_ADAPTER_TOKEN", 16)?,
             tg_adapter_timeout: env.duration_or("TG_ADAPTER_TIMEOUT", Duration::from_secs(10))?,
+            alerts: crate::alerts::AlertSettings {
+                threshold: match env.or("FAIL_ALERT_THRESHOLD", 5u32)? {
+                    0 => {
+                        return Err(ConfigError::Invalid {
+                            name: "FAIL_ALERT_THRESHOLD".into(),
+                            reason: "must be at least 1".into(),
+                        });
+                    }
+                    n => n,
+                },
+                window: env.duration_or("FAIL_ALERT_WINDOW_SEC", Duration::from_secs(300))?,
+                cooldown: env.duration_or("FAIL_ALERT_COOLDOWN_SEC", Duration::from_secs(3600))?,
+                flood_wait: env
+                    .duration_or("FAIL_ALERT_FLOOD_WAIT_SEC", Duration::from_secs(300))?,
+                links: crate::alerts::slack::Links {
+                    public_url: env.optional("PUBLIC_URL")?,
+                    runbook_url: env.optional("RUNBOOK_URL")?,
+                },
+            },
+            slack_webhook_url: env
+                .optional::<String>("SLACK_WEBHOOK_URL")?
+                .map(SecretString::from),
         })
     }
 }

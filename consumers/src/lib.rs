@@ -1,6 +1,7 @@
 //! The relay and the consumers. Each runs alone as its own process; `all`
 //! runs them together for local use.
 
+pub mod alerts;
 pub mod authz_fanout;
 pub mod config;
 pub mod inbound;
@@ -22,6 +23,7 @@ pub enum Process {
     TgDelivery,
     Inbound,
     AuthzFanout,
+    Alerts,
     /// Relay and every consumer in one process.
     All,
 }
@@ -90,25 +92,40 @@ pub async fn run(
         ));
     }
     if wants(Process::AuthzFanout) {
-        let url = config
-            .redis_url
-            .clone()
-            .ok_or_else(|| platform::ConfigError::Missing {
-                name: "REDIS_URL".into(),
-            })?;
-        // Connects in the background: while Redis is away, deliveries wait
-        // in the retry tiers instead of the process exiting.
-        let redis = fred::prelude::Builder::from_config(fred::prelude::Config::from_url(&url)?)
-            .set_policy(fred::prelude::ReconnectPolicy::new_exponential(
-                0, 100, 5_000, 2,
-            ))
-            .with_performance_config(|p| {
-                p.default_command_timeout = std::time::Duration::from_secs(2);
-            })
-            .build()?;
-        fred::interfaces::ClientLike::connect(&redis);
         tasks.spawn(runner::run(
-            Arc::new(authz_fanout::AuthzFanout::new(pool.clone(), redis)),
+            Arc::new(authz_fanout::AuthzFanout::new(
+                pool.clone(),
+                redis_client(&config)?,
+            )),
+            pool.clone(),
+            runner_config.clone(),
+            consumer_metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
+    if wants(Process::Alerts) {
+        let state =
+            alerts::state::AlertState::new(redis_client(&config)?, &vhost(&config.amqp_url));
+        let settings = Arc::new(config.alerts.clone());
+        let metrics = alerts::AlertMetrics::new(&meter);
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let webhook = config
+            .slack_webhook_url
+            .clone()
+            .map(|url| alerts::slack::Webhook::new(url, std::time::Duration::from_secs(10)))
+            .transpose()?;
+        tasks.spawn(
+            alerts::sender::Sender::new(
+                state.clone(),
+                webhook,
+                settings.clone(),
+                metrics.clone(),
+                wake.clone(),
+            )
+            .run(shutdown.clone()),
+        );
+        tasks.spawn(runner::run(
+            Arc::new(alerts::Alerts::new(state, settings, metrics, wake)),
             pool.clone(),
             runner_config.clone(),
             consumer_metrics.clone(),
@@ -129,4 +146,55 @@ pub async fn run(
     }
     pool.close().await;
     result
+}
+
+/// A Redis client for `REDIS_URL` that connects in the background: while
+/// Redis is away, deliveries wait in the retry tiers instead of the process
+/// exiting.
+fn redis_client(config: &Config) -> anyhow::Result<fred::prelude::Client> {
+    let url = config
+        .redis_url
+        .clone()
+        .ok_or_else(|| platform::ConfigError::Missing {
+            name: "REDIS_URL".into(),
+        })?;
+    let redis = fred::prelude::Builder::from_config(fred::prelude::Config::from_url(&url)?)
+        .set_policy(fred::prelude::ReconnectPolicy::new_exponential(
+            0, 100, 5_000, 2,
+        ))
+        .with_performance_config(|p| {
+            p.default_command_timeout = std::time::Duration::from_secs(2);
+        })
+        .build()?;
+    fred::interfaces::ClientLike::connect(&redis);
+    Ok(redis)
+}
+
+/// The vhost of an AMQP URL (`/` when it names none).
+fn vhost(amqp_url: &str) -> String {
+    url::Url::parse(amqp_url)
+        .ok()
+        .map(|u| u.path().trim_start_matches('/').to_owned())
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            url::form_urlencoded::parse(format!("v={p}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or(p)
+        })
+        .unwrap_or_else(|| "/".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_vhost_of_an_amqp_url() {
+        assert_eq!(super::vhost("amqp://u:p@h:5672/%2f"), "/");
+        assert_eq!(super::vhost("amqp://u:p@h:5672"), "/");
+        assert_eq!(super::vhost("amqp://u:p@h:5672/"), "/");
+        assert_eq!(
+            super::vhost("amqp://u:p@h:5672/fastprep_test_1"),
+            "fastprep_test_1"
+        );
+    }
 }

@@ -1,4 +1,4 @@
-//! `fastprep-consumers <relay|tg-delivery|inbound|authz-fanout|all>`.
+//! `fastprep-consumers <relay|tg-delivery|inbound|authz-fanout|alerts|all>`.
 
 use clap::Parser;
 use consumers::{Config, Process};

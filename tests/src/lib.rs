@@ -10,6 +10,7 @@ pub mod env;
 pub mod http;
 pub mod process;
 pub mod proxy;
+pub mod slack;
 pub mod system;
 pub mod ws;
 

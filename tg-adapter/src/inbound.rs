@@ -1,19 +1,22 @@
 //! Hands inbound Telegram updates to the rest of the system: each becomes a
 //! `tg.update.received.v1` event published with a broker confirm, and only a
-//! confirmed update is acknowledged back to the backend.
+//! confirmed update is acknowledged back to the backend. Changes of the
+//! session's state go out the same way as `tg.session.changed.v1`, retried
+//! until confirmed (the newest state wins).
 
 use std::time::Duration;
 
 use broker_config::{
     Envelope, Event, Publisher, connection,
+    events::{SessionState, TgSessionChanged},
     topology::{self, topology},
 };
 use lapin::Connection;
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{InboundUpdate, PublishFailed};
+use crate::backend::{InboundUpdate, PublishFailed, SessionStatus};
 
 /// Connection name shown in the RabbitMQ management UI.
 const CONNECTION_NAME: &str = "tg-adapter";
@@ -40,15 +43,47 @@ impl Forwarder {
         }
     }
 
-    /// Receives updates until `shutdown` or until every sender is gone.
+    /// Receives updates and session changes until `shutdown` or until every
+    /// sender is gone.
     pub async fn run(
         mut self,
         mut updates: mpsc::Receiver<InboundUpdate>,
+        mut session: watch::Receiver<SessionStatus>,
         shutdown: CancellationToken,
     ) {
+        // A session that starts out unable to send is news; one that starts
+        // authorized is not.
+        let mut announced: Option<SessionState> = Some(SessionState::Authorized);
+        let mut session_due = session.borrow_and_update().session != SessionState::Authorized;
+        let mut retry = tokio::time::interval(Duration::from_secs(1));
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            if session_due {
+                let now = session.borrow().clone();
+                let event = Envelope::new(Event::TgSessionChanged(TgSessionChanged {
+                    state: now.session,
+                    until: now.until,
+                    previous: announced.filter(|p| *p != now.session),
+                }));
+                match self.publish(&event).await {
+                    Ok(()) => {
+                        tracing::info!(state = now.session.as_str(), "session change announced");
+                        announced = Some(now.session);
+                        session_due = false;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "session change not announced; retrying"),
+                }
+            }
             let next = tokio::select! {
                 _ = shutdown.cancelled() => None,
+                changed = session.changed() => {
+                    if changed.is_ok() {
+                        session.borrow_and_update();
+                        session_due = true;
+                    }
+                    continue;
+                }
+                _ = retry.tick(), if session_due => continue,
                 next = updates.recv() => next,
             };
             let Some(InboundUpdate { update, ack }) = next else {

@@ -75,7 +75,7 @@ pub async fn run(
     let tasks = TaskTracker::new();
     if let Some(updates) = backend.take_updates() {
         let forwarder = inbound::Forwarder::new(config.amqp_url.clone());
-        tasks.spawn(forwarder.run(updates, background.clone()));
+        tasks.spawn(forwarder.run(updates, backend.session(), background.clone()));
     }
     tasks.spawn(housekeeping(sender.clone(), background.clone()));
 

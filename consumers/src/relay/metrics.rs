@@ -76,18 +76,8 @@ impl RelayMetrics {
 /// Event types as static labels (no allocation per event; unknown types
 /// cannot blow up the label set).
 fn static_label(event_type: &str) -> &'static str {
-    use broker_config::events::types::*;
-    [
-        MESSAGE_OUTGOING,
-        MESSAGE_STATUS,
-        MESSAGE_DELIVERY_FAILED,
-        MESSAGE_RECEIVED,
-        CONVERSATION_UPDATED,
-        AUTHZ_ROLE_UPDATED,
-        AUTHZ_USER_UPDATED,
-        TG_UPDATE_RECEIVED,
-    ]
-    .into_iter()
-    .find(|t| *t == event_type)
-    .unwrap_or("other")
+    broker_config::events::types::ALL
+        .into_iter()
+        .find(|t| *t == event_type)
+        .unwrap_or("other")
 }

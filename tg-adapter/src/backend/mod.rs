@@ -4,10 +4,11 @@
 pub mod sandbox;
 
 use async_trait::async_trait;
+pub use broker_config::events::SessionState;
 use broker_config::events::{AttachmentRef, TgUpdateReceived};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 pub use sandbox::SandboxBackend;
@@ -45,20 +46,13 @@ pub enum SendError {
     Transient { reason: String },
 }
 
-/// Session state reported by `GET /v1/status`.
+/// Session state reported by `GET /v1/status` and announced as
+/// `tg.session.changed.v1`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SessionStatus {
     pub session: SessionState,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub until: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SessionState {
-    Authorized,
-    NeedsLogin,
-    FloodWait,
 }
 
 /// Why an inbound update was not handed on.
@@ -83,6 +77,9 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Whether the account's session can send.
     async fn status(&self) -> SessionStatus;
+
+    /// The session's state as it changes; the adapter announces each change.
+    fn session(&self) -> watch::Receiver<SessionStatus>;
 
     /// The stream of inbound updates; `Some` only for the first caller.
     fn take_updates(&self) -> Option<mpsc::Receiver<InboundUpdate>>;

@@ -1,5 +1,6 @@
 //! `/sandbox/*` control routes, mounted only with `TG_BACKEND=sandbox`:
-//! inject inbound messages, list what was sent, script failures, reset.
+//! inject inbound messages, list what was sent, script failures and the
+//! session's state, reset.
 
 use std::sync::Arc;
 
@@ -18,7 +19,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::error::ApiError;
-use crate::backend::sandbox::{FaultPlan, InjectMessage, SandboxBackend, SentListing};
+use crate::backend::{
+    Backend, SessionState, SessionStatus,
+    sandbox::{FaultPlan, InjectMessage, SandboxBackend, SentListing},
+};
 
 pub fn router(sandbox: Arc<SandboxBackend>) -> Router {
     Router::new()
@@ -28,6 +32,7 @@ pub fn router(sandbox: Arc<SandboxBackend>) -> Router {
             "/sandbox/faults",
             get(get_faults).post(set_faults).delete(clear_faults),
         )
+        .route("/sandbox/session", get(get_session).post(set_session))
         .route("/sandbox/reset", post(reset))
         .with_state(sandbox)
 }
@@ -147,4 +152,42 @@ async fn clear_faults(State(sandbox): State<Arc<SandboxBackend>>) -> Json<FaultP
 async fn reset(State(sandbox): State<Arc<SandboxBackend>>) -> Result<StatusCode, ApiError> {
     sandbox.reset().await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SessionIn {
+    pub session: SessionState,
+    /// With `flood_wait`: when it ends (required, in the future).
+    #[serde(default)]
+    pub until: Option<DateTime<Utc>>,
+}
+
+async fn get_session(State(sandbox): State<Arc<SandboxBackend>>) -> Json<SessionStatus> {
+    Json(sandbox.status().await)
+}
+
+/// Plays Telegram signing the account out (`needs_login`), asking it to wait
+/// (`flood_wait` until a time), or the account being logged in again.
+async fn set_session(
+    State(sandbox): State<Arc<SandboxBackend>>,
+    body: Result<Json<SessionIn>, JsonRejection>,
+) -> Result<Json<SessionStatus>, ApiError> {
+    let Json(body) = body?;
+    let until = match body.session {
+        SessionState::FloodWait => match body.until {
+            Some(until) if until > Utc::now() => Some(until),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_until",
+                    "flood_wait needs an until in the future",
+                ));
+            }
+        },
+        _ => None,
+    };
+    sandbox.set_session(SessionStatus {
+        session: body.session,
+        until,
+    });
+    Ok(Json(sandbox.status().await))
 }

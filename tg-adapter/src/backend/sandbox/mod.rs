@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use broker_config::events::{AttachmentRef, TgChat, TgMedia, TgSender, TgUpdateReceived};
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 pub use faults::{FaultMode, FaultPlan, Faults};
@@ -35,6 +35,8 @@ pub struct SandboxBackend {
     faults: Faults,
     updates_tx: mpsc::Sender<InboundUpdate>,
     updates_rx: Mutex<Option<mpsc::Receiver<InboundUpdate>>>,
+    /// The simulated session, scripted with `POST /sandbox/session`.
+    session: watch::Sender<SessionStatus>,
 }
 
 /// An inbound message to inject (`POST /sandbox/inbound`).
@@ -95,6 +97,36 @@ impl SandboxBackend {
             faults: Faults::default(),
             updates_tx,
             updates_rx: Mutex::new(Some(updates_rx)),
+            session: watch::Sender::new(SessionStatus {
+                session: SessionState::Authorized,
+                until: None,
+            }),
+        }
+    }
+
+    /// Scripts the session: `needs_login` refuses sends (503) until it is
+    /// `authorized` again; `flood_wait` answers 429 until `until`.
+    pub fn set_session(&self, status: SessionStatus) {
+        self.session.send_replace(status);
+    }
+
+    /// Why the session cannot send now, if it cannot.
+    fn session_refusal(&self) -> Option<SendError> {
+        let status = self.session.borrow().clone();
+        match status.session {
+            SessionState::Authorized => None,
+            SessionState::NeedsLogin => Some(SendError::Transient {
+                reason: "the Telegram session needs a login".into(),
+            }),
+            SessionState::FloodWait => {
+                let left = status
+                    .until
+                    .map(|u| (u - Utc::now()).num_seconds())
+                    .unwrap_or(0);
+                (left > 0).then(|| SendError::FloodWait {
+                    retry_after_secs: u64::try_from(left).unwrap_or(1),
+                })
+            }
         }
     }
 
@@ -184,6 +216,9 @@ impl Backend for SandboxBackend {
         if let Some(latency) = self.faults.latency() {
             tokio::time::sleep(latency).await;
         }
+        if let Some(refusal) = self.session_refusal() {
+            return Err(refusal);
+        }
         let injected = self.faults.take();
         if let Some(Injected::Before(error)) = injected {
             return Err(error);
@@ -203,10 +238,11 @@ impl Backend for SandboxBackend {
     }
 
     async fn status(&self) -> SessionStatus {
-        SessionStatus {
-            session: SessionState::Authorized,
-            until: None,
-        }
+        self.session.borrow().clone()
+    }
+
+    fn session(&self) -> watch::Receiver<SessionStatus> {
+        self.session.subscribe()
     }
 
     fn take_updates(&self) -> Option<mpsc::Receiver<InboundUpdate>> {
