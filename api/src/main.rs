@@ -33,6 +33,15 @@ async fn main() -> anyhow::Result<()> {
             let url: String = env.required("DATABASE_URL")?;
             let email: String = env.required("ADMIN_EMAIL")?;
             let password: String = env.required("ADMIN_PASSWORD")?;
+            if !env.is_development()
+                && let Some(reason) = platform::config::weakness(&password)
+            {
+                eprintln!(
+                    "configuration error: ADMIN_PASSWORD {reason}; choose another, or set \
+                     FASTPREP_ENV=development on a development machine"
+                );
+                std::process::exit(2);
+            }
             let pool = schema::pool::connect(&url, 2).await?;
             match api::ensure_admin(&pool, &email, &password).await? {
                 api::Ensured::Created(id) => println!("admin {email} created (id {id})"),

@@ -186,6 +186,13 @@ const PUBLISHED_SECRETS: &[&str] = &[
     "test-jwt-secret-0123456789abcdef0123456789",
     "test-adapter-token-0123456789",
     "test-sandbox-token-0123456789",
+    "test-token-0123456789",
+    "0123456789abcdef",
+    "fedcba9876543210",
+    "q8xr2vn0pzt5lmkc7ywb1shd9fjga3ue",
+    // Admin passwords of `scripts/dev` and the test harness.
+    "fastprep-admin",
+    "correct-horse-battery-staple",
 ];
 
 /// Words that mark a value as a placeholder.
@@ -302,8 +309,19 @@ mod tests {
             let dev = Env::from_pairs([("JWT_SECRET", bad), ("FASTPREP_ENV", "development")]);
             assert!(dev.strong_secret("JWT_SECRET", 32).is_ok(), "{bad}");
         }
-        let good = Env::from_pairs([("JWT_SECRET", "q8Xr2vN0pZt5LmKc7YwB1sHd9FjGa3Ue")]);
-        assert!(good.strong_secret("JWT_SECRET", 32).is_ok());
+        // A value this test made up at run time, so it is published nowhere.
+        let fresh: String = format!(
+            "{:032x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)
+        );
+        let good = Env::from_pairs([("JWT_SECRET", fresh.as_str())]);
+        assert!(good.strong_secret("JWT_SECRET", 32).is_ok(), "{fresh}");
+        let published = Env::from_pairs([("JWT_SECRET", "q8Xr2vN0pZt5LmKc7YwB1sHd9FjGa3Ue")]);
+        assert!(published.strong_secret("JWT_SECRET", 32).is_err());
         let prod = Env::from_pairs([("FASTPREP_ENV", "production")]);
         assert!(!prod.is_development());
     }

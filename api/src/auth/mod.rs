@@ -23,18 +23,74 @@ pub struct AuthSettings {
 }
 
 impl AuthSettings {
-    /// The client's address: the peer, or with `TRUST_FORWARDED_FOR` the
-    /// last hop of `X-Forwarded-For` (the address the trusted proxy saw).
+    /// The client as throttling and connection caps count it: the peer, or
+    /// with `TRUST_FORWARDED_FOR` the last hop of `X-Forwarded-For` (the
+    /// address the trusted proxy saw, on the last header line if it sent
+    /// several). An IPv6 client is its /64, since one host holds a whole
+    /// /64; an IPv4-mapped address is its IPv4 address.
     pub fn client_addr(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-        if self.trust_forwarded_for
-            && let Some(last) = headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.rsplit(',').next())
-                .and_then(|v| v.trim().parse::<IpAddr>().ok())
-        {
-            return last;
-        }
-        peer.ip()
+        let forwarded = self
+            .trust_forwarded_for
+            .then(|| {
+                headers
+                    .get_all("x-forwarded-for")
+                    .iter()
+                    .next_back()
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.rsplit(',').next())
+                    .and_then(|v| v.trim().parse::<IpAddr>().ok())
+            })
+            .flatten();
+        network(forwarded.unwrap_or_else(|| peer.ip()))
+    }
+}
+
+/// An address as one client: IPv6 reduced to its /64.
+fn network(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => addr,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_are_addresses_and_ipv6_networks() {
+        let settings = AuthSettings {
+            refresh_ttl: Duration::from_secs(1),
+            trust_forwarded_for: true,
+        };
+        let peer: SocketAddr = "10.0.0.1:1234".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        assert_eq!(
+            settings.client_addr(peer, &headers),
+            "10.0.0.1".parse::<IpAddr>().unwrap()
+        );
+        headers.append("x-forwarded-for", "1.1.1.1".parse().unwrap());
+        headers.append(
+            "x-forwarded-for",
+            "2001:db8:1:2:aaaa::1, 2001:db8:1:2:bbbb::2"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            settings.client_addr(peer, &headers),
+            "2001:db8:1:2::".parse::<IpAddr>().unwrap(),
+            "the last line's last hop, as its /64"
+        );
+        let mut mapped = HeaderMap::new();
+        mapped.append("x-forwarded-for", "::ffff:192.0.2.7".parse().unwrap());
+        assert_eq!(
+            settings.client_addr(peer, &mapped),
+            "192.0.2.7".parse::<IpAddr>().unwrap()
+        );
     }
 }

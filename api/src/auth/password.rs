@@ -3,7 +3,10 @@
 //! unbounded flood of sign-ins is a memory and CPU attack.
 
 use std::{
-    sync::atomic::{AtomicUsize, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -46,18 +49,30 @@ pub fn dummy_hash() -> &'static str {
 /// time. Callers queue for a slot; when `max_waiting` already queue, or the
 /// slot does not come within `wait`, the request is refused (503 `busy`)
 /// rather than held.
+/// The slot travels into the blocking task: a client that hangs up drops
+/// the request, not the hash, and the slot is held until the hash ends.
 pub struct Hasher {
-    slots: Semaphore,
-    waiting: AtomicUsize,
+    slots: Arc<Semaphore>,
+    waiting: Arc<AtomicUsize>,
     max_waiting: usize,
     wait: Duration,
+}
+
+/// Counts a request waiting for a slot until it stops waiting, however it
+/// stops (a dropped request included).
+struct Waiting(Arc<AtomicUsize>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Hasher {
     pub fn new(concurrent: usize, max_waiting: usize, wait: Duration) -> Self {
         Self {
-            slots: Semaphore::new(concurrent.max(1)),
-            waiting: AtomicUsize::new(0),
+            slots: Arc::new(Semaphore::new(concurrent.max(1))),
+            waiting: Arc::new(AtomicUsize::new(0)),
             max_waiting,
             wait,
         }
@@ -72,19 +87,22 @@ impl Hasher {
         let busy = || ApiError::Busy {
             what: "password checking",
         };
+        let waiting = Waiting(self.waiting.clone());
         if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(busy());
         }
-        let slot = tokio::time::timeout(self.wait, self.slots.acquire()).await;
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
-        let _slot = match slot {
+        let slot = tokio::time::timeout(self.wait, self.slots.clone().acquire_owned()).await;
+        drop(waiting);
+        let slot = match slot {
             Ok(Ok(permit)) => permit,
             _ => return Err(busy()),
         };
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| ApiError::Internal(e.into()))
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            work()
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))
     }
 }
 

@@ -91,17 +91,24 @@ pub async fn login(
     let addr = state.auth.client_addr(peer, &headers);
     let reservation = state.limiter.reserve(Target::Login(&email), addr).await?;
     let row: Option<(Uuid, String, bool)> =
-        sqlx::query_as("SELECT id, password_hash, is_active FROM users WHERE email = $1")
+        match sqlx::query_as("SELECT id, password_hash, is_active FROM users WHERE email = $1")
             .bind(&email)
             .fetch_optional(&state.pool)
-            .await?;
+            .await
+        {
+            Ok(row) => row,
+            Err(e) => {
+                state.limiter.release(reservation, Outcome::Undecided).await;
+                return Err(e.into());
+            }
+        };
     let stored = row
         .as_ref()
         .map_or(password::dummy_hash().to_owned(), |r| r.1.clone());
-    let candidate = input.password;
+    let (candidate, checked) = (input.password, stored.clone());
     let ok = match state
         .hasher
-        .run(move || password::verify(&candidate, &stored))
+        .run(move || password::verify(&candidate, &checked))
         .await
     {
         Ok(ok) => ok,
@@ -116,10 +123,24 @@ pub async fn login(
     };
     state.limiter.release(reservation, Outcome::Succeeded).await;
     let mut tx = state.pool.begin().await?;
+    // Under the user's row lock: a reset or deactivation that committed
+    // while the password was being checked wins, and one that comes later
+    // waits for this session and ends it.
+    let current: Option<(String, bool, i64)> = sqlx::query_as(
+        "SELECT password_hash, is_active, perm_version FROM users WHERE id = $1 FOR SHARE",
+    )
+    .bind(user)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let perm_version = match current {
+        Some((hash, true, pv)) if hash == stored => pv,
+        _ => return Err(bad_credentials()),
+    };
     let (_, refresh) =
         session::issue(&mut tx, user, Uuid::now_v7(), state.auth.refresh_ttl).await?;
     tx.commit().await?;
-    let me = me_row(&state, user).await?;
+    let mut me = me_row(&state, user).await?;
+    me.perm_version = perm_version;
     Ok(Json(tokens(&state, me, refresh)?))
 }
 
@@ -239,21 +260,27 @@ pub async fn change_password(
         .limiter
         .reserve(Target::CurrentPassword(caller.id), addr)
         .await?;
-    let stored: String = sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
+    let stored: String = match sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
         .bind(caller.id)
         .fetch_one(&state.pool)
-        .await?;
-    let current = input.current_password;
-    let new = input.new_password;
-    let checked = state
+        .await
+    {
+        Ok(stored) => stored,
+        Err(e) => {
+            state.limiter.release(reservation, Outcome::Undecided).await;
+            return Err(e.into());
+        }
+    };
+    let (current, new, checked) = (input.current_password, input.new_password, stored.clone());
+    let verified = state
         .hasher
         .run(move || {
-            password::verify(&current, &stored)
+            password::verify(&current, &checked)
                 .then(|| password::hash(&new))
                 .transpose()
         })
         .await;
-    let hash = match checked {
+    let hash = match verified {
         Ok(Ok(Some(hash))) => hash,
         Ok(Ok(None)) => {
             return Err(ApiError::Unprocessable {
@@ -272,13 +299,25 @@ pub async fn change_password(
     };
     state.limiter.release(reservation, Outcome::Succeeded).await;
     let mut change = AuthzChange::begin(&state.pool, Some(caller.id)).await?;
-    sqlx::query("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
-        .bind(caller.id)
-        .bind(&hash)
-        .execute(change.conn())
-        .await?;
+    // Only over the hash that was checked: a reset by an administrator in
+    // between wins, and this change is refused.
+    let changed = sqlx::query(
+        "UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1 AND password_hash = $3",
+    )
+    .bind(caller.id)
+    .bind(&hash)
+    .bind(&stored)
+    .execute(change.conn())
+    .await?
+    .rows_affected();
+    if changed == 0 {
+        return Err(ApiError::Conflict {
+            code: "password_changed_meanwhile",
+            message: "the password was changed by someone else meanwhile; sign in again".into(),
+        });
+    }
     session::revoke_user(change.conn(), caller.id).await?;
-    change
+    let perm_version = change
         .user_changed(caller.id, "user.password_changed", None, None)
         .await?;
     let (_, refresh) = session::issue(
@@ -289,7 +328,8 @@ pub async fn change_password(
     )
     .await?;
     change.commit(&state.authz).await?;
-    let me = me_row(&state, caller.id).await?;
+    let mut me = me_row(&state, caller.id).await?;
+    me.perm_version = perm_version;
     Ok(Json(tokens(&state, me, refresh)?))
 }
 

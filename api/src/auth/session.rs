@@ -74,7 +74,12 @@ struct TokenRow {
 }
 
 /// Rotates the token whose secret is `presented`, in the caller's
-/// transaction (which holds the row lock until it commits).
+/// transaction (which holds the locks until it commits).
+///
+/// Locks go user row first (shared), token row second, as every revocation
+/// locks the user row before the tokens: a reset or logout that commits
+/// first is seen here, and one that comes later waits for this rotation and
+/// ends the token it made.
 pub async fn rotate(
     conn: &mut PgConnection,
     presented: &str,
@@ -84,11 +89,25 @@ pub async fn rotate(
         code: "invalid_refresh_token",
         message: "the refresh token is not valid; sign in again",
     };
+    let token_hash = hash(presented);
+    let owner: Option<Uuid> =
+        sqlx::query_scalar("SELECT user_id FROM refresh_tokens WHERE token_hash = $1")
+            .bind(&token_hash)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some(owner) = owner else {
+        return Err(invalid());
+    };
+    let account: Option<(bool, i64)> =
+        sqlx::query_as("SELECT is_active, perm_version FROM users WHERE id = $1 FOR SHARE")
+            .bind(owner)
+            .fetch_optional(&mut *conn)
+            .await?;
     let row: Option<TokenRow> = sqlx::query_as(
         "SELECT id, user_id, family_id, expires_at, revoked_at, replaced_by
              FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
     )
-    .bind(hash(presented))
+    .bind(&token_hash)
     .fetch_optional(&mut *conn)
     .await?;
     let Some(TokenRow {
@@ -111,11 +130,6 @@ pub async fn rotate(
             message: "the session has expired; sign in again",
         });
     }
-    let account: Option<(bool, i64)> =
-        sqlx::query_as("SELECT is_active, perm_version FROM users WHERE id = $1")
-            .bind(user)
-            .fetch_optional(&mut *conn)
-            .await?;
     let Some((true, perm_version)) = account else {
         return Err(ApiError::Unauthorized {
             code: "account_disabled",
@@ -135,8 +149,16 @@ pub async fn rotate(
     })
 }
 
-/// Revokes every live token of `family`; returns how many were live.
+/// Revokes every live token of `family`; returns how many were live. The
+/// user's row is locked first (see [`rotate`]).
 pub async fn revoke_family(conn: &mut PgConnection, family: Uuid) -> ApiResult<u64> {
+    sqlx::query(
+        "SELECT 1 FROM users WHERE id IN
+           (SELECT user_id FROM refresh_tokens WHERE family_id = $1 LIMIT 1) FOR UPDATE",
+    )
+    .bind(family)
+    .execute(&mut *conn)
+    .await?;
     Ok(sqlx::query(
         "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL",
     )
@@ -146,8 +168,14 @@ pub async fn revoke_family(conn: &mut PgConnection, family: Uuid) -> ApiResult<u
     .rows_affected())
 }
 
-/// Revokes every live token of `user`; returns how many were live.
+/// Revokes every live token of `user`; returns how many were live. The
+/// user's row is locked first (see [`rotate`]): a rotation in flight
+/// finishes first, and its new token is revoked too.
 pub async fn revoke_user(conn: &mut PgConnection, user: Uuid) -> ApiResult<u64> {
+    sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
+        .bind(user)
+        .execute(&mut *conn)
+        .await?;
     Ok(sqlx::query(
         "UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
     )

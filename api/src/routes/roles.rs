@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::{
     AppState,
     authz::{
-        Perm,
+        Perm, PermSet,
         change::{ADMIN_ROLE, AuthzChange},
         pep::Principal,
     },
@@ -72,8 +72,9 @@ fn check_name(raw: &str) -> ApiResult<String> {
     }
 }
 
-/// The caller must hold every permission they grant or take away.
-fn check_grantable(caller: &Principal, before: &[String], after: &[&str]) -> ApiResult<()> {
+/// The caller must hold every permission they grant or take away; `actor`
+/// is what the caller holds, read under the change's lock.
+fn check_grantable(actor: PermSet, before: &[String], after: &[&str]) -> ApiResult<()> {
     let changed = after
         .iter()
         .filter(|k| !before.iter().any(|b| b == *k))
@@ -85,7 +86,7 @@ fn check_grantable(caller: &Principal, before: &[String], after: &[&str]) -> Api
                 .filter(|b| !after.contains(b)),
         );
     for key in changed {
-        if Perm::parse(key).is_some_and(|p| !caller.has(p)) {
+        if Perm::parse(key).is_some_and(|p| !actor.contains(p)) {
             return Err(ApiError::Forbidden);
         }
     }
@@ -156,8 +157,8 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<RoleOut>)> {
     let name = check_name(&input.name)?;
     let permissions = check_permissions(&input.permissions)?;
-    check_grantable(&caller, &[], &permissions)?;
     let mut change = AuthzChange::begin(&state.pool, Some(caller.id)).await?;
+    check_grantable(change.perms_of(caller.id).await?, &[], &permissions)?;
     let id = Uuid::now_v7();
     let inserted = sqlx::query(
         "INSERT INTO roles (id, name, description) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
@@ -278,7 +279,7 @@ pub async fn delete(
     let users = holders(change.conn(), id).await?;
     if !users.is_empty() {
         // Taking rights away from its holders: only rights the caller has.
-        check_grantable(&caller, &before.permissions, &[])?;
+        check_grantable(change.perms_of(caller.id).await?, &before.permissions, &[])?;
     }
     sqlx::query("DELETE FROM roles WHERE id = $1")
         .bind(id)
@@ -316,7 +317,11 @@ pub async fn put_permissions(
     }
     let mut change = AuthzChange::begin(&state.pool, Some(caller.id)).await?;
     let before = load(change.conn(), id).await?;
-    check_grantable(&caller, &before.permissions, &permissions)?;
+    check_grantable(
+        change.perms_of(caller.id).await?,
+        &before.permissions,
+        &permissions,
+    )?;
     set_permissions(change.conn(), id, &permissions).await?;
     let users = holders(change.conn(), id).await?;
     let after = load(change.conn(), id).await?;

@@ -230,11 +230,18 @@ pub async fn update(
     Path(id): Path<Uuid>,
     Json(input): Json<UpdateIn>,
 ) -> ApiResult<Json<UserOut>> {
+    // What locks an account out (its sign-in email, its activation) is
+    // changed by someone else; one's own password through
+    // POST /auth/password, which asks for the current one. A stolen access
+    // token therefore cannot take the account from its owner.
     if caller.id == id && input.password.is_some() {
         return Err(ApiError::ForbiddenBecause {
             code: "own_password",
             message: "change your own password with POST /api/auth/password, which asks for the current one",
         });
+    }
+    if caller.id == id && (input.email.is_some() || input.is_active.is_some()) {
+        return Err(own_account());
     }
     let email = input.email.as_deref().map(check_email).transpose()?;
     let display_name = input.display_name.as_deref().map(check_name).transpose()?;
@@ -295,12 +302,22 @@ pub async fn update(
     Ok(Json(after))
 }
 
+fn own_account() -> ApiError {
+    ApiError::ForbiddenBecause {
+        code: "own_account",
+        message: "your own email and activation are changed by another administrator",
+    }
+}
+
 /// `DELETE /users/{id}`: deactivates the account (history keeps its name).
 pub async fn deactivate(
     State(state): State<AppState>,
     caller: Principal,
     Path(id): Path<Uuid>,
 ) -> ApiResult<StatusCode> {
+    if caller.id == id {
+        return Err(own_account());
+    }
     let mut change = AuthzChange::begin(&state.pool, Some(caller.id)).await?;
     let before = load(change.conn(), id).await?;
     change.ensure_actor_outranks(id).await?;

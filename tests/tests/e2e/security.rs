@@ -440,11 +440,12 @@ async fn no_one_grants_what_they_lack_and_an_admin_always_remains() {
         (s, body["error"]["code"].clone()),
         (StatusCode::CONFLICT, json!("last_admin"))
     );
-    // Nor does the admin deactivate themselves.
+    // Nor does anyone deactivate the only admin: not the admin (no one
+    // deactivates themselves), nor the superuser.
     let (s, body) = call(&admin.access, Method::DELETE, format!("/users/{me}"), None).await;
     assert_eq!(
         (s, body["error"]["code"].clone()),
-        (StatusCode::CONFLICT, json!("last_admin"))
+        (StatusCode::FORBIDDEN, json!("own_account"))
     );
     let (s, body) = call(
         &admin.access,
@@ -455,8 +456,19 @@ async fn no_one_grants_what_they_lack_and_an_admin_always_remains() {
     .await;
     assert_eq!(
         (s, body["error"]["code"].clone()),
-        (StatusCode::CONFLICT, json!("last_admin"))
+        (StatusCode::FORBIDDEN, json!("own_account"))
     );
+    for (method, body) in [
+        (Method::DELETE, None),
+        (Method::PATCH, Some(json!({"is_active": false}))),
+    ] {
+        let (s, err) = call(&superuser, method, format!("/users/{me}"), body).await;
+        assert_eq!(
+            (s, err["error"]["code"].clone()),
+            (StatusCode::CONFLICT, json!("last_admin")),
+            "{err}"
+        );
+    }
     let (s, body) = call(
         &admin.access,
         Method::PUT,

@@ -170,6 +170,20 @@ async fn users_manage_alone_cannot_take_over_an_account_that_outranks_it() {
             (StatusCode::FORBIDDEN, json!("own_password")),
             "{err}"
         );
+        // Nor, with a stolen token, the email one signs in with, nor one's
+        // activation.
+        for (method, body) in [
+            (Method::PATCH, Some(json!({"email": "stolen@evil.test"}))),
+            (Method::PATCH, Some(json!({"is_active": false}))),
+            (Method::DELETE, None),
+        ] {
+            let (s, err) = call(&env, api, token, method, &format!("/users/{id}"), body).await;
+            assert_eq!(
+                (s, err["error"]["code"].clone()),
+                (StatusCode::FORBIDDEN, json!("own_account")),
+                "{err}"
+            );
+        }
     }
     env.cleanup().await;
 }
@@ -232,6 +246,88 @@ async fn a_refresh_race_leaves_no_access_token_alive_once_reuse_is_detected() {
 }
 
 #[tokio::test]
+async fn no_session_obtained_around_a_password_reset_outlives_it() {
+    let mut env = TestEnv::new().await;
+    let api = env.start_api(&[]).await;
+    let api = api.url.as_str();
+    let admin = env.admin_session(api).await;
+    let victim = env
+        .create_user(api, &admin.access, "victim@fastprep.test", &[OPERATOR_ROLE])
+        .await;
+    let mut old_password = USER_PASSWORD.to_owned();
+    let mut obtained = 0;
+    for round in 0..8 {
+        let held = env
+            .sign_in(api, "victim@fastprep.test", &old_password)
+            .await;
+        let new_password = format!("reset-password-round-{round}");
+        // Whoever holds the old password signs in and refreshes while an
+        // administrator resets it.
+        let login = || {
+            let (http, url, password) = (
+                env.http.clone(),
+                format!("{api}/api/auth/login"),
+                old_password.clone(),
+            );
+            async move {
+                http.call(
+                    Method::POST,
+                    &url,
+                    None,
+                    Some(json!({"email": "victim@fastprep.test", "password": password})),
+                )
+                .await
+            }
+        };
+        let path = format!("/users/{victim}");
+        let reset = call(
+            &env,
+            api,
+            &admin.access,
+            Method::PATCH,
+            &path,
+            Some(json!({"password": new_password})),
+        );
+        let (logins, refreshed, (s, body)) = tokio::join!(
+            futures::future::join_all((0..4).map(|_| login())),
+            env.refresh(api, &held.refresh),
+            reset
+        );
+        assert_eq!(s, StatusCode::OK, "{body}");
+        let mut sessions: Vec<_> = logins
+            .into_iter()
+            .filter(|(s, _)| s.is_success())
+            .map(|(_, b)| session_from(&b))
+            .collect();
+        if refreshed.0.is_success() {
+            sessions.push(session_from(&refreshed.1));
+        }
+        sessions.push(held);
+        obtained += sessions.len();
+        for session in sessions {
+            let (s, _) = env.refresh(api, &session.refresh).await;
+            assert_eq!(
+                s,
+                StatusCode::UNAUTHORIZED,
+                "round {round}: a refresh token outlived the reset"
+            );
+            let (s, _) = env
+                .http
+                .get(&format!("{api}/api/auth/me"), &session.access)
+                .await;
+            assert_eq!(
+                s,
+                StatusCode::UNAUTHORIZED,
+                "round {round}: an access token outlived the reset"
+            );
+        }
+        old_password = new_password;
+    }
+    assert!(obtained > 8, "some sign-ins raced the resets");
+    env.cleanup().await;
+}
+
+#[tokio::test]
 async fn create_admin_follows_the_policy_and_a_reset_ends_every_session() {
     let mut env = TestEnv::new().await;
     let api = env.start_api(&[]).await;
@@ -250,6 +346,12 @@ async fn create_admin_follows_the_policy_and_a_reset_ends_every_session() {
     // A password outside the policy is refused and changes nothing.
     let (status, printed) = env.run_to_end("fastprep-api", &["create-admin"], &admin_env("short"));
     assert!(!status.success(), "{printed}");
+    assert!(printed.contains("ADMIN_PASSWORD"), "{printed}");
+    // In production, a password published in this repository is refused.
+    let mut published = admin_env("fastprep-admin");
+    published.push(("FASTPREP_ENV", "production".to_owned()));
+    let (status, printed) = env.run_to_end("fastprep-api", &["create-admin"], &published);
+    assert_eq!(status.code(), Some(2), "{printed}");
     assert!(printed.contains("ADMIN_PASSWORD"), "{printed}");
     // The same password again: nothing to do, the session lives on.
     let (status, printed) = env.run_to_end(
