@@ -1,9 +1,19 @@
 //! `/metrics` of every process parses as Prometheus text and carries the
 //! names of DESIGN §11 with real counts.
 
-use std::time::Duration;
+use std::{
+    io::Write,
+    process::{Command, Stdio},
+    time::Duration,
+};
 
-use fastprep_tests::TestEnv;
+use fastprep_tests::{
+    TestEnv,
+    slack::{Reply, SlackReceiver},
+    wait_for,
+    ws::Ws,
+};
+use reqwest::StatusCode;
 
 /// The value of `name` with every given label, summed over other labels.
 /// A histogram's `_count` falls back to its +Inf bucket when the parser
@@ -131,5 +141,226 @@ async fn metrics_carry_the_design_names_with_real_counts() {
         ),
         "{api}"
     );
+    env.cleanup().await;
+}
+
+/// What `promtool check metrics` says of `text` (empty: nothing).
+fn promtool(text: &str) -> String {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package; scripts/test installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        said.trim().to_owned()
+    } else {
+        format!("exit {}: {said}", out.status)
+    }
+}
+
+/// Every label value of every series: none may be an id, an email or text.
+fn check_labels(process: &str, text: &str) {
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    for s in &scrape.samples {
+        for (name, value) in s.labels.iter() {
+            let value: &str = value;
+            assert!(
+                ![
+                    "error", "message", "email", "user", "user_id", "id", "text", "reason"
+                ]
+                .contains(&name.as_str()),
+                "{process}: {} has a label {name}",
+                s.metric
+            );
+            assert!(
+                uuid::Uuid::parse_str(value).is_err() && !value.contains('@') && value.len() <= 64,
+                "{process}: {}{{{name}=\"{value}\"}} looks like an id, an email or free text",
+                s.metric
+            );
+        }
+    }
+}
+
+/// A series name and the labels it must carry.
+type Expected<'a> = (&'a str, &'a [(&'a str, &'a str)]);
+
+#[tokio::test]
+async fn every_process_exports_the_contract_names_and_passes_promtool() {
+    let mut env = TestEnv::new().await;
+    let slack = SlackReceiver::start().await;
+    // One Slack error, so the delivery-error counter has a value.
+    slack.script(&[Reply::Status(500)]);
+    let sys = env.start_system().await;
+    let fanout = env.start_consumer("authz-fanout", None, &[]).await;
+    let alerts = env
+        .start_consumer(
+            "alerts",
+            None,
+            &[
+                ("SLACK_WEBHOOK_URL", slack.url.clone()),
+                ("FAIL_ALERT_THRESHOLD", "1".to_owned()),
+            ],
+        )
+        .await;
+    // Traffic of every kind: inbound, a reply retried once then sent, two
+    // replies failed for good (an alert, then one held by its cooldown), a
+    // role change, an open socket.
+    env.inject(&sys.adapter, 1212, 1, "hi").await;
+    let conv = env.conversation_for(&sys, 1212).await;
+    env.set_faults(
+        &sys.adapter,
+        serde_json::json!({"fail_next": 1, "mode": "server_error"}),
+    )
+    .await;
+    let ok = env.reply(&sys, &conv, "sent after a retry", "m-ok").await;
+    env.wait_status(ok["id"].as_str().unwrap(), "sent", Duration::from_secs(30))
+        .await;
+    for key in ["m-failed-1", "m-failed-2"] {
+        env.set_faults(
+            &sys.adapter,
+            serde_json::json!({"fail_next": 1, "mode": "permanent"}),
+        )
+        .await;
+        let failed = env.reply(&sys, &conv, "will not arrive", key).await;
+        env.wait_status(
+            failed["id"].as_str().unwrap(),
+            "failed",
+            Duration::from_secs(30),
+        )
+        .await;
+    }
+    let admin = env.admin_session(&sys.api.url).await;
+    env.create_role(&sys.api.url, &admin.access, "metrics-role", &["audit.read"])
+        .await;
+    let (_socket, _) = Ws::connect(&sys.api.url, &admin.access).await;
+    wait_for("the alert in Slack", Duration::from_secs(20), || {
+        let n = slack.accepted().len();
+        async move { (n >= 1).then_some(()) }
+    })
+    .await;
+    // Gauges are sampled every few seconds.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    // DESIGN §11, on the process that owns each; with real counts, but for
+    // the backlog gauges, which are zero when the relay keeps up.
+    let contract: &[(&str, &str, &[Expected])] = &[
+        (
+            "relay",
+            &sys.relay.metrics_url,
+            &[
+                ("outbox_published_total", &[]),
+                ("outbox_pending_rows", &[]),
+                ("outbox_oldest_pending_age_seconds", &[]),
+                ("outbox_commit_to_confirm_seconds_count", &[]),
+            ],
+        ),
+        (
+            "tg-delivery",
+            &sys.delivery.metrics_url,
+            &[
+                ("outbox_processed_total", &[("status", "done")]),
+                ("outbox_processed_total", &[("status", "retry")]),
+                ("outbox_processed_total", &[("status", "failed")]),
+                ("adapter_latency_seconds_count", &[]),
+                (
+                    "consumer_messages_total",
+                    &[("queue", "tg-delivery"), ("outcome", "ack")],
+                ),
+                (
+                    "consumer_handler_duration_seconds_count",
+                    &[("queue", "tg-delivery")],
+                ),
+            ],
+        ),
+        (
+            "inbound",
+            &sys.inbound.metrics_url,
+            &[(
+                "consumer_messages_total",
+                &[("queue", "inbound"), ("outcome", "ack")],
+            )],
+        ),
+        (
+            "authz-fanout",
+            &fanout.metrics_url,
+            &[(
+                "consumer_messages_total",
+                &[("queue", "authz-fanout"), ("outcome", "ack")],
+            )],
+        ),
+        (
+            "alerts",
+            &alerts.metrics_url,
+            &[
+                ("alerts_sent_total", &[("kind", "delivery")]),
+                ("alerts_suppressed_total", &[("kind", "delivery")]),
+                ("alerts_delivery_errors_total", &[]),
+                (
+                    "consumer_messages_total",
+                    &[("queue", "alerts"), ("outcome", "ack")],
+                ),
+            ],
+        ),
+        (
+            "api",
+            &sys.api.metrics_url,
+            &[
+                ("authz_ep_cache_total", &[("result", "hit")]),
+                ("authz_ep_cache_total", &[("result", "miss")]),
+                ("ws_connections", &[]),
+                ("http_server_request_duration_seconds_count", &[]),
+            ],
+        ),
+        (
+            "tg-adapter",
+            &sys.adapter.metrics_url,
+            &[("tg_adapter_send_duration_seconds_count", &[])],
+        ),
+    ];
+    // The checker itself complains of what it should.
+    assert!(!promtool("undocumented_thing 1\n").is_empty());
+    let mut complaints = Vec::new();
+    for (process, url, names) in contract {
+        let text = scrape(&env, url).await;
+        for (name, labels) in *names {
+            let value = sample(&text, name, labels);
+            assert!(
+                value.is_some_and(|v| v > 0.0)
+                    || (name.starts_with("outbox_")
+                        && !name.ends_with("_total")
+                        && value.is_some()),
+                "{process}: {name}{labels:?} = {value:?}\n{text}"
+            );
+        }
+        check_labels(process, &text);
+        let said = promtool(&text);
+        if !said.is_empty() {
+            complaints.push(format!("{process}: {said}"));
+        }
+    }
+    assert!(
+        complaints.is_empty(),
+        "promtool check metrics:\n{}",
+        complaints.join("\n")
+    );
+    let (s, _) = env
+        .http
+        .get(&format!("{}/api/health", sys.api.url), "")
+        .await;
+    assert_eq!(s, StatusCode::OK);
     env.cleanup().await;
 }
