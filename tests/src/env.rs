@@ -49,6 +49,52 @@ pub struct TestEnv {
     pub dir: PathBuf,
     pub http: Client,
     procs: Vec<Proc>,
+    /// Set by [`TestEnv::cleanup`]; a test that panics before it is
+    /// cleaned up on drop, so no database or vhost (with its quorum
+    /// queues, which weigh on the shared broker) is left behind.
+    cleaned: bool,
+}
+
+/// Drops a test's database and vhost.
+async fn drop_world(services: &Services, database: &str, vhost: &str) {
+    if let Ok(admin) = schema::pool::connect(&format!("{}/postgres", services.postgres), 1).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
+        )))
+        .execute(&admin)
+        .await;
+        admin.close().await;
+    }
+    let _ = reqwest::Client::new()
+        .delete(format!("{}/api/vhosts/{vhost}", services.rabbit_mgmt))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await;
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        // A failed test: its processes die with their handles; the
+        // database and vhost go here, on a runtime of their own (the
+        // test's may be unwinding). The log folder stays for reading.
+        for p in &mut self.procs {
+            p.kill();
+        }
+        let services = Services::from_env();
+        let (name, vhost) = (self.name.clone(), self.vhost.clone());
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(drop_world(&services, &name, &vhost));
+            }
+        })
+        .join();
+    }
 }
 
 impl TestEnv {
@@ -103,6 +149,7 @@ impl TestEnv {
             dir,
             http,
             procs: Vec::new(),
+            cleaned: false,
         }
     }
 
@@ -203,27 +250,9 @@ impl TestEnv {
             p.kill();
         }
         self.pool.close().await;
-        if let Ok(admin) =
-            schema::pool::connect(&format!("{}/postgres", self.services.postgres), 1).await
-        {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            )))
-            .execute(&admin)
-            .await;
-            admin.close().await;
-        }
-        let _ = self
-            .http
-            .raw()
-            .delete(format!(
-                "{}/api/vhosts/{}",
-                self.services.rabbit_mgmt, self.vhost
-            ))
-            .send()
-            .await;
+        drop_world(&self.services, &self.name, &self.vhost).await;
         let _ = std::fs::remove_dir_all(&self.dir);
+        self.cleaned = true;
     }
 
     /// Waits for a process's HTTP endpoint to answer, whatever the status.

@@ -63,7 +63,9 @@ pub async fn run(
 
     let sandbox = Arc::new(SandboxBackend::new(store.clone()));
     let backend: Arc<dyn Backend> = sandbox.clone();
-    let metrics = metrics::Metrics::new(&telemetry.meter("tg-adapter"));
+    let meter = telemetry.meter("tg-adapter");
+    let metrics = metrics::Metrics::new(&meter);
+    let _session_gauge = metrics::session_gauge(&meter, backend.session());
     let sender = Arc::new(SendService::new(
         backend.clone(),
         IdempotencyStore::new(store.clone()),

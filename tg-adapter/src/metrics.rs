@@ -1,10 +1,40 @@
 //! The adapter's instruments, created once per process from the telemetry
-//! meter: send outcomes and send latency.
+//! meter: send outcomes, send latency and the session's state.
 
 use opentelemetry::{
     KeyValue,
-    metrics::{Counter, Histogram, Meter},
+    metrics::{Counter, Histogram, Meter, ObservableGauge},
 };
+use tokio::sync::watch;
+
+use crate::backend::{SessionState, SessionStatus};
+
+/// `tg_session_state{state}`: 1 for the session's current state, 0 for the
+/// others, read at every scrape. Keep the handle for as long as it reports.
+pub fn session_gauge(
+    meter: &Meter,
+    session: watch::Receiver<SessionStatus>,
+) -> ObservableGauge<u64> {
+    meter
+        .u64_observable_gauge("tg_session_state")
+        .with_description(
+            "1 for the Telegram session's current state (authorized, needs_login, flood_wait), 0 for the others",
+        )
+        .with_callback(move |observer| {
+            let now = session.borrow().session;
+            for state in [
+                SessionState::Authorized,
+                SessionState::NeedsLogin,
+                SessionState::FloodWait,
+            ] {
+                observer.observe(
+                    u64::from(state == now),
+                    &[KeyValue::new("state", state.as_str())],
+                );
+            }
+        })
+        .build()
+}
 
 /// `result` label of `tg_adapter_sends_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -357,10 +357,226 @@ async fn every_process_exports_the_contract_names_and_passes_promtool() {
         "promtool check metrics:\n{}",
         complaints.join("\n")
     );
+
+    // Every name the dashboard and the alert rules query is exported by one
+    // of the processes, or by RabbitMQ's own Prometheus plugin.
+    let mut exported = std::collections::BTreeSet::new();
+    for (_, url, _) in contract {
+        exported.extend(names_in_exposition(&env.http.text(url).await));
+    }
+    let rabbit = std::env::var("TEST_RABBITMQ_PROMETHEUS")
+        .unwrap_or_else(|_| "http://127.0.0.1:15692/metrics/per-object".to_owned());
+    exported.extend(names_in_exposition(&env.http.text(&rabbit).await));
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_file("docs/grafana_outbox_dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let queried: std::collections::BTreeSet<String> = dashboard_exprs(&dashboard)
+        .iter()
+        .flat_map(|e| promql_metric_names(e))
+        .collect();
+    let rules: serde_json::Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(repo_file("docs/prometheus_outbox_rules.yaml")).unwrap(),
+    )
+    .unwrap();
+    let ruled: std::collections::BTreeSet<String> = rules["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap().iter())
+        .flat_map(|r| promql_metric_names(r["expr"].as_str().unwrap()))
+        .collect();
+    assert!(ruled.contains("tg_session_state") && ruled.contains("rabbitmq_queue_messages"));
+    for name in queried.iter().chain(&ruled) {
+        assert!(
+            exported.contains(name),
+            "{name} is queried but no process (nor RabbitMQ's plugin) exports it"
+        );
+    }
+    for name in [
+        "outbox_processed_total",
+        "adapter_latency_seconds_bucket",
+        "outbox_published_total",
+        "outbox_pending_rows",
+        "outbox_oldest_pending_age_seconds",
+        "outbox_commit_to_confirm_seconds_bucket",
+        "consumer_messages_total",
+        "consumer_handler_duration_seconds_bucket",
+        "authz_ep_cache_total",
+        "ws_connections",
+        "alerts_sent_total",
+        "alerts_suppressed_total",
+        "alerts_delivery_errors_total",
+        "http_server_request_duration_seconds_count",
+        "tg_session_state",
+    ] {
+        assert!(
+            queried.contains(name),
+            "the dashboard has no panel on {name}"
+        );
+    }
     let (s, _) = env
         .http
         .get(&format!("{}/api/health", sys.api.url), "")
         .await;
     assert_eq!(s, StatusCode::OK);
     env.cleanup().await;
+}
+
+/// A file of the repository (tests run from the crate's folder).
+fn repo_file(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
+}
+
+/// The metric names of a Prometheus text exposition.
+fn names_in_exposition(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn dashboard_exprs(panel: &serde_json::Value) -> Vec<String> {
+    let mut out: Vec<String> = panel["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["expr"].as_str().map(str::to_owned))
+        .collect();
+    for child in panel["panels"].as_array().into_iter().flatten() {
+        out.extend(dashboard_exprs(child));
+    }
+    out
+}
+
+/// The metric names a PromQL expression reads: identifiers outside label
+/// matchers, ranges and strings that are neither functions, keywords nor
+/// the label lists of `by (...)` and its kin.
+fn promql_metric_names(expr: &str) -> Vec<String> {
+    // Aggregations may put `by (...)` before their parenthesis.
+    const KEYWORDS: [&str; 24] = [
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "bool",
+        "and",
+        "or",
+        "unless",
+        "offset",
+        "inf",
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "group",
+        "stddev",
+        "stdvar",
+        "count",
+        "count_values",
+        "bottomk",
+        "topk",
+        "quantile",
+    ];
+    let chars: Vec<char> = expr.chars().collect();
+    let mut names = Vec::new();
+    let mut i = 0;
+    let mut skip_group = false;
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '"' | '\'' => {
+                i += 1;
+                while i < chars.len() && chars[i] != c {
+                    i += usize::from(chars[i] == '\\') + 1;
+                }
+                i += 1;
+            }
+            '{' | '[' => {
+                let close = if c == '{' { '}' } else { ']' };
+                while i < chars.len() && chars[i] != close {
+                    i += 1;
+                }
+                i += 1;
+            }
+            '(' if skip_group => {
+                while i < chars.len() && chars[i] != ')' {
+                    i += 1;
+                }
+                skip_group = false;
+                i += 1;
+            }
+            c if c.is_ascii_alphabetic() || c == '_' || c == ':' => {
+                let start = i;
+                while i < chars.len()
+                    && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
+                {
+                    i += 1;
+                }
+                let word: String = chars[start..i].iter().collect();
+                let next = chars[i..].iter().find(|c| !c.is_whitespace());
+                if [
+                    "by",
+                    "without",
+                    "on",
+                    "ignoring",
+                    "group_left",
+                    "group_right",
+                ]
+                .contains(&word.as_str())
+                {
+                    skip_group = true;
+                } else if next != Some(&'(') && !KEYWORDS.contains(&word.as_str()) {
+                    names.push(word);
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    names
+}
+
+#[test]
+fn promql_names_are_read_as_prometheus_would() {
+    assert_eq!(
+        promql_metric_names(
+            r#"histogram_quantile(0.99, sum by (le, queue) (rate(consumer_handler_duration_seconds_bucket{queue="x"}[5m])))"#
+        ),
+        ["consumer_handler_duration_seconds_bucket"]
+    );
+    assert_eq!(
+        promql_metric_names(
+            r#"sum(rate(a_total{status="retry"}[5m])) > 2 * (sum(rate(b_total[5m])) or vector(0))"#
+        ),
+        ["a_total", "b_total"]
+    );
+    assert_eq!(
+        promql_metric_names("absent(tg_session_state)"),
+        ["tg_session_state"]
+    );
+}
+
+#[test]
+fn the_alert_rules_pass_promtool_and_their_unit_tests() {
+    for args in [
+        vec!["check", "rules", "prometheus_outbox_rules.yaml"],
+        vec!["test", "rules", "prometheus_outbox_rules.test.yaml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(&args)
+            .current_dir(repo_file("docs"))
+            .output()
+            .expect("promtool (Debian's prometheus package; scripts/test installs it)");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
