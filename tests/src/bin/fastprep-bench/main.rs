@@ -10,9 +10,13 @@
 //! `fastprep-bench realtime`: memory per idle WebSocket, event fan-out
 //! latency to many sockets on two instances, `ep.update` latency (see
 //! `realtime.rs`).
+//!
+//! `fastprep-bench alerts`: threshold crossing to Slack, and the alerts
+//! process's memory (see `alerts.rs`).
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod alerts;
 mod authz;
 mod realtime;
 
@@ -71,6 +75,15 @@ enum Bench {
         /// Holders of the changed role.
         #[arg(long, default_value_t = 5)]
         holders: usize,
+    },
+    /// Threshold crossing → Slack latency, alerts memory.
+    Alerts {
+        /// Threshold crossings timed.
+        #[arg(long, default_value_t = 100)]
+        crossings: usize,
+        /// FAIL_ALERT_THRESHOLD of the run.
+        #[arg(long, default_value_t = 5)]
+        threshold: usize,
     },
     /// WebSocket memory, event fan-out and ep.update latency.
     Realtime {
@@ -266,6 +279,24 @@ async fn main() {
             )
             .unwrap();
             println!("figures written to bench-results/authz.json");
+            return;
+        }
+        Bench::Alerts {
+            crossings,
+            threshold,
+        } => {
+            let results = alerts::run(alerts::Args {
+                crossings,
+                threshold,
+            })
+            .await;
+            std::fs::create_dir_all("bench-results").unwrap();
+            std::fs::write(
+                "bench-results/alerts.json",
+                serde_json::to_string_pretty(&results).unwrap(),
+            )
+            .unwrap();
+            println!("figures written to bench-results/alerts.json");
             return;
         }
         Bench::Realtime {
