@@ -69,6 +69,9 @@ pub async fn record(State(metrics): State<HttpMetrics>, req: Request, next: Next
         .unwrap_or(Value::String(StringValue::from("unmatched")));
     let method = method_name(req.method());
     let resp = next.run(req).await;
+    if platform::trace::enabled() {
+        tracing::Span::current().record("http.response.status_code", resp.status().as_u16());
+    }
     metrics.duration.record(
         started.elapsed().as_secs_f64(),
         &[

@@ -174,16 +174,6 @@ async fn wake_snoozed(pool: PgPool, shutdown: CancellationToken) {
     }
 }
 
-/// W3C trace context of the current span, carried into an event's headers.
-pub fn trace_headers() -> serde_json::Value {
-    serde_json::Value::Object(
-        platform::trace::inject_current()
-            .into_iter()
-            .map(|(k, v)| (k, serde_json::Value::String(v)))
-            .collect(),
-    )
-}
-
 /// The whole HTTP surface.
 pub fn router(state: AppState, config: &Config, metrics: http_metrics::HttpMetrics) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
@@ -251,11 +241,22 @@ fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
         .unwrap_or_default();
     let span = tracing::info_span!(
         "request",
+        otel.name = tracing::field::Empty,
+        otel.kind = "server",
         http.request.method = %req.method(),
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
         url.path = %req.uri().path(),
         request_id,
         trace_id = tracing::field::Empty,
     );
+    if platform::trace::enabled() {
+        // Spans are named after the route (low cardinality), as OTel's HTTP
+        // conventions ask.
+        let route = routes::template(req.uri().path()).unwrap_or("unmatched");
+        span.record("otel.name", format!("{} /api{route}", req.method()));
+        span.record("http.route", format!("/api{route}"));
+    }
     if span.is_disabled() || !req.headers().contains_key("traceparent") {
         return span;
     }

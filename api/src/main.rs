@@ -71,7 +71,9 @@ async fn main() -> anyhow::Result<()> {
                 shutdown.clone(),
             ));
             let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.port)).await?;
-            api::run(config, listener, telemetry, shutdown).await
+            let served = api::run(config, listener, telemetry.clone(), shutdown).await;
+            telemetry.shutdown();
+            served
         }
     }
 }

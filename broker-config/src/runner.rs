@@ -302,7 +302,7 @@ struct Shared<H> {
 }
 
 /// `traceparent`/`tracestate` of a delivery.
-fn trace_headers(delivery: &Delivery) -> HashMap<String, String> {
+pub fn trace_headers(delivery: &Delivery) -> HashMap<String, String> {
     delivery
         .properties
         .headers()
@@ -379,6 +379,7 @@ impl<H: Handler> Shared<H> {
         };
         let span = tracing::info_span!(
             "consume",
+            otel.name = %format!("{queue} process"),
             otel.kind = "consumer",
             messaging.system = "rabbitmq",
             messaging.operation = "process",

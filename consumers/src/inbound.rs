@@ -139,7 +139,7 @@ pub async fn store(
             preview: u.text.chars().take(PREVIEW_CHARS).collect(),
             assignee_id,
         }));
-        schema::enqueue(tx, &event, &serde_json::json!({})).await?;
+        schema::enqueue(tx, &event).await?;
     } else {
         tracing::info!(
             tg_chat_id = u.chat.id,
@@ -194,7 +194,7 @@ async fn edit(
         edited_at,
         assignee_id,
     }));
-    schema::enqueue(tx, &event, &serde_json::json!({})).await?;
+    schema::enqueue(tx, &event).await?;
     Ok(Some(message_id))
 }
 

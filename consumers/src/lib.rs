@@ -28,6 +28,20 @@ pub enum Process {
     All,
 }
 
+impl Process {
+    /// Its name in logs and traces (`service.name`).
+    pub fn service_name(self) -> &'static str {
+        match self {
+            Process::Relay => "fastprep-relay",
+            Process::TgDelivery => "fastprep-tg-delivery",
+            Process::Inbound => "fastprep-inbound",
+            Process::AuthzFanout => "fastprep-authz-fanout",
+            Process::Alerts => "fastprep-alerts",
+            Process::All => "fastprep-consumers",
+        }
+    }
+}
+
 /// Runs `process` until `shutdown` is cancelled or a part of it fails.
 pub async fn run(
     process: Process,

@@ -16,7 +16,7 @@ async fn main() -> anyhow::Result<()> {
     platform::install_crypto_provider();
     let _failpoints = fail::FailScenario::setup();
     let cli = Cli::parse();
-    let telemetry = platform::Telemetry::init("fastprep-consumers")?;
+    let telemetry = platform::Telemetry::init(cli.process.service_name())?;
     let config = match Config::from_env(&platform::Env::process()) {
         Ok(c) => c,
         Err(e) => {
@@ -33,5 +33,7 @@ async fn main() -> anyhow::Result<()> {
         telemetry.clone(),
         shutdown.clone(),
     ));
-    consumers::run(cli.process, config, telemetry, shutdown).await
+    let ran = consumers::run(cli.process, config, telemetry.clone(), shutdown).await;
+    telemetry.shutdown();
+    ran
 }

@@ -2,10 +2,42 @@
 //! context into the outbox row's headers, the relay copies them into AMQP
 //! headers, and the consumer runner makes its span a child of it.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    sync::atomic::{AtomicBool, Ordering},
+};
 
 use opentelemetry::trace::TraceContextExt;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans are exported (`OTEL_EXPORTER_OTLP_ENDPOINT` set). Spans that
+/// exist only for traces (one per published event, say) are made only then.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+pub(crate) fn enable() {
+    ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// `make()` when traces are exported, else a disabled span (nothing built).
+pub fn span_if_enabled(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    if enabled() {
+        make()
+    } else {
+        tracing::Span::none()
+    }
+}
+
+/// The context of `span` as `traceparent`/`tracestate` headers.
+pub fn inject(span: &tracing::Span) -> HashMap<String, String> {
+    let cx = span.context();
+    let mut headers = HashMap::new();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut headers));
+    headers
+}
 
 /// The current span's context as `traceparent`/`tracestate` headers (empty
 /// when tracing is not initialised, as in tests that run services in-process).

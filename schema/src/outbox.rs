@@ -3,13 +3,39 @@
 
 use broker_config::Envelope;
 use sqlx::PgConnection;
+use tracing::Instrument;
 
 /// Writes `envelope` to the outbox inside the caller's transaction.
 ///
 /// Takes a transaction-scoped advisory lock on the aggregate first, so two
 /// transactions writing events of one aggregate commit in the order of their
 /// outbox ids; the relay's per-aggregate ordering rests on that.
-pub async fn enqueue(
+///
+/// When traces are exported, the row carries the W3C context of an
+/// `outbox.enqueue` span, a child of the caller's: the relay continues the
+/// trace from it.
+pub async fn enqueue(conn: &mut PgConnection, envelope: &Envelope) -> Result<i64, sqlx::Error> {
+    let span = platform::trace::span_if_enabled(|| {
+        tracing::info_span!(
+            "outbox.enqueue",
+            otel.name = %format!("outbox create {}", envelope.event_type()),
+            otel.kind = "producer",
+            messaging.system = "postgresql",
+            messaging.operation.type = "create",
+            messaging.destination.name = "outbox",
+            messaging.message.id = %envelope.id,
+        )
+    });
+    let headers = serde_json::Value::Object(
+        platform::trace::inject(&span)
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect(),
+    );
+    write(conn, envelope, &headers).instrument(span).await
+}
+
+async fn write(
     conn: &mut PgConnection,
     envelope: &Envelope,
     headers: &serde_json::Value,

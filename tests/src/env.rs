@@ -49,6 +49,8 @@ pub struct TestEnv {
     pub dir: PathBuf,
     pub http: Client,
     procs: Vec<Proc>,
+    /// Set for every process this test starts from now on.
+    extra_env: Vec<(String, String)>,
     /// Set by [`TestEnv::cleanup`]; a test that panics before it is
     /// cleaned up on drop, so no database or vhost (with its quorum
     /// queues, which weigh on the shared broker) is left behind.
@@ -149,6 +151,7 @@ impl TestEnv {
             dir,
             http,
             procs: Vec::new(),
+            extra_env: Vec::new(),
             cleaned: false,
         }
     }
@@ -175,8 +178,19 @@ impl TestEnv {
         format!("amqp://guest:guest@{host}:{port}/{}", self.vhost)
     }
 
+    /// Sets `name` for every process started from now on.
+    pub fn set_for_all(&mut self, name: &str, value: &str) {
+        self.extra_env.push((name.to_owned(), value.to_owned()));
+    }
+
     /// Environment every process of the system needs.
     pub fn base_env(&self) -> HashMap<String, String> {
+        let mut env = self.fixed_env();
+        env.extend(self.extra_env.iter().cloned());
+        env
+    }
+
+    fn fixed_env(&self) -> HashMap<String, String> {
         HashMap::from([
             ("DATABASE_URL".into(), self.database_url.clone()),
             ("REDIS_URL".into(), self.services.redis.clone()),

@@ -8,6 +8,7 @@
 pub mod accounts;
 pub mod env;
 pub mod http;
+pub mod otlp;
 pub mod process;
 pub mod proxy;
 pub mod slack;

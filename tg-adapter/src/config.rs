@@ -166,8 +166,8 @@ mod tests {
 
     fn base() -> Vec<(&'static str, &'static str)> {
         vec![
-            ("TG_ADAPTER_TOKEN", "0123456789abcdef"),
-            ("SANDBOX_TOKEN", "fedcba9876543210"),
+            ("TG_ADAPTER_TOKEN", "Kx7pQ2vN9mZt4RwB"),
+            ("SANDBOX_TOKEN", "Lc8sD3fG6hJ1kP5y"),
             ("TG_BACKEND", "sandbox"),
             ("DATA_DIR", "/tmp/x"),
             ("AMQP_URL", "amqp://localhost"),
@@ -188,12 +188,12 @@ mod tests {
         assert_eq!(c.metrics_port, Some(9090));
         assert_eq!(c.backend, BackendKind::Sandbox);
         assert_eq!(c.budgets, BudgetConfig::default());
-        assert_eq!(c.token.expose_secret(), "0123456789abcdef");
+        assert_eq!(c.token.expose_secret(), "Kx7pQ2vN9mZt4RwB");
     }
 
     #[test]
     fn the_sandbox_token_is_its_own_and_published_tokens_are_refused() {
-        let err = with(&[("SANDBOX_TOKEN", "0123456789abcdef")])
+        let err = with(&[("SANDBOX_TOKEN", "Kx7pQ2vN9mZt4RwB")])
             .unwrap_err()
             .to_string();
         assert!(err.contains("SANDBOX_TOKEN"), "{err}");

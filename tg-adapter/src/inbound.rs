@@ -86,11 +86,15 @@ impl Forwarder {
                 _ = retry.tick(), if session_due => continue,
                 next = updates.recv() => next,
             };
-            let Some(InboundUpdate { update, ack }) = next else {
+            let Some(InboundUpdate { update, ack, trace }) = next else {
                 break;
             };
             let envelope = Envelope::new(Event::TgUpdateReceived(update));
-            let result = self.publish(&envelope).await.map(|()| envelope.id);
+            let headers = publish_context(&envelope, &trace);
+            let result = self
+                .publish_with(&envelope, &headers)
+                .await
+                .map(|()| envelope.id);
             if let Err(e) = &result {
                 tracing::warn!(event_id = %envelope.id, error = %e, "inbound update not published");
             }
@@ -104,9 +108,17 @@ impl Forwarder {
 
     /// Publishes with a confirm; on failure reconnects once and tries again.
     pub async fn publish(&mut self, envelope: &Envelope) -> Result<(), PublishFailed> {
+        self.publish_with(envelope, &[]).await
+    }
+
+    async fn publish_with(
+        &mut self,
+        envelope: &Envelope,
+        headers: &[(String, String)],
+    ) -> Result<(), PublishFailed> {
         let mut last = None;
         for _ in 0..2 {
-            match self.try_publish(envelope).await {
+            match self.try_publish(envelope, headers).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     self.link = None;
@@ -117,7 +129,11 @@ impl Forwarder {
         Err(last.unwrap_or_else(|| PublishFailed("not attempted".into())))
     }
 
-    async fn try_publish(&mut self, envelope: &Envelope) -> Result<(), PublishFailed> {
+    async fn try_publish(
+        &mut self,
+        envelope: &Envelope,
+        headers: &[(String, String)],
+    ) -> Result<(), PublishFailed> {
         if self
             .link
             .as_ref()
@@ -128,8 +144,11 @@ impl Forwarder {
         let Some(link) = self.link.as_ref() else {
             return Err(PublishFailed("no broker connection".into()));
         };
-        match tokio::time::timeout(STEP_TIMEOUT, link.publisher.publish_envelope(envelope, &[]))
-            .await
+        match tokio::time::timeout(
+            STEP_TIMEOUT,
+            link.publisher.publish_envelope(envelope, headers),
+        )
+        .await
         {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(PublishFailed(e.to_string())),
@@ -164,4 +183,26 @@ impl Forwarder {
             .await
             .map_err(|_| PublishFailed("connecting to RabbitMQ timed out".into()))?
     }
+}
+
+/// With traces exported, the context of a `publish` span that continues the
+/// trace the update came with; else nothing.
+fn publish_context(
+    envelope: &Envelope,
+    received: &std::collections::HashMap<String, String>,
+) -> Vec<(String, String)> {
+    if !platform::trace::enabled() {
+        return Vec::new();
+    }
+    let span = tracing::info_span!(
+        "tg.update.publish",
+        otel.name = %format!("{} publish", envelope.event_type()),
+        otel.kind = "producer",
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "publish",
+        messaging.destination.name = broker_config::topology::EVENTS_EXCHANGE,
+        messaging.message.id = %envelope.id,
+    );
+    platform::trace::set_parent_from(&span, received);
+    platform::trace::inject(&span).into_iter().collect()
 }

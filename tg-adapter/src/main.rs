@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 #[tokio::main]
 async fn main() -> ExitCode {
     platform::install_crypto_provider();
-    let telemetry = match Telemetry::init("tg-adapter") {
+    let telemetry = match Telemetry::init("fastprep-tg-adapter") {
         Ok(t) => t,
         Err(e) => {
             eprintln!("fastprep-tg-adapter: telemetry: {e:#}");
@@ -51,5 +51,7 @@ async fn serve(config: Config, telemetry: Telemetry) -> anyhow::Result<()> {
             platform::metrics_server::serve(metrics, telemetry.clone(), shutdown.clone()),
         ));
     }
-    tg_adapter::run(config, listener, telemetry, shutdown).await
+    let served = tg_adapter::run(config, listener, telemetry.clone(), shutdown).await;
+    telemetry.shutdown();
+    served
 }

@@ -137,7 +137,6 @@ pub async fn ensure_admin(pool: &PgPool, email: &str, password: &str) -> anyhow:
                 user_id: id,
                 perm_version: Some(version),
             })),
-            &serde_json::Value::Object(Default::default()),
         )
         .await?;
     }

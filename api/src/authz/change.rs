@@ -156,7 +156,7 @@ impl AuthzChange {
 
     /// Writes an outbox event in the transaction.
     pub async fn emit(&mut self, event: Event) -> ApiResult<()> {
-        schema::enqueue(&mut self.tx, &Envelope::new(event), &crate::trace_headers()).await?;
+        schema::enqueue(&mut self.tx, &Envelope::new(event)).await?;
         Ok(())
     }
 

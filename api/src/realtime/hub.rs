@@ -30,6 +30,7 @@ use serde_json::json;
 use sqlx::PgPool;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::routes::messages;
@@ -232,7 +233,24 @@ impl Hub {
                     None => anyhow::bail!("consumer cancelled"),
                 },
             };
-            match self.frame(&delivery).await {
+            // With traces exported, rendering the frame continues the trace
+            // of the event it shows.
+            let span = platform::trace::span_if_enabled(|| {
+                let span = tracing::info_span!(
+                    "realtime.frame",
+                    otel.name = %format!("{queue} process"),
+                    otel.kind = "consumer",
+                    messaging.system = "rabbitmq",
+                    messaging.operation.type = "process",
+                    messaging.destination.name = %queue,
+                );
+                platform::trace::set_parent_from(
+                    &span,
+                    &broker_config::runner::trace_headers(&delivery),
+                );
+                span
+            });
+            match self.frame(&delivery).instrument(span).await {
                 Ok(Some(frame)) => {
                     self.push(frame);
                 }

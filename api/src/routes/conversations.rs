@@ -354,7 +354,7 @@ pub async fn update(
             previous_assignee_id,
             assignee_id: new_assignee,
         }));
-        schema::enqueue(&mut tx, &event, &crate::trace_headers()).await?;
+        schema::enqueue(&mut tx, &event).await?;
     }
     let out = load(&mut tx, caller.id, id, InboxScope::All).await?;
     tx.commit().await?;
@@ -407,7 +407,7 @@ pub async fn wake_snoozed(pool: &sqlx::PgPool) -> Result<usize, ApiError> {
             previous_assignee_id: None,
             assignee_id: *assignee_id,
         }));
-        schema::enqueue(&mut tx, &event, &json!({})).await?;
+        schema::enqueue(&mut tx, &event).await?;
     }
     tx.commit().await?;
     Ok(woken.len())

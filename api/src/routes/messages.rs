@@ -317,7 +317,7 @@ async fn write(
             assignee_id,
         }),
     };
-    schema::enqueue(&mut tx, &Envelope::new(event), &crate::trace_headers()).await?;
+    schema::enqueue(&mut tx, &Envelope::new(event)).await?;
     if kind == Kind::Reply {
         sqlx::query(
             "UPDATE conversations SET last_message_at = now(), updated_at = now() WHERE id = $1",

@@ -161,6 +161,27 @@ pub fn table() -> Vec<RouteSpec> {
     routes().into_iter().map(|r| r.spec).collect()
 }
 
+/// The declared path (`/conversations/{id}`) that a request path under
+/// `/api` matches, for naming spans before the router has matched it.
+pub fn template(path: &str) -> Option<&'static str> {
+    static TABLE: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut paths: Vec<&'static str> = table().into_iter().map(|r| r.path).collect();
+        paths.dedup();
+        paths
+    });
+    let path = path.strip_prefix("/api")?;
+    let segments: Vec<&str> = path.split('/').collect();
+    table.iter().copied().find(|t| {
+        let parts: Vec<&str> = t.split('/').collect();
+        parts.len() == segments.len()
+            && parts
+                .iter()
+                .zip(&segments)
+                .all(|(p, s)| p == s || (p.starts_with('{') && !s.is_empty()))
+    })
+}
+
 /// The routes under `/api`, each behind the PEP with its declared access.
 pub fn router(state: &AppState) -> Router<AppState> {
     routes().into_iter().fold(Router::new(), |router, r| {

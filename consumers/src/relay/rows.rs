@@ -147,6 +147,29 @@ pub fn envelope_bytes(r: &Row) -> Vec<u8> {
     body
 }
 
+/// The trace headers a row's message carries: with traces exported, those
+/// of a `publish` span, a child of the context the writer stored; else the
+/// stored ones as they are.
+fn publish_context(
+    r: &Row,
+    stored: std::collections::HashMap<String, String>,
+) -> std::collections::HashMap<String, String> {
+    if !platform::trace::enabled() || !stored.contains_key("traceparent") {
+        return stored;
+    }
+    let span = tracing::info_span!(
+        "outbox.publish",
+        otel.name = %format!("{} publish", r.event_type),
+        otel.kind = "producer",
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "publish",
+        messaging.destination.name = EVENTS_EXCHANGE,
+        messaging.message.id = %r.event_id,
+    );
+    platform::trace::set_parent_from(&span, &stored);
+    platform::trace::inject(&span)
+}
+
 /// Everything a row's AMQP message borrows, built once per batch.
 pub struct Prepared {
     ids: Vec<String>,
@@ -162,9 +185,12 @@ impl Prepared {
             headers: rows
                 .iter()
                 .map(|r| {
-                    r.headers
+                    let stored = r
+                        .headers
                         .iter()
-                        .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
+                        .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())));
+                    publish_context(r, stored.collect())
+                        .into_iter()
                         .chain([(STREAM_ID_HEADER.to_owned(), r.stream_id.to_string())])
                         .collect()
                 })

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use opentelemetry::metrics::Histogram;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use tracing::Instrument;
 
 /// What the adapter said.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,20 +68,38 @@ impl AdapterClient {
 
     /// Sends one message with `Idempotency-Key: <message_id>`.
     pub async fn send(&self, msg: &MessageOutgoing) -> SendResult {
+        let span = platform::trace::span_if_enabled(|| {
+            tracing::info_span!(
+                "adapter.send",
+                otel.name = "POST /v1/messages",
+                otel.kind = "client",
+                http.request.method = "POST",
+                url.path = "/v1/messages",
+                http.response.status_code = tracing::field::Empty,
+            )
+        });
+        self.send_in(msg, &span).instrument(span.clone()).await
+    }
+
+    async fn send_in(&self, msg: &MessageOutgoing, span: &tracing::Span) -> SendResult {
         let started = Instant::now();
         let body = serde_json::json!({
             "chat_id": msg.tg_chat_id,
             "text": msg.text,
             "attachments": msg.attachments,
         });
-        let response = self
+        let mut request = self
             .http
             .post(format!("{}/v1/messages", self.base))
             .bearer_auth(self.token.expose_secret())
-            .header("Idempotency-Key", msg.message_id.to_string())
-            .json(&body)
-            .send()
-            .await;
+            .header("Idempotency-Key", msg.message_id.to_string());
+        for (name, value) in platform::trace::inject(span) {
+            request = request.header(name, value);
+        }
+        let response = request.json(&body).send().await;
+        if let Ok(resp) = &response {
+            span.record("http.response.status_code", resp.status().as_u16());
+        }
         let result = match response {
             Err(e) => SendResult::Transient {
                 reason: format!("adapter unreachable: {}", without_url(&e)),

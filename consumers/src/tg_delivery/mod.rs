@@ -110,7 +110,7 @@ async fn set_status(
         retry_at,
         assignee_id,
     }));
-    schema::enqueue(conn, &event, &serde_json::json!({})).await?;
+    schema::enqueue(conn, &event).await?;
     Ok(())
 }
 
@@ -257,7 +257,7 @@ impl Handler for TgDelivery {
                     error: failure.reason().to_owned(),
                     attempts: attempt,
                 }));
-                schema::enqueue(tx, &failed, &serde_json::json!({})).await?;
+                schema::enqueue(tx, &failed).await?;
                 self.metrics.count("failed");
             }
         }

@@ -226,7 +226,6 @@ async fn fanout_reaches_every_holder_of_a_role() {
             role_id: role.parse().unwrap(),
             users: vec![],
         })),
-        &json!({}),
     )
     .await
     .unwrap();

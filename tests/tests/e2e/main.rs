@@ -16,3 +16,4 @@ mod security;
 mod security_accounts;
 mod security_surface;
 mod security_throttle;
+mod traces;

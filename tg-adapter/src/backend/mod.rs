@@ -67,6 +67,9 @@ pub struct PublishFailed(pub String);
 pub struct InboundUpdate {
     pub update: TgUpdateReceived,
     pub ack: oneshot::Sender<Result<Uuid, PublishFailed>>,
+    /// W3C trace context of whatever received the update (empty when traces
+    /// are not exported): the published event continues its trace.
+    pub trace: std::collections::HashMap<String, String>,
 }
 
 /// A Telegram account.

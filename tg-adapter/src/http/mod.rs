@@ -40,5 +40,31 @@ pub fn router(
                 "no such route",
             )
         })
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+}
+
+/// The span of one request: with traces exported, a server span continuing
+/// the caller's `traceparent`.
+fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    if !platform::trace::enabled() {
+        return tracing::debug_span!("request", method = %req.method(), uri = %req.uri());
+    }
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format!("{} {}", req.method(), req.uri().path()),
+        otel.kind = "server",
+        http.request.method = %req.method(),
+        url.path = %req.uri().path(),
+    );
+    let headers: std::collections::HashMap<String, String> = ["traceparent", "tracestate"]
+        .iter()
+        .filter_map(|k| {
+            req.headers()
+                .get(*k)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| ((*k).to_owned(), v.to_owned()))
+        })
+        .collect();
+    platform::trace::set_parent_from(&span, &headers);
+    span
 }

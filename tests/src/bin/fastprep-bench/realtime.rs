@@ -350,7 +350,7 @@ pub async fn run(args: Args) -> Value {
                 preview: text,
                 assignee_id: assignee,
             }));
-            schema::enqueue(&mut tx, &event, &json!({})).await.unwrap();
+            schema::enqueue(&mut tx, &event).await.unwrap();
             tx.commit().await.unwrap();
             (id, Instant::now(), assignee)
         }));

@@ -191,7 +191,11 @@ impl SandboxBackend {
         };
         let (ack, confirmed) = oneshot::channel();
         self.updates_tx
-            .send(InboundUpdate { update, ack })
+            .send(InboundUpdate {
+                update,
+                ack,
+                trace: platform::trace::inject_current(),
+            })
             .await
             .map_err(|_| PublishFailed("the inbound forwarder has stopped".into()))?;
         let event_id = confirmed
