@@ -103,11 +103,6 @@ pub async fn state(
         (config.ws_max_connections, config.ws_max_pending_per_client),
         meter,
     );
-    // The dummy hash that unknown emails are checked against is made now,
-    // not on the first sign-in's thread.
-    tokio::task::spawn_blocking(|| {
-        auth::password::dummy_hash();
-    });
     tokio::spawn(purge_expired_sessions(pool.clone(), shutdown.clone()));
     tokio::spawn(wake_snoozed(pool.clone(), shutdown.clone()));
     Ok(AppState {

@@ -102,13 +102,16 @@ pub async fn login(
                 return Err(e.into());
             }
         };
-    let stored = row
-        .as_ref()
-        .map_or(password::dummy_hash().to_owned(), |r| r.1.clone());
+    let stored = row.as_ref().map(|r| r.1.clone());
     let (candidate, checked) = (input.password, stored.clone());
+    // An unknown email is checked against a dummy hash, made (once) in the
+    // hashing pool like every other hash, so it takes as long.
     let ok = match state
         .hasher
-        .run(move || password::verify(&candidate, &checked))
+        .run(move || {
+            let checked = checked.unwrap_or_else(|| password::dummy_hash().to_owned());
+            password::verify(&candidate, &checked)
+        })
         .await
     {
         Ok(ok) => ok,
@@ -133,7 +136,7 @@ pub async fn login(
     .fetch_optional(&mut *tx)
     .await?;
     let perm_version = match current {
-        Some((hash, true, pv)) if hash == stored => pv,
+        Some((hash, true, pv)) if Some(&hash) == stored.as_ref() => pv,
         _ => return Err(bad_credentials()),
     };
     let (_, refresh) =

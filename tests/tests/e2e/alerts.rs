@@ -276,3 +276,26 @@ async fn needs_login_from_the_sandbox_raises_the_session_alert_at_once() {
     assert_eq!(slack.accepted().len(), 1);
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn without_a_webhook_alerts_are_logged_and_counted() {
+    let mut env = TestEnv::new().await;
+    let proc = env
+        .start_consumer("alerts", None, &[("FAIL_ALERT_THRESHOLD", "1".to_owned())])
+        .await;
+    fail_replies(&env, 1, "user_blocked").await;
+    let metrics = wait_for("the alert to be counted", Duration::from_secs(15), || {
+        let (http, url) = (env.http.clone(), proc.metrics_url.clone());
+        async move {
+            let text = http.text(&url).await;
+            (sample(&text, "alerts_sent_total", &[("kind", "delivery")]) == Some(1.0))
+                .then_some(text)
+        }
+    })
+    .await;
+    assert_eq!(sample(&metrics, "alerts_delivery_errors_total", &[]), None);
+    let logs = env.logs();
+    assert!(logs.contains("alert (no SLACK_WEBHOOK_URL)"), "{logs}");
+    assert!(logs.contains("replies failed for good"), "{logs}");
+    env.cleanup().await;
+}
