@@ -248,9 +248,15 @@ fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
     if platform::trace::enabled() {
         // Spans are named after the route (low cardinality), as OTel's HTTP
         // conventions ask.
-        let route = routes::template(req.uri().path()).unwrap_or("unmatched");
-        span.record("otel.name", format!("{} /api{route}", req.method()));
-        span.record("http.route", format!("/api{route}"));
+        match routes::template(req.uri().path()) {
+            Some(route) => {
+                span.record("otel.name", format!("{} /api{route}", req.method()));
+                span.record("http.route", format!("/api{route}"));
+            }
+            None => {
+                span.record("otel.name", format!("{} unmatched", req.method()));
+            }
+        }
     }
     if span.is_disabled() || !req.headers().contains_key("traceparent") {
         return span;

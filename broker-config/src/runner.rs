@@ -94,27 +94,62 @@ pub struct DeliveryInfo<'a> {
     /// `x-first-death-reason` of a dead letter: `rejected`, `delivery_limit`, `expired`, …
     pub death_reason: Option<String>,
     pub body: &'a [u8],
+    /// Set on a dead letter back from a retry tier (see [`Self::dead_lettered_from`]).
+    pub dead_lettered_from: Option<String>,
 }
+
+/// Carried by a dead letter that was parked in a retry tier: the queue that
+/// dead-lettered it and why, which the broker's own headers no longer say
+/// once the retry tier has expired it back.
+const DEAD_LETTERED_FROM: &str = "x-fastprep-dead-lettered-from";
+const DEATH_REASON: &str = "x-fastprep-death-reason";
 
 impl DeliveryInfo<'_> {
     /// The work queue that dead-lettered this message, when it is a dead
-    /// letter (`fastprep.dlx` routes by the source queue's name).
+    /// letter (`fastprep.dlx` routes by the source queue's name; a dead
+    /// letter back from a retry tier says so in a header of ours).
     pub fn dead_lettered_from(&self) -> Option<&str> {
-        (self.exchange == topology::DLX).then_some(self.routing_key)
+        self.dead_lettered_from
+            .as_deref()
+            .or((self.exchange == topology::DLX).then_some(self.routing_key))
+    }
+
+    /// The headers that keep a dead letter's facts across a retry tier.
+    fn dead_letter_headers(&self) -> Vec<(String, String)> {
+        match self.dead_lettered_from() {
+            Some(queue) => [(DEAD_LETTERED_FROM.to_owned(), queue.to_owned())]
+                .into_iter()
+                .chain(
+                    self.death_reason
+                        .clone()
+                        .map(|r| (DEATH_REASON.to_owned(), r)),
+                )
+                .collect(),
+            None => Vec::new(),
+        }
     }
 
     fn of(delivery: &'_ Delivery) -> DeliveryInfo<'_> {
-        let death_reason = delivery
-            .properties
-            .headers()
-            .as_ref()
-            .and_then(|h| h.inner().get("x-first-death-reason").cloned())
-            .and_then(|v| match v {
-                AMQPValue::LongString(s) => Some(s.to_string()),
-                AMQPValue::ShortString(s) => Some(s.to_string()),
-                _ => None,
-            });
+        let header = |name: &str| {
+            delivery
+                .properties
+                .headers()
+                .as_ref()
+                .and_then(|h| h.inner().get(name).cloned())
+                .and_then(|v| match v {
+                    AMQPValue::LongString(s) => Some(s.to_string()),
+                    AMQPValue::ShortString(s) => Some(s.to_string()),
+                    _ => None,
+                })
+        };
+        let dead_lettered_from = header(DEAD_LETTERED_FROM);
+        let death_reason = if dead_lettered_from.is_some() {
+            header(DEATH_REASON)
+        } else {
+            header("x-first-death-reason")
+        };
         DeliveryInfo {
+            dead_lettered_from,
             message_id: delivery
                 .properties
                 .message_id()
@@ -379,7 +414,7 @@ impl<H: Handler> Shared<H> {
         };
         let span = tracing::info_span!(
             "consume",
-            otel.name = %format!("{queue} process"),
+            otel.name = tracing::field::Empty,
             otel.kind = "consumer",
             messaging.system = "rabbitmq",
             messaging.operation = "process",
@@ -389,6 +424,9 @@ impl<H: Handler> Shared<H> {
             attempt,
             trace_id = tracing::field::Empty,
         );
+        if platform::trace::enabled() {
+            span.record("otel.name", format!("{queue} process"));
+        }
         if let Some(trace_id) = platform::trace::set_parent_from(&span, &trace_headers(&delivery)) {
             span.record("trace_id", trace_id);
         }
@@ -503,7 +541,10 @@ impl<H: Handler> Shared<H> {
             .as_ref()
             .map(|s| s.to_string())
             .unwrap_or_default();
-        let headers: Vec<(String, String)> = trace_headers(delivery).into_iter().collect();
+        let headers: Vec<(String, String)> = trace_headers(delivery)
+            .into_iter()
+            .chain(DeliveryInfo::of(delivery).dead_letter_headers())
+            .collect();
         let outgoing = Outgoing {
             exchange: "",
             routing_key: &tier,

@@ -15,6 +15,7 @@ use lapin::Connection;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::backend::{InboundUpdate, PublishFailed, SessionStatus};
 
@@ -57,6 +58,9 @@ impl Forwarder {
         let mut session_due = session.borrow_and_update().session != SessionState::Authorized;
         let mut retry = tokio::time::interval(Duration::from_secs(1));
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The backend may drop its end of the session (it has no sessions to
+        // report): stop listening then, rather than spin.
+        let mut session_open = true;
         loop {
             if session_due {
                 let now = session.borrow().clone();
@@ -76,10 +80,12 @@ impl Forwarder {
             }
             let next = tokio::select! {
                 _ = shutdown.cancelled() => None,
-                changed = session.changed() => {
+                changed = session.changed(), if session_open => {
                     if changed.is_ok() {
                         session.borrow_and_update();
                         session_due = true;
+                    } else {
+                        session_open = false;
                     }
                     continue;
                 }
@@ -90,9 +96,10 @@ impl Forwarder {
                 break;
             };
             let envelope = Envelope::new(Event::TgUpdateReceived(update));
-            let headers = publish_context(&envelope, &trace);
+            let (span, headers) = publish_context(&envelope, &trace);
             let result = self
                 .publish_with(&envelope, &headers)
+                .instrument(span)
                 .await
                 .map(|()| envelope.id);
             if let Err(e) = &result {
@@ -185,14 +192,14 @@ impl Forwarder {
     }
 }
 
-/// With traces exported, the context of a `publish` span that continues the
-/// trace the update came with; else nothing.
+/// With traces exported, a `publish` span that continues the trace the
+/// update came with, and its context for the message; else nothing.
 fn publish_context(
     envelope: &Envelope,
     received: &std::collections::HashMap<String, String>,
-) -> Vec<(String, String)> {
+) -> (tracing::Span, Vec<(String, String)>) {
     if !platform::trace::enabled() {
-        return Vec::new();
+        return (tracing::Span::none(), Vec::new());
     }
     let span = tracing::info_span!(
         "tg.update.publish",
@@ -204,5 +211,6 @@ fn publish_context(
         messaging.message.id = %envelope.id,
     );
     platform::trace::set_parent_from(&span, received);
-    platform::trace::inject(&span).into_iter().collect()
+    let headers = platform::trace::inject(&span).into_iter().collect();
+    (span, headers)
 }

@@ -238,7 +238,7 @@ impl Hub {
             let span = platform::trace::span_if_enabled(|| {
                 let span = tracing::info_span!(
                     "realtime.frame",
-                    otel.name = %format!("{queue} process"),
+                    otel.name = "realtime process",
                     otel.kind = "consumer",
                     messaging.system = "rabbitmq",
                     messaging.operation.type = "process",

@@ -226,6 +226,7 @@ impl Alerts {
                 &failed.member(),
                 threshold,
                 self.settings.window,
+                self.settings.cooldown,
             )
             .await
             .map_err(|e| Failure::retryable(format!("redis: {e}")))?;
@@ -314,6 +315,7 @@ mod tests {
             routing_key: "x",
             death_reason: None,
             body,
+            dead_lettered_from: None,
         }
     }
 
@@ -324,6 +326,7 @@ mod tests {
             routing_key: from,
             death_reason: Some(reason.to_owned()),
             body,
+            dead_lettered_from: None,
         }
     }
 
@@ -366,6 +369,21 @@ mod tests {
         .unwrap();
         assert_eq!(limit.kind, Kind::DeadLetter("tg-delivery"));
         assert!(!limit.member().contains("customer"), "{}", limit.member());
+    }
+
+    #[test]
+    fn a_dead_letter_back_from_a_retry_tier_is_still_one() {
+        let retried = DeliveryInfo {
+            message_id: None,
+            exchange: "",
+            routing_key: "alerts",
+            death_reason: Some("rejected".into()),
+            body: b"",
+            dead_lettered_from: Some("inbound".into()),
+        };
+        assert_eq!(retried.dead_lettered_from(), Some("inbound"));
+        let f = classify(&outgoing(), &retried, &settings()).unwrap();
+        assert_eq!(f.kind, Kind::DeadLetter("inbound"));
     }
 
     #[test]

@@ -5,8 +5,11 @@
 //! cooldowns that ended.
 //!
 //! Delivery is at least once: an entry whose sender died is claimed by
-//! another sender after [`STALE_AFTER`]. A sender that dies between Slack's
-//! answer and the settlement leaves an entry that is posted again.
+//! another sender after [`STALE_AFTER`]. A sender holds one entry at a time
+//! and renews its claim every [`KEEP_EVERY`], also while it waits out a
+//! back-off or a `Retry-After`, and checks it still holds the entry before
+//! each post; so only a sender that dies between Slack's answer and the
+//! settlement leaves an entry that is posted again.
 
 use std::{sync::Arc, time::Duration};
 
@@ -64,11 +67,8 @@ impl Sender {
                 "SLACK_WEBHOOK_URL is not set: alerts are logged and counted, not posted"
             );
         }
-        while let Err(e) = self.state.ensure_group().await {
-            tracing::warn!(error = %e, "alerts stream not ready; retrying");
-            if pause(&shutdown, Duration::from_secs(1)).await {
-                return Ok(());
-            }
+        if !self.join_group(&shutdown).await {
+            return Ok(());
         }
         let mut last_claim: Option<Instant> = None;
         let mut last_sweep: Option<Instant> = None;
@@ -81,14 +81,21 @@ impl Sender {
                     Err(e) => tracing::warn!(error = %e, "cooldown sweep failed"),
                 }
             }
-            let mut entries = match self.state.read_new(&self.consumer, 10).await {
+            let mut entries = match self.state.read_new(&self.consumer, 1).await {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::warn!(error = %e, "reading queued alerts failed");
+                    // Redis restarted empty: the stream and its group are
+                    // gone; make them again.
+                    if e.to_string().contains("NOGROUP") && !self.join_group(&shutdown).await {
+                        return Ok(());
+                    }
                     Vec::new()
                 }
             };
-            if last_claim.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+            if entries.is_empty()
+                && last_claim.is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
+            {
                 last_claim = Some(Instant::now());
                 match self.state.claim_stale(&self.consumer, STALE_AFTER).await {
                     Ok(stale) => {
@@ -113,11 +120,26 @@ impl Sender {
             }
             for entry in entries {
                 if !self.deliver(&entry, &shutdown).await {
-                    return Ok(());
+                    break;
                 }
             }
         }
+        if let Err(e) = self.state.leave(&self.consumer).await {
+            tracing::debug!(error = %e, "leaving the senders' group failed");
+        }
         Ok(())
+    }
+
+    /// Makes sure the stream and the senders' group exist; `false` when
+    /// shutdown came first.
+    async fn join_group(&self, shutdown: &CancellationToken) -> bool {
+        while let Err(e) = self.state.ensure_group().await {
+            tracing::warn!(error = %e, "alerts stream not ready; retrying");
+            if pause(shutdown, Duration::from_secs(1)).await {
+                return false;
+            }
+        }
+        true
     }
 
     /// Posts `entry` until Slack accepts it; `false` when shutdown came first.
@@ -133,8 +155,16 @@ impl Sender {
         };
         let body = slack::render(kind, &entry.body, &self.settings.links);
         let mut backoff = Duration::from_secs(1);
-        let mut last_keep = Instant::now();
         loop {
+            // Still ours? (After a long wait another sender may have taken it.)
+            match self.state.keep(&self.consumer, &entry.id).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!(id = entry.id, "another sender took this alert over");
+                    return true;
+                }
+                Err(e) => tracing::warn!(error = %e, "could not renew the claim on an alert"),
+            }
             let posted = match &self.webhook {
                 Some(webhook) => webhook.post(&body).await,
                 None => {
@@ -161,14 +191,19 @@ impl Sender {
                     wait
                 }
             };
-            if last_keep.elapsed() >= KEEP_EVERY {
-                last_keep = Instant::now();
-                if let Err(e) = self.state.keep(&self.consumer, &entry.id).await {
+            // Wait in slices, renewing the claim, so that nobody takes the
+            // entry over while this sender is only waiting.
+            let until = Instant::now() + wait;
+            while Instant::now() < until {
+                let slice = (until - Instant::now()).min(KEEP_EVERY);
+                if pause(shutdown, slice).await {
+                    return false;
+                }
+                if Instant::now() < until
+                    && let Err(e) = self.state.keep(&self.consumer, &entry.id).await
+                {
                     tracing::warn!(error = %e, "could not renew the claim on an alert");
                 }
-            }
-            if pause(shutdown, wait).await {
-                return false;
             }
         }
         self.metrics.sent(kind);

@@ -9,8 +9,11 @@
 //!   failure counts once.
 //! - `alerts:<kind>:state`: `firing` (the stream id of an alert not yet
 //!   accepted by Slack) and `cooldown_until` (ms).
-//! - `alerts:<kind>:held`: failures that arrived while firing or in cooldown,
-//!   for the summary.
+//! - `alerts:<kind>:held` (the ids), `alerts:<kind>:held_codes` (counts per
+//!   code) and `alerts:<kind>:held_convs` (at most five conversations):
+//!   failures that arrived while firing or in cooldown, for the summary.
+//!   Counters, not the failures themselves, so a long incident costs a few
+//!   bytes per failure and the summary is read in constant time.
 //!
 //! `alerts:outbox` is a stream of messages to post, read by the senders'
 //! consumer group: an entry is acknowledged only once Slack has accepted it,
@@ -66,10 +69,11 @@ local function digest(members, top)
 end
 ";
 
-/// KEYS: window, state, held, outbox, kinds. ARGV: kind, member, threshold,
-/// window ms, top. Returns `{outcome, n}`: `counted` (n in the window),
-/// `held` (n = 1 when newly held), or `fired` (n counted; an alert entered
-/// the outbox and the window starts over).
+/// KEYS: window, state, held, outbox, kinds, held codes, held
+/// conversations. ARGV: kind, member, threshold, window ms, top, held TTL ms.
+/// Returns `{outcome, n}`: `counted` (n in the window), `held` (n = 1 when
+/// newly held), or `fired` (n counted; an alert entered the outbox and the
+/// window starts over).
 const RECORD: &str = r"
 local kind, member = ARGV[1], ARGV[2]
 local threshold, window, top = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -77,7 +81,13 @@ redis.call('SADD', KEYS[5], kind)
 local firing = redis.call('HGET', KEYS[2], 'firing')
 local cooldown_until = tonumber(redis.call('HGET', KEYS[2], 'cooldown_until') or '0')
 if firing or cooldown_until > now then
-  return {'held', redis.call('ZADD', KEYS[3], 'NX', now, member)}
+  local id, code, conv = string.match(member, '^([^\t]*)\t([^\t]*)\t([^\t]*)$')
+  if not id or redis.call('SADD', KEYS[3], id) == 0 then return {'held', 0} end
+  redis.call('HINCRBY', KEYS[6], code, 1)
+  if conv ~= '' and redis.call('SCARD', KEYS[7]) < top then redis.call('SADD', KEYS[7], conv) end
+  for i = 6, 7 do redis.call('PEXPIRE', KEYS[i], ARGV[6]) end
+  redis.call('PEXPIRE', KEYS[3], ARGV[6])
+  return {'held', 1}
 end
 redis.call('ZADD', KEYS[1], 'NX', now, member)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
@@ -109,10 +119,11 @@ end
 return 1
 ";
 
-/// KEYS: state, held, outbox. ARGV: kind, cooldown ms, top. A cooldown that
-/// has ended: with failures held, one summary enters the outbox. A `firing`
-/// whose entry is gone from the stream (deleted by hand) is cleared.
-/// Returns 1 when a summary was queued.
+/// KEYS: state, held, outbox, held codes, held conversations. ARGV: kind,
+/// cooldown ms, top. A cooldown that has ended: with failures held, one
+/// summary enters the outbox. A `firing` whose entry is gone from the stream
+/// (deleted by hand, or Redis restarted empty) is cleared. Returns 1 when a
+/// summary was queued.
 const SWEEP: &str = r"
 local firing = redis.call('HGET', KEYS[1], 'firing')
 if firing then
@@ -124,14 +135,46 @@ end
 local cooldown_until = tonumber(redis.call('HGET', KEYS[1], 'cooldown_until') or '0')
 if cooldown_until == 0 or cooldown_until > now then return 0 end
 redis.call('HDEL', KEYS[1], 'cooldown_until')
-local n = redis.call('ZCARD', KEYS[2])
+local n = redis.call('SCARD', KEYS[2])
 if n == 0 then return 0 end
-local codes, convs = digest(redis.call('ZRANGE', KEYS[2], 0, -1), tonumber(ARGV[3]))
+local counts, order = {}, {}
+local flat = redis.call('HGETALL', KEYS[4])
+for i = 1, #flat, 2 do
+  counts[flat[i]] = tonumber(flat[i + 1]); table.insert(order, flat[i])
+end
+table.sort(order, function(a, b)
+  if counts[a] == counts[b] then return a < b end
+  return counts[a] > counts[b]
+end)
+local codes = {}
+for i = 1, math.min(tonumber(ARGV[3]), #order) do table.insert(codes, {order[i], counts[order[i]]}) end
+if #codes == 0 then codes = cjson.empty_array end
+local convs = redis.call('SMEMBERS', KEYS[5])
+table.sort(convs)
+if #convs == 0 then convs = cjson.empty_array end
 local summary = cjson.encode({type = 'summary', kind = ARGV[1], count = n,
   cooldown_ms = tonumber(ARGV[2]), codes = codes, conversations = convs,
   until_ms = cooldown_until})
 redis.call('XADD', KEYS[3], '*', 'kind', ARGV[1], 'type', 'summary', 'body', summary)
-redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[2], KEYS[4], KEYS[5])
+return 1
+";
+
+/// KEYS: outbox. ARGV: group, entry id, consumer. Renews `consumer`'s claim
+/// on an entry it still holds (resets its idle time); returns 0 when another
+/// sender holds it now.
+const KEEP: &str = r"
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if #p == 0 or p[1][2] ~= ARGV[3] then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
+return 1
+";
+
+/// KEYS: outbox. ARGV: group, consumer. Removes a consumer that holds
+/// nothing from the group (a sender that stops cleanly).
+const LEAVE: &str = r"
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
 return 1
 ";
 
@@ -164,6 +207,8 @@ pub struct AlertState {
     record: Script,
     settle: Script,
     sweep: Script,
+    keep: Script,
+    leave: Script,
 }
 
 fn with_prelude(body: &str) -> Script {
@@ -183,6 +228,8 @@ impl AlertState {
             record: with_prelude(RECORD),
             settle: with_prelude(SETTLE),
             sweep: with_prelude(SWEEP),
+            keep: Script::from_lua(KEEP),
+            leave: Script::from_lua(LEAVE),
         }
     }
 
@@ -212,13 +259,15 @@ impl AlertState {
         }
     }
 
-    /// Records one failure of `kind`.
+    /// Records one failure of `kind`. Held failures are kept a day past
+    /// `cooldown` at most (a Slack outage lasting longer loses their summary).
     pub async fn record(
         &self,
         kind: &str,
         member: &str,
         threshold: u32,
         window: Duration,
+        cooldown: Duration,
     ) -> Result<Recorded, RedisError> {
         let (outcome, n): (String, u64) = self
             .record
@@ -230,6 +279,8 @@ impl AlertState {
                     self.key(kind, "held"),
                     self.outbox(),
                     self.kinds(),
+                    self.key(kind, "held_codes"),
+                    self.key(kind, "held_convs"),
                 ],
                 vec![
                     kind.to_owned(),
@@ -237,6 +288,9 @@ impl AlertState {
                     threshold.max(1).to_string(),
                     window.as_millis().max(1).to_string(),
                     TOP.to_string(),
+                    (cooldown + Duration::from_secs(86_400))
+                        .as_millis()
+                        .to_string(),
                 ],
             )
             .await?;
@@ -279,6 +333,8 @@ impl AlertState {
                         self.key(&kind, "state"),
                         self.key(&kind, "held"),
                         self.outbox(),
+                        self.key(&kind, "held_codes"),
+                        self.key(&kind, "held_convs"),
                     ],
                     vec![
                         kind.clone(),
@@ -329,7 +385,7 @@ impl AlertState {
                 consumer,
                 u64::try_from(idle.as_millis()).unwrap_or(u64::MAX),
                 "0-0",
-                Some(10),
+                Some(1),
                 false,
             )
             .await?;
@@ -337,21 +393,28 @@ impl AlertState {
     }
 
     /// Tells the group that `consumer` still works on `id` (resets its idle
-    /// time, so nobody claims an entry whose Slack retries go on).
-    pub async fn keep(&self, consumer: &str, id: &str) -> Result<(), RedisError> {
-        let _: Value = self
-            .redis
-            .xclaim(
-                self.outbox(),
-                GROUP,
-                consumer,
-                0,
-                id,
-                None,
-                None,
-                None,
-                false,
-                true,
+    /// time, so nobody claims an entry whose Slack retries go on); `false`
+    /// when another sender holds it now, and this one must let it go.
+    pub async fn keep(&self, consumer: &str, id: &str) -> Result<bool, RedisError> {
+        let kept: i64 = self
+            .keep
+            .evalsha_with_reload(
+                &self.redis,
+                vec![self.outbox()],
+                vec![GROUP.to_owned(), id.to_owned(), consumer.to_owned()],
+            )
+            .await?;
+        Ok(kept == 1)
+    }
+
+    /// Leaves the group, if `consumer` holds nothing.
+    pub async fn leave(&self, consumer: &str) -> Result<(), RedisError> {
+        let _: i64 = self
+            .leave
+            .evalsha_with_reload(
+                &self.redis,
+                vec![self.outbox()],
+                vec![GROUP.to_owned(), consumer.to_owned()],
             )
             .await?;
         Ok(())

@@ -274,6 +274,28 @@ async fn needs_login_from_the_sandbox_raises_the_session_alert_at_once() {
         .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(slack.accepted().len(), 1);
+    // A short FLOOD_WAIT neither alerts nor outlives its end.
+    let until = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let (s, body) = env
+        .http
+        .sandbox(
+            &adapter.url,
+            Method::POST,
+            "/sandbox/session",
+            Some(json!({"session": "flood_wait", "until": until})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    wait_for("the flood wait to end", Duration::from_secs(10), || {
+        let http = env.http.clone();
+        let url = format!("{}/v1/status", adapter.url);
+        async move {
+            let (_, status) = http.get(&url, fastprep_tests::env::ADAPTER_TOKEN).await;
+            (status["session"] == "authorized").then_some(())
+        }
+    })
+    .await;
+    assert_eq!(slack.accepted().len(), 1);
     env.cleanup().await;
 }
 
@@ -297,5 +319,73 @@ async fn without_a_webhook_alerts_are_logged_and_counted() {
     let logs = env.logs();
     assert!(logs.contains("alert (no SLACK_WEBHOOK_URL)"), "{logs}");
     assert!(logs.contains("replies failed for good"), "{logs}");
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_dead_letter_parked_while_redis_is_away_still_counts_once_redis_is_back() {
+    let mut env = TestEnv::new().await;
+    let slack = SlackReceiver::start().await;
+    let redis: std::net::SocketAddr = env
+        .services
+        .redis
+        .trim_start_matches("redis://")
+        .parse()
+        .unwrap();
+    let proxy = fastprep_tests::TcpProxy::start(redis).await;
+    let via_proxy = format!("redis://127.0.0.1:{}", proxy.port());
+    env.start_consumer(
+        "alerts",
+        None,
+        &[
+            ("SLACK_WEBHOOK_URL", slack.url.clone()),
+            ("FAIL_ALERT_THRESHOLD", "1".to_owned()),
+            ("REDIS_URL", via_proxy),
+        ],
+    )
+    .await;
+    env.start_consumer("inbound", None, &[]).await;
+    let conn = broker(&env).await;
+    // Let the sender join its group, then take Redis away.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.cut();
+    let channel = conn.create_channel().await.unwrap();
+    channel
+        .basic_publish(
+            "fastprep.events".into(),
+            "tg.update.received.v1".into(),
+            BasicPublishOptions::default(),
+            b"poison while redis is away",
+            BasicProperties::default().with_message_id("poison-2".into()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // The copy reaches alerts, cannot be counted, and waits in a retry tier.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(slack.accepted().is_empty());
+    proxy.restore();
+    let body = &wait_accepted(&slack, 1, Duration::from_secs(30)).await[0];
+    let text = text_of(body);
+    assert!(
+        text.contains("inbound is dead-lettering messages"),
+        "{text}"
+    );
+    let alerts_dlq: Value = env
+        .http
+        .raw()
+        .get(format!(
+            "{}/api/queues/{}/alerts.dlq",
+            env.services.rabbit_mgmt, env.vhost
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(alerts_dlq["messages"], 0, "nothing ended in alerts.dlq");
+    let _ = conn.close(200, "bye".into()).await;
     env.cleanup().await;
 }

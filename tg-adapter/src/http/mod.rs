@@ -49,9 +49,25 @@ fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
     if !platform::trace::enabled() {
         return tracing::debug_span!("request", method = %req.method(), uri = %req.uri());
     }
+    // Named after the route, never a raw path (low cardinality).
+    const ROUTES: [&str; 8] = [
+        "/health",
+        "/v1/messages",
+        "/v1/status",
+        "/sandbox/inbound",
+        "/sandbox/sent",
+        "/sandbox/faults",
+        "/sandbox/session",
+        "/sandbox/reset",
+    ];
+    let path = req.uri().path();
+    let route = ROUTES
+        .into_iter()
+        .find(|r| *r == path)
+        .unwrap_or("unmatched");
     let span = tracing::info_span!(
         "request",
-        otel.name = %format!("{} {}", req.method(), req.uri().path()),
+        otel.name = %format!("{} {route}", req.method()),
         otel.kind = "server",
         http.request.method = %req.method(),
         url.path = %req.uri().path(),

@@ -36,7 +36,7 @@ pub struct SandboxBackend {
     updates_tx: mpsc::Sender<InboundUpdate>,
     updates_rx: Mutex<Option<mpsc::Receiver<InboundUpdate>>>,
     /// The simulated session, scripted with `POST /sandbox/session`.
-    session: watch::Sender<SessionStatus>,
+    session: std::sync::Arc<watch::Sender<SessionStatus>>,
 }
 
 /// An inbound message to inject (`POST /sandbox/inbound`).
@@ -97,16 +97,34 @@ impl SandboxBackend {
             faults: Faults::default(),
             updates_tx,
             updates_rx: Mutex::new(Some(updates_rx)),
-            session: watch::Sender::new(SessionStatus {
+            session: std::sync::Arc::new(watch::Sender::new(SessionStatus {
                 session: SessionState::Authorized,
                 until: None,
-            }),
+            })),
         }
     }
 
     /// Scripts the session: `needs_login` refuses sends (503) until it is
-    /// `authorized` again; `flood_wait` answers 429 until `until`.
+    /// `authorized` again; `flood_wait` answers 429 until `until`, and then
+    /// the session is `authorized` again, as Telegram's wait ends.
     pub fn set_session(&self, status: SessionStatus) {
+        if let (SessionState::FloodWait, Some(until)) = (status.session, status.until) {
+            let session = self.session.clone();
+            let wait = (until - Utc::now()).to_std().unwrap_or_default();
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                session.send_if_modified(|now| {
+                    let ended = now.session == SessionState::FloodWait && now.until == Some(until);
+                    if ended {
+                        *now = SessionStatus {
+                            session: SessionState::Authorized,
+                            until: None,
+                        };
+                    }
+                    ended
+                });
+            });
+        }
         self.session.send_replace(status);
     }
 
