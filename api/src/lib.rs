@@ -261,16 +261,9 @@ fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
     if span.is_disabled() || !req.headers().contains_key("traceparent") {
         return span;
     }
-    let headers: std::collections::HashMap<String, String> = ["traceparent", "tracestate"]
-        .iter()
-        .filter_map(|k| {
-            req.headers()
-                .get(*k)
-                .and_then(|v| v.to_str().ok())
-                .map(|v| ((*k).to_owned(), v.to_owned()))
-        })
-        .collect();
-    if let Some(trace_id) = platform::trace::set_parent_from(&span, &headers) {
+    if let Some(trace_id) =
+        platform::trace::set_parent_from(&span, &platform::trace::from_http(req.headers()))
+    {
         span.record("trace_id", trace_id);
     }
     span

@@ -59,3 +59,16 @@ pub fn set_parent_from(span: &tracing::Span, headers: &HashMap<String, String>) 
     let _ = span.set_parent(cx);
     Some(trace_id.to_string())
 }
+
+/// `traceparent`/`tracestate` of an HTTP request.
+pub fn from_http(headers: &axum::http::HeaderMap) -> HashMap<String, String> {
+    ["traceparent", "tracestate"]
+        .iter()
+        .filter_map(|k| {
+            headers
+                .get(*k)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| ((*k).to_owned(), v.to_owned()))
+        })
+        .collect()
+}

@@ -45,6 +45,16 @@ const TOP: usize = 5;
 const PRELUDE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function top_codes(counts, order, top)
+  table.sort(order, function(a, b)
+    if counts[a] == counts[b] then return a < b end
+    return counts[a] > counts[b]
+  end)
+  local codes = {}
+  for i = 1, math.min(top, #order) do table.insert(codes, {order[i], counts[order[i]]}) end
+  if #codes == 0 then codes = cjson.empty_array end
+  return codes
+end
 local function digest(members, top)
   local counts, order, convs, seen = {}, {}, {}, {}
   for _, m in ipairs(members) do
@@ -57,15 +67,8 @@ local function digest(members, top)
       end
     end
   end
-  table.sort(order, function(a, b)
-    if counts[a] == counts[b] then return a < b end
-    return counts[a] > counts[b]
-  end)
-  local codes = {}
-  for i = 1, math.min(top, #order) do table.insert(codes, {order[i], counts[order[i]]}) end
   if #convs == 0 then convs = cjson.empty_array end
-  if #codes == 0 then codes = cjson.empty_array end
-  return codes, convs
+  return top_codes(counts, order, top), convs
 end
 ";
 
@@ -142,13 +145,7 @@ local flat = redis.call('HGETALL', KEYS[4])
 for i = 1, #flat, 2 do
   counts[flat[i]] = tonumber(flat[i + 1]); table.insert(order, flat[i])
 end
-table.sort(order, function(a, b)
-  if counts[a] == counts[b] then return a < b end
-  return counts[a] > counts[b]
-end)
-local codes = {}
-for i = 1, math.min(tonumber(ARGV[3]), #order) do table.insert(codes, {order[i], counts[order[i]]}) end
-if #codes == 0 then codes = cjson.empty_array end
+local codes = top_codes(counts, order, tonumber(ARGV[3]))
 local convs = redis.call('SMEMBERS', KEYS[5])
 table.sort(convs)
 if #convs == 0 then convs = cjson.empty_array end

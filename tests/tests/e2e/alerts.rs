@@ -47,6 +47,23 @@ async fn broker(env: &TestEnv) -> lapin::Connection {
     conn
 }
 
+/// Publishes a message that is not an event where inbound reads.
+async fn publish_poison(conn: &lapin::Connection, id: &str, body: &[u8]) {
+    let channel = conn.create_channel().await.unwrap();
+    channel
+        .basic_publish(
+            "fastprep.events".into(),
+            "tg.update.received.v1".into(),
+            BasicPublishOptions::default(),
+            body,
+            BasicProperties::default().with_message_id(id.into()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
 /// Publishes `n` failed replies at once, each in its own conversation.
 async fn fail_replies(env: &TestEnv, n: usize, error: &str) -> Vec<Uuid> {
     let conn = broker(env).await;
@@ -187,19 +204,12 @@ async fn a_poison_message_ends_in_its_dlq_and_raises_the_dead_letter_alert() {
     alerts(&mut env, &slack, &[("FAIL_ALERT_THRESHOLD", "1")]).await;
     env.start_consumer("inbound", None, &[]).await;
     let conn = broker(&env).await;
-    let channel = conn.create_channel().await.unwrap();
-    channel
-        .basic_publish(
-            "fastprep.events".into(),
-            "tg.update.received.v1".into(),
-            BasicPublishOptions::default(),
-            b"{not an event, and a secret customer text",
-            BasicProperties::default().with_message_id("poison-1".into()),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    publish_poison(
+        &conn,
+        "poison-1",
+        b"{not an event, and a secret customer text",
+    )
+    .await;
     let body = &wait_accepted(&slack, 1, Duration::from_secs(20)).await[0];
     let text = text_of(body);
     assert!(
@@ -349,19 +359,7 @@ async fn a_dead_letter_parked_while_redis_is_away_still_counts_once_redis_is_bac
     // Let the sender join its group, then take Redis away.
     tokio::time::sleep(Duration::from_millis(500)).await;
     proxy.cut();
-    let channel = conn.create_channel().await.unwrap();
-    channel
-        .basic_publish(
-            "fastprep.events".into(),
-            "tg.update.received.v1".into(),
-            BasicPublishOptions::default(),
-            b"poison while redis is away",
-            BasicProperties::default().with_message_id("poison-2".into()),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    publish_poison(&conn, "poison-2", b"poison while redis is away").await;
     // The copy reaches alerts, cannot be counted, and waits in a retry tier.
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(slack.accepted().is_empty());

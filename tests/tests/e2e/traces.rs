@@ -9,6 +9,15 @@ use fastprep_tests::{
     otlp::{OtlpReceiver, Span},
 };
 
+/// Whether `spans` form one tree: one root, every parent present.
+fn one_tree(spans: &[Span]) -> bool {
+    let ids: HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
+    spans.iter().filter(|s| s.parent_id.is_empty()).count() == 1
+        && spans
+            .iter()
+            .all(|s| s.parent_id.is_empty() || ids.contains(s.parent_id.as_str()))
+}
+
 /// Checks `spans` form one tree: one root, every parent present.
 fn assert_one_tree(what: &str, spans: &[Span]) {
     let ids: HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
@@ -25,7 +34,9 @@ fn assert_one_tree(what: &str, spans: &[Span]) {
 }
 
 /// Waits until the trace holding `name` has spans of every service in
-/// `services` (spans arrive in batches, the last ones last).
+/// `services` and every name in `also`, and forms one tree (spans arrive in
+/// batches, a child's sometimes before its parent's); a trace that never
+/// does fails the test with every span seen.
 async fn trace_through(
     otlp: &OtlpReceiver,
     name: &str,
@@ -37,7 +48,10 @@ async fn trace_through(
         let trace = otlp.trace_of(name);
         let present: HashSet<&str> = trace.iter().map(|s| s.service.as_str()).collect();
         let named: HashSet<&str> = trace.iter().map(|s| s.name.as_str()).collect();
-        if services.iter().all(|s| present.contains(s)) && also.iter().all(|n| named.contains(n)) {
+        if services.iter().all(|s| present.contains(s))
+            && also.iter().all(|n| named.contains(n))
+            && one_tree(&trace)
+        {
             return trace;
         }
         if tokio::time::Instant::now() >= deadline {

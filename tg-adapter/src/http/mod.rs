@@ -72,15 +72,6 @@ fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
         http.request.method = %req.method(),
         url.path = %req.uri().path(),
     );
-    let headers: std::collections::HashMap<String, String> = ["traceparent", "tracestate"]
-        .iter()
-        .filter_map(|k| {
-            req.headers()
-                .get(*k)
-                .and_then(|v| v.to_str().ok())
-                .map(|v| ((*k).to_owned(), v.to_owned()))
-        })
-        .collect();
-    platform::trace::set_parent_from(&span, &headers);
+    platform::trace::set_parent_from(&span, &platform::trace::from_http(req.headers()));
     span
 }
