@@ -399,7 +399,7 @@ impl<H: Handler> Shared<H> {
                             "undecodable message not taken yet; retrying"
                         );
                         let delay = tier_for(self.policy.delay(attempt, None));
-                        self.park(&delivery, attempt + 1, delay).await
+                        self.park(&delivery, &info, attempt + 1, delay).await
                     }
                     Err(_) => {
                         tracing::error!(queue, error = %e, "undecodable message; dead-lettering");
@@ -446,7 +446,8 @@ impl<H: Handler> Shared<H> {
                     // Infrastructure trouble (database down): wait in a retry
                     // tier without spending the message's attempt budget.
                     tracing::warn!(error = %e, "infrastructure error; parking in retry tier");
-                    self.park(&delivery, attempt, Duration::from_secs(1)).await
+                    self.park(&delivery, &info, attempt, Duration::from_secs(1))
+                        .await
                 }
             }
         }
@@ -501,11 +502,14 @@ impl<H: Handler> Shared<H> {
         if let Err(e) = self.record_failure(ctx, &failure, next_step).await {
             tracing::warn!(error = %e, "recording the failure failed; parking in retry tier");
             return self
-                .park(delivery, ctx.attempt, Duration::from_secs(1))
+                .park(delivery, ctx.delivery, ctx.attempt, Duration::from_secs(1))
                 .await;
         }
         match next {
-            Some(delay) => self.park(delivery, ctx.attempt + 1, delay).await,
+            Some(delay) => {
+                self.park(delivery, ctx.delivery, ctx.attempt + 1, delay)
+                    .await
+            }
             None => {
                 self.reject(delivery).await;
                 Outcome::Dead
@@ -527,7 +531,13 @@ impl<H: Handler> Shared<H> {
     /// Republishes the delivery to the retry tier of at least `delay`, with
     /// `attempt`, confirmed, then acks the original. When that fails the
     /// delivery is returned to the queue (the delivery limit is the backstop).
-    async fn park(&self, delivery: &Delivery, attempt: u32, delay: Duration) -> Outcome {
+    async fn park(
+        &self,
+        delivery: &Delivery,
+        info: &DeliveryInfo<'_>,
+        attempt: u32,
+        delay: Duration,
+    ) -> Outcome {
         let queue = self.handler.queue();
         let tier = retry_queue_name(queue, tier_for(delay));
         let props = &delivery.properties;
@@ -543,7 +553,7 @@ impl<H: Handler> Shared<H> {
             .unwrap_or_default();
         let headers: Vec<(String, String)> = trace_headers(delivery)
             .into_iter()
-            .chain(DeliveryInfo::of(delivery).dead_letter_headers())
+            .chain(info.dead_letter_headers())
             .collect();
         let outgoing = Outgoing {
             exchange: "",

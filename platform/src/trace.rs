@@ -31,8 +31,12 @@ pub fn span_if_enabled(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
     }
 }
 
-/// The context of `span` as `traceparent`/`tracestate` headers.
+/// The context of `span` as `traceparent`/`tracestate` headers; nothing
+/// (and no work) when traces are not exported.
 pub fn inject(span: &tracing::Span) -> HashMap<String, String> {
+    if !enabled() {
+        return HashMap::new();
+    }
     let cx = span.context();
     let mut headers = HashMap::new();
     opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut headers));
@@ -42,10 +46,7 @@ pub fn inject(span: &tracing::Span) -> HashMap<String, String> {
 /// The current span's context as `traceparent`/`tracestate` headers (empty
 /// when tracing is not initialised, as in tests that run services in-process).
 pub fn inject_current() -> HashMap<String, String> {
-    let cx = tracing::Span::current().context();
-    let mut headers = HashMap::new();
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut headers));
-    headers
+    inject(&tracing::Span::current())
 }
 
 /// Makes `span` a child of the context carried in `headers`; returns the

@@ -168,6 +168,36 @@ impl TestEnv {
         client
     }
 
+    /// A connection to this test's vhost with the topology declared, as any
+    /// process of the system would, whichever starts first.
+    pub async fn broker(&self) -> lapin::Connection {
+        let conn = broker_config::connection::connect(&self.amqp_url(), "test")
+            .await
+            .expect("connect to RabbitMQ");
+        let channel = conn.create_channel().await.expect("channel");
+        broker_config::topology::declare(&channel, &broker_config::topology::topology())
+            .await
+            .expect("declare the topology");
+        conn
+    }
+
+    /// A queue of this test's vhost as the management API describes it.
+    pub async fn queue(&self, name: &str) -> Option<serde_json::Value> {
+        let url = format!(
+            "{}/api/queues/{}/{name}",
+            self.services.rabbit_mgmt, self.vhost
+        );
+        self.http
+            .raw()
+            .get(url)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()
+    }
+
     /// AMQP URL of this test's vhost on the real broker.
     pub fn amqp_url(&self) -> String {
         self.amqp_url_via(&self.services.amqp_host, self.services.amqp_port)

@@ -37,7 +37,7 @@ impl Ensured {
 
 /// Creates or resets the administrator `email` with `password`.
 pub async fn ensure_admin(pool: &PgPool, email: &str, password: &str) -> anyhow::Result<Ensured> {
-    let email = email.trim().to_lowercase();
+    let email = super::check_email(email).map_err(|e| anyhow::anyhow!("ADMIN_EMAIL: {e}"))?;
     password::check_policy(password).map_err(|e| anyhow::anyhow!("ADMIN_PASSWORD: {e}"))?;
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")

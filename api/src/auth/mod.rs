@@ -45,6 +45,26 @@ impl AuthSettings {
     }
 }
 
+/// An account's email, trimmed and lower-cased, or `422 invalid_email`:
+/// 3 to 254 characters, no whitespace or control characters, one `@` with a
+/// dotted domain.
+pub fn check_email(raw: &str) -> crate::error::ApiResult<String> {
+    let email = raw.trim().to_lowercase();
+    let ok = (3..=254).contains(&email.len())
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'));
+    if ok {
+        Ok(email)
+    } else {
+        Err(crate::error::ApiError::Unprocessable {
+            code: "invalid_email",
+            message: "email is not a valid address".into(),
+        })
+    }
+}
+
 /// An address as one client: IPv6 reduced to its /64.
 fn network(addr: IpAddr) -> IpAddr {
     match addr {

@@ -129,21 +129,29 @@ pub async fn login(
     // Under the user's row lock: a reset or deactivation that committed
     // while the password was being checked wins, and one that comes later
     // waits for this session and ends it.
-    let current: Option<(String, bool, i64)> = sqlx::query_as(
-        "SELECT password_hash, is_active, perm_version FROM users WHERE id = $1 FOR SHARE",
+    let current: Option<(String, bool, Uuid, String, String, i64)> = sqlx::query_as(
+        "SELECT password_hash, is_active, id, email, display_name, perm_version
+         FROM users WHERE id = $1 FOR SHARE",
     )
     .bind(user)
     .fetch_optional(&mut *tx)
     .await?;
-    let perm_version = match current {
-        Some((hash, true, pv)) if Some(&hash) == stored.as_ref() => pv,
+    let me = match current {
+        Some((hash, true, id, email, display_name, perm_version))
+            if Some(&hash) == stored.as_ref() =>
+        {
+            MeOut {
+                id,
+                email,
+                display_name,
+                perm_version,
+            }
+        }
         _ => return Err(bad_credentials()),
     };
     let (_, refresh) =
         session::issue(&mut tx, user, Uuid::now_v7(), state.auth.refresh_ttl).await?;
     tx.commit().await?;
-    let mut me = me_row(&state, user).await?;
-    me.perm_version = perm_version;
     Ok(Json(tokens(&state, me, refresh)?))
 }
 
@@ -160,18 +168,12 @@ pub async fn refresh(
 ) -> ApiResult<Json<TokensOut>> {
     let mut tx = state.pool.begin().await?;
     match session::rotate(&mut tx, input.refresh_token.trim(), state.auth.refresh_ttl).await? {
-        session::Presented::Rotated {
-            user,
-            secret,
-            perm_version,
-        } => {
+        session::Presented::Rotated { me, secret } => {
             tx.commit().await?;
-            // The token carries the version read under the token's row lock,
+            // The token carries the version read under the user row's lock,
             // never one read after the commit: a reuse detected after that
             // commit bumps the version past this one, and so kills this
             // access token too.
-            let mut me = me_row(&state, user).await?;
-            me.perm_version = perm_version;
             Ok(Json(tokens(&state, me, secret)?))
         }
         session::Presented::Reused { user, family } => {

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::routes::MeOut;
 use crate::error::{ApiError, ApiResult};
 
 /// A fresh secret: 32 random bytes, hex.
@@ -53,14 +54,20 @@ pub async fn issue(
 
 /// What a presented refresh token turned out to be.
 pub enum Presented {
-    /// Current: rotated to `secret`; the user is at `perm_version`.
-    Rotated {
-        user: Uuid,
-        secret: String,
-        perm_version: i64,
-    },
+    /// Current: rotated to `secret`; `me` is the account as read under the
+    /// user row's lock (its `perm_version` is the one the access token gets).
+    Rotated { me: MeOut, secret: String },
     /// Already rotated or revoked: the family must be revoked.
     Reused { user: Uuid, family: Uuid },
+}
+
+#[derive(sqlx::FromRow)]
+struct AccountRow {
+    id: Uuid,
+    email: String,
+    display_name: String,
+    perm_version: i64,
+    is_active: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -90,19 +97,16 @@ pub async fn rotate(
         message: "the refresh token is not valid; sign in again",
     };
     let token_hash = hash(presented);
-    let owner: Option<Uuid> =
-        sqlx::query_scalar("SELECT user_id FROM refresh_tokens WHERE token_hash = $1")
-            .bind(&token_hash)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let Some(owner) = owner else {
+    let Some(account) = sqlx::query_as::<_, AccountRow>(
+        "SELECT u.id, u.email, u.display_name, u.perm_version, u.is_active FROM users u
+         WHERE u.id = (SELECT user_id FROM refresh_tokens WHERE token_hash = $1) FOR SHARE",
+    )
+    .bind(&token_hash)
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
         return Err(invalid());
     };
-    let account: Option<(bool, i64)> =
-        sqlx::query_as("SELECT is_active, perm_version FROM users WHERE id = $1 FOR SHARE")
-            .bind(owner)
-            .fetch_optional(&mut *conn)
-            .await?;
     let row: Option<TokenRow> = sqlx::query_as(
         "SELECT id, user_id, family_id, expires_at, revoked_at, replaced_by
              FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
@@ -130,12 +134,12 @@ pub async fn rotate(
             message: "the session has expired; sign in again",
         });
     }
-    let Some((true, perm_version)) = account else {
+    if !account.is_active {
         return Err(ApiError::Unauthorized {
             code: "account_disabled",
             message: "this account is deactivated",
         });
-    };
+    }
     let (next, secret) = issue(conn, user, family, ttl).await?;
     sqlx::query("UPDATE refresh_tokens SET revoked_at = now(), replaced_by = $2 WHERE id = $1")
         .bind(id)
@@ -143,9 +147,13 @@ pub async fn rotate(
         .execute(&mut *conn)
         .await?;
     Ok(Presented::Rotated {
-        user,
+        me: MeOut {
+            id: account.id,
+            email: account.email,
+            display_name: account.display_name,
+            perm_version: account.perm_version,
+        },
         secret,
-        perm_version,
     })
 }
 

@@ -158,7 +158,7 @@ struct Pending(Arc<Gateway>, IpAddr);
 
 impl Pending {
     fn take(gateway: &Arc<Gateway>, client: IpAddr) -> Option<Self> {
-        let mut pending = gateway.pending.lock().ok()?;
+        let mut pending = gateway.pending.lock().unwrap_or_else(|p| p.into_inner());
         let n = pending.entry(client).or_insert(0);
         if *n >= gateway.max_pending_per_client {
             return None;
@@ -170,9 +170,8 @@ impl Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        if let Ok(mut pending) = self.0.pending.lock()
-            && let Some(n) = pending.get_mut(&self.1)
-        {
+        let mut pending = self.0.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = pending.get_mut(&self.1) {
             *n -= 1;
             if *n == 0 {
                 pending.remove(&self.1);

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::{
     AppState,
-    auth::{password, session},
+    auth::{self, password, session},
     authz::{PermSet, change::AuthzChange, pep::Principal},
     error::{ApiError, ApiResult},
 };
@@ -70,20 +70,6 @@ fn invalid(code: &'static str, message: &str) -> ApiError {
     ApiError::Unprocessable {
         code,
         message: message.to_owned(),
-    }
-}
-
-fn check_email(raw: &str) -> ApiResult<String> {
-    let email = raw.trim().to_lowercase();
-    let ok = (3..=254).contains(&email.len())
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-        && email
-            .split_once('@')
-            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'));
-    if ok {
-        Ok(email)
-    } else {
-        Err(invalid("invalid_email", "email is not a valid address"))
     }
 }
 
@@ -182,7 +168,7 @@ pub async fn create(
     caller: Principal,
     Json(input): Json<CreateIn>,
 ) -> ApiResult<(StatusCode, Json<UserOut>)> {
-    let email = check_email(&input.email)?;
+    let email = auth::check_email(&input.email)?;
     let display_name = check_name(&input.display_name)?;
     let hash = hash_password(&state, input.password).await?;
     let mut change = AuthzChange::begin(&state.pool, Some(caller.id)).await?;
@@ -243,7 +229,7 @@ pub async fn update(
     if caller.id == id && (input.email.is_some() || input.is_active.is_some()) {
         return Err(own_account());
     }
-    let email = input.email.as_deref().map(check_email).transpose()?;
+    let email = input.email.as_deref().map(auth::check_email).transpose()?;
     let display_name = input.display_name.as_deref().map(check_name).transpose()?;
     let hash = match input.password {
         Some(p) => Some(hash_password(&state, p).await?),

@@ -34,19 +34,6 @@ async fn alerts(env: &mut TestEnv, slack: &SlackReceiver, extra: &[(&str, &str)]
     env.start_consumer("alerts", None, &vars).await
 }
 
-/// A connection to the test's vhost, with the topology declared (as any
-/// process of the system would, whichever starts first).
-async fn broker(env: &TestEnv) -> lapin::Connection {
-    let conn = broker_config::connection::connect(&env.amqp_url(), "test")
-        .await
-        .unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    broker_config::topology::declare(&channel, &broker_config::topology::topology())
-        .await
-        .unwrap();
-    conn
-}
-
 /// Publishes a message that is not an event where inbound reads.
 async fn publish_poison(conn: &lapin::Connection, id: &str, body: &[u8]) {
     let channel = conn.create_channel().await.unwrap();
@@ -66,7 +53,7 @@ async fn publish_poison(conn: &lapin::Connection, id: &str, body: &[u8]) {
 
 /// Publishes `n` failed replies at once, each in its own conversation.
 async fn fail_replies(env: &TestEnv, n: usize, error: &str) -> Vec<Uuid> {
-    let conn = broker(env).await;
+    let conn = env.broker().await;
     let publisher = Publisher::new(&conn).await.unwrap();
     let conversations: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
     let sends = conversations.iter().map(|c| {
@@ -203,7 +190,7 @@ async fn a_poison_message_ends_in_its_dlq_and_raises_the_dead_letter_alert() {
     let slack = SlackReceiver::start().await;
     alerts(&mut env, &slack, &[("FAIL_ALERT_THRESHOLD", "1")]).await;
     env.start_consumer("inbound", None, &[]).await;
-    let conn = broker(&env).await;
+    let conn = env.broker().await;
     publish_poison(
         &conn,
         "poison-1",
@@ -218,20 +205,12 @@ async fn a_poison_message_ends_in_its_dlq_and_raises_the_dead_letter_alert() {
     );
     assert!(text.contains("undecodable"), "{text}");
     assert!(!text.contains("secret customer text"), "{text}");
-    let mgmt = &env.services.rabbit_mgmt;
     let depth = wait_for(
         "the poison message in inbound.dlq",
         Duration::from_secs(10),
-        || {
-            let (http, url) = (
-                env.http.clone(),
-                format!("{mgmt}/api/queues/{}/inbound.dlq", env.vhost),
-            );
-            async move {
-                let q: Value = http.raw().get(url).send().await.ok()?.json().await.ok()?;
-                let n = q["messages"].as_u64()?;
-                (n == 1).then_some(n)
-            }
+        || async {
+            let n = env.queue("inbound.dlq").await?["messages"].as_u64()?;
+            (n == 1).then_some(n)
         },
     )
     .await;
@@ -355,7 +334,7 @@ async fn a_dead_letter_parked_while_redis_is_away_still_counts_once_redis_is_bac
     )
     .await;
     env.start_consumer("inbound", None, &[]).await;
-    let conn = broker(&env).await;
+    let conn = env.broker().await;
     // Let the sender join its group, then take Redis away.
     tokio::time::sleep(Duration::from_millis(500)).await;
     proxy.cut();
@@ -370,19 +349,7 @@ async fn a_dead_letter_parked_while_redis_is_away_still_counts_once_redis_is_bac
         text.contains("inbound is dead-lettering messages"),
         "{text}"
     );
-    let alerts_dlq: Value = env
-        .http
-        .raw()
-        .get(format!(
-            "{}/api/queues/{}/alerts.dlq",
-            env.services.rabbit_mgmt, env.vhost
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let alerts_dlq = env.queue("alerts.dlq").await.expect("alerts.dlq");
     assert_eq!(alerts_dlq["messages"], 0, "nothing ended in alerts.dlq");
     let _ = conn.close(200, "bye".into()).await;
     env.cleanup().await;

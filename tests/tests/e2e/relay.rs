@@ -287,14 +287,9 @@ async fn refused_publishes_back_off_then_fail_and_the_runbook_retry_sends_them()
         .await
         .unwrap();
     assert!(put.status().is_success(), "policy: {}", put.status());
-    let queue = format!("{mgmt}/api/queues/{}/tg-delivery", env.vhost);
-    wait_for("the policy to apply", Duration::from_secs(20), || {
-        let http = env.http.raw().clone();
-        let queue = queue.clone();
-        async move {
-            let q: serde_json::Value = http.get(&queue).send().await.ok()?.json().await.ok()?;
-            (q["effective_policy_definition"]["max-length"] == 0).then_some(())
-        }
+    wait_for("the policy to apply", Duration::from_secs(20), || async {
+        let q = env.queue("tg-delivery").await?;
+        (q["effective_policy_definition"]["max-length"] == 0).then_some(())
     })
     .await;
     // Quorum queues refuse once over the limit: put one message in first.
@@ -350,16 +345,12 @@ async fn refused_publishes_back_off_then_fail_and_the_runbook_retry_sends_them()
     ch.queue_purge("tg-delivery".into(), QueuePurgeOptions::default())
         .await
         .unwrap();
-    wait_for("the policy to go", Duration::from_secs(20), || {
-        let http = env.http.raw().clone();
-        let queue = queue.clone();
-        async move {
-            let q: serde_json::Value = http.get(&queue).send().await.ok()?.json().await.ok()?;
-            q["effective_policy_definition"]
-                .get("max-length")
-                .is_none()
-                .then_some(())
-        }
+    wait_for("the policy to go", Duration::from_secs(20), || async {
+        let q = env.queue("tg-delivery").await?;
+        q["effective_policy_definition"]
+            .get("max-length")
+            .is_none()
+            .then_some(())
     })
     .await;
     sqlx::query("UPDATE outbox SET status = 'pending', attempts = 0, scheduled_at = NOW() WHERE status = 'failed'")

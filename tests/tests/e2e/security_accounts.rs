@@ -347,6 +347,17 @@ async fn create_admin_follows_the_policy_and_a_reset_ends_every_session() {
     let (status, printed) = env.run_to_end("fastprep-api", &["create-admin"], &admin_env("short"));
     assert!(!status.success(), "{printed}");
     assert!(printed.contains("ADMIN_PASSWORD"), "{printed}");
+    // An address that is not one is refused too.
+    let (status, printed) = env.run_to_end(
+        "fastprep-api",
+        &["create-admin"],
+        &[
+            ("ADMIN_EMAIL", "not an address".to_owned()),
+            ("ADMIN_PASSWORD", "a-fresh-admin-password-42".to_owned()),
+        ],
+    );
+    assert!(!status.success(), "{printed}");
+    assert!(printed.contains("ADMIN_EMAIL"), "{printed}");
     // In production, a password published in this repository is refused.
     let mut published = admin_env("fastprep-admin");
     published.push(("FASTPREP_ENV", "production".to_owned()));

@@ -38,13 +38,7 @@ pub async fn run(args: Args) -> Value {
     ];
     let one = env.start_consumer("alerts", None, &knobs).await;
     let two = env.start_consumer("alerts", None, &knobs).await;
-    let conn = broker_config::connection::connect(&env.amqp_url(), "bench")
-        .await
-        .unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    broker_config::topology::declare(&channel, &broker_config::topology::topology())
-        .await
-        .unwrap();
+    let conn = env.broker().await;
     let publisher = Publisher::new(&conn).await.unwrap();
     println!(
         "(a) {} threshold crossings of {} failures, two alerts instances, Slack played locally",
