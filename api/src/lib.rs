@@ -44,6 +44,8 @@ pub struct AppState {
     pub hasher: Arc<auth::password::Hasher>,
     pub auth: Arc<auth::AuthSettings>,
     pub gateway: Arc<realtime::socket::Gateway>,
+    /// Wakes the relay after a commit that wrote outbox rows.
+    pub relay_wake: schema::RelayWake,
     /// Cancelled when the instance stops (sockets close with 1012).
     pub shutdown: CancellationToken,
 }
@@ -104,8 +106,14 @@ pub async fn state(
         meter,
     );
     tokio::spawn(purge_expired_sessions(pool.clone(), shutdown.clone()));
-    tokio::spawn(wake_snoozed(pool.clone(), shutdown.clone()));
+    let relay_wake = schema::RelayWake::start(&pool);
+    tokio::spawn(wake_snoozed(
+        pool.clone(),
+        relay_wake.clone(),
+        shutdown.clone(),
+    ));
     Ok(AppState {
+        relay_wake,
         limiter: auth::ratelimit::LoginLimiter::new(redis.clone(), config.login_limits.clone()),
         hasher: Arc::new(auth::password::Hasher::new(
             config.password_hash_concurrency,
@@ -155,12 +163,12 @@ async fn purge_expired_sessions(pool: PgPool, shutdown: CancellationToken) {
 }
 
 /// Reopens snoozed conversations when their time comes, every 15 s.
-async fn wake_snoozed(pool: PgPool, shutdown: CancellationToken) {
+async fn wake_snoozed(pool: PgPool, wake: schema::RelayWake, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(15));
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = every.tick() => match routes::conversations::wake_snoozed(&pool).await {
+            _ = every.tick() => match routes::conversations::wake_snoozed(&pool, &wake).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(reopened = n, "snoozed conversations reopened"),
                 Err(e) => tracing::warn!(error = %e, "waking snoozed conversations failed"),

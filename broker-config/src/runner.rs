@@ -198,6 +198,10 @@ pub trait Handler: Send + Sync + 'static {
         None
     }
 
+    /// Called after a transaction of this handler committed (`handle`'s or
+    /// `on_failure`'s): a handler that writes outbox rows wakes the relay here.
+    fn committed(&self) {}
+
     /// Records a failure in its own transaction (e.g. a delivery status),
     /// before the message is retried or dead-lettered.
     async fn on_failure(
@@ -295,9 +299,6 @@ async fn consume<H: Handler>(
             }
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
-                    let Ok(permit) = limiter.clone().acquire_owned().await else {
-                        break Ok(());
-                    };
                     let decoded = serde_json::from_slice::<Envelope>(&delivery.data);
                     let lane = decoded
                         .as_ref()
@@ -305,8 +306,8 @@ async fn consume<H: Handler>(
                         .and_then(|env| shared.handler.ordering_key(env))
                         .map(|key| lanes.join(key));
                     let shared = shared.clone();
+                    let limiter = limiter.clone();
                     in_flight.spawn(async move {
-                        let _permit = permit;
                         let _turn = match lane {
                             Some((mut previous, mine)) => {
                                 // Wait for the previous delivery of this key to finish.
@@ -314,6 +315,13 @@ async fn consume<H: Handler>(
                                 Some(mine)
                             }
                             None => None,
+                        };
+                        // A slot is taken only once it is this delivery's turn:
+                        // deliveries queued behind a busy key hold none, so
+                        // other keys keep every slot (at most `prefetch`
+                        // deliveries wait here).
+                        let Ok(_permit) = limiter.acquire_owned().await else {
+                            return;
                         };
                         shared.process(delivery, decoded).await
                     });
@@ -475,6 +483,7 @@ impl<H: Handler> Shared<H> {
         match self.handler.handle(ctx, &mut tx).await {
             Ok(()) => {
                 tx.commit().await?;
+                self.handler.committed();
                 Ok(Step::Done(Outcome::Ack))
             }
             Err(failure) => {
@@ -525,7 +534,9 @@ impl<H: Handler> Shared<H> {
     ) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         self.handler.on_failure(ctx, failure, next, &mut tx).await?;
-        tx.commit().await
+        tx.commit().await?;
+        self.handler.committed();
+        Ok(())
     }
 
     /// Republishes the delivery to the retry tier of at least `delay`, with

@@ -22,6 +22,8 @@ pub struct Config {
     pub tg_adapter_url: Option<String>,
     pub tg_adapter_token: Option<SecretString>,
     pub tg_adapter_timeout: Duration,
+    /// An adapter call still running after this marks the message `sending`.
+    pub tg_sending_after: Duration,
     pub alerts: crate::alerts::AlertSettings,
     /// `SLACK_WEBHOOK_URL`: where alerts go; unset, they are logged only.
     pub slack_webhook_url: Option<SecretString>,
@@ -85,6 +87,7 @@ impl Config {
             tg_adapter_url: env.optional("TG_ADAPTER_URL")?,
             tg_adapter_token: env.optional_strong_secret("TG_ADAPTER_TOKEN", 16)?,
             tg_adapter_timeout: env.duration_or("TG_ADAPTER_TIMEOUT", Duration::from_secs(10))?,
+            tg_sending_after: env.duration_or("TG_SENDING_AFTER", Duration::from_millis(250))?,
             alerts: crate::alerts::AlertSettings {
                 threshold: match env.or("FAIL_ALERT_THRESHOLD", 5u32)? {
                     0 => {

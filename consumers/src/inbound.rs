@@ -17,12 +17,24 @@ use uuid::Uuid;
 /// Characters of the text carried in `message.received.v1`.
 const PREVIEW_CHARS: usize = 120;
 
-pub struct Inbound;
+pub struct Inbound {
+    relay_wake: schema::RelayWake,
+}
+
+impl Inbound {
+    pub fn new(relay_wake: schema::RelayWake) -> Self {
+        Self { relay_wake }
+    }
+}
 
 #[async_trait]
 impl Handler for Inbound {
     fn queue(&self) -> &'static str {
         INBOUND.name
+    }
+
+    fn committed(&self) {
+        self.relay_wake.committed();
     }
 
     async fn handle(

@@ -87,7 +87,13 @@ pub async fn run(
         let (metrics, latency) = tg_delivery::DeliveryMetrics::new(&meter);
         let adapter =
             tg_delivery::AdapterClient::new(&url, token, config.tg_adapter_timeout, latency)?;
-        let handler = Arc::new(tg_delivery::TgDelivery::new(pool.clone(), adapter, metrics));
+        let handler = Arc::new(tg_delivery::TgDelivery::new(
+            pool.clone(),
+            adapter,
+            metrics,
+            schema::RelayWake::start(&pool),
+            config.tg_sending_after,
+        ));
         tasks.spawn(runner::run(
             handler,
             pool.clone(),
@@ -98,7 +104,7 @@ pub async fn run(
     }
     if wants(Process::Inbound) {
         tasks.spawn(runner::run(
-            Arc::new(inbound::Inbound),
+            Arc::new(inbound::Inbound::new(schema::RelayWake::start(&pool))),
             pool.clone(),
             runner_config.clone(),
             consumer_metrics.clone(),

@@ -7,9 +7,11 @@ use tracing::Instrument;
 
 /// Writes `envelope` to the outbox inside the caller's transaction.
 ///
-/// Takes a transaction-scoped advisory lock on the aggregate first, so two
-/// transactions writing events of one aggregate commit in the order of their
-/// outbox ids; the relay's per-aggregate ordering rests on that.
+/// Takes a transaction-scoped advisory lock on the aggregate before the row
+/// draws its id, so two transactions writing events of one aggregate commit
+/// in the order of their outbox ids; the relay's per-aggregate ordering rests
+/// on that. Lock and insert are one statement (one round trip): the lock is
+/// a materialised CTE, which the insert reads before it forms its row.
 ///
 /// When traces are exported, the row carries the W3C context of an
 /// `outbox.enqueue` span, a child of the caller's: the relay continues the
@@ -40,14 +42,11 @@ async fn write(
     envelope: &Envelope,
     headers: &serde_json::Value,
 ) -> Result<i64, sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || ':' || $2, 0))")
-        .bind(&envelope.aggregate_type)
-        .bind(&envelope.aggregate_id)
-        .execute(&mut *conn)
-        .await?;
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO outbox (event_id, event_type, aggregate_type, aggregate_id, payload, headers, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        "WITH aggregate_lock AS MATERIALIZED (
+           SELECT pg_advisory_xact_lock(hashtextextended($3 || ':' || $4, 0)))
+         INSERT INTO outbox (event_id, event_type, aggregate_type, aggregate_id, payload, headers, created_at)
+         SELECT $1, $2, $3, $4, $5, $6, $7 FROM aggregate_lock RETURNING id",
     )
     .bind(envelope.id)
     .bind(envelope.event_type())
@@ -59,4 +58,94 @@ async fn write(
     .fetch_one(&mut *conn)
     .await?;
     Ok(id)
+}
+
+/// Wakes the relay (`NOTIFY outbox`) after a transaction that wrote outbox
+/// rows has committed.
+///
+/// The notification is sent here, after the commit and on a connection of
+/// its own, rather than from an insert trigger: PostgreSQL serialises every
+/// committing transaction that issued a `NOTIFY` on one cluster-wide lock,
+/// held through the commit's WAL flush, which turned all writers of the
+/// outbox into a queue (ADR 0009). Wakes coalesce: pokes that arrive while a
+/// `NOTIFY` is on its way cost one more at most. A lost wake (the connection
+/// is down, the process dies after its commit) delays the rows until the
+/// relay's next poll; it loses nothing.
+#[derive(Clone)]
+pub struct RelayWake {
+    poke: Option<std::sync::Arc<tokio::sync::Notify>>,
+}
+
+impl RelayWake {
+    /// Starts the waker of this process on a dedicated connection to `pool`'s
+    /// database (opened on first use, again after an error).
+    pub fn start(pool: &sqlx::PgPool) -> Self {
+        let poke = std::sync::Arc::new(tokio::sync::Notify::new());
+        let options = pool.connect_options().as_ref().clone();
+        tokio::spawn(notifier(options, poke.clone()));
+        Self { poke: Some(poke) }
+    }
+
+    /// A waker that does nothing: the relay finds the rows on its next poll.
+    pub fn none() -> Self {
+        Self { poke: None }
+    }
+
+    /// Call after committing a transaction that called [`enqueue`].
+    pub fn committed(&self) {
+        if let Some(poke) = &self.poke {
+            poke.notify_one();
+        }
+    }
+}
+
+/// Wakes the relay once, from a process that writes to the outbox too
+/// rarely to keep a [`RelayWake`] (a command-line tool). Failure only means
+/// the relay finds the rows on its next poll.
+pub async fn notify_relay(pool: &sqlx::PgPool) {
+    if let Err(e) = sqlx::query("SELECT pg_notify('outbox', '')")
+        .execute(pool)
+        .await
+    {
+        tracing::debug!(error = %e, "relay wake failed; the relay polls");
+    }
+}
+
+async fn notifier(
+    options: sqlx::postgres::PgConnectOptions,
+    poke: std::sync::Arc<tokio::sync::Notify>,
+) {
+    use sqlx::{ConnectOptions, Connection};
+    let mut conn: Option<sqlx::PgConnection> = None;
+    loop {
+        poke.notified().await;
+        if conn.is_none() {
+            match options.connect().await {
+                // The notification needs no durable commit of its own.
+                Ok(mut c) => match sqlx::query("SET synchronous_commit = off")
+                    .execute(&mut c)
+                    .await
+                {
+                    Ok(_) => conn = Some(c),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "relay wake connection refused a setting")
+                    }
+                },
+                Err(e) => tracing::debug!(error = %e, "relay wake cannot connect; the relay polls"),
+            }
+        }
+        let Some(c) = conn.as_mut() else {
+            // Not reachable now: the relay's poll covers; try at the next poke.
+            continue;
+        };
+        if let Err(e) = sqlx::query("SELECT pg_notify('outbox', '')")
+            .execute(&mut *c)
+            .await
+        {
+            tracing::debug!(error = %e, "relay wake failed; the relay polls");
+            if let Some(c) = conn.take() {
+                let _ = c.close().await;
+            }
+        }
+    }
 }

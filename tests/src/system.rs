@@ -78,6 +78,9 @@ impl TestEnv {
         let mut vars = vec![
             ("METRICS_PORT", metrics.to_string()),
             ("RELAY_POLL_INTERVAL", "200ms".to_owned()),
+            // Every send is marked `sending`, so suites can watch the whole
+            // state machine; the lazy mark has its own test.
+            ("TG_SENDING_AFTER", "0s".to_owned()),
         ];
         if let Some(a) = adapter {
             vars.push(("TG_ADAPTER_URL", a.url.clone()));
@@ -99,15 +102,16 @@ impl TestEnv {
         self.start_system_with(&[]).await
     }
 
-    /// As [`TestEnv::start_system`], with extra environment for the relay.
-    pub async fn start_system_with(&mut self, relay_env: &[(&str, String)]) -> System {
+    /// As [`TestEnv::start_system`], with extra environment for the
+    /// consumers (relay, tg-delivery, inbound).
+    pub async fn start_system_with(&mut self, consumer_env: &[(&str, String)]) -> System {
         let adapter = self.start_adapter(&[]).await;
         let api = self.start_api(&[]).await;
-        let relay = self.start_consumer("relay", None, relay_env).await;
+        let relay = self.start_consumer("relay", None, consumer_env).await;
         let delivery = self
-            .start_consumer("tg-delivery", Some(&adapter), &[])
+            .start_consumer("tg-delivery", Some(&adapter), consumer_env)
             .await;
-        let inbound = self.start_consumer("inbound", None, &[]).await;
+        let inbound = self.start_consumer("inbound", None, consumer_env).await;
         let token = self
             .http
             .login(&api.url, env::ADMIN_EMAIL, env::ADMIN_PASSWORD)

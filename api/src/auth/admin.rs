@@ -141,5 +141,8 @@ pub async fn ensure_admin(pool: &PgPool, email: &str, password: &str) -> anyhow:
         .await?;
     }
     tx.commit().await?;
+    if version.is_some() {
+        schema::outbox::notify_relay(pool).await;
+    }
     Ok(outcome)
 }

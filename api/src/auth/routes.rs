@@ -191,7 +191,7 @@ pub async fn refresh(
                     )
                     .await?;
             }
-            change.commit(&state.authz).await?;
+            change.commit(&state.authz, &state.relay_wake).await?;
             Err(ApiError::Unauthorized {
                 code: "refresh_reused",
                 message: "this refresh token was already used; the session is ended, sign in again",
@@ -239,7 +239,7 @@ pub async fn logout(
             Some(json!({"all": input.all, "tokens_revoked": ended})),
         )
         .await?;
-    change.commit(&state.authz).await?;
+    change.commit(&state.authz, &state.relay_wake).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -332,7 +332,7 @@ pub async fn change_password(
         state.auth.refresh_ttl,
     )
     .await?;
-    change.commit(&state.authz).await?;
+    change.commit(&state.authz, &state.relay_wake).await?;
     let mut me = me_row(&state, caller.id).await?;
     me.perm_version = perm_version;
     Ok(Json(tokens(&state, me, refresh)?))

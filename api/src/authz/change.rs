@@ -212,10 +212,11 @@ impl AuthzChange {
 
     /// Invalidates every instance (raising the version floors), commits,
     /// announces the commit and waits out the cache lease.
-    pub async fn commit(self, authz: &Authorizer) -> ApiResult<()> {
+    pub async fn commit(self, authz: &Authorizer, wake: &schema::RelayWake) -> ApiResult<()> {
         let bumped: Vec<(Uuid, i64)> = self.bumped.into_iter().collect();
         let invalidated = authz.invalidate_before_commit(&bumped).await?;
         self.tx.commit().await?;
+        wake.committed();
         authz.after_commit(&bumped, invalidated).await;
         Ok(())
     }

@@ -358,6 +358,7 @@ pub async fn update(
     }
     let out = load(&mut tx, caller.id, id, InboxScope::All).await?;
     tx.commit().await?;
+    state.relay_wake.committed();
     Ok(Json(out))
 }
 
@@ -386,7 +387,10 @@ pub async fn mark_read(
 /// Reopens snoozed conversations whose time has come, each with its
 /// `conversation.updated.v1`. Safe to run on every instance at once: each row
 /// is updated, and announced, once.
-pub async fn wake_snoozed(pool: &sqlx::PgPool) -> Result<usize, ApiError> {
+pub async fn wake_snoozed(
+    pool: &sqlx::PgPool,
+    wake: &schema::RelayWake,
+) -> Result<usize, ApiError> {
     let mut tx = pool.begin().await?;
     let woken: Vec<(Uuid, Option<Uuid>)> = sqlx::query_as(
         "UPDATE conversations SET status = 'open', snoozed_until = NULL, updated_at = now()
@@ -410,5 +414,6 @@ pub async fn wake_snoozed(pool: &sqlx::PgPool) -> Result<usize, ApiError> {
         schema::enqueue(&mut tx, &event).await?;
     }
     tx.commit().await?;
+    wake.committed();
     Ok(woken.len())
 }

@@ -258,7 +258,23 @@ async fn write(
     let scope = caller.inbox_scope()?;
     let reply = Reply::try_from(input)?;
     let mut tx = state.pool.begin().await?;
-    let chat = visible_chat(&mut tx, conversation_id, scope).await?;
+    // A reply bumps the conversation's last activity; the same statement
+    // checks the caller's scope and reads the chat (one round trip).
+    let chat = match kind {
+        Kind::Reply => sqlx::query_as(
+            "UPDATE conversations SET last_message_at = now(), updated_at = now()
+             WHERE id = $1 AND ($2::uuid IS NULL OR assignee_id = $2)
+             RETURNING tg_chat_id, assignee_id",
+        )
+        .bind(conversation_id)
+        .bind(scope.assignee())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(ApiError::NotFound {
+            what: "conversation",
+        })?,
+        Kind::Note => visible_chat(&mut tx, conversation_id, scope).await?,
+    };
     let (kind_col, status) = match kind {
         Kind::Reply => ("text", "queued"),
         Kind::Note => ("note", "internal"),
@@ -318,14 +334,7 @@ async fn write(
         }),
     };
     schema::enqueue(&mut tx, &Envelope::new(event)).await?;
-    if kind == Kind::Reply {
-        sqlx::query(
-            "UPDATE conversations SET last_message_at = now(), updated_at = now() WHERE id = $1",
-        )
-        .bind(conversation_id)
-        .execute(&mut *tx)
-        .await?;
-    }
     tx.commit().await?;
+    state.relay_wake.committed();
     Ok((StatusCode::ACCEPTED, Json(message)))
 }

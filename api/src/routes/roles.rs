@@ -192,7 +192,7 @@ pub async fn create(
             users: vec![],
         }))
         .await?;
-    change.commit(&state.authz).await?;
+    change.commit(&state.authz, &state.relay_wake).await?;
     Ok((StatusCode::CREATED, Json(role)))
 }
 
@@ -261,7 +261,7 @@ pub async fn update(
             None,
         )
         .await?;
-    change.commit(&state.authz).await?;
+    change.commit(&state.authz, &state.relay_wake).await?;
     Ok(Json(after))
 }
 
@@ -294,7 +294,7 @@ pub async fn delete(
             |_| None,
         )
         .await?;
-    change.commit(&state.authz).await?;
+    change.commit(&state.authz, &state.relay_wake).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -334,7 +334,7 @@ pub async fn put_permissions(
             |bumped| Some(json!({"permissions": after.permissions, "holders": bumped})),
         )
         .await?;
-    change.commit(&state.authz).await?;
+    change.commit(&state.authz, &state.relay_wake).await?;
     Ok(Json(after))
 }
 

@@ -196,7 +196,7 @@ pub async fn create(
     user.perm_version = change
         .user_changed(id, "user.created", None, Some(snapshot(&user)))
         .await?;
-    change.commit(&state.authz).await?;
+    change.commit(&state.authz, &state.relay_wake).await?;
     Ok((StatusCode::CREATED, Json(user)))
 }
 
@@ -284,7 +284,7 @@ pub async fn update(
             Some(after_json),
         )
         .await?;
-    change.commit(&state.authz).await?;
+    change.commit(&state.authz, &state.relay_wake).await?;
     Ok(Json(after))
 }
 
@@ -325,7 +325,7 @@ pub async fn deactivate(
             Some(snapshot(&after)),
         )
         .await?;
-    change.commit(&state.authz).await?;
+    change.commit(&state.authz, &state.relay_wake).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -362,6 +362,6 @@ pub async fn put_roles(
             Some(json!({"roles": after.roles})),
         )
         .await?;
-    change.commit(&state.authz).await?;
+    change.commit(&state.authz, &state.relay_wake).await?;
     Ok(Json(after))
 }

@@ -19,9 +19,10 @@ use super::{
 };
 use crate::config::RelayConfig;
 
-/// Marks confirmed batches on a pool connection while the pipeline goes on
-/// reading and publishing. Marking is safe from any connection: a confirmed
-/// row is published whoever marks it.
+/// Marks confirmed batches on a connection of its own while the pipeline
+/// goes on reading and publishing. Marking is safe from any connection: a
+/// confirmed row is published whoever marks it. The connection's settings
+/// are made once, so a batch of published rows costs one statement.
 struct Marker {
     jobs: mpsc::Sender<Mark>,
     task: tokio::task::JoinHandle<()>,
@@ -41,6 +42,7 @@ impl Marker {
         let (jobs, mut rx) = mpsc::channel::<Mark>(64);
         let task = tokio::spawn(async move {
             let mut error: Option<sqlx::Error> = None;
+            let mut conn: Option<PgConnection> = None;
             while let Some(job) = rx.recv().await {
                 match job {
                     Mark::Batch { done, failed } => {
@@ -48,16 +50,16 @@ impl Marker {
                             continue;
                         }
                         let marked = async {
-                            let mut tx = pool.begin().await?;
-                            // Rows by primary key, whatever stale statistics
-                            // say; a lost commit only means a republish.
-                            for setting in [
-                                "SET LOCAL enable_seqscan = off",
-                                "SET LOCAL enable_bitmapscan = off",
-                                "SET LOCAL synchronous_commit = off",
-                            ] {
-                                sqlx::query(setting).execute(&mut *tx).await?;
+                            if conn.is_none() {
+                                conn = Some(marking_connection(&pool).await?);
                             }
+                            let Some(c) = conn.as_mut() else {
+                                return Err(sqlx::Error::PoolClosed);
+                            };
+                            if failed.is_empty() {
+                                return rows::mark_done(c, &done).await;
+                            }
+                            let mut tx = sqlx::Connection::begin(c).await?;
                             rows::mark_done(&mut tx, &done).await?;
                             rows::mark_failed(
                                 &mut tx,
@@ -71,7 +73,10 @@ impl Marker {
                         .await;
                         match marked {
                             Ok(()) => metrics.published(done.len() as u64),
-                            Err(e) => error = Some(e),
+                            Err(e) => {
+                                conn = None;
+                                error = Some(e);
+                            }
                         }
                     }
                     Mark::Flush(reply) => {
@@ -101,6 +106,21 @@ impl Marker {
         let _ = self.task.await;
         flushed
     }
+}
+
+/// The marker's connection: rows by primary key, whatever stale statistics
+/// say; a lost commit only means a republish.
+async fn marking_connection(pool: &PgPool) -> Result<PgConnection, sqlx::Error> {
+    use sqlx::ConnectOptions;
+    let mut conn = pool.connect_options().connect().await?;
+    for setting in [
+        "SET enable_seqscan = off",
+        "SET enable_bitmapscan = off",
+        "SET synchronous_commit = off",
+    ] {
+        sqlx::query(setting).execute(&mut conn).await?;
+    }
+    Ok(conn)
 }
 
 /// A published batch waiting for its confirms.

@@ -51,14 +51,25 @@ pub struct TgDelivery {
     pool: PgPool,
     adapter: AdapterClient,
     metrics: DeliveryMetrics,
+    relay_wake: schema::RelayWake,
+    /// A send still running after this is shown as `sending`.
+    sending_after: std::time::Duration,
 }
 
 impl TgDelivery {
-    pub fn new(pool: PgPool, adapter: AdapterClient, metrics: DeliveryMetrics) -> Self {
+    pub fn new(
+        pool: PgPool,
+        adapter: AdapterClient,
+        metrics: DeliveryMetrics,
+        relay_wake: schema::RelayWake,
+        sending_after: std::time::Duration,
+    ) -> Self {
         Self {
             pool,
             adapter,
             metrics,
+            relay_wake,
+            sending_after,
         }
     }
 }
@@ -73,94 +84,115 @@ fn outgoing(env: &Envelope) -> Result<&MessageOutgoing, Failure> {
     }
 }
 
-/// Sets a message's status and writes the matching `message.status.v1`.
-#[allow(clippy::too_many_arguments)]
+/// A status write: what changes on the message row beside its status.
+struct StatusChange<'a> {
+    status: DeliveryStatus,
+    tg_message_id: Option<i64>,
+    sent_at: Option<DateTime<Utc>>,
+    error: Option<&'a str>,
+    retry_at: Option<DateTime<Utc>>,
+}
+
+/// Sets a message's status and writes the matching `message.status.v1`, in
+/// one statement for the row (which also reads the attempt number and the
+/// conversation's assignee) and one for the outbox row. Returns the attempt.
+///
+/// Every adapter call is counted once: by its `sending` mark when the call
+/// took long enough to get one, else by the write of its outcome. (An
+/// attempt that died after its mark and is followed by a fast one leaves
+/// that one uncounted; the count errs low, never high.)
 async fn set_status(
     conn: &mut PgConnection,
     msg: &MessageOutgoing,
-    status: DeliveryStatus,
-    attempt: i32,
-    tg_message_id: Option<i64>,
-    sent_at: Option<DateTime<Utc>>,
-    error: Option<&str>,
-    retry_at: Option<DateTime<Utc>>,
-) -> Result<(), sqlx::Error> {
-    let assignee_id: Option<Uuid> = sqlx::query_scalar(
+    change: StatusChange<'_>,
+) -> Result<i32, sqlx::Error> {
+    let row: Option<(i32, Option<Uuid>)> = sqlx::query_as(
         "UPDATE messages SET status = $2, tg_message_id = COALESCE($3, tg_message_id),
-           sent_at = COALESCE($4, sent_at), error = $5, retry_at = $6, updated_at = now()
+           sent_at = COALESCE($4, sent_at), error = $5, retry_at = $6, updated_at = now(),
+           attempts = attempts + CASE WHEN $2 = 'sending' OR status <> 'sending' THEN 1 ELSE 0 END
          WHERE id = $1
-         RETURNING (SELECT assignee_id FROM conversations c WHERE c.id = messages.conversation_id)",
+         RETURNING attempts, (SELECT assignee_id FROM conversations c WHERE c.id = messages.conversation_id)",
     )
     .bind(msg.message_id)
-    .bind(status.as_str())
-    .bind(tg_message_id)
-    .bind(sent_at)
-    .bind(error)
-    .bind(retry_at)
+    .bind(change.status.as_str())
+    .bind(change.tg_message_id)
+    .bind(change.sent_at)
+    .bind(change.error)
+    .bind(change.retry_at)
     .fetch_optional(&mut *conn)
-    .await?
-    .flatten();
+    .await?;
+    let (attempt, assignee_id) = row.unwrap_or_default();
     let event = Envelope::new(Event::MessageStatus(MessageStatus {
         message_id: msg.message_id,
         conversation_id: msg.conversation_id,
-        status,
-        tg_message_id,
-        error: error.map(str::to_owned),
+        status: change.status,
+        tg_message_id: change.tg_message_id,
+        error: change.error.map(str::to_owned),
         attempt,
-        retry_at,
+        retry_at: change.retry_at,
         assignee_id,
     }));
     schema::enqueue(conn, &event).await?;
-    Ok(())
+    Ok(attempt)
+}
+
+/// Whether the message still needs sending, read inside the handler's
+/// transaction (without a row lock: the `sending` mark takes one on its own
+/// connection while the adapter call runs).
+async fn needs_sending(conn: &mut PgConnection, msg: &MessageOutgoing) -> Result<bool, Failure> {
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM messages WHERE id = $1")
+        .bind(msg.message_id)
+        .fetch_optional(conn)
+        .await?;
+    match status {
+        None => Err(Failure::permanent(format!(
+            "message {} does not exist",
+            msg.message_id
+        ))),
+        Some(s) => Ok(s != DeliveryStatus::Sent.as_str()),
+    }
 }
 
 impl TgDelivery {
-    /// Marks the message `sending` in its own committed transaction, so the
-    /// inbox shows it while the adapter is called. Returns the attempt number,
-    /// or `None` when the message is already sent (nothing to do).
-    async fn mark_sending(&self, msg: &MessageOutgoing) -> Result<Option<i32>, Failure> {
+    /// Marks the message `sending` (counting the attempt) in its own
+    /// committed transaction, so the inbox shows a send that takes a while.
+    async fn mark_sending(&self, msg: &MessageOutgoing) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let row: Option<(String, i32)> =
-            sqlx::query_as("SELECT status, attempts FROM messages WHERE id = $1 FOR UPDATE")
-                .bind(msg.message_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some((status, attempts)) = row else {
-            return Err(Failure::permanent(format!(
-                "message {} does not exist",
-                msg.message_id
-            )));
-        };
-        if status == DeliveryStatus::Sent.as_str() {
-            return Ok(None);
-        }
-        let attempt = attempts + 1;
-        sqlx::query("UPDATE messages SET attempts = $2 WHERE id = $1")
-            .bind(msg.message_id)
-            .bind(attempt)
-            .execute(&mut *tx)
-            .await?;
         set_status(
             &mut tx,
             msg,
-            DeliveryStatus::Sending,
-            attempt,
-            None,
-            None,
-            None,
-            None,
+            StatusChange {
+                status: DeliveryStatus::Sending,
+                tg_message_id: None,
+                sent_at: None,
+                error: None,
+                retry_at: None,
+            },
         )
         .await?;
         tx.commit().await?;
-        Ok(Some(attempt))
+        self.relay_wake.committed();
+        Ok(())
     }
 
-    async fn attempts_of(conn: &mut PgConnection, id: Uuid) -> Result<i32, sqlx::Error> {
-        let n: Option<i32> = sqlx::query_scalar("SELECT attempts FROM messages WHERE id = $1")
-            .bind(id)
-            .fetch_optional(conn)
-            .await?;
-        Ok(n.unwrap_or_default())
+    /// Calls the adapter; a call still running after `sending_after` marks
+    /// the message `sending` meanwhile. Returns the adapter's answer.
+    async fn send(&self, msg: &MessageOutgoing) -> Result<SendResult, Failure> {
+        if self.sending_after.is_zero() {
+            // Every send is marked, before the call (not racing a timer).
+            self.mark_sending(msg).await?;
+            return Ok(self.adapter.send(msg).await);
+        }
+        let call = self.adapter.send(msg);
+        tokio::pin!(call);
+        tokio::select! {
+            result = &mut call => Ok(result),
+            () = tokio::time::sleep(self.sending_after) => {
+                let (marked, result) = tokio::join!(self.mark_sending(msg), call);
+                marked?;
+                Ok(result)
+            }
+        }
     }
 }
 
@@ -168,6 +200,10 @@ impl TgDelivery {
 impl Handler for TgDelivery {
     fn queue(&self) -> &'static str {
         TG_DELIVERY.name
+    }
+
+    fn committed(&self) {
+        self.relay_wake.committed();
     }
 
     /// Replies to one chat go out in the order they were queued.
@@ -181,11 +217,11 @@ impl Handler for TgDelivery {
         tx: &mut Transaction<'static, Postgres>,
     ) -> Result<(), Failure> {
         let msg = outgoing(ctx.envelope)?;
-        let Some(attempt) = self.mark_sending(msg).await? else {
+        if !needs_sending(tx, msg).await? {
             tracing::info!(message_id = %msg.message_id, "already sent; nothing to do");
             return Ok(());
-        };
-        match self.adapter.send(msg).await {
+        }
+        match self.send(msg).await? {
             SendResult::Sent {
                 tg_message_id,
                 sent_at,
@@ -193,12 +229,13 @@ impl Handler for TgDelivery {
                 set_status(
                     tx,
                     msg,
-                    DeliveryStatus::Sent,
-                    attempt,
-                    Some(tg_message_id),
-                    Some(sent_at),
-                    None,
-                    None,
+                    StatusChange {
+                        status: DeliveryStatus::Sent,
+                        tg_message_id: Some(tg_message_id),
+                        sent_at: Some(sent_at),
+                        error: None,
+                        retry_at: None,
+                    },
                 )
                 .await?;
                 self.metrics.count("done");
@@ -223,43 +260,33 @@ impl Handler for TgDelivery {
         let Ok(msg) = outgoing(ctx.envelope) else {
             return Ok(());
         };
-        let attempt = Self::attempts_of(tx, msg.message_id).await?;
-        match next {
-            Next::RetryAt(at) => {
-                set_status(
-                    tx,
-                    msg,
-                    DeliveryStatus::Retrying,
-                    attempt,
-                    None,
-                    None,
-                    Some(failure.reason()),
-                    Some(at),
-                )
-                .await?;
-                self.metrics.count("retry");
-            }
-            Next::DeadLetter => {
-                set_status(
-                    tx,
-                    msg,
-                    DeliveryStatus::Failed,
-                    attempt,
-                    None,
-                    None,
-                    Some(failure.reason()),
-                    None,
-                )
-                .await?;
-                let failed = Envelope::new(Event::MessageDeliveryFailed(MessageDeliveryFailed {
-                    message_id: msg.message_id,
-                    conversation_id: msg.conversation_id,
-                    error: failure.reason().to_owned(),
-                    attempts: attempt,
-                }));
-                schema::enqueue(tx, &failed).await?;
-                self.metrics.count("failed");
-            }
+        let (status, retry_at) = match next {
+            Next::RetryAt(at) => (DeliveryStatus::Retrying, Some(at)),
+            Next::DeadLetter => (DeliveryStatus::Failed, None),
+        };
+        let attempt = set_status(
+            tx,
+            msg,
+            StatusChange {
+                status,
+                tg_message_id: None,
+                sent_at: None,
+                error: Some(failure.reason()),
+                retry_at,
+            },
+        )
+        .await?;
+        if retry_at.is_some() {
+            self.metrics.count("retry");
+        } else {
+            let failed = Envelope::new(Event::MessageDeliveryFailed(MessageDeliveryFailed {
+                message_id: msg.message_id,
+                conversation_id: msg.conversation_id,
+                error: failure.reason().to_owned(),
+                attempts: attempt,
+            }));
+            schema::enqueue(tx, &failed).await?;
+            self.metrics.count("failed");
         }
         Ok(())
     }

@@ -33,6 +33,10 @@ impl MigratorTrait for Migrator {
                 name: "m0006_message_edits",
                 sql: include_str!("m0006_message_edits.sql"),
             }),
+            Box::new(SqlMigration {
+                name: "m0007_relay_wake",
+                sql: include_str!("m0007_relay_wake.sql"),
+            }),
         ]
     }
 }

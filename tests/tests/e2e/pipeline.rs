@@ -67,6 +67,52 @@ async fn inbound_message_appears_once_even_when_injected_twice() {
 }
 
 #[tokio::test]
+async fn only_a_send_that_takes_a_while_is_shown_sending() {
+    let mut env = TestEnv::new().await;
+    let sys = env
+        .start_system_with(&[("TG_SENDING_AFTER", "300ms".to_owned())])
+        .await;
+    env.inject(&sys.adapter, 2003, 1, "Hi").await;
+    let conv = env.conversation_for(&sys, 2003).await;
+    let statuses_of = |id: String| {
+        let pool = env.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT payload->>'status' FROM outbox WHERE event_type = 'message.status.v1' AND aggregate_id = $1 ORDER BY id",
+            )
+            .bind(id)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    // A send that answers at once: queued -> sent, one status event.
+    let fast = env.reply(&sys, &conv, "Right away.", "c-fast").await;
+    let fast = fast["id"].as_str().unwrap().to_owned();
+    let (_, _, attempts, _) = env
+        .wait_status(&fast, "sent", Duration::from_secs(20))
+        .await;
+    assert_eq!(attempts, 1, "the send is counted without a sending mark");
+    assert_eq!(statuses_of(fast).await, ["sent"]);
+    // A send that takes longer than TG_SENDING_AFTER is shown sending meanwhile.
+    env.set_faults(&sys.adapter, serde_json::json!({"latency_ms": 1200}))
+        .await;
+    let slow = env.reply(&sys, &conv, "This one is slow.", "c-slow").await;
+    let slow = slow["id"].as_str().unwrap().to_owned();
+    env.wait_status(&slow, "sending", Duration::from_secs(20))
+        .await;
+    let (_, _, attempts, _) = env
+        .wait_status(&slow, "sent", Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        attempts, 1,
+        "the sending mark and the outcome count one call"
+    );
+    assert_eq!(statuses_of(slow).await, ["sending", "sent"]);
+    env.cleanup().await;
+}
+
+#[tokio::test]
 async fn reply_is_sent_exactly_once_and_marked_sent() {
     let mut env = TestEnv::new().await;
     let sys = env.start_system().await;

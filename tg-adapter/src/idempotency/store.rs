@@ -59,8 +59,7 @@ impl IdempotencyStore {
     pub async fn put_first(&self, key: &str, value: StoredSend) -> Result<StoredSend, StoreError> {
         let key = key.to_owned();
         self.store
-            .blocking(move |db| {
-                let txn = db.begin_write()?;
+            .write(move |txn| {
                 let stored = {
                     let mut table = txn.open_table(TABLE)?;
                     let existing = match table.get(key.as_str())? {
@@ -72,11 +71,10 @@ impl IdempotencyStore {
                         None => {
                             let bytes = serde_json::to_vec(&value)?;
                             table.insert(key.as_str(), bytes.as_slice())?;
-                            value
+                            value.clone()
                         }
                     }
                 };
-                txn.commit()?;
                 Ok(stored)
             })
             .await

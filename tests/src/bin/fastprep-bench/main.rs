@@ -18,6 +18,7 @@
 
 mod alerts;
 mod authz;
+mod ramp;
 mod realtime;
 
 use std::{
@@ -57,6 +58,21 @@ enum Bench {
         /// Alternating raw/relay rounds of the throughput phases.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Runs of the latency phase and the ramp.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Rate added per ramp step, replies/s.
+        #[arg(long, default_value_t = 100)]
+        ramp_step: u64,
+        /// Highest rate the ramp tries.
+        #[arg(long, default_value_t = 2_000)]
+        ramp_max: u64,
+        /// Length of each ramp step, seconds.
+        #[arg(long, default_value_t = 6)]
+        ramp_seconds: u64,
+        /// A ramp step holds while its p99 stays at or under this, ms.
+        #[arg(long, default_value_t = 50.0)]
+        bound_ms: f64,
     },
     /// Cached permission check, /api/auth/me/ep vs nginx, fan-out propagation.
     Authz {
@@ -208,6 +224,8 @@ async fn relay_drain(env: &TestEnv, n: usize) -> (f64, f64) {
     .execute(&env.pool)
     .await
     .unwrap();
+    // Woken as every writer wakes it, after the commit.
+    schema::outbox::notify_relay(&env.pool).await;
     let started = Instant::now();
     // A cheap probe, so the measurement does not compete with the relay.
     loop {
@@ -249,6 +267,7 @@ async fn relay_drain(env: &TestEnv, n: usize) -> (f64, f64) {
 
 #[tokio::main]
 async fn main() {
+    let relay_args;
     let (events, rate, seconds, chats, rounds) = match Cli::parse().bench {
         Bench::Relay {
             events,
@@ -256,7 +275,15 @@ async fn main() {
             seconds,
             chats,
             rounds,
-        } => (events, rate, seconds, chats, rounds),
+            runs,
+            ramp_step,
+            ramp_max,
+            ramp_seconds,
+            bound_ms,
+        } => {
+            relay_args = (runs, ramp_step, ramp_max, ramp_seconds, bound_ms);
+            (events, rate, seconds, chats, rounds)
+        }
         Bench::Authz {
             checks,
             wrk_seconds,
@@ -327,6 +354,7 @@ async fn main() {
             return;
         }
     };
+    let (runs, ramp_step, ramp_max, ramp_seconds, bound_ms) = relay_args;
     let mut env = TestEnv::new().await;
     println!(
         "relay benchmark: {events} events, latency at {rate}/s for {seconds}s over {chats} chats"
@@ -341,11 +369,10 @@ async fn main() {
         .into_iter()
         .filter_map(|k| std::env::var(k).ok().map(|v| (k, v)))
         .collect();
-    // The production default, not the tests' shortened one.
-    knobs.push((
-        "RELAY_POLL_INTERVAL",
-        std::env::var("RELAY_POLL_INTERVAL").unwrap_or_else(|_| "1s".into()),
-    ));
+    // The production defaults, not the tests' shortened ones.
+    for (knob, default) in [("RELAY_POLL_INTERVAL", "1s"), ("TG_SENDING_AFTER", "250ms")] {
+        knobs.push((knob, std::env::var(knob).unwrap_or_else(|_| default.into())));
+    }
     // (c) end to end at a steady rate.
     let sys = env.start_system_with(&knobs).await;
     let (adapter, api, relay, delivery, inbound, token) = (
@@ -372,57 +399,89 @@ async fn main() {
     .await;
     // Warm-up at the same rate (pools connect, caches fill); not measured.
     let warmup = post_at_rate(&env, &api.url, &token, &convs, rate, rate * 2, "warmup").await;
-    let total = (rate * seconds) as usize;
-    let started = Instant::now();
-    let accepted = post_at_rate(
-        &env,
-        &api.url,
-        &token,
-        &convs,
-        rate,
-        rate * seconds,
-        "bench",
-    )
-    .await;
-    let offered = total as f64 / started.elapsed().as_secs_f64();
     drop(warmup);
-    let accepted_ref = &accepted;
-    let sent = wait_for(
-        "every reply at the sandbox",
-        Duration::from_secs(120),
-        || {
-            let env = &env;
-            let adapter = &adapter;
-            let accepted = accepted_ref;
-            async move {
-                let sent = env.sent(adapter).await;
-                let n = sent["messages"]
-                    .as_array()?
-                    .iter()
-                    .filter(|m| accepted_contains(accepted, m))
-                    .count();
-                (n >= total).then_some(sent)
-            }
-        },
-    )
-    .await;
-    let mut latencies: Vec<f64> = Vec::new();
-    let mut timeline: Vec<(DateTime<Utc>, f64)> = Vec::new();
-    let mut max_sends = 0;
-    for m in sent["messages"].as_array().unwrap() {
-        let key = m["idempotency_key"].as_str().unwrap_or_default();
-        let Some(at) = accepted.get(key) else {
-            continue;
-        };
-        let received: DateTime<Utc> = serde_json::from_value(m["received_at"].clone()).unwrap();
-        latencies.push((received - *at).as_seconds_f64() * 1000.0);
-        timeline.push((*at, (received - *at).as_seconds_f64() * 1000.0));
-        max_sends = max_sends.max(m["send_count"].as_i64().unwrap_or(0));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let target = ramp::Target {
+        api: &api,
+        adapter: &adapter,
+        named: vec![
+            ("api", &api),
+            ("relay", &relay),
+            ("tg-delivery", &delivery),
+            ("tg-adapter", &adapter),
+        ],
+        token: &token,
+        convs: &convs,
+    };
+    // (c) Three times over: the latency at the working rate, then the ramp
+    // to the ceiling.
+    let mut working: Vec<ramp::Step> = Vec::new();
+    let mut ceilings: Vec<Option<u64>> = Vec::new();
+    let mut ramps = Vec::new();
+    for run in 1..=runs {
+        let s = ramp::step(
+            &mut env,
+            &target,
+            rate,
+            seconds,
+            &format!("bench{run}"),
+            Duration::from_secs(120),
+        )
+        .await;
+        println!(
+            "(c) run {run}: end to end (POST answered -> sandbox received) at {:.0}/s, {} replies: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; most sends of one reply: {}",
+            s.offered,
+            s.latencies.len(),
+            s.p(0.5),
+            s.p(0.99),
+            s.p(1.0),
+            s.max_sends
+        );
+        println!(
+            "    CPU ms per reply: {} ({:.2} cores busy)",
+            s.cpu_per_reply(),
+            s.cores()
+        );
+        assert!(s.delivered_all(), "every reply of the working rate arrives");
+        working.push(s);
+        println!("    ramp (+{ramp_step}/s per {ramp_seconds} s step, bound p99 {bound_ms} ms):");
+        let (ceiling, steps) = ramp::ramp(
+            &mut env,
+            &target,
+            (rate, ramp_step, ramp_max),
+            ramp_seconds,
+            bound_ms,
+            run,
+        )
+        .await;
+        match ceiling {
+            Some(c) => println!("    run {run}: sustainable ceiling {c} replies/s"),
+            None => println!("    run {run}: no step held the bound"),
+        }
+        ceilings.push(ceiling);
+        ramps.push(
+            steps
+                .iter()
+                .map(|s| json!({"rate": s.rate, "p50_ms": s.p(0.5), "p99_ms": s.p(0.99), "delivered": s.latencies.len(), "posted": s.posted, "cores": s.cores()}))
+                .collect::<Vec<_>>(),
+        );
     }
-    latencies.sort_by(f64::total_cmp);
-    timeline.sort_by_key(|t| t.0);
-    std::fs::create_dir_all("bench-results").unwrap();
-    let csv: String = timeline
+    let p99s: Vec<String> = working
+        .iter()
+        .map(|s| format!("{:.1}", s.p(0.99)))
+        .collect();
+    let ceiling_list: Vec<String> = ceilings
+        .iter()
+        .map(|c| c.map_or("none".into(), |c| c.to_string()))
+        .collect();
+    println!(
+        "(c) summary: p99 at {rate}/s in each run: {} ms; ceiling in each run: {} replies/s",
+        p99s.join(" / "),
+        ceiling_list.join(" / ")
+    );
+    let last = working.last().expect("at least one run");
+    let csv: String = last
+        .timeline
         .iter()
         .map(|(at, ms)| {
             format!(
@@ -431,20 +490,20 @@ async fn main() {
             )
         })
         .collect();
+    std::fs::create_dir_all("bench-results").unwrap();
     std::fs::write(
         "bench-results/e2e-latency.csv",
         format!("accepted_at,latency_ms\n{csv}"),
     )
     .unwrap();
-    let (p50, p99, max) = (
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99),
-        percentile(&latencies, 1.0),
+    let (p50, p99, max, offered, max_sends) = (
+        last.p(0.5),
+        last.p(0.99),
+        last.p(1.0),
+        last.offered,
+        working.iter().map(|s| s.max_sends).max().unwrap_or(0),
     );
-    println!(
-        "(c) end to end (POST accepted -> sandbox received) at {offered:.0}/s, {} replies: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms; most sends of one reply: {max_sends}",
-        latencies.len()
-    );
+    let latencies = &last.latencies;
 
     // Where the time goes: API commit -> relay confirm, relay -> sandbox.
     let stages: Vec<(String, f64)> = sqlx::query_as(
@@ -463,14 +522,34 @@ async fn main() {
     );
 
     let delivery_metrics = env.http.text(&delivery.metrics_url).await;
-    for (name, label) in [
-        ("adapter_latency_seconds", "TG adapter call"),
-        ("consumer_handler_duration_seconds", "tg-delivery handler"),
+    let api_metrics = env.http.text(&api.metrics_url).await;
+    let adapter_metrics = env.http.text(&adapter.metrics_url).await;
+    for (text, name, label) in [
+        (
+            &api_metrics,
+            "http_server_request_duration_seconds",
+            "API requests",
+        ),
+        (
+            &delivery_metrics,
+            "adapter_latency_seconds",
+            "TG adapter call",
+        ),
+        (
+            &adapter_metrics,
+            "tg_adapter_send_duration_seconds",
+            "adapter's Telegram call",
+        ),
+        (
+            &delivery_metrics,
+            "consumer_handler_duration_seconds",
+            "tg-delivery handler",
+        ),
     ] {
         println!(
             "    {label}: p50 <= {} ms, p99 <= {} ms (histogram buckets)",
-            bucket_quantile(&delivery_metrics, name, 0.5),
-            bucket_quantile(&delivery_metrics, name, 0.99)
+            bucket_quantile(text, name, 0.5),
+            bucket_quantile(text, name, 0.99)
         );
     }
 
@@ -542,6 +621,9 @@ async fn main() {
         "relay_events_per_sec": relay_rate,
         "relay_to_raw_ratio": relay_rate / raw,
         "e2e": {"offered_per_sec": offered, "count": latencies.len(), "p50_ms": p50, "p99_ms": p99, "max_ms": max, "max_sends_of_one_reply": max_sends},
+        "working_rate_p99_ms": working.iter().map(|s| s.p(0.99)).collect::<Vec<_>>(),
+        "ceilings": ceilings,
+        "ramps": ramps,
         "peak_rss_mib": memory,
     });
     std::fs::create_dir_all("bench-results").unwrap();
@@ -599,12 +681,6 @@ async fn post_at_rate(
     accepted
 }
 
-fn accepted_contains(accepted: &HashMap<String, DateTime<Utc>>, m: &serde_json::Value) -> bool {
-    m["idempotency_key"]
-        .as_str()
-        .is_some_and(|k| accepted.contains_key(k))
-}
-
 /// The upper bound (ms) of the histogram bucket holding quantile `q`, summed
 /// over label sets.
 fn bucket_quantile(text: &str, name: &str, q: f64) -> String {
@@ -635,4 +711,44 @@ fn bucket_quantile(text: &str, name: &str, q: f64) -> String {
         }
     }
     "n/a".into()
+}
+
+/// CPU seconds used so far by each process of the run, by name: the named
+/// processes, the run database's PostgreSQL backends, RabbitMQ and the
+/// benchmark itself.
+async fn cpu_snapshot(
+    env: &mut TestEnv,
+    named: &[(&'static str, &fastprep_tests::system::Started)],
+) -> Vec<(String, f64)> {
+    use fastprep_tests::process::{cpu_seconds_of, pids_named};
+    let mut out: Vec<(String, f64)> = named
+        .iter()
+        .map(|(name, s)| {
+            (
+                name.to_string(),
+                env.proc(s.idx).cpu_seconds().unwrap_or(0.0),
+            )
+        })
+        .collect();
+    let backends: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap_or_default();
+    let pg: f64 = backends
+        .iter()
+        .filter_map(|p| cpu_seconds_of(u32::try_from(*p).ok()?))
+        .sum();
+    out.push(("postgres".into(), pg));
+    let broker: f64 = pids_named("beam.smp")
+        .into_iter()
+        .filter_map(cpu_seconds_of)
+        .sum();
+    out.push(("rabbitmq".into(), broker));
+    out.push((
+        "bench client".into(),
+        cpu_seconds_of(std::process::id()).unwrap_or(0.0),
+    ));
+    out
 }

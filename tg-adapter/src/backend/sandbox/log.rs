@@ -59,8 +59,7 @@ impl SentLog {
     pub async fn record(&self, request: &SendRequest) -> Result<(Sent, bool), StoreError> {
         let request = request.clone();
         self.store
-            .blocking(move |db| {
-                let txn = db.begin_write()?;
+            .write(move |txn| {
                 let outcome = {
                     let mut sent = txn.open_table(SENT)?;
                     let known = match sent.get(request.random_id)? {
@@ -78,11 +77,11 @@ impl SentLog {
                         None => {
                             let mut meta = txn.open_table(META)?;
                             let record = SentRecord {
-                                idempotency_key: request.idempotency_key,
+                                idempotency_key: request.idempotency_key.clone(),
                                 random_id: request.random_id,
                                 chat_id: request.chat_id,
-                                text: request.text,
-                                attachments: request.attachments,
+                                text: request.text.clone(),
+                                attachments: request.attachments.clone(),
                                 tg_message_id: next_id(&mut meta)?,
                                 received_at: Utc::now().trunc_subsecs(6),
                             };
@@ -98,7 +97,6 @@ impl SentLog {
                         }
                     }
                 };
-                txn.commit()?;
                 Ok(outcome)
             })
             .await
@@ -107,20 +105,14 @@ impl SentLog {
     /// A fresh message id (for inbound messages without one).
     pub async fn allocate_message_id(&self) -> Result<i64, StoreError> {
         self.store
-            .blocking(|db| {
-                let txn = db.begin_write()?;
-                let id = next_id(&mut txn.open_table(META)?)?;
-                txn.commit()?;
-                Ok(id)
-            })
+            .write(|txn| next_id(&mut txn.open_table(META)?))
             .await
     }
 
     /// Makes sure the counter never hands out `id` or anything below it.
     pub async fn reserve_message_id(&self, id: i64) -> Result<(), StoreError> {
         self.store
-            .blocking(move |db| {
-                let txn = db.begin_write()?;
+            .write(move |txn| {
                 {
                     let mut meta = txn.open_table(META)?;
                     let next = meta
@@ -131,7 +123,6 @@ impl SentLog {
                         meta.insert(NEXT_MESSAGE_ID, id.saturating_add(1))?;
                     }
                 }
-                txn.commit()?;
                 Ok(())
             })
             .await
