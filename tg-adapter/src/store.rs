@@ -67,6 +67,9 @@ struct Job {
     reply: oneshot::Sender<Result<Output, StoreError>>,
 }
 
+/// redb's page cache.
+const CACHE_BYTES: usize = 8 << 20;
+
 /// Writes committed together at most (bounds the latency of the first).
 const MAX_GROUP: usize = 256;
 
@@ -74,7 +77,11 @@ impl Store {
     /// Opens (or creates) `DATA_DIR/idempotency.redb` and makes sure every
     /// table exists, so read transactions never meet a missing table.
     pub fn open(data_dir: &Path, tables: &[CreateTable]) -> Result<Self, StoreError> {
-        let db = Database::create(data_dir.join(DB_FILE))?;
+        // redb caches up to 1 GiB by default; the adapter's reads are one
+        // key each, so a small cache keeps its memory flat as the file grows.
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(data_dir.join(DB_FILE))?;
         let txn = db.begin_write()?;
         for create in tables {
             create(&txn)?;
