@@ -32,9 +32,22 @@ pub use config::Config;
 /// (503, or the PostgreSQL fallback) instead of hanging.
 const REDIS_COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// What every handler can reach.
+/// What every handler can reach: one shared [`Services`]. Cloned for every
+/// request (axum's `State`), so a clone is one reference count, not one per
+/// service (those clones and drops were 8% of a request's CPU).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The services behind [`AppState`].
+pub struct Services {
     pub pool: PgPool,
     pub redis: RedisClient,
     pub broker: Arc<broker::Broker>,
@@ -112,7 +125,7 @@ pub async fn state(
         relay_wake.clone(),
         shutdown.clone(),
     ));
-    Ok(AppState {
+    Ok(AppState(Arc::new(Services {
         relay_wake,
         limiter: auth::ratelimit::LoginLimiter::new(redis.clone(), config.login_limits.clone()),
         hasher: Arc::new(auth::password::Hasher::new(
@@ -135,7 +148,7 @@ pub async fn state(
         }),
         gateway,
         shutdown,
-    })
+    })))
 }
 
 /// Deletes refresh tokens a day past their expiry, hourly. Older tokens of a
