@@ -131,16 +131,11 @@ impl DeliveryInfo<'_> {
 
     fn of(delivery: &'_ Delivery) -> DeliveryInfo<'_> {
         let header = |name: &str| {
-            delivery
-                .properties
-                .headers()
-                .as_ref()
-                .and_then(|h| h.inner().get(name).cloned())
-                .and_then(|v| match v {
-                    AMQPValue::LongString(s) => Some(s.to_string()),
-                    AMQPValue::ShortString(s) => Some(s.to_string()),
-                    _ => None,
-                })
+            header_value(delivery, name).and_then(|v| match v {
+                AMQPValue::LongString(s) => Some(s.to_string()),
+                AMQPValue::ShortString(s) => Some(s.to_string()),
+                _ => None,
+            })
         };
         let dead_lettered_from = header(DEAD_LETTERED_FROM);
         let death_reason = if dead_lettered_from.is_some() {
@@ -363,13 +358,18 @@ pub fn trace_headers(delivery: &Delivery) -> HashMap<String, String> {
         .unwrap_or_default()
 }
 
-/// Reads `x-attempt` (1 when absent).
-fn attempt_of(delivery: &Delivery) -> u32 {
+/// One header of a delivery, as sent.
+fn header_value(delivery: &Delivery, name: &str) -> Option<AMQPValue> {
     delivery
         .properties
         .headers()
         .as_ref()
-        .and_then(|h| h.inner().get(ATTEMPT_HEADER).cloned())
+        .and_then(|h| h.inner().get(name).cloned())
+}
+
+/// Reads `x-attempt` (1 when absent).
+fn attempt_of(delivery: &Delivery) -> u32 {
+    header_value(delivery, ATTEMPT_HEADER)
         .and_then(|v| match v {
             AMQPValue::LongLongInt(n) => u32::try_from(n).ok(),
             AMQPValue::LongInt(n) => u32::try_from(n).ok(),

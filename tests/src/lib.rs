@@ -47,3 +47,19 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .unwrap_or_else(|e| panic!("no free port: {e}"))
 }
+
+/// Serves `app` on a free loopback port until dropped (the local stand-ins
+/// for Slack and an OTLP collector); returns its address.
+pub async fn serve_on_loopback(
+    app: axum::Router,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<tokio::task::JoinHandle<()>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, std::sync::Arc::new(server))
+}

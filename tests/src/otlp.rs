@@ -72,18 +72,14 @@ fn hex(bytes: &[u8]) -> String {
 impl OtlpReceiver {
     pub async fn start() -> Self {
         let spans = Arc::new(Mutex::new(Vec::new()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let app = Router::new()
             .route("/v1/traces", post(traces))
             .with_state(spans.clone());
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (addr, server) = crate::serve_on_loopback(app).await;
         Self {
-            endpoint,
+            endpoint: format!("http://{addr}"),
             spans,
-            _server: Arc::new(server),
+            _server: server,
         }
     }
 

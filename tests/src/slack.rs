@@ -78,21 +78,14 @@ async fn receive(State(inner): State<Arc<Mutex<Inner>>>, Json(body): Json<Value>
 impl SlackReceiver {
     pub async fn start() -> Self {
         let inner = Arc::new(Mutex::new(Inner::default()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!(
-            "http://{}/services/T000/B000/test",
-            listener.local_addr().unwrap()
-        );
         let app = Router::new()
             .route("/services/T000/B000/test", post(receive))
             .with_state(inner.clone());
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (addr, server) = crate::serve_on_loopback(app).await;
         Self {
-            url,
+            url: format!("http://{addr}/services/T000/B000/test"),
             inner,
-            _server: Arc::new(server),
+            _server: server,
         }
     }
 

@@ -191,6 +191,29 @@ impl TestEnv {
         assert!(status.is_success(), "faults: {status} {body}");
     }
 
+    /// Sets the sandbox account's session (`/sandbox/session`).
+    pub async fn set_session(&self, adapter: &Started, session: Value) {
+        let (status, body) = self
+            .http
+            .sandbox(
+                &adapter.url,
+                reqwest::Method::POST,
+                "/sandbox/session",
+                Some(session),
+            )
+            .await;
+        assert!(status.is_success(), "session: {status} {body}");
+    }
+
+    /// Clears the sandbox's log of sent messages (ids keep counting).
+    pub async fn reset_sandbox(&self, adapter: &Started) {
+        let (status, body) = self
+            .http
+            .sandbox(&adapter.url, reqwest::Method::POST, "/sandbox/reset", None)
+            .await;
+        assert!(status.is_success(), "sandbox reset: {status} {body}");
+    }
+
     /// What the sandbox has sent.
     pub async fn sent(&self, adapter: &Started) -> Value {
         let (status, body) = self

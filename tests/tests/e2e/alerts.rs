@@ -13,7 +13,7 @@ use fastprep_tests::{
     wait_for,
 };
 use lapin::{BasicProperties, options::BasicPublishOptions};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -227,16 +227,8 @@ async fn needs_login_from_the_sandbox_raises_the_session_alert_at_once() {
     alerts(&mut env, &slack, &[]).await;
     let adapter = env.start_adapter(&[]).await;
     let started = Instant::now();
-    let (s, body) = env
-        .http
-        .sandbox(
-            &adapter.url,
-            Method::POST,
-            "/sandbox/session",
-            Some(json!({"session": "needs_login"})),
-        )
+    env.set_session(&adapter, json!({"session": "needs_login"}))
         .await;
-    assert_eq!(s, StatusCode::OK, "{body}");
     // The adapter says so on /v1/status, and sends are refused meanwhile.
     let (s, status) = env
         .http
@@ -253,28 +245,14 @@ async fn needs_login_from_the_sandbox_raises_the_session_alert_at_once() {
     assert!(text.contains("needs_login"), "{text}");
     assert!(started.elapsed() < Duration::from_secs(10));
     // Logged in again: no alert for that.
-    env.http
-        .sandbox(
-            &adapter.url,
-            Method::POST,
-            "/sandbox/session",
-            Some(json!({"session": "authorized"})),
-        )
+    env.set_session(&adapter, json!({"session": "authorized"}))
         .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(slack.accepted().len(), 1);
     // A short FLOOD_WAIT neither alerts nor outlives its end.
     let until = chrono::Utc::now() + chrono::Duration::seconds(2);
-    let (s, body) = env
-        .http
-        .sandbox(
-            &adapter.url,
-            Method::POST,
-            "/sandbox/session",
-            Some(json!({"session": "flood_wait", "until": until})),
-        )
+    env.set_session(&adapter, json!({"session": "flood_wait", "until": until}))
         .await;
-    assert_eq!(s, StatusCode::OK, "{body}");
     wait_for("the flood wait to end", Duration::from_secs(10), || {
         let http = env.http.clone();
         let url = format!("{}/v1/status", adapter.url);

@@ -456,14 +456,17 @@ fn dashboard_exprs(panel: &serde_json::Value) -> Vec<String> {
 /// matchers, ranges and strings that are neither functions, keywords nor
 /// the label lists of `by (...)` and its kin.
 fn promql_metric_names(expr: &str) -> Vec<String> {
-    // Aggregations may put `by (...)` before their parenthesis.
-    const KEYWORDS: [&str; 24] = [
+    // Modifiers followed by a label list, which holds no metric names.
+    const GROUPING: [&str; 6] = [
         "by",
         "without",
         "on",
         "ignoring",
         "group_left",
         "group_right",
+    ];
+    // Aggregations may put `by (...)` before their parenthesis.
+    const KEYWORDS: [&str; 18] = [
         "bool",
         "and",
         "or",
@@ -520,16 +523,7 @@ fn promql_metric_names(expr: &str) -> Vec<String> {
                 }
                 let word: String = chars[start..i].iter().collect();
                 let next = chars[i..].iter().find(|c| !c.is_whitespace());
-                if [
-                    "by",
-                    "without",
-                    "on",
-                    "ignoring",
-                    "group_left",
-                    "group_right",
-                ]
-                .contains(&word.as_str())
-                {
+                if GROUPING.contains(&word.as_str()) {
                     skip_group = true;
                 } else if next != Some(&'(') && !KEYWORDS.contains(&word.as_str()) {
                     names.push(word);

@@ -299,13 +299,7 @@ async fn main() {
                 holders,
             })
             .await;
-            std::fs::create_dir_all("bench-results").unwrap();
-            std::fs::write(
-                "bench-results/authz.json",
-                serde_json::to_string_pretty(&results).unwrap(),
-            )
-            .unwrap();
-            println!("figures written to bench-results/authz.json");
+            write_figures("authz", &results);
             return;
         }
         Bench::Alerts {
@@ -317,13 +311,7 @@ async fn main() {
                 threshold,
             })
             .await;
-            std::fs::create_dir_all("bench-results").unwrap();
-            std::fs::write(
-                "bench-results/alerts.json",
-                serde_json::to_string_pretty(&results).unwrap(),
-            )
-            .unwrap();
-            println!("figures written to bench-results/alerts.json");
+            write_figures("alerts", &results);
             return;
         }
         Bench::Realtime {
@@ -341,16 +329,7 @@ async fn main() {
                 changes,
             })
             .await;
-            std::fs::create_dir_all("bench-results").unwrap();
-            std::fs::write(
-                format!("bench-results/realtime-{}.json", audience.name()),
-                serde_json::to_string_pretty(&results).unwrap(),
-            )
-            .unwrap();
-            println!(
-                "figures written to bench-results/realtime-{}.json",
-                audience.name()
-            );
+            write_figures(&format!("realtime-{}", audience.name()), &results);
             return;
         }
     };
@@ -626,13 +605,7 @@ async fn main() {
         "ramps": ramps,
         "peak_rss_mib": memory,
     });
-    std::fs::create_dir_all("bench-results").unwrap();
-    std::fs::write(
-        "bench-results/relay.json",
-        serde_json::to_string_pretty(&results).unwrap(),
-    )
-    .unwrap();
-    println!("written to bench-results/relay.json");
+    write_figures("relay", &results);
     env.cleanup().await;
 }
 
@@ -751,4 +724,12 @@ async fn cpu_snapshot(
         cpu_seconds_of(std::process::id()).unwrap_or(0.0),
     ));
     out
+}
+
+/// Writes a benchmark's figures to `bench-results/<name>.json`.
+fn write_figures(name: &str, results: &serde_json::Value) {
+    std::fs::create_dir_all("bench-results").unwrap();
+    let path = format!("bench-results/{name}.json");
+    std::fs::write(&path, serde_json::to_string_pretty(results).unwrap()).unwrap();
+    println!("figures written to {path}");
 }

@@ -107,7 +107,7 @@ pub async fn step(
     }
     latencies.sort_by(f64::total_cmp);
     timeline.sort_by_key(|t| t.0);
-    reset_sandbox(env, t.adapter).await;
+    env.reset_sandbox(t.adapter).await;
     let cpu = cpu_after
         .iter()
         .map(|(name, after)| {
@@ -182,13 +182,6 @@ pub async fn ramp(
     }
     // A step past the bound leaves a backlog; let it drain.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    reset_sandbox(env, t.adapter).await;
+    env.reset_sandbox(t.adapter).await;
     (ceiling, steps)
-}
-
-/// Clears the sandbox's log of sent messages (ids keep counting).
-async fn reset_sandbox(env: &TestEnv, adapter: &Started) {
-    env.http
-        .sandbox(&adapter.url, reqwest::Method::POST, "/sandbox/reset", None)
-        .await;
 }
