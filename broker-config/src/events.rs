@@ -176,6 +176,10 @@ pub struct MessageOutgoing {
     /// every instance decides alike).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assignee_id: Option<Uuid>,
+    /// Not a new message: tg-delivery's own retry of it, or its turn after
+    /// an earlier reply to the chat finished. Realtime gateways skip it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resend: bool,
 }
 
 /// Delivery status of an outgoing message, as stored in `messages.status`.
@@ -406,6 +410,7 @@ mod tests {
             text: "hi".into(),
             attachments: vec![],
             assignee_id: None,
+            resend: false,
         }))
     }
 

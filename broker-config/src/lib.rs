@@ -11,4 +11,5 @@ pub mod topology;
 
 pub use events::{Envelope, Event};
 pub use publisher::Publisher;
+pub use retry::RetryPolicy;
 pub use runner::{Context, Failure, Handler, Next, RunnerConfig};

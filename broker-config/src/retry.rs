@@ -11,6 +11,10 @@ pub struct RetryPolicy {
     pub schedule: Vec<Duration>,
     /// Attempts in all, the first included; after that the message is dead-lettered.
     pub max_attempts: u32,
+    /// Spread of a scheduled delay, as a fraction (0.1: ±10%), so retries
+    /// after a shared outage do not all come back at once. Only retries
+    /// scheduled at a time of their own use it; the fixed-TTL tiers cannot.
+    pub jitter: f64,
 }
 
 impl Default for RetryPolicy {
@@ -18,8 +22,33 @@ impl Default for RetryPolicy {
         Self {
             schedule: RETRY_TIERS.to_vec(),
             max_attempts: 8,
+            jitter: 0.1,
         }
     }
+}
+
+/// A `RETRY_SCHEDULE` such as `1s,10s,1m,5m`: delays after the first,
+/// second, … failed attempt, each at least 1 ms; the last one repeats.
+pub fn parse_schedule(text: &str) -> Result<Vec<Duration>, String> {
+    let schedule = text
+        .split(',')
+        .map(|part| {
+            let part = part.trim();
+            humantime::parse_duration(part)
+                .map_err(|e| format!("{part:?}: {e}"))
+                .and_then(|d| {
+                    if d < Duration::from_millis(1) {
+                        Err(format!("{part:?}: a delay must be at least 1ms"))
+                    } else {
+                        Ok(d)
+                    }
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if schedule.is_empty() {
+        return Err("needs at least one delay".into());
+    }
+    Ok(schedule)
 }
 
 impl RetryPolicy {
@@ -38,6 +67,23 @@ impl RetryPolicy {
             .copied()
             .unwrap_or(Duration::from_secs(1));
         scheduled.max(at_least.unwrap_or_default())
+    }
+}
+
+impl RetryPolicy {
+    /// The delay after failed `attempt` spread by the jitter, never below
+    /// `at_least` (a `retry_after` is not undercut: its spread only adds).
+    /// `unit` is a number in [0, 1), drawn by the caller.
+    pub fn jittered_delay(&self, attempt: u32, at_least: Option<Duration>, unit: f64) -> Duration {
+        let jitter = self.jitter.clamp(0.0, 1.0);
+        let unit = unit.clamp(0.0, 1.0);
+        match at_least {
+            Some(wait) if wait >= self.delay(attempt, None) => wait.mul_f64(1.0 + jitter * unit),
+            _ => self
+                .delay(attempt, None)
+                .mul_f64(1.0 + jitter * (2.0 * unit - 1.0))
+                .max(at_least.unwrap_or_default()),
+        }
     }
 }
 
@@ -75,5 +121,43 @@ mod tests {
         );
         assert!(p.should_retry(7));
         assert!(!p.should_retry(8));
+    }
+
+    #[test]
+    fn jitter_spreads_both_ways_but_never_undercuts_retry_after() {
+        let p = RetryPolicy::default();
+        let ten = Duration::from_secs(10);
+        assert_eq!(p.jittered_delay(2, None, 0.0), ten.mul_f64(0.9));
+        assert_eq!(p.jittered_delay(2, None, 0.5), ten);
+        assert!(p.jittered_delay(2, None, 0.999) <= ten.mul_f64(1.1));
+        let wait = Duration::from_secs(1200);
+        for unit in [0.0, 0.3, 0.999] {
+            let d = p.jittered_delay(1, Some(wait), unit);
+            assert!(d >= wait && d <= wait.mul_f64(1.1), "{d:?}");
+        }
+        // A retry_after just above a jittered schedule still holds.
+        let d = p.jittered_delay(2, Some(Duration::from_secs(9)), 0.0);
+        assert!(d >= Duration::from_secs(9), "{d:?}");
+        let none = RetryPolicy {
+            jitter: 0.0,
+            ..RetryPolicy::default()
+        };
+        assert_eq!(none.jittered_delay(2, None, 0.9), ten);
+    }
+
+    #[test]
+    fn schedules_parse_and_bad_ones_are_named() {
+        assert_eq!(
+            parse_schedule("1s, 10s,1m,5m").unwrap(),
+            RETRY_TIERS.to_vec()
+        );
+        assert_eq!(
+            parse_schedule("2h").unwrap(),
+            vec![Duration::from_secs(7200)]
+        );
+        assert!(parse_schedule("").is_err());
+        assert!(parse_schedule("1s,,5s").is_err());
+        assert!(parse_schedule("0s").unwrap_err().contains("at least"));
+        assert!(parse_schedule("ten seconds").is_err());
     }
 }

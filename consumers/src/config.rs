@@ -24,6 +24,12 @@ pub struct Config {
     pub tg_adapter_timeout: Duration,
     /// An adapter call still running after this marks the message `sending`.
     pub tg_sending_after: Duration,
+    /// `RETRY_MAX_ATTEMPTS`, `RETRY_SCHEDULE`, `RETRY_JITTER`: every
+    /// consumer's retry budget.
+    pub retry: broker_config::RetryPolicy,
+    /// `RETRY_CLOCK_SCALE`: multiplies the waits tg-delivery schedules
+    /// (tests and drills shorten a 20-minute FLOOD_WAIT with it).
+    pub retry_clock_scale: f64,
     pub alerts: crate::alerts::AlertSettings,
     /// `SLACK_WEBHOOK_URL`: where alerts go; unset, they are logged only.
     pub slack_webhook_url: Option<SecretString>,
@@ -74,7 +80,35 @@ impl Config {
                 reason: "must be at least 1".into(),
             });
         }
+        let retry = broker_config::RetryPolicy {
+            schedule: match env.optional::<String>("RETRY_SCHEDULE")? {
+                Some(text) => broker_config::retry::parse_schedule(&text).map_err(|reason| {
+                    ConfigError::Invalid {
+                        name: "RETRY_SCHEDULE".into(),
+                        reason,
+                    }
+                })?,
+                None => broker_config::RetryPolicy::default().schedule,
+            },
+            max_attempts: env.or("RETRY_MAX_ATTEMPTS", 8u32)?,
+            jitter: env.or("RETRY_JITTER", 0.1f64)?,
+        };
+        if retry.max_attempts < 1 || !(0.0..=1.0).contains(&retry.jitter) {
+            return Err(ConfigError::Invalid {
+                name: "RETRY_MAX_ATTEMPTS/RETRY_JITTER".into(),
+                reason: "attempts must be at least 1, jitter between 0 and 1".into(),
+            });
+        }
+        let retry_clock_scale: f64 = env.or("RETRY_CLOCK_SCALE", 1.0f64)?;
+        if !(retry_clock_scale > 0.0 && retry_clock_scale <= 1.0) {
+            return Err(ConfigError::Invalid {
+                name: "RETRY_CLOCK_SCALE".into(),
+                reason: "must be above 0 and at most 1".into(),
+            });
+        }
         Ok(Self {
+            retry,
+            retry_clock_scale,
             database_url: env.required("DATABASE_URL")?,
             database_max_connections: env.or("DATABASE_MAX_CONNECTIONS", 40)?,
             amqp_url: env.required("AMQP_URL")?,

@@ -10,7 +10,7 @@ pub mod tg_delivery;
 
 use std::sync::Arc;
 
-use broker_config::{RunnerConfig, metrics::ConsumerMetrics, retry::RetryPolicy, runner};
+use broker_config::{RunnerConfig, metrics::ConsumerMetrics, runner};
 use platform::Telemetry;
 use tokio_util::sync::CancellationToken;
 
@@ -56,7 +56,7 @@ pub async fn run(
         amqp_url: config.amqp_url.clone(),
         prefetch: config.prefetch,
         concurrency: config.concurrency,
-        policy: RetryPolicy::default(),
+        policy: config.retry.clone(),
     };
     let mut tasks = tokio::task::JoinSet::new();
     let wants = |p: Process| process == p || process == Process::All;
@@ -92,7 +92,11 @@ pub async fn run(
             adapter,
             metrics,
             schema::RelayWake::start(&pool),
-            config.tg_sending_after,
+            tg_delivery::DeliverySettings {
+                sending_after: config.tg_sending_after,
+                retry: config.retry.clone(),
+                clock_scale: config.retry_clock_scale,
+            },
         ));
         tasks.spawn(runner::run(
             handler,

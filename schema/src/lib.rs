@@ -7,4 +7,4 @@ pub mod outbox;
 pub mod pool;
 
 pub use migrations::Migrator;
-pub use outbox::{RelayWake, enqueue};
+pub use outbox::{RelayWake, enqueue, enqueue_at};

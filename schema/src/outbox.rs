@@ -17,6 +17,25 @@ use tracing::Instrument;
 /// `outbox.enqueue` span, a child of the caller's: the relay continues the
 /// trace from it.
 pub async fn enqueue(conn: &mut PgConnection, envelope: &Envelope) -> Result<i64, sqlx::Error> {
+    enqueue_scheduled(conn, envelope, None).await
+}
+
+/// Like [`enqueue`], for an event the relay must not publish before `at`
+/// (a retry scheduled at a time of its own). Until then it also holds back
+/// later events of its aggregate.
+pub async fn enqueue_at(
+    conn: &mut PgConnection,
+    envelope: &Envelope,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<i64, sqlx::Error> {
+    enqueue_scheduled(conn, envelope, Some(at)).await
+}
+
+async fn enqueue_scheduled(
+    conn: &mut PgConnection,
+    envelope: &Envelope,
+    at: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<i64, sqlx::Error> {
     let span = platform::trace::span_if_enabled(|| {
         tracing::info_span!(
             "outbox.enqueue",
@@ -34,19 +53,20 @@ pub async fn enqueue(conn: &mut PgConnection, envelope: &Envelope) -> Result<i64
             .map(|(k, v)| (k, serde_json::Value::String(v)))
             .collect(),
     );
-    write(conn, envelope, &headers).instrument(span).await
+    write(conn, envelope, &headers, at).instrument(span).await
 }
 
 async fn write(
     conn: &mut PgConnection,
     envelope: &Envelope,
     headers: &serde_json::Value,
+    at: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<i64, sqlx::Error> {
     let id: i64 = sqlx::query_scalar(
         "WITH aggregate_lock AS MATERIALIZED (
            SELECT pg_advisory_xact_lock(hashtextextended($3 || ':' || $4, 0)))
-         INSERT INTO outbox (event_id, event_type, aggregate_type, aggregate_id, payload, headers, created_at)
-         SELECT $1, $2, $3, $4, $5, $6, $7 FROM aggregate_lock RETURNING id",
+         INSERT INTO outbox (event_id, event_type, aggregate_type, aggregate_id, payload, headers, created_at, scheduled_at)
+         SELECT $1, $2, $3, $4, $5, $6, $7, COALESCE($8, now()) FROM aggregate_lock RETURNING id",
     )
     .bind(envelope.id)
     .bind(envelope.event_type())
@@ -55,6 +75,7 @@ async fn write(
     .bind(envelope.event.data_json())
     .bind(headers)
     .bind(envelope.occurred_at)
+    .bind(at)
     .fetch_one(&mut *conn)
     .await?;
     Ok(id)

@@ -115,7 +115,16 @@ impl TestEnv {
             .await
             .expect("create test database");
         admin.close().await;
-        let database_url = format!("{}/{name}", services.postgres);
+        // Over loopback, TLS protects nothing and costs PostgreSQL and every
+        // client a few per cent of the machine (sqlx's default is `prefer`).
+        let loopback = ["@127.0.0.1", "@localhost", "@[::1]"]
+            .iter()
+            .any(|host| services.postgres.contains(host));
+        let database_url = if loopback {
+            format!("{}/{name}?sslmode=disable", services.postgres)
+        } else {
+            format!("{}/{name}", services.postgres)
+        };
         let pool = schema::pool::connect(&database_url, 8)
             .await
             .expect("connect test database");

@@ -287,6 +287,8 @@ impl Hub {
         // every instance filters it alike, whatever the order it reads in.
         // Message frames carry the row as REST renders it.
         let (kind, assignees, data) = match &envelope.event {
+            // A retry or a chat's next turn: the message is not new.
+            Event::MessageOutgoing(e) if e.resend => return Ok(None),
             Event::MessageOutgoing(e) => (
                 "message.created",
                 [e.assignee_id, None],

@@ -259,7 +259,9 @@ async fn write(
     let reply = Reply::try_from(input)?;
     let mut tx = state.pool.begin().await?;
     // A reply bumps the conversation's last activity; the same statement
-    // checks the caller's scope and reads the chat (one round trip).
+    // checks the caller's scope and reads the chat (one round trip). Its row
+    // lock orders concurrent replies to the chat: each is stamped with the
+    // clock once it holds the lock, so `created_at` is send order.
     let chat = match kind {
         Kind::Reply => sqlx::query_as(
             "UPDATE conversations SET last_message_at = now(), updated_at = now()
@@ -280,8 +282,8 @@ async fn write(
         Kind::Note => ("note", "internal"),
     };
     let inserted: Option<MessageOut> = sqlx::query_as(concat!(
-        "INSERT INTO messages (id, conversation_id, direction, kind, author_id, text, status, client_msg_id)
-         VALUES ($1, $2, 'out', $6, $3, $4, $7, $5)
+        "INSERT INTO messages (id, conversation_id, direction, kind, author_id, text, status, client_msg_id, created_at)
+         VALUES ($1, $2, 'out', $6, $3, $4, $7, $5, clock_timestamp())
          ON CONFLICT (conversation_id, client_msg_id) DO NOTHING
          RETURNING ",
         columns!()
@@ -324,6 +326,7 @@ async fn write(
             text: message.text.clone(),
             attachments: vec![],
             assignee_id,
+            resend: false,
         }),
         Kind::Note => Event::MessageNoteAdded(MessageNoteAdded {
             message_id: message.id,

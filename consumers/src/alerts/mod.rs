@@ -338,6 +338,7 @@ mod tests {
             text: "a customer's words".into(),
             attachments: vec![],
             assignee_id: None,
+            resend: false,
         }))
     }
 

@@ -127,8 +127,11 @@ async fn leadership(
             // id order and one probe per row, stopping at the batch size.
             // Statistics from an empty outbox (a fresh deploy, before
             // autovacuum analyses it) would make the planner pick scans over
-            // the whole table, per read. This session never wants those.
+            // the whole table, per read. This session never wants those, nor
+            // JIT compilation, which the cost of a disabled plan node would
+            // trigger on every read (half a second of LLVM per statement).
             for setting in [
+                "SET jit = off",
                 "SET enable_seqscan = off",
                 "SET enable_bitmapscan = off",
                 "SET enable_sort = off",

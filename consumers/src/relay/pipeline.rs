@@ -209,6 +209,7 @@ async fn run_pipeline(
     // their aggregate and rows whose transaction committed late.
     let mut cursor = 0_i64;
     let mut pass_over = false;
+    let mut published_in_pass = false;
     let mut pass_started = Instant::now();
     loop {
         if shutdown.is_cancelled() && in_flight.is_empty() {
@@ -229,12 +230,21 @@ async fn run_pipeline(
                 }
                 Err(e) => return Err(e),
             };
-            pass_over = (rows.len() as i64) < config.batch_size
-                || pass_started.elapsed() >= config.poll_interval;
             let Some(last) = rows.last() else {
+                pass_over = true;
                 continue;
             };
             cursor = last.id;
+            let read_all = (rows.len() as i64) < config.batch_size;
+            let rows: Vec<Row> = rows.into_iter().filter(|r| !r.blocked).collect();
+            // A read that could publish nothing is held back by rows in
+            // flight: reading on would only walk the backlog behind them.
+            pass_over =
+                read_all || rows.is_empty() || pass_started.elapsed() >= config.poll_interval;
+            if rows.is_empty() {
+                continue;
+            }
+            published_in_pass = true;
             let prepared = Prepared::new(&rows);
             let confirms = match publisher.send(&prepared.outgoing(&rows)).await {
                 Ok(c) => c,
@@ -304,11 +314,13 @@ async fn run_pipeline(
         }
         // Nothing in flight and the pass is over: once every mark is written
         // (so no confirmed row is read again), start a new pass, and sleep
-        // first if the last pass found nothing at all.
+        // first if the last pass published nothing (it found no rows, or
+        // only rows held back behind one that is not yet due).
         marker.flush().await?;
-        let idle = cursor == 0;
+        let idle = !published_in_pass;
         cursor = 0;
         pass_over = false;
+        published_in_pass = false;
         pass_started = Instant::now();
         if idle {
             tokio::select! {

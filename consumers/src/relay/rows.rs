@@ -16,26 +16,42 @@ pub struct Row {
     pub payload: String,
     pub headers: sqlx::types::Json<serde_json::Map<String, serde_json::Value>>,
     pub created_at: DateTime<Utc>,
+    /// Held back behind an earlier pending row of its aggregate; carries
+    /// neither payload nor stream position.
+    pub blocked: bool,
     /// The event's position in the realtime stream (`x-stream-id`).
     pub stream_id: i64,
 }
 
-/// Due pending rows after `$1` in id order, each the oldest pending row of
-/// its aggregate: a row waits while an earlier one of its aggregate is still
-/// pending (in flight, backing off, or committed late), so no event ever
-/// overtakes an earlier one of the same aggregate. Each row draws a stream
-/// position; [`read`] hands them out in row order, which is publish order.
+/// The next `$2` due pending rows after `$1` in id order, each flagged
+/// `blocked` when an earlier pending row of its aggregate is not ahead of it
+/// in this batch: one at or below the cursor (in flight, left behind, or
+/// committed late) or one not yet due (backing off). Unblocked rows are
+/// published in row order on one channel, so a busy aggregate moves a whole
+/// batch at a time and still never overtakes itself. The scan is bounded by
+/// the batch, whatever the backlog behind it. Only unblocked rows draw a
+/// stream position (`CASE` evaluates `nextval` only where taken); [`read`]
+/// sorts the rows by id and hands positions out in that order, which is
+/// publish order.
 const READ: &str = "
-SELECT id, event_id, event_type, aggregate_type, aggregate_id, payload::text AS payload, headers, created_at,
-       nextval('event_stream_seq') AS stream_id
-FROM outbox o
-WHERE o.status = 'pending' AND o.id > $1 AND o.scheduled_at <= now()
-  AND NOT EXISTS (
+WITH batch AS MATERIALIZED (
+  SELECT id, event_id, event_type, aggregate_type, aggregate_id, payload, headers, created_at
+  FROM outbox
+  WHERE status = 'pending' AND id > $1 AND scheduled_at <= now()
+  ORDER BY id
+  LIMIT $2),
+flagged AS MATERIALIZED (
+  SELECT b.*, EXISTS (
     SELECT 1 FROM outbox p
-    WHERE p.status = 'pending' AND p.aggregate_type = o.aggregate_type
-      AND p.aggregate_id = o.aggregate_id AND p.id < o.id)
-ORDER BY o.id
-LIMIT $2";
+    WHERE p.status = 'pending' AND p.aggregate_type = b.aggregate_type
+      AND p.aggregate_id = b.aggregate_id AND p.id < b.id
+      AND (p.id <= $1 OR p.scheduled_at > now())) AS blocked
+  FROM batch b)
+SELECT id, event_id, event_type, aggregate_type, aggregate_id,
+       CASE WHEN blocked THEN '' ELSE payload::text END AS payload,
+       headers, created_at, blocked,
+       CASE WHEN blocked THEN 0 ELSE nextval('event_stream_seq') END AS stream_id
+FROM flagged";
 
 /// By primary key only: a confirmed row is published whatever its status
 /// says, and a `status` condition would let the planner walk the pending
@@ -64,10 +80,17 @@ pub async fn read(
         .bind(limit)
         .fetch_all(conn)
         .await?;
-    // Whatever order the server drew them in, positions follow the rows.
-    let mut positions: Vec<i64> = rows.iter().map(|r| r.stream_id).collect();
+    // In id order (sorted here: a sort node would be a disabled plan node
+    // for the leader session); whatever order the server drew positions in,
+    // they follow the rows.
+    rows.sort_unstable_by_key(|r| r.id);
+    let mut positions: Vec<i64> = rows
+        .iter()
+        .filter(|r| !r.blocked)
+        .map(|r| r.stream_id)
+        .collect();
     positions.sort_unstable();
-    for (row, position) in rows.iter_mut().zip(positions) {
+    for (row, position) in rows.iter_mut().filter(|r| !r.blocked).zip(positions) {
         row.stream_id = position;
     }
     Ok(rows)
@@ -232,6 +255,7 @@ mod tests {
             payload: r#"{"text": "hi \"there\"", "tg_chat_id": 5, "attachments": []}"#.into(),
             headers: sqlx::types::Json(serde_json::Map::new()),
             created_at: Utc::now(),
+            blocked: false,
             stream_id: 7,
         };
         let v: serde_json::Value = serde_json::from_slice(&envelope_bytes(&row)).unwrap();

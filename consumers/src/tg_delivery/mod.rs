@@ -1,11 +1,24 @@
 //! `tg-delivery`: sends `message.outgoing.v1` through the TG adapter and keeps
 //! the message's delivery status, writing `message.status.v1` with every change.
+//!
+//! Replies to one chat reach Telegram in the order they were written, with
+//! any number of instances, across retries and restarts (ADR 0011):
+//! - one send per chat at a time: the handler takes the chat's turn, a
+//!   transaction-scoped advisory lock, before it looks at the message;
+//! - a reply that finds an earlier unfinished reply of its chat is `held`
+//!   and acked; the earlier one, once sent or failed for good, hands the turn
+//!   on with a `resend` event for the next held reply;
+//! - a failed send is retried at a time of its own (a scheduled outbox row),
+//!   not through the broker's retry tiers, so the chat waits behind it for
+//!   as long as a FLOOD_WAIT asks, and other chats do not.
 
 mod adapter;
 
 use async_trait::async_trait;
+use std::time::Duration;
+
 use broker_config::{
-    Context, Envelope, Event, Failure, Handler, Next,
+    Context, Envelope, Event, Failure, Handler, Next, RetryPolicy,
     events::{DeliveryStatus, MessageDeliveryFailed, MessageOutgoing, MessageStatus},
     topology::TG_DELIVERY,
 };
@@ -47,13 +60,23 @@ impl DeliveryMetrics {
     }
 }
 
+/// How tg-delivery paces its sends and retries.
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    /// A send still running after this is shown as `sending`.
+    pub sending_after: Duration,
+    /// Attempts, schedule and jitter of failed sends.
+    pub retry: RetryPolicy,
+    /// Multiplies every wait scheduled (1 in production).
+    pub clock_scale: f64,
+}
+
 pub struct TgDelivery {
     pool: PgPool,
     adapter: AdapterClient,
     metrics: DeliveryMetrics,
     relay_wake: schema::RelayWake,
-    /// A send still running after this is shown as `sending`.
-    sending_after: std::time::Duration,
+    settings: DeliverySettings,
 }
 
 impl TgDelivery {
@@ -62,14 +85,14 @@ impl TgDelivery {
         adapter: AdapterClient,
         metrics: DeliveryMetrics,
         relay_wake: schema::RelayWake,
-        sending_after: std::time::Duration,
+        settings: DeliverySettings,
     ) -> Self {
         Self {
             pool,
             adapter,
             metrics,
             relay_wake,
-            sending_after,
+            settings,
         }
     }
 }
@@ -91,14 +114,31 @@ struct StatusChange<'a> {
     sent_at: Option<DateTime<Utc>>,
     error: Option<&'a str>,
     retry_at: Option<DateTime<Utc>>,
+    /// Whether the adapter call this records spends an attempt (a
+    /// FLOOD_WAIT does not: waiting is not failing).
+    counted: bool,
+}
+
+impl StatusChange<'_> {
+    fn new(status: DeliveryStatus) -> Self {
+        Self {
+            status,
+            tg_message_id: None,
+            sent_at: None,
+            error: None,
+            retry_at: None,
+            counted: true,
+        }
+    }
 }
 
 /// Sets a message's status and writes the matching `message.status.v1`, in
 /// one statement for the row (which also reads the attempt number and the
 /// conversation's assignee) and one for the outbox row. Returns the attempt.
 ///
-/// Every adapter call is counted once: by its `sending` mark when the call
-/// took long enough to get one, else by the write of its outcome. (An
+/// Every counted adapter call is counted once: by its `sending` mark when
+/// the call took long enough to get one, else by the write of its outcome;
+/// an uncounted outcome (a FLOOD_WAIT) takes back its mark's count. (An
 /// attempt that died after its mark and is followed by a fast one leaves
 /// that one uncounted; the count errs low, never high.)
 async fn set_status(
@@ -108,8 +148,10 @@ async fn set_status(
 ) -> Result<i32, sqlx::Error> {
     let row: Option<(i32, Option<Uuid>)> = sqlx::query_as(
         "UPDATE messages SET status = $2, tg_message_id = COALESCE($3, tg_message_id),
-           sent_at = COALESCE($4, sent_at), error = $5, retry_at = $6, updated_at = now(),
-           attempts = attempts + CASE WHEN $2 = 'sending' OR status <> 'sending' THEN 1 ELSE 0 END
+           sent_at = COALESCE($4, sent_at), error = $5, retry_at = $6, updated_at = now(), held = false,
+           attempts = GREATEST(attempts + CASE
+             WHEN $7 THEN CASE WHEN $2 = 'sending' OR status <> 'sending' THEN 1 ELSE 0 END
+             ELSE CASE WHEN status = 'sending' THEN -1 ELSE 0 END END, 0)
          WHERE id = $1
          RETURNING attempts, (SELECT assignee_id FROM conversations c WHERE c.id = messages.conversation_id)",
     )
@@ -119,6 +161,7 @@ async fn set_status(
     .bind(change.sent_at)
     .bind(change.error)
     .bind(change.retry_at)
+    .bind(change.counted)
     .fetch_optional(&mut *conn)
     .await?;
     let (attempt, assignee_id) = row.unwrap_or_default();
@@ -136,21 +179,76 @@ async fn set_status(
     Ok(attempt)
 }
 
-/// Whether the message still needs sending, read inside the handler's
-/// transaction (without a row lock: the `sending` mark takes one on its own
-/// connection while the adapter call runs).
-async fn needs_sending(conn: &mut PgConnection, msg: &MessageOutgoing) -> Result<bool, Failure> {
-    let status: Option<String> = sqlx::query_scalar("SELECT status FROM messages WHERE id = $1")
-        .bind(msg.message_id)
-        .fetch_optional(conn)
-        .await?;
-    match status {
-        None => Err(Failure::permanent(format!(
-            "message {} does not exist",
-            msg.message_id
-        ))),
-        Some(s) => Ok(s != DeliveryStatus::Sent.as_str()),
+/// Takes the chat's turn for the rest of the handler's transaction: one
+/// send per chat at a time, whichever instance holds it. A second statement
+/// reads what the turn allows (a statement's snapshot predates any lock
+/// it waits for, so the lock must come first and alone).
+async fn take_turn(conn: &mut PgConnection, tg_chat_id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('tg-chat:' || $1::text, 0))")
+        .bind(tg_chat_id)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// The message as its chat's turn finds it.
+#[derive(sqlx::FromRow)]
+struct Turn {
+    status: String,
+    attempts: i32,
+    /// A `retrying` message whose time has come (always true otherwise).
+    due: bool,
+    /// An earlier reply of the chat is not finished yet.
+    behind: bool,
+}
+
+async fn read_turn(conn: &mut PgConnection, message_id: Uuid) -> Result<Option<Turn>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT m.status, m.attempts,
+                m.status <> 'retrying' OR m.retry_at IS NULL OR m.retry_at <= now() AS due,
+                EXISTS (SELECT 1 FROM messages e
+                        WHERE e.conversation_id = m.conversation_id AND e.direction = 'out'
+                          AND e.status IN ('queued', 'sending', 'retrying')
+                          AND (e.created_at, e.id) < (m.created_at, m.id)) AS behind
+         FROM messages m WHERE m.id = $1 AND m.direction = 'out' AND m.kind = 'text'",
+    )
+    .bind(message_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Hands the chat's turn on once `msg` is finished (sent or failed for
+/// good): when the next unfinished reply of the conversation is held, it is
+/// released with a `resend` event. A next reply that is not held has its
+/// own event still to come, and needs none.
+async fn hand_on(conn: &mut PgConnection, msg: &MessageOutgoing) -> Result<(), sqlx::Error> {
+    let next: Option<(Uuid, String)> = sqlx::query_as(
+        "UPDATE messages SET held = false
+         WHERE id = (SELECT id FROM messages
+                     WHERE conversation_id = $1 AND direction = 'out'
+                       AND status IN ('queued', 'sending', 'retrying') AND id <> $2
+                     ORDER BY created_at, id LIMIT 1)
+           AND held
+         RETURNING id, text",
+    )
+    .bind(msg.conversation_id)
+    .bind(msg.message_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some((message_id, text)) = next {
+        tracing::debug!(%message_id, "the chat's turn passes to a held reply");
+        let turn = Envelope::new(Event::MessageOutgoing(MessageOutgoing {
+            message_id,
+            conversation_id: msg.conversation_id,
+            tg_chat_id: msg.tg_chat_id,
+            text,
+            attachments: vec![],
+            assignee_id: msg.assignee_id,
+            resend: true,
+        }));
+        schema::enqueue(conn, &turn).await?;
     }
+    Ok(())
 }
 
 impl TgDelivery {
@@ -158,18 +256,7 @@ impl TgDelivery {
     /// committed transaction, so the inbox shows a send that takes a while.
     async fn mark_sending(&self, msg: &MessageOutgoing) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        set_status(
-            &mut tx,
-            msg,
-            StatusChange {
-                status: DeliveryStatus::Sending,
-                tg_message_id: None,
-                sent_at: None,
-                error: None,
-                retry_at: None,
-            },
-        )
-        .await?;
+        set_status(&mut tx, msg, StatusChange::new(DeliveryStatus::Sending)).await?;
         tx.commit().await?;
         self.relay_wake.committed();
         Ok(())
@@ -178,7 +265,8 @@ impl TgDelivery {
     /// Calls the adapter; a call still running after `sending_after` marks
     /// the message `sending` meanwhile. Returns the adapter's answer.
     async fn send(&self, msg: &MessageOutgoing) -> Result<SendResult, Failure> {
-        if self.sending_after.is_zero() {
+        let sending_after = self.settings.sending_after;
+        if sending_after.is_zero() {
             // Every send is marked, before the call (not racing a timer).
             self.mark_sending(msg).await?;
             return Ok(self.adapter.send(msg).await);
@@ -187,12 +275,46 @@ impl TgDelivery {
         tokio::pin!(call);
         tokio::select! {
             result = &mut call => Ok(result),
-            () = tokio::time::sleep(self.sending_after) => {
+            () = tokio::time::sleep(sending_after) => {
                 let (marked, result) = tokio::join!(self.mark_sending(msg), call);
                 marked?;
                 Ok(result)
             }
         }
+    }
+
+    /// Schedules the next try of `msg` after `wait` (scaled by the clock
+    /// setting): the message shows `retrying` until then, and a `resend`
+    /// outbox row comes due at that time. The chat's later replies wait.
+    async fn retry_later(
+        &self,
+        tx: &mut PgConnection,
+        msg: &MessageOutgoing,
+        wait: Duration,
+        reason: &str,
+        counted: bool,
+    ) -> Result<(), Failure> {
+        let wait = wait.mul_f64(self.settings.clock_scale);
+        let at = Utc::now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
+        set_status(
+            tx,
+            msg,
+            StatusChange {
+                error: Some(reason),
+                retry_at: Some(at),
+                counted,
+                ..StatusChange::new(DeliveryStatus::Retrying)
+            },
+        )
+        .await?;
+        let retry = Envelope::new(Event::MessageOutgoing(MessageOutgoing {
+            resend: true,
+            ..msg.clone()
+        }));
+        schema::enqueue_at(tx, &retry, at).await?;
+        tracing::info!(message_id = %msg.message_id, ?wait, reason, "send retried later");
+        self.metrics.count("retry");
+        Ok(())
     }
 }
 
@@ -206,7 +328,8 @@ impl Handler for TgDelivery {
         self.relay_wake.committed();
     }
 
-    /// Replies to one chat go out in the order they were queued.
+    /// Replies to one chat go out in the order they were queued; the key
+    /// keeps them apart in this process, the chat's turn across processes.
     fn ordering_key(&self, envelope: &Envelope) -> Option<String> {
         outgoing(envelope).ok().map(|m| m.tg_chat_id.to_string())
     }
@@ -217,10 +340,43 @@ impl Handler for TgDelivery {
         tx: &mut Transaction<'static, Postgres>,
     ) -> Result<(), Failure> {
         let msg = outgoing(ctx.envelope)?;
-        if !needs_sending(tx, msg).await? {
+        take_turn(tx, msg.tg_chat_id).await?;
+        let Some(turn) = read_turn(tx, msg.message_id).await? else {
+            return Err(Failure::permanent(format!(
+                "message {} is not an outgoing reply",
+                msg.message_id
+            )));
+        };
+        if turn.status == DeliveryStatus::Sent.as_str() {
             tracing::info!(message_id = %msg.message_id, "already sent; nothing to do");
             return Ok(());
         }
+        if turn.status == DeliveryStatus::Failed.as_str() && msg.resend {
+            // Given up on while it waited (by an operator): not revived by
+            // its scheduled retry; its chat goes on without it. A replay
+            // from the dead-letter queue carries the original event and
+            // does send it again.
+            tracing::info!(message_id = %msg.message_id, "given up while waiting; the chat goes on");
+            hand_on(tx, msg).await?;
+            return Ok(());
+        }
+        if !turn.due {
+            // An early event for a reply waiting in a retry: its own
+            // scheduled event comes at the time.
+            tracing::info!(message_id = %msg.message_id, "retry not yet due; nothing to do");
+            return Ok(());
+        }
+        if turn.behind {
+            sqlx::query("UPDATE messages SET held = true WHERE id = $1")
+                .bind(msg.message_id)
+                .execute(&mut **tx)
+                .await?;
+            tracing::info!(message_id = %msg.message_id, "held behind an earlier reply to the chat");
+            self.metrics.count("held");
+            return Ok(());
+        }
+        let attempt = u32::try_from(turn.attempts).unwrap_or(0) + 1;
+        let policy = &self.settings.retry;
         match self.send(msg).await? {
             SendResult::Sent {
                 tg_message_id,
@@ -230,26 +386,37 @@ impl Handler for TgDelivery {
                     tx,
                     msg,
                     StatusChange {
-                        status: DeliveryStatus::Sent,
                         tg_message_id: Some(tg_message_id),
                         sent_at: Some(sent_at),
-                        error: None,
-                        retry_at: None,
+                        ..StatusChange::new(DeliveryStatus::Sent)
                     },
                 )
                 .await?;
+                hand_on(tx, msg).await?;
                 self.metrics.count("done");
                 Ok(())
             }
-            SendResult::FloodWait { retry_after } => Err(Failure::Retryable {
-                after: Some(retry_after),
-                reason: format!("flood wait {}s", retry_after.as_secs()),
-            }),
-            SendResult::Transient { reason } => Err(Failure::retryable(reason)),
+            SendResult::FloodWait { retry_after } => {
+                // Waiting is not failing: no attempt is spent, however long.
+                let wait = policy.jittered_delay(attempt, Some(retry_after), rand::random());
+                let reason = format!("flood wait {}s", retry_after.as_secs());
+                self.retry_later(tx, msg, wait, &reason, false).await
+            }
+            SendResult::Transient { reason } if policy.should_retry(attempt) => {
+                let wait = policy.jittered_delay(attempt, None, rand::random());
+                self.retry_later(tx, msg, wait, &reason, true).await
+            }
+            SendResult::Transient { reason } => Err(Failure::permanent(format!(
+                "{reason} (gave up after {attempt} attempts)"
+            ))),
             SendResult::Permanent { code } => Err(Failure::permanent(code)),
         }
     }
 
+    /// A send that failed for good (or a message the handler cannot use):
+    /// the message is `failed` in its place, the chat's turn passes on, and
+    /// the delivery goes to the dead-letter queue. Infrastructure errors
+    /// never get here; they wait in the broker's retry tiers.
     async fn on_failure(
         &self,
         ctx: &Context<'_>,
@@ -260,6 +427,7 @@ impl Handler for TgDelivery {
         let Ok(msg) = outgoing(ctx.envelope) else {
             return Ok(());
         };
+        take_turn(tx, msg.tg_chat_id).await?;
         let (status, retry_at) = match next {
             Next::RetryAt(at) => (DeliveryStatus::Retrying, Some(at)),
             Next::DeadLetter => (DeliveryStatus::Failed, None),
@@ -268,11 +436,9 @@ impl Handler for TgDelivery {
             tx,
             msg,
             StatusChange {
-                status,
-                tg_message_id: None,
-                sent_at: None,
                 error: Some(failure.reason()),
                 retry_at,
+                ..StatusChange::new(status)
             },
         )
         .await?;
@@ -286,6 +452,7 @@ impl Handler for TgDelivery {
                 attempts: attempt,
             }));
             schema::enqueue(tx, &failed).await?;
+            hand_on(tx, msg).await?;
             self.metrics.count("failed");
         }
         Ok(())

@@ -37,6 +37,10 @@ impl MigratorTrait for Migrator {
                 name: "m0007_relay_wake",
                 sql: include_str!("m0007_relay_wake.sql"),
             }),
+            Box::new(SqlMigration {
+                name: "m0008_chat_turns",
+                sql: include_str!("m0008_chat_turns.sql"),
+            }),
         ]
     }
 }

@@ -9,6 +9,7 @@ mod authz;
 mod faults;
 mod inbox;
 mod metrics;
+mod ordering;
 mod pipeline;
 mod realtime;
 mod relay;

@@ -181,6 +181,52 @@ async fn two_relays_publish_every_event_in_aggregate_order() {
     env.cleanup().await;
 }
 
+/// A busy aggregate moves a batch at a time, in order; a row that is not yet
+/// due (backing off) holds back the later rows of its own aggregate only.
+#[tokio::test]
+async fn a_row_backing_off_holds_back_only_its_own_aggregate() {
+    const BUSY: usize = 120;
+    let mut env = TestEnv::new().await;
+    let (conn, mut consumer) = observe(&env).await;
+    let held = Uuid::now_v7();
+    let busy = Uuid::now_v7();
+    // The held aggregate's first row backs off for 3 s; its two later rows
+    // and the busy aggregate's rows are due at once.
+    write_sequences(&env, &[held], 3, Duration::ZERO)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE outbox SET scheduled_at = now() + interval '3 seconds'
+         WHERE id = (SELECT min(id) FROM outbox WHERE aggregate_id = $1)",
+    )
+    .bind(held.to_string())
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    write_sequences(&env, &[busy], BUSY, Duration::ZERO)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    env.start_consumer("relay", None, &[("RELAY_BATCH_SIZE", "50".into())])
+        .await;
+    let (first_seen, repeats) = collect(&env, &mut consumer, BUSY).await;
+    assert_eq!(repeats, 0);
+    assert_eq!(
+        first_seen.get(&held),
+        None,
+        "nothing of the held aggregate overtakes its backing-off row"
+    );
+    assert_in_order(&first_seen, &[busy], BUSY);
+    let (first_seen, _) = collect(&env, &mut consumer, 3).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(2500),
+        "the held row waited for its time"
+    );
+    assert_in_order(&first_seen, &[held], 3);
+    let _ = conn.close(200, "bye".into()).await;
+    env.cleanup().await;
+}
+
 #[tokio::test]
 async fn standby_relay_takes_over_when_the_active_one_dies() {
     const AGGREGATES: usize = 10;
@@ -317,6 +363,7 @@ async fn refused_publishes_back_off_then_fail_and_the_runbook_retry_sends_them()
             text: "refused".into(),
             attachments: vec![],
             assignee_id: None,
+            resend: false,
         },
     ));
     let mut tx = env.pool.begin().await.unwrap();

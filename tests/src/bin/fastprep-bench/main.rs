@@ -58,6 +58,9 @@ enum Bench {
         /// Alternating raw/relay rounds of the throughput phases.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Aggregates of the few-aggregates drain (rows spread round-robin).
+        #[arg(long, default_value_t = 10)]
+        aggregates: usize,
         /// Runs of the latency phase and the ramp.
         #[arg(long, default_value_t = 3)]
         runs: usize,
@@ -205,8 +208,11 @@ async fn raw_publish(env: &TestEnv, n: usize) -> f64 {
     rate
 }
 
-/// (b) The relay draining `n` outbox rows committed in one transaction.
-async fn relay_drain(env: &TestEnv, n: usize) -> (f64, f64) {
+/// (b) The relay draining `n` outbox rows committed in one transaction,
+/// each of its own aggregate (`aggregates` 0) or spread round-robin over
+/// `aggregates` of them (a few busy conversations: the relay keeps each
+/// aggregate's rows in order).
+async fn relay_drain(env: &TestEnv, n: usize, aggregates: usize) -> (f64, f64) {
     // Start from an empty outbox (earlier phases leave their done rows).
     sqlx::query("DELETE FROM outbox")
         .execute(&env.pool)
@@ -214,13 +220,15 @@ async fn relay_drain(env: &TestEnv, n: usize) -> (f64, f64) {
         .unwrap();
     sqlx::query(
         "INSERT INTO outbox (event_id, event_type, aggregate_type, aggregate_id, payload)
-         SELECT gen_random_uuid(), 'message.outgoing.v1', 'message', gen_random_uuid()::text,
+         SELECT gen_random_uuid(), 'message.outgoing.v1', 'message',
+                CASE WHEN $2 = 0 THEN gen_random_uuid()::text ELSE 'busy-' || (g % $2) END,
                 jsonb_build_object('message_id', gen_random_uuid(), 'conversation_id', gen_random_uuid(),
                   'tg_chat_id', 100000 + g, 'attachments', '[]'::jsonb,
                   'text', 'Hello! Your SAT practice test is booked for Saturday at 10:00.')
          FROM generate_series(1, $1) g",
     )
     .bind(n as i64)
+    .bind(aggregates as i64)
     .execute(&env.pool)
     .await
     .unwrap();
@@ -275,13 +283,21 @@ async fn main() {
             seconds,
             chats,
             rounds,
+            aggregates,
             runs,
             ramp_step,
             ramp_max,
             ramp_seconds,
             bound_ms,
         } => {
-            relay_args = (runs, ramp_step, ramp_max, ramp_seconds, bound_ms);
+            relay_args = (
+                runs,
+                ramp_step,
+                ramp_max,
+                ramp_seconds,
+                bound_ms,
+                aggregates,
+            );
             (events, rate, seconds, chats, rounds)
         }
         Bench::Authz {
@@ -333,7 +349,7 @@ async fn main() {
             return;
         }
     };
-    let (runs, ramp_step, ramp_max, ramp_seconds, bound_ms) = relay_args;
+    let (runs, ramp_step, ramp_max, ramp_seconds, bound_ms, aggregates) = relay_args;
     let mut env = TestEnv::new().await;
     println!(
         "relay benchmark: {events} events, latency at {rate}/s for {seconds}s over {chats} chats"
@@ -549,23 +565,29 @@ async fn main() {
     // are compared.
     let mut raws = Vec::new();
     let mut relays = Vec::new();
+    let mut few = Vec::new();
     let mut relay_cpu = 0.0;
     for round in 1..=rounds {
         let raw = raw_publish(&env, events).await;
         let cpu_before = env.proc(relay.idx).cpu_seconds().unwrap_or(0.0);
-        let (relay_rate, relay_secs) = relay_drain(&env, events).await;
+        let (relay_rate, relay_secs) = relay_drain(&env, events, 0).await;
         relay_cpu += env.proc(relay.idx).cpu_seconds().unwrap_or(0.0) - cpu_before;
+        let (few_rate, few_secs) = relay_drain(&env, events, aggregates).await;
         println!(
-            "    round {round}: raw {raw:>6.0} events/s, relay {relay_rate:>6.0} events/s ({relay_secs:.2}s), ratio {:.1}%",
-            relay_rate / raw * 100.0
+            "    round {round}: raw {raw:>6.0} events/s, relay {relay_rate:>6.0} events/s ({relay_secs:.2}s, {:.1}%), {aggregates} aggregates {few_rate:>6.0} events/s ({few_secs:.2}s, {:.1}%)",
+            relay_rate / raw * 100.0,
+            few_rate / raw * 100.0
         );
         raws.push(raw);
         relays.push(relay_rate);
+        few.push(few_rate);
     }
     raws.sort_by(f64::total_cmp);
     relays.sort_by(f64::total_cmp);
+    few.sort_by(f64::total_cmp);
     let raw = percentile(&raws, 0.5);
     let relay_rate = percentile(&relays, 0.5);
+    let few_rate = percentile(&few, 0.5);
     println!(
         "(a) raw lapin publish, pipelined confirms, quorum queue: {raw:>10.0} events/s (median of {rounds})"
     );
@@ -576,6 +598,10 @@ async fn main() {
         "    relay / raw = {:.1}%; relay CPU {:.1} µs per event",
         relay_rate / raw * 100.0,
         relay_cpu / (events * rounds) as f64 * 1e6
+    );
+    println!(
+        "(b') relay drain over {aggregates} aggregates:            {few_rate:>10.0} events/s (median of {rounds}); relay / raw = {:.1}%",
+        few_rate / raw * 100.0
     );
 
     peaks.insert(
@@ -599,6 +625,10 @@ async fn main() {
         "relay_rounds": relays,
         "relay_events_per_sec": relay_rate,
         "relay_to_raw_ratio": relay_rate / raw,
+        "few_aggregates": aggregates,
+        "few_aggregates_rounds": few,
+        "few_aggregates_events_per_sec": few_rate,
+        "few_aggregates_to_raw_ratio": few_rate / raw,
         "e2e": {"offered_per_sec": offered, "count": latencies.len(), "p50_ms": p50, "p99_ms": p99, "max_ms": max, "max_sends_of_one_reply": max_sends},
         "working_rate_p99_ms": working.iter().map(|s| s.p(0.99)).collect::<Vec<_>>(),
         "ceilings": ceilings,

@@ -1,7 +1,8 @@
 //! Scripted failures of the sandbox (`/sandbox/faults`): the next n sends fail
-//! in a chosen way, and every send may be slowed down.
+//! in a chosen way, a share of sends fails at random, each chat's first send
+//! may meet a FLOOD_WAIT, and every send may be slowed down.
 
-use std::{sync::Mutex, time::Duration};
+use std::{collections::HashSet, sync::Mutex, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +40,14 @@ pub struct FaultPlan {
     /// Delay added to every send while set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
+    /// Per cent of sends (0–100) answered with a server error at random,
+    /// beside any `fail_next`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_percent: Option<u8>,
+    /// The first send to each chat after the plan is set meets a FLOOD_WAIT
+    /// of `retry_after` seconds (once per chat).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flood_wait_once_per_chat: bool,
 }
 
 pub const DEFAULT_FLOOD_WAIT_SECS: u64 = 5;
@@ -70,6 +79,9 @@ impl FaultPlan {
         if self.latency_ms.is_some_and(|ms| ms > 60_000) {
             return Err("latency_ms must be at most 60000".into());
         }
+        if self.error_percent.is_some_and(|p| p > 100) {
+            return Err("error_percent must be between 0 and 100".into());
+        }
         Ok(())
     }
 }
@@ -87,11 +99,17 @@ pub enum Injected {
 #[derive(Debug, Default)]
 pub struct Faults {
     plan: Mutex<FaultPlan>,
+    /// Chats that met their FLOOD_WAIT under the current plan.
+    flooded: Mutex<HashSet<i64>>,
 }
 
 impl Faults {
     pub fn set(&self, plan: FaultPlan) {
         *self.lock() = plan;
+        self.flooded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     pub fn clear(&self) {
@@ -109,11 +127,27 @@ impl Faults {
             .map(Duration::from_millis)
     }
 
-    /// Consumes one scripted failure, if any is left.
-    pub fn take(&self) -> Option<Injected> {
+    /// Consumes one scripted failure for a send to `chat_id`, if any is due.
+    pub fn take(&self, chat_id: i64) -> Option<Injected> {
         let mut plan = self.lock();
+        if plan.flood_wait_once_per_chat
+            && self
+                .flooded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(chat_id)
+        {
+            return Some(Injected::Before(SendError::FloodWait {
+                retry_after_secs: plan.retry_after.unwrap_or(DEFAULT_FLOOD_WAIT_SECS),
+            }));
+        }
         if plan.fail_next == 0 {
-            return None;
+            let percent = plan.error_percent.unwrap_or(0);
+            return (percent > 0 && rand::random_range(0..100u8) < percent).then(|| {
+                Injected::Before(SendError::Transient {
+                    reason: "sandbox: random server error".into(),
+                })
+            });
         }
         let mode = plan.mode?;
         plan.fail_next -= 1;
@@ -157,13 +191,57 @@ mod tests {
         });
         for _ in 0..2 {
             assert_eq!(
-                faults.take(),
+                faults.take(42),
                 Some(Injected::Before(SendError::FloodWait {
                     retry_after_secs: 7
                 }))
             );
         }
-        assert_eq!(faults.take(), None);
+        assert_eq!(faults.take(42), None);
+    }
+
+    #[test]
+    fn each_chat_meets_one_flood_wait_and_a_new_plan_starts_over() {
+        let faults = Faults::default();
+        let plan = FaultPlan {
+            flood_wait_once_per_chat: true,
+            retry_after: Some(3),
+            ..Default::default()
+        };
+        faults.set(plan.clone());
+        let flood = Some(Injected::Before(SendError::FloodWait {
+            retry_after_secs: 3,
+        }));
+        assert_eq!(faults.take(1), flood);
+        assert_eq!(faults.take(2), flood);
+        assert_eq!(faults.take(1), None);
+        assert_eq!(faults.take(2), None);
+        faults.set(plan);
+        assert_eq!(faults.take(1), flood);
+    }
+
+    #[test]
+    fn error_percent_fails_about_that_share() {
+        let faults = Faults::default();
+        faults.set(FaultPlan {
+            error_percent: Some(30),
+            ..Default::default()
+        });
+        let failed = (0..2000).filter(|_| faults.take(5).is_some()).count();
+        assert!((450..750).contains(&failed), "{failed} of 2000 failed");
+        faults.set(FaultPlan {
+            error_percent: Some(0),
+            ..Default::default()
+        });
+        assert!((0..100).all(|_| faults.take(5).is_none()));
+        assert!(
+            FaultPlan {
+                error_percent: Some(101),
+                ..Default::default()
+            }
+            .validate()
+            .is_err()
+        );
     }
 
     #[test]
@@ -189,6 +267,6 @@ mod tests {
         let faults = Faults::default();
         faults.set(latency_only);
         assert_eq!(faults.latency(), Some(Duration::from_millis(100)));
-        assert_eq!(faults.take(), None);
+        assert_eq!(faults.take(42), None);
     }
 }

@@ -241,7 +241,7 @@ impl Backend for SandboxBackend {
         if let Some(refusal) = self.session_refusal() {
             return Err(refusal);
         }
-        let injected = self.faults.take();
+        let injected = self.faults.take(request.chat_id);
         if let Some(Injected::Before(error)) = injected {
             return Err(error);
         }

@@ -1,0 +1,350 @@
+//! Per-chat order with several tg-delivery instances, through random server
+//! errors, FLOOD_WAITs of any length, and an instance killed mid-run.
+
+use std::{collections::HashMap, time::Duration};
+
+use fastprep_tests::{TestEnv, system::Started, system::System, wait_for};
+use futures::future::join_all;
+use serde_json::json;
+
+/// Short back-offs and a budget that random errors do not exhaust.
+fn knobs() -> Vec<(&'static str, String)> {
+    vec![
+        ("RETRY_SCHEDULE", "100ms,200ms".into()),
+        ("RETRY_MAX_ATTEMPTS", "30".into()),
+    ]
+}
+
+/// One inbound message per chat, so each has a conversation; returns
+/// conversation ids by chat.
+async fn chats(env: &TestEnv, sys: &System, first: i64, n: i64) -> Vec<(i64, String)> {
+    for chat in first..first + n {
+        env.inject(&sys.adapter, chat, 1, "hello").await;
+    }
+    let pool = env.pool.clone();
+    wait_for("every chat's conversation", Duration::from_secs(60), || {
+        let pool = pool.clone();
+        async move {
+            let rows: Vec<(i64, uuid::Uuid)> = sqlx::query_as(
+                "SELECT tg_chat_id, id FROM conversations
+                 WHERE tg_chat_id >= $1 AND tg_chat_id < $2 ORDER BY tg_chat_id",
+            )
+            .bind(first)
+            .bind(first + n)
+            .fetch_all(&pool)
+            .await
+            .ok()?;
+            (rows.len() as i64 == n).then(|| {
+                rows.into_iter()
+                    .map(|(chat, id)| (chat, id.to_string()))
+                    .collect()
+            })
+        }
+    })
+    .await
+}
+
+/// Posts `per_chat` replies to every chat: chats at once, each chat's
+/// replies one after the other (each POST answered before the next).
+async fn post_all(env: &TestEnv, sys: &System, chats: &[(i64, String)], per_chat: usize) {
+    join_all(chats.iter().map(|(chat, conv)| async move {
+        for i in 0..per_chat {
+            env.reply(sys, conv, &text(*chat, i), &format!("o-{chat}-{i}"))
+                .await;
+        }
+    }))
+    .await;
+}
+
+fn text(chat: i64, i: usize) -> String {
+    format!("chat {chat} reply {i:02}")
+}
+
+async fn wait_all_sent(env: &TestEnv, total: i64, timeout: Duration) {
+    let pool = env.pool.clone();
+    wait_for("every reply to be sent", timeout, || {
+        let pool = pool.clone();
+        async move {
+            let sent: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM messages WHERE direction = 'out' AND status = 'sent'",
+            )
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+            (sent == total).then_some(())
+        }
+    })
+    .await;
+}
+
+/// The sandbox's record, per chat in the order Telegram got them; panics on
+/// any reply recorded twice.
+async fn arrivals(env: &TestEnv, adapter: &Started) -> HashMap<i64, Vec<String>> {
+    let sent = env.sent(adapter).await;
+    let mut records: Vec<(i64, i64, String)> = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["chat_id"].as_i64().unwrap(),
+                m["tg_message_id"].as_i64().unwrap(),
+                m["text"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    records.sort();
+    let mut by_chat: HashMap<i64, Vec<String>> = HashMap::new();
+    for (chat, _, text) in records {
+        let seen = by_chat.entry(chat).or_default();
+        assert!(!seen.contains(&text), "{text:?} was sent twice");
+        seen.push(text);
+    }
+    by_chat
+}
+
+fn assert_in_send_order(arrived: &HashMap<i64, Vec<String>>, chats: &[(i64, String)], n: usize) {
+    for (chat, _) in chats {
+        let expected: Vec<String> = (0..n).map(|i| text(*chat, i)).collect();
+        assert_eq!(
+            arrived.get(chat),
+            Some(&expected),
+            "chat {chat}: replies out of order"
+        );
+    }
+}
+
+async fn done_by(env: &TestEnv, instance: &Started) -> f64 {
+    let text = env.http.text(&instance.metrics_url).await;
+    crate::metrics::sample(&text, "outbox_processed_total", &[("status", "done")]).unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn two_instances_keep_each_chats_order_through_errors_and_flood_waits() {
+    const CHATS: i64 = 50;
+    const PER_CHAT: usize = 20;
+    let mut env = TestEnv::new().await;
+    let knobs = knobs();
+    let sys = env.start_system_with(&knobs).await;
+    let second = env
+        .start_consumer("tg-delivery", Some(&sys.adapter), &knobs)
+        .await;
+    let chats = chats(&env, &sys, 700_000, CHATS).await;
+    // One in ten sends fails with a server error, and each chat's first
+    // send meets a one-second FLOOD_WAIT.
+    env.set_faults(
+        &sys.adapter,
+        json!({"error_percent": 10, "flood_wait_once_per_chat": true, "retry_after": 1}),
+    )
+    .await;
+    post_all(&env, &sys, &chats, PER_CHAT).await;
+    wait_all_sent(&env, CHATS * PER_CHAT as i64, Duration::from_secs(180)).await;
+    let arrived = arrivals(&env, &sys.adapter).await;
+    assert_in_send_order(&arrived, &chats, PER_CHAT);
+    let shares = [
+        done_by(&env, &sys.delivery).await,
+        done_by(&env, &second).await,
+    ];
+    eprintln!("replies sent per instance: {shares:?}");
+    assert!(
+        shares.iter().all(|s| *s > 0.0),
+        "both instances share the work: {shares:?}"
+    );
+    // Nothing is left over: no reply still held, no retry row pending.
+    let held: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE held")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(held, 0);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_killed_instance_hands_its_share_over_and_order_and_once_hold() {
+    const CHATS: i64 = 20;
+    const PER_CHAT: usize = 15;
+    let mut env = TestEnv::new().await;
+    let knobs = knobs();
+    let sys = env.start_system_with(&knobs).await;
+    let second = env
+        .start_consumer("tg-delivery", Some(&sys.adapter), &knobs)
+        .await;
+    let chats = chats(&env, &sys, 710_000, CHATS).await;
+    // Slow sends, so the kill lands with deliveries in flight on it.
+    env.set_faults(&sys.adapter, json!({"error_percent": 10, "latency_ms": 20}))
+        .await;
+    let total = CHATS * PER_CHAT as i64;
+    let posting = post_all(&env, &sys, &chats, PER_CHAT);
+    let killing = async {
+        let pool = env.pool.clone();
+        wait_for(
+            "a third of the replies sent",
+            Duration::from_secs(60),
+            || {
+                let pool = pool.clone();
+                async move {
+                    let sent: i64 = sqlx::query_scalar(
+                        "SELECT count(*) FROM messages WHERE direction = 'out' AND status = 'sent'",
+                    )
+                    .fetch_one(&pool)
+                    .await
+                    .ok()?;
+                    (sent >= total / 3).then_some(sent)
+                }
+            },
+        )
+        .await
+    };
+    let (_, sent_at_kill) = tokio::join!(posting, killing);
+    env.proc(second.idx).kill();
+    let killed = std::time::Instant::now();
+    // The survivor goes on: more replies are sent within seconds.
+    let pool = env.pool.clone();
+    wait_for("the survivor to send on", Duration::from_secs(10), || {
+        let pool = pool.clone();
+        async move {
+            let sent: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM messages WHERE direction = 'out' AND status = 'sent'",
+            )
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+            (sent > sent_at_kill + 20).then_some(())
+        }
+    })
+    .await;
+    eprintln!("survivor sent 20 more within {:?}", killed.elapsed());
+    env.proc(second.idx).restart_with(&[]);
+    wait_all_sent(&env, total, Duration::from_secs(120)).await;
+    let arrived = arrivals(&env, &sys.adapter).await;
+    assert_in_send_order(&arrived, &chats, PER_CHAT);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_twenty_minute_flood_wait_holds_its_chat_only_and_spends_no_attempt() {
+    let mut env = TestEnv::new().await;
+    // At 1/200 of real time the 20-minute wait lasts 6 s. One attempt in
+    // all, so a FLOOD_WAIT that spent it would fail the reply.
+    let sys = env
+        .start_system_with(&[
+            ("RETRY_CLOCK_SCALE", "0.005".into()),
+            ("RETRY_MAX_ATTEMPTS", "1".into()),
+        ])
+        .await;
+    let chats = chats(&env, &sys, 720_000, 2).await;
+    let (waiting, other) = (&chats[0], &chats[1]);
+    env.set_faults(
+        &sys.adapter,
+        json!({"fail_next": 1, "mode": "flood_wait", "retry_after": 1200}),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let first = env.reply(&sys, &waiting.1, "first", "fw-1").await;
+    let first = first["id"].as_str().unwrap().to_owned();
+    // Its first try meets the FLOOD_WAIT: the message waits, retrying.
+    let pool = env.pool.clone();
+    let retry_in: f64 = wait_for("the reply to wait", Duration::from_secs(20), || {
+        let pool = pool.clone();
+        let id = first.clone();
+        async move {
+            sqlx::query_scalar(
+                "SELECT EXTRACT(EPOCH FROM retry_at - now())::float8 FROM messages
+                 WHERE id = $1::uuid AND status = 'retrying'",
+            )
+            .bind(id)
+            .fetch_optional(&pool)
+            .await
+            .ok()
+            .flatten()
+        }
+    })
+    .await;
+    assert!(
+        retry_in > 5.0 && retry_in <= 6.0 * 1.1 + 0.1,
+        "due in 6 s (20 min scaled), never earlier, at most 10% later: {retry_in}"
+    );
+    let second = env.reply(&sys, &waiting.1, "second", "fw-2").await;
+    let second = second["id"].as_str().unwrap().to_owned();
+    let elsewhere = env.reply(&sys, &other.1, "elsewhere", "fw-3").await;
+    let elsewhere = elsewhere["id"].as_str().unwrap().to_owned();
+    // Another chat is not held up; the waiting chat's next reply is.
+    env.wait_status(&elsewhere, "sent", Duration::from_secs(5))
+        .await;
+    wait_for(
+        "the second reply to be held",
+        Duration::from_secs(5),
+        || {
+            let pool = pool.clone();
+            let id = second.clone();
+            async move {
+                let held: bool =
+                    sqlx::query_scalar("SELECT held FROM messages WHERE id = $1::uuid")
+                        .bind(id)
+                        .fetch_one(&pool)
+                        .await
+                        .ok()?;
+                held.then_some(())
+            }
+        },
+    )
+    .await;
+    assert_eq!(env.message_row(&first).await.0, "retrying");
+    env.wait_status(&first, "sent", Duration::from_secs(30))
+        .await;
+    env.wait_status(&second, "sent", Duration::from_secs(30))
+        .await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(6),
+        "the reply waited its FLOOD_WAIT"
+    );
+    let (_, _, attempts, _) = env.message_row(&first).await;
+    assert_eq!(attempts, 1, "waiting spent no attempt");
+    let arrived = arrivals(&env, &sys.adapter).await;
+    assert_eq!(arrived[&waiting.0], vec!["first", "second"]);
+    assert_eq!(arrived[&other.0], vec!["elsewhere"]);
+    env.cleanup().await;
+}
+
+/// The runbook's "give up on it": the waiting reply shows `failed` in its
+/// place, is never sent, and the chat's next reply goes out.
+#[tokio::test]
+async fn an_operator_gives_up_on_a_waiting_reply_and_the_chat_goes_on() {
+    let mut env = TestEnv::new().await;
+    let sys = env.start_system().await;
+    let chats = chats(&env, &sys, 730_000, 1).await;
+    let conv = &chats[0].1;
+    env.set_faults(
+        &sys.adapter,
+        json!({"fail_next": 1, "mode": "flood_wait", "retry_after": 3600}),
+    )
+    .await;
+    let first = env.reply(&sys, conv, "stuck", "gu-1").await;
+    let first = first["id"].as_str().unwrap().to_owned();
+    env.wait_status(&first, "retrying", Duration::from_secs(20))
+        .await;
+    let second = env.reply(&sys, conv, "goes on", "gu-2").await;
+    let second = second["id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(env.message_row(&second).await.0, "queued", "held behind");
+    // The runbook's statements, as an operator runs them.
+    for statement in [
+        "UPDATE messages SET status = 'failed', error = 'given up by an operator'
+         WHERE id = $1::uuid AND status = 'retrying'",
+        "UPDATE outbox SET scheduled_at = now()
+         WHERE aggregate_id = $1 AND status = 'pending'",
+    ] {
+        sqlx::query(statement)
+            .bind(&first)
+            .execute(&env.pool)
+            .await
+            .unwrap();
+    }
+    env.wait_status(&second, "sent", Duration::from_secs(20))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(env.message_row(&first).await.0, "failed");
+    let arrived = arrivals(&env, &sys.adapter).await;
+    assert_eq!(arrived[&chats[0].0], vec!["goes on"]);
+    env.cleanup().await;
+}
