@@ -1,14 +1,63 @@
 //! Connecting to RabbitMQ, with back-off while the broker is unreachable.
+//!
+//! `AMQP_URL` may list the nodes of a cluster, comma-separated. Each attempt
+//! tries them in turn, starting after the node this process used last, so a
+//! process whose node went away lands on a surviving one.
 
-use std::time::Duration;
+use std::{
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
 
 use lapin::{Connection, ConnectionProperties, types::LongString};
 use tokio_util::sync::CancellationToken;
 
-/// Connects once.
-pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> {
-    let props = ConnectionProperties::default().with_connection_name(LongString::from(name));
-    Connection::connect(url, props).await
+/// The node this process tries first next time (an index into the list).
+static NEXT_NODE: AtomicUsize = AtomicUsize::new(0);
+
+/// The broker addresses of an `AMQP_URL`: one URL, or several separated by
+/// commas (a comma in a password is written `%2C`).
+pub fn addresses(urls: &str) -> Vec<&str> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
+/// The order to try `n` nodes in, starting at `first`.
+fn rotation(n: usize, first: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |i| (first + i) % n.max(1))
+}
+
+/// Connects once, to the first node of the list that answers.
+pub async fn connect(urls: &str, name: &str) -> Result<Connection, lapin::Error> {
+    let nodes = addresses(urls);
+    let mut last_error = None;
+    for i in rotation(nodes.len(), NEXT_NODE.load(Ordering::Relaxed)) {
+        let props = ConnectionProperties::default().with_connection_name(LongString::from(name));
+        match Connection::connect(nodes[i], props).await {
+            Ok(conn) => {
+                // After this node is lost, the next attempt starts elsewhere.
+                NEXT_NODE.store(i + 1, Ordering::Relaxed);
+                if nodes.len() > 1 {
+                    tracing::info!(node = i + 1, of = nodes.len(), "connected to RabbitMQ");
+                }
+                return Ok(conn);
+            }
+            Err(e) => {
+                if nodes.len() > 1 {
+                    tracing::warn!(node = i + 1, of = nodes.len(), error = %e, "RabbitMQ node unreachable; trying the next");
+                }
+                last_error = Some(e);
+            }
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        lapin::Error::from(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "AMQP_URL names no broker",
+        ))
+    }))
 }
 
 /// Connects, retrying with exponential back-off (capped at 5 s) until it
@@ -31,5 +80,23 @@ pub async fn connect_with_retry(
             _ = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_list_of_nodes_is_tried_in_turn_from_the_next_one() {
+        assert_eq!(
+            addresses("amqp://a:5672/%2f, amqp://b:5672/%2f,,amqp://c/%2f"),
+            vec!["amqp://a:5672/%2f", "amqp://b:5672/%2f", "amqp://c/%2f"]
+        );
+        assert_eq!(addresses("amqp://only/%2f"), vec!["amqp://only/%2f"]);
+        assert_eq!(rotation(3, 1).collect::<Vec<_>>(), vec![1, 2, 0]);
+        assert_eq!(rotation(3, 3).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert_eq!(rotation(1, 7).collect::<Vec<_>>(), vec![0]);
+        assert_eq!(rotation(0, 2).count(), 0);
     }
 }

@@ -237,10 +237,14 @@ async fn run_pipeline(
             cursor = last.id;
             let read_all = (rows.len() as i64) < config.batch_size;
             let rows: Vec<Row> = rows.into_iter().filter(|r| !r.blocked).collect();
-            // A read that could publish nothing is held back by rows in
-            // flight: reading on would only walk the backlog behind them.
-            pass_over =
-                read_all || rows.is_empty() || pass_started.elapsed() >= config.poll_interval;
+            // A read that could publish nothing after this pass published
+            // something is held back by rows in flight: reading on would
+            // only walk the backlog behind them. Before that, nothing of the
+            // pass is in flight, so the rows wait behind ones backing off:
+            // read on past them to the other aggregates.
+            pass_over = read_all
+                || (rows.is_empty() && published_in_pass)
+                || pass_started.elapsed() >= config.poll_interval;
             if rows.is_empty() {
                 continue;
             }

@@ -196,8 +196,6 @@ async fn take_turn(conn: &mut PgConnection, tg_chat_id: i64) -> Result<(), sqlx:
 struct Turn {
     status: String,
     attempts: i32,
-    /// A `retrying` message whose time has come (always true otherwise).
-    due: bool,
     /// An earlier reply of the chat is not finished yet.
     behind: bool,
 }
@@ -205,7 +203,6 @@ struct Turn {
 async fn read_turn(conn: &mut PgConnection, message_id: Uuid) -> Result<Option<Turn>, sqlx::Error> {
     sqlx::query_as(
         "SELECT m.status, m.attempts,
-                m.status <> 'retrying' OR m.retry_at IS NULL OR m.retry_at <= now() AS due,
                 EXISTS (SELECT 1 FROM messages e
                         WHERE e.conversation_id = m.conversation_id AND e.direction = 'out'
                           AND e.status IN ('queued', 'sending', 'retrying')
@@ -277,7 +274,11 @@ impl TgDelivery {
             result = &mut call => Ok(result),
             () = tokio::time::sleep(sending_after) => {
                 let (marked, result) = tokio::join!(self.mark_sending(msg), call);
-                marked?;
+                if let Err(e) = marked {
+                    // Only the display of `sending` is lost; the send's
+                    // outcome is still written below.
+                    tracing::warn!(message_id = %msg.message_id, error = %e, "marking the send failed");
+                }
                 Ok(result)
             }
         }
@@ -360,12 +361,22 @@ impl Handler for TgDelivery {
             hand_on(tx, msg).await?;
             return Ok(());
         }
-        if !turn.due {
-            // An early event for a reply waiting in a retry: its own
-            // scheduled event comes at the time.
-            tracing::info!(message_id = %msg.message_id, "retry not yet due; nothing to do");
-            return Ok(());
+        let mut attempts = turn.attempts;
+        if turn.status == DeliveryStatus::Failed.as_str() {
+            // A replay from the dead-letter queue: the reply starts over,
+            // queued in its place, with a fresh budget.
+            sqlx::query(
+                "UPDATE messages SET status = 'queued', attempts = 0, error = NULL, retry_at = NULL
+                 WHERE id = $1",
+            )
+            .bind(msg.message_id)
+            .execute(&mut **tx)
+            .await?;
+            attempts = 0;
         }
+        // (A `retrying` reply is tried whenever an event for it comes: its
+        // scheduled one at its time, or earlier a replay or a broker retry;
+        // an early try that meets the same wait schedules it again.)
         if turn.behind {
             sqlx::query("UPDATE messages SET held = true WHERE id = $1")
                 .bind(msg.message_id)
@@ -375,7 +386,7 @@ impl Handler for TgDelivery {
             self.metrics.count("held");
             return Ok(());
         }
-        let attempt = u32::try_from(turn.attempts).unwrap_or(0) + 1;
+        let attempt = u32::try_from(attempts).unwrap_or(0) + 1;
         let policy = &self.settings.retry;
         match self.send(msg).await? {
             SendResult::Sent {
@@ -432,12 +443,15 @@ impl Handler for TgDelivery {
             Next::RetryAt(at) => (DeliveryStatus::Retrying, Some(at)),
             Next::DeadLetter => (DeliveryStatus::Failed, None),
         };
+        // The handler retries failed sends itself; a retry here is the
+        // runner's, after a database error, which is not a try of the send.
         let attempt = set_status(
             tx,
             msg,
             StatusChange {
                 error: Some(failure.reason()),
                 retry_at,
+                counted: retry_at.is_none(),
                 ..StatusChange::new(status)
             },
         )

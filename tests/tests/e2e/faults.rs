@@ -347,3 +347,78 @@ async fn broker_out_of_reach_keeps_rows_pending_then_they_flow() {
     }
     env.cleanup().await;
 }
+
+/// `AMQP_URL` lists two broker addresses (two links to the broker, standing
+/// in for two nodes of a cluster): the consumers start on the first, move to
+/// the second when the first goes away, and back when the second does.
+/// Nothing is lost or sent twice.
+#[tokio::test]
+async fn consumers_move_to_a_surviving_broker_address_and_back() {
+    let mut env = TestEnv::new().await;
+    let first = env.broker_proxy().await;
+    let second = env.broker_proxy().await;
+    let nodes = format!(
+        "{},{}",
+        env.amqp_url_via("127.0.0.1", first.port()),
+        env.amqp_url_via("127.0.0.1", second.port())
+    );
+    let sys = env.start_system_with(&[("AMQP_URL", nodes)]).await;
+    let conv = conversation(&mut env, &sys, 1020).await;
+    let mut ids = Vec::new();
+    for (step, link) in [(0, None), (1, Some(&first)), (2, Some(&second))] {
+        if let Some(link) = link {
+            // This node goes away; the other one is up.
+            first.restore();
+            second.restore();
+            link.cut();
+        }
+        for i in 0..3 {
+            let msg = env
+                .reply(
+                    &sys,
+                    &conv,
+                    &format!("step {step} reply {i}"),
+                    &format!("n-{step}-{i}"),
+                )
+                .await;
+            ids.push(msg["id"].as_str().unwrap().to_owned());
+        }
+        for id in &ids {
+            env.wait_status(id, "sent", Duration::from_secs(30)).await;
+        }
+    }
+    let sent = env.sent(&sys.adapter).await;
+    for id in &ids {
+        assert_eq!(sends_of(&sent, id), 1);
+    }
+    // Each loss moved the processes on to the other address.
+    let logs = strip_ansi(&env.logs());
+    let on = |node: &str| {
+        logs.lines()
+            .filter(|l| l.contains("connected to RabbitMQ") && l.contains(node))
+            .count()
+    };
+    assert!(
+        on("node=1") >= 2 && on("node=2") >= 1,
+        "reconnected to the surviving address each time\n{logs}"
+    );
+    env.cleanup().await;
+}
+
+/// The logs without terminal colour codes.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

@@ -240,7 +240,14 @@ async fn resume_after_a_disconnect_replays_exactly_what_was_missed() {
     assert!(live["id"].as_i64().unwrap() > replayed.last().unwrap()["id"].as_i64().unwrap());
     assert_eq!(live["data"]["text"], "after");
 
-    // A position the gateway no longer holds (or never issued) gets resync.
+    // A position the gateway no longer holds (or never issued) gets resync,
+    // at the gateway's latest position: once instance one has the live
+    // event too (its witness sees it), that is at least the live one's.
+    witness
+        .until(Duration::from_secs(10), |fs| {
+            fs.iter().any(|f| f["data"]["text"] == "after")
+        })
+        .await;
     let (mut old, _) = Ws::resume(&one.url, &admin.access, -5).await;
     let resync = old.expect("resync").await;
     assert!(resync["id"].as_i64().unwrap() >= live["id"].as_i64().unwrap());

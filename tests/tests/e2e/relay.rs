@@ -182,21 +182,23 @@ async fn two_relays_publish_every_event_in_aggregate_order() {
 }
 
 /// A busy aggregate moves a batch at a time, in order; a row that is not yet
-/// due (backing off) holds back the later rows of its own aggregate only.
+/// due (backing off) holds back the later rows of its own aggregate only,
+/// even when they fill whole batches ahead of everything else.
 #[tokio::test]
 async fn a_row_backing_off_holds_back_only_its_own_aggregate() {
+    const HELD: usize = 12;
     const BUSY: usize = 120;
     let mut env = TestEnv::new().await;
     let (conn, mut consumer) = observe(&env).await;
     let held = Uuid::now_v7();
     let busy = Uuid::now_v7();
-    // The held aggregate's first row backs off for 3 s; its two later rows
-    // and the busy aggregate's rows are due at once.
-    write_sequences(&env, &[held], 3, Duration::ZERO)
+    // The held aggregate's first row backs off for 5 s; its later rows (more
+    // than two batches of 5) and then the busy aggregate's rows are due.
+    write_sequences(&env, &[held], HELD, Duration::ZERO)
         .await
         .unwrap();
     sqlx::query(
-        "UPDATE outbox SET scheduled_at = now() + interval '3 seconds'
+        "UPDATE outbox SET scheduled_at = now() + interval '5 seconds'
          WHERE id = (SELECT min(id) FROM outbox WHERE aggregate_id = $1)",
     )
     .bind(held.to_string())
@@ -207,7 +209,7 @@ async fn a_row_backing_off_holds_back_only_its_own_aggregate() {
         .await
         .unwrap();
     let started = std::time::Instant::now();
-    env.start_consumer("relay", None, &[("RELAY_BATCH_SIZE", "50".into())])
+    env.start_consumer("relay", None, &[("RELAY_BATCH_SIZE", "5".into())])
         .await;
     let (first_seen, repeats) = collect(&env, &mut consumer, BUSY).await;
     assert_eq!(repeats, 0);
@@ -217,12 +219,16 @@ async fn a_row_backing_off_holds_back_only_its_own_aggregate() {
         "nothing of the held aggregate overtakes its backing-off row"
     );
     assert_in_order(&first_seen, &[busy], BUSY);
-    let (first_seen, _) = collect(&env, &mut consumer, 3).await;
     assert!(
-        started.elapsed() >= Duration::from_millis(2500),
+        started.elapsed() < Duration::from_secs(4),
+        "the busy aggregate did not wait behind the held one's batches"
+    );
+    let (first_seen, _) = collect(&env, &mut consumer, HELD).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(4500),
         "the held row waited for its time"
     );
-    assert_in_order(&first_seen, &[held], 3);
+    assert_in_order(&first_seen, &[held], HELD);
     let _ = conn.close(200, "bye".into()).await;
     env.cleanup().await;
 }
