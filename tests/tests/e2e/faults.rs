@@ -406,7 +406,7 @@ async fn consumers_move_to_a_surviving_broker_address_and_back() {
 }
 
 /// The logs without terminal colour codes.
-fn strip_ansi(text: &str) -> String {
+pub(crate) fn strip_ansi(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars();
     while let Some(c) = chars.next() {

@@ -6,6 +6,7 @@
 mod alerts;
 mod api;
 mod authz;
+mod cluster;
 mod faults;
 mod inbox;
 mod metrics;

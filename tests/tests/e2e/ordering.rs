@@ -60,21 +60,42 @@ fn text(chat: i64, i: usize) -> String {
     format!("chat {chat} reply {i:02}")
 }
 
-async fn wait_all_sent(env: &TestEnv, total: i64, timeout: Duration) {
+/// Replies marked `sent` so far.
+async fn sent_count(pool: &sqlx::PgPool) -> Option<i64> {
+    sqlx::query_scalar("SELECT count(*) FROM messages WHERE direction = 'out' AND status = 'sent'")
+        .fetch_one(pool)
+        .await
+        .ok()
+}
+
+/// Waits until `sent_count` passes `test`; returns the count then.
+async fn wait_sent(
+    env: &TestEnv,
+    what: &str,
+    timeout: Duration,
+    test: impl Fn(i64) -> bool,
+) -> i64 {
     let pool = env.pool.clone();
-    wait_for("every reply to be sent", timeout, || {
+    wait_for(what, timeout, || {
         let pool = pool.clone();
-        async move {
-            let sent: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM messages WHERE direction = 'out' AND status = 'sent'",
-            )
-            .fetch_one(&pool)
-            .await
-            .ok()?;
-            (sent == total).then_some(())
-        }
+        let ok = &test;
+        async move { sent_count(&pool).await.filter(|n| ok(*n)) }
     })
-    .await;
+    .await
+}
+
+async fn wait_all_sent(env: &TestEnv, total: i64, timeout: Duration) {
+    wait_sent(env, "every reply to be sent", timeout, |n| n == total).await;
+}
+
+/// The whole system with a second tg-delivery instance beside the first.
+async fn with_two_deliveries(env: &mut TestEnv) -> (System, Started) {
+    let knobs = knobs();
+    let sys = env.start_system_with(&knobs).await;
+    let second = env
+        .start_consumer("tg-delivery", Some(&sys.adapter), &knobs)
+        .await;
+    (sys, second)
 }
 
 /// The sandbox's record, per chat in the order Telegram got them; panics on
@@ -124,11 +145,7 @@ async fn two_instances_keep_each_chats_order_through_errors_and_flood_waits() {
     const CHATS: i64 = 50;
     const PER_CHAT: usize = 20;
     let mut env = TestEnv::new().await;
-    let knobs = knobs();
-    let sys = env.start_system_with(&knobs).await;
-    let second = env
-        .start_consumer("tg-delivery", Some(&sys.adapter), &knobs)
-        .await;
+    let (sys, second) = with_two_deliveries(&mut env).await;
     let chats = chats(&env, &sys, 700_000, CHATS).await;
     // One in ten sends fails with a server error, and each chat's first
     // send meets a one-second FLOOD_WAIT.
@@ -164,54 +181,29 @@ async fn a_killed_instance_hands_its_share_over_and_order_and_once_hold() {
     const CHATS: i64 = 20;
     const PER_CHAT: usize = 15;
     let mut env = TestEnv::new().await;
-    let knobs = knobs();
-    let sys = env.start_system_with(&knobs).await;
-    let second = env
-        .start_consumer("tg-delivery", Some(&sys.adapter), &knobs)
-        .await;
+    let (sys, second) = with_two_deliveries(&mut env).await;
     let chats = chats(&env, &sys, 710_000, CHATS).await;
     // Slow sends, so the kill lands with deliveries in flight on it.
     env.set_faults(&sys.adapter, json!({"error_percent": 10, "latency_ms": 20}))
         .await;
     let total = CHATS * PER_CHAT as i64;
     let posting = post_all(&env, &sys, &chats, PER_CHAT);
-    let killing = async {
-        let pool = env.pool.clone();
-        wait_for(
-            "a third of the replies sent",
-            Duration::from_secs(60),
-            || {
-                let pool = pool.clone();
-                async move {
-                    let sent: i64 = sqlx::query_scalar(
-                        "SELECT count(*) FROM messages WHERE direction = 'out' AND status = 'sent'",
-                    )
-                    .fetch_one(&pool)
-                    .await
-                    .ok()?;
-                    (sent >= total / 3).then_some(sent)
-                }
-            },
-        )
-        .await
-    };
+    let killing = wait_sent(
+        &env,
+        "a third of the replies sent",
+        Duration::from_secs(60),
+        |n| n >= total / 3,
+    );
     let (_, sent_at_kill) = tokio::join!(posting, killing);
     env.proc(second.idx).kill();
     let killed = std::time::Instant::now();
     // The survivor goes on: more replies are sent within seconds.
-    let pool = env.pool.clone();
-    wait_for("the survivor to send on", Duration::from_secs(10), || {
-        let pool = pool.clone();
-        async move {
-            let sent: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM messages WHERE direction = 'out' AND status = 'sent'",
-            )
-            .fetch_one(&pool)
-            .await
-            .ok()?;
-            (sent > sent_at_kill + 20).then_some(())
-        }
-    })
+    wait_sent(
+        &env,
+        "the survivor to send on",
+        Duration::from_secs(10),
+        |n| n > sent_at_kill + 20,
+    )
     .await;
     eprintln!("survivor sent 20 more within {:?}", killed.elapsed());
     env.proc(second.idx).restart_with(&[]);
