@@ -194,9 +194,14 @@ fn redis_client(config: &Config) -> anyhow::Result<fred::prelude::Client> {
     Ok(redis)
 }
 
-/// The vhost of an AMQP URL (`/` when it names none).
+/// The vhost of an AMQP URL (`/` when it names none); of the first node when
+/// it lists a cluster's (they share their vhosts).
 fn vhost(amqp_url: &str) -> String {
-    url::Url::parse(amqp_url)
+    let first = broker_config::connection::addresses(amqp_url)
+        .first()
+        .copied()
+        .unwrap_or_default();
+    url::Url::parse(first)
         .ok()
         .map(|u| u.path().trim_start_matches('/').to_owned())
         .filter(|p| !p.is_empty())
@@ -219,6 +224,10 @@ mod tests {
         assert_eq!(
             super::vhost("amqp://u:p@h:5672/fastprep_test_1"),
             "fastprep_test_1"
+        );
+        assert_eq!(
+            super::vhost("amqp://u:p@a:5681/shared, amqp://u:p@b:5682/shared"),
+            "shared"
         );
     }
 }

@@ -5,7 +5,7 @@
 
 use std::{path::PathBuf, process::Command, time::Duration};
 
-use fastprep_tests::{TestEnv, wait_for};
+use fastprep_tests::{TestEnv, system::Started, wait_for};
 
 fn cluster(args: &[&str]) -> String {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster");
@@ -42,6 +42,35 @@ fn rabbitmqctl(args: &[&str]) {
         "rabbitmqctl {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// An inbound message as Telegram delivers it: an update the adapter could
+/// not hand on (`503 broker_unavailable` while it reconnects) comes again.
+async fn inject_until_taken(env: &TestEnv, adapter: &Started, chat: i64, id: i64, text: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = env
+            .http
+            .sandbox(
+                &adapter.url,
+                reqwest::Method::POST,
+                "/sandbox/inbound",
+                Some(serde_json::json!({
+                    "chat_id": chat, "tg_message_id": id, "text": text,
+                    "sender": {"id": chat, "username": format!("user{chat}"), "first_name": "Test"},
+                })),
+            )
+            .await;
+        if status.is_success() {
+            return;
+        }
+        assert!(
+            status == reqwest::StatusCode::SERVICE_UNAVAILABLE
+                && std::time::Instant::now() < deadline,
+            "inject: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test]
@@ -84,7 +113,8 @@ async fn a_node_stopped_mid_flow_loses_nothing_and_sends_nothing_twice() {
                 .await;
             ids.push(msg["id"].as_str().unwrap().to_owned());
             // Inbound flows too, through the adapter's own connection.
-            env.inject(
+            inject_until_taken(
+                &env,
                 &sys.adapter,
                 740_000 + c as i64,
                 10 + i as i64,

@@ -20,6 +20,7 @@ mod alerts;
 mod authz;
 mod ramp;
 mod realtime;
+mod scale;
 
 use std::{
     collections::HashMap,
@@ -96,6 +97,19 @@ enum Bench {
         holders: usize,
     },
     /// Threshold crossing → Slack latency, alerts memory.
+    /// Delivery throughput with 1, 2 and 4 tg-delivery instances; the relay
+    /// against a three-node cluster beside raw publishing to it.
+    Scale {
+        /// Replies queued for the delivery phases.
+        #[arg(long, default_value_t = 3_000)]
+        replies: usize,
+        /// Chats the replies are spread over.
+        #[arg(long, default_value_t = 100)]
+        chats: usize,
+        /// Events of the cluster's raw/relay rounds.
+        #[arg(long, default_value_t = 50_000)]
+        events: usize,
+    },
     Alerts {
         /// Threshold crossings timed.
         #[arg(long, default_value_t = 100)]
@@ -152,10 +166,19 @@ fn sample_payload(i: usize) -> serde_json::Value {
     })
 }
 
+/// The broker the env's processes use: its own vhost, or the nodes of a
+/// cluster set with `set_for_all`.
+fn amqp_of(env: &TestEnv) -> String {
+    env.base_env()
+        .get("AMQP_URL")
+        .cloned()
+        .unwrap_or_else(|| env.amqp_url())
+}
+
 /// (a) Raw lapin: publish `n` envelopes to the tg-delivery quorum queue with
 /// pipelined confirms (a sliding window of outstanding confirms).
 async fn raw_publish(env: &TestEnv, n: usize) -> f64 {
-    let conn = broker_config::connection::connect(&env.amqp_url(), "bench-raw")
+    let conn = broker_config::connection::connect(&amqp_of(env), "bench-raw")
         .await
         .unwrap();
     let ch = conn.create_channel().await.unwrap();
@@ -258,7 +281,7 @@ async fn relay_drain(env: &TestEnv, n: usize, aggregates: usize) -> (f64, f64) {
         .unwrap();
     assert_eq!(done as usize, n, "every row published");
     // The published events are synthetic: drop them before real traffic.
-    let conn = broker_config::connection::connect(&env.amqp_url(), "bench-purge")
+    let conn = broker_config::connection::connect(&amqp_of(env), "bench-purge")
         .await
         .unwrap();
     let ch = conn.create_channel().await.unwrap();
@@ -316,6 +339,20 @@ async fn main() {
             })
             .await;
             write_figures("authz", &results);
+            return;
+        }
+        Bench::Scale {
+            replies,
+            chats,
+            events,
+        } => {
+            let results = scale::run(scale::Args {
+                replies,
+                chats,
+                events,
+            })
+            .await;
+            write_figures("scale", &results);
             return;
         }
         Bench::Alerts {
