@@ -27,6 +27,10 @@ impl Default for RetryPolicy {
     }
 }
 
+/// The longest wait a retry is scheduled for; a longer `retry_after` is
+/// capped to it (and tried again then, when it meets the same wait).
+pub const MAX_DELAY: Duration = Duration::from_secs(30 * 86_400);
+
 /// A `RETRY_SCHEDULE` such as `1s,10s,1m,5m`: delays after the first,
 /// second, … failed attempt, each at least 1 ms; the last one repeats.
 pub fn parse_schedule(text: &str) -> Result<Vec<Duration>, String> {
@@ -39,6 +43,8 @@ pub fn parse_schedule(text: &str) -> Result<Vec<Duration>, String> {
                 .and_then(|d| {
                     if d < Duration::from_millis(1) {
                         Err(format!("{part:?}: a delay must be at least 1ms"))
+                    } else if d > MAX_DELAY {
+                        Err(format!("{part:?}: a delay must be at most 30days"))
                     } else {
                         Ok(d)
                     }
@@ -77,6 +83,7 @@ impl RetryPolicy {
     pub fn jittered_delay(&self, attempt: u32, at_least: Option<Duration>, unit: f64) -> Duration {
         let jitter = self.jitter.clamp(0.0, 1.0);
         let unit = unit.clamp(0.0, 1.0);
+        let at_least = at_least.map(|d| d.min(MAX_DELAY));
         match at_least {
             Some(wait) if wait >= self.delay(attempt, None) => wait.mul_f64(1.0 + jitter * unit),
             _ => self
@@ -159,5 +166,10 @@ mod tests {
         assert!(parse_schedule("1s,,5s").is_err());
         assert!(parse_schedule("0s").unwrap_err().contains("at least"));
         assert!(parse_schedule("ten seconds").is_err());
+        assert!(parse_schedule("31days").unwrap_err().contains("at most"));
+        // An absurd retry_after is capped, not an overflow.
+        let p = RetryPolicy::default();
+        let d = p.jittered_delay(1, Some(Duration::from_secs(u64::MAX / 2)), 0.999);
+        assert!(d <= MAX_DELAY.mul_f64(1.1), "{d:?}");
     }
 }

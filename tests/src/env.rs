@@ -217,6 +217,16 @@ impl TestEnv {
         format!("amqp://guest:guest@{host}:{port}/{}", self.vhost)
     }
 
+    /// The `AMQP_URL` the processes get: this test's vhost, or what
+    /// `set_for_all` put in its place (the nodes of a cluster).
+    pub fn processes_amqp_url(&self) -> String {
+        self.extra_env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "AMQP_URL")
+            .map_or_else(|| self.amqp_url(), |(_, v)| v.clone())
+    }
+
     /// Sets `name` for every process started from now on.
     pub fn set_for_all(&mut self, name: &str, value: &str) {
         self.extra_env.push((name.to_owned(), value.to_owned()));

@@ -1,6 +1,6 @@
 //! Starting the real processes of the system inside a [`TestEnv`].
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use serde_json::Value;
 
@@ -159,7 +159,48 @@ impl TestEnv {
         edit: bool,
     ) -> Value {
         let (status, body) = self
-            .http
+            .try_sandbox_inbound(adapter, chat_id, tg_message_id, text, edit)
+            .await;
+        assert!(status.is_success(), "inject failed: {status} {body}");
+        body
+    }
+
+    /// Injects an inbound message as Telegram delivers it: an update the
+    /// adapter could not hand on (`503 broker_unavailable`, while it
+    /// reconnects to the broker) comes again, for up to 30 s.
+    pub async fn inject_until_taken(
+        &self,
+        adapter: &Started,
+        chat_id: i64,
+        tg_message_id: i64,
+        text: &str,
+    ) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, body) = self
+                .try_sandbox_inbound(adapter, chat_id, tg_message_id, text, false)
+                .await;
+            if status.is_success() {
+                return;
+            }
+            assert!(
+                status == reqwest::StatusCode::SERVICE_UNAVAILABLE
+                    && std::time::Instant::now() < deadline,
+                "inject: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn try_sandbox_inbound(
+        &self,
+        adapter: &Started,
+        chat_id: i64,
+        tg_message_id: i64,
+        text: &str,
+        edit: bool,
+    ) -> (reqwest::StatusCode, Value) {
+        self.http
             .sandbox(
                 &adapter.url,
                 reqwest::Method::POST,
@@ -172,9 +213,7 @@ impl TestEnv {
                     "sender": {"id": chat_id, "username": format!("user{chat_id}"), "first_name": "Test"},
                 })),
             )
-            .await;
-        assert!(status.is_success(), "inject failed: {status} {body}");
-        body
+            .await
     }
 
     /// Scripts the sandbox's next sends (`/sandbox/faults`).
@@ -222,6 +261,32 @@ impl TestEnv {
             .await;
         assert!(status.is_success(), "sandbox sent: {status} {body}");
         body
+    }
+
+    /// What the sandbox has sent, per chat in the order Telegram got it
+    /// (by `tg_message_id`); panics on a text sent twice to one chat.
+    pub async fn arrivals(&self, adapter: &Started) -> HashMap<i64, Vec<String>> {
+        let sent = self.sent(adapter).await;
+        let mut records: Vec<(i64, i64, String)> = sent["messages"]
+            .as_array()
+            .expect("sent messages")
+            .iter()
+            .map(|m| {
+                (
+                    m["chat_id"].as_i64().unwrap_or_default(),
+                    m["tg_message_id"].as_i64().unwrap_or_default(),
+                    m["text"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        records.sort();
+        let mut by_chat: HashMap<i64, Vec<String>> = HashMap::new();
+        for (chat, _, text) in records {
+            let seen = by_chat.entry(chat).or_default();
+            assert!(!seen.contains(&text), "{text:?} was sent twice");
+            seen.push(text);
+        }
+        by_chat
     }
 
     /// Waits for a conversation for `chat_id` to exist and returns its id.

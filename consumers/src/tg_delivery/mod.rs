@@ -296,7 +296,9 @@ impl TgDelivery {
         counted: bool,
     ) -> Result<(), Failure> {
         let wait = wait.mul_f64(self.settings.clock_scale);
-        let at = Utc::now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
+        // At most `MAX_DELAY` plus its jitter (the policy caps it): in range.
+        let at =
+            Utc::now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::days(30));
         set_status(
             tx,
             msg,

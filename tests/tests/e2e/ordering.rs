@@ -98,32 +98,6 @@ async fn with_two_deliveries(env: &mut TestEnv) -> (System, Started) {
     (sys, second)
 }
 
-/// The sandbox's record, per chat in the order Telegram got them; panics on
-/// any reply recorded twice.
-async fn arrivals(env: &TestEnv, adapter: &Started) -> HashMap<i64, Vec<String>> {
-    let sent = env.sent(adapter).await;
-    let mut records: Vec<(i64, i64, String)> = sent["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            (
-                m["chat_id"].as_i64().unwrap(),
-                m["tg_message_id"].as_i64().unwrap(),
-                m["text"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    records.sort();
-    let mut by_chat: HashMap<i64, Vec<String>> = HashMap::new();
-    for (chat, _, text) in records {
-        let seen = by_chat.entry(chat).or_default();
-        assert!(!seen.contains(&text), "{text:?} was sent twice");
-        seen.push(text);
-    }
-    by_chat
-}
-
 fn assert_in_send_order(arrived: &HashMap<i64, Vec<String>>, chats: &[(i64, String)], n: usize) {
     for (chat, _) in chats {
         let expected: Vec<String> = (0..n).map(|i| text(*chat, i)).collect();
@@ -156,7 +130,7 @@ async fn two_instances_keep_each_chats_order_through_errors_and_flood_waits() {
     .await;
     post_all(&env, &sys, &chats, PER_CHAT).await;
     wait_all_sent(&env, CHATS * PER_CHAT as i64, Duration::from_secs(180)).await;
-    let arrived = arrivals(&env, &sys.adapter).await;
+    let arrived = env.arrivals(&sys.adapter).await;
     assert_in_send_order(&arrived, &chats, PER_CHAT);
     let shares = [
         done_by(&env, &sys.delivery).await,
@@ -208,7 +182,7 @@ async fn a_killed_instance_hands_its_share_over_and_order_and_once_hold() {
     eprintln!("survivor sent 20 more within {:?}", killed.elapsed());
     env.proc(second.idx).restart_with(&[]);
     wait_all_sent(&env, total, Duration::from_secs(120)).await;
-    let arrived = arrivals(&env, &sys.adapter).await;
+    let arrived = env.arrivals(&sys.adapter).await;
     assert_in_send_order(&arrived, &chats, PER_CHAT);
     env.cleanup().await;
 }
@@ -292,7 +266,7 @@ async fn a_twenty_minute_flood_wait_holds_its_chat_only_and_spends_no_attempt() 
     );
     let (_, _, attempts, _) = env.message_row(&first).await;
     assert_eq!(attempts, 1, "waiting spent no attempt");
-    let arrived = arrivals(&env, &sys.adapter).await;
+    let arrived = env.arrivals(&sys.adapter).await;
     assert_eq!(arrived[&waiting.0], vec!["first", "second"]);
     assert_eq!(arrived[&other.0], vec!["elsewhere"]);
     env.cleanup().await;
@@ -336,7 +310,7 @@ async fn an_operator_gives_up_on_a_waiting_reply_and_the_chat_goes_on() {
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(env.message_row(&first).await.0, "failed");
-    let arrived = arrivals(&env, &sys.adapter).await;
+    let arrived = env.arrivals(&sys.adapter).await;
     assert_eq!(arrived[&chats[0].0], vec!["goes on"]);
     env.cleanup().await;
 }

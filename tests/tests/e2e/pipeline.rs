@@ -203,21 +203,7 @@ async fn replies_to_one_chat_are_sent_in_the_order_they_were_posted() {
     for id in &ids {
         env.wait_status(id, "sent", Duration::from_secs(30)).await;
     }
-    let sent = env.sent(&sys.adapter).await;
-    let mut records: Vec<(i64, String)> = sent["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["chat_id"] == 4242)
-        .map(|m| {
-            (
-                m["tg_message_id"].as_i64().unwrap(),
-                m["text"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    records.sort();
-    let texts: Vec<String> = records.into_iter().map(|r| r.1).collect();
+    let texts = env.arrivals(&sys.adapter).await.remove(&4242).unwrap();
     let expected: Vec<String> = (0..12).map(|i| format!("part {i}")).collect();
     assert_eq!(texts, expected);
     env.cleanup().await;

@@ -166,19 +166,10 @@ fn sample_payload(i: usize) -> serde_json::Value {
     })
 }
 
-/// The broker the env's processes use: its own vhost, or the nodes of a
-/// cluster set with `set_for_all`.
-fn amqp_of(env: &TestEnv) -> String {
-    env.base_env()
-        .get("AMQP_URL")
-        .cloned()
-        .unwrap_or_else(|| env.amqp_url())
-}
-
 /// (a) Raw lapin: publish `n` envelopes to the tg-delivery quorum queue with
 /// pipelined confirms (a sliding window of outstanding confirms).
 async fn raw_publish(env: &TestEnv, n: usize) -> f64 {
-    let conn = broker_config::connection::connect(&amqp_of(env), "bench-raw")
+    let conn = broker_config::connection::connect(&env.processes_amqp_url(), "bench-raw")
         .await
         .unwrap();
     let ch = conn.create_channel().await.unwrap();
@@ -281,7 +272,7 @@ async fn relay_drain(env: &TestEnv, n: usize, aggregates: usize) -> (f64, f64) {
         .unwrap();
     assert_eq!(done as usize, n, "every row published");
     // The published events are synthetic: drop them before real traffic.
-    let conn = broker_config::connection::connect(&amqp_of(env), "bench-purge")
+    let conn = broker_config::connection::connect(&env.processes_amqp_url(), "bench-purge")
         .await
         .unwrap();
     let ch = conn.create_channel().await.unwrap();

@@ -3,13 +3,9 @@
 //! out of the way); (b) raw confirmed publishing and the relay's drain
 //! against a three-node RabbitMQ cluster (`scripts/cluster`), alternating.
 
-use std::{
-    path::PathBuf,
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use fastprep_tests::TestEnv;
+use fastprep_tests::{TestEnv, cluster};
 use serde_json::{Value, json};
 
 use super::{percentile, raw_publish, relay_drain};
@@ -18,30 +14,6 @@ pub struct Args {
     pub replies: usize,
     pub chats: usize,
     pub events: usize,
-}
-
-fn cluster(args: &[&str]) -> String {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster");
-    let out = Command::new(script)
-        .args(args)
-        .output()
-        .expect("run scripts/cluster");
-    assert!(out.status.success(), "scripts/cluster {args:?} failed");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn on_node_1(args: &[&str]) {
-    let host = String::from_utf8(Command::new("hostname").arg("-s").output().unwrap().stdout)
-        .unwrap()
-        .trim()
-        .to_owned();
-    let ok = Command::new("rabbitmqctl")
-        .args(["-q", "-n", &format!("fastprep-1@{host}")])
-        .args(args)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "rabbitmqctl {args:?}");
 }
 
 /// Queues `replies` replies over `chats` conversations in one transaction,
@@ -138,12 +110,9 @@ pub async fn run(args: Args) -> Value {
     }
 
     println!("(b) a three-node cluster (scripts/cluster), quorum queues on all three nodes");
-    cluster(&["start"]);
     let mut env = TestEnv::new().await;
     let vhost = format!("{}_scale", env.vhost);
-    on_node_1(&["add_vhost", &vhost]);
-    on_node_1(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
-    env.set_for_all("AMQP_URL", &cluster(&["urls"]).replace("%2f", &vhost));
+    env.set_for_all("AMQP_URL", &cluster::start_with_vhost(&vhost));
     env.start_consumer("relay", None, &[]).await;
     let mut raws = Vec::new();
     let mut relays = Vec::new();
@@ -164,9 +133,8 @@ pub async fn run(args: Args) -> Value {
         "    medians: raw {raw:.0} events/s, relay {relay:.0} events/s, relay / raw = {:.1}%",
         relay / raw * 100.0
     );
-    on_node_1(&["delete_vhost", &vhost]);
     env.cleanup().await;
-    cluster(&["down"]);
+    cluster::finish(&vhost);
     json!({
         "at": chrono::Utc::now(),
         "replies": args.replies,
