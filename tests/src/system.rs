@@ -218,30 +218,22 @@ impl TestEnv {
 
     /// Scripts the sandbox's next sends (`/sandbox/faults`).
     pub async fn set_faults(&self, adapter: &Started, plan: Value) {
-        let (status, body) = self
-            .http
-            .sandbox(
-                &adapter.url,
-                reqwest::Method::POST,
-                "/sandbox/faults",
-                Some(plan),
-            )
-            .await;
-        assert!(status.is_success(), "faults: {status} {body}");
+        self.sandbox_post(adapter, "/sandbox/faults", plan).await;
     }
 
     /// Sets the sandbox account's session (`/sandbox/session`).
     pub async fn set_session(&self, adapter: &Started, session: Value) {
-        let (status, body) = self
-            .http
-            .sandbox(
-                &adapter.url,
-                reqwest::Method::POST,
-                "/sandbox/session",
-                Some(session),
-            )
+        self.sandbox_post(adapter, "/sandbox/session", session)
             .await;
-        assert!(status.is_success(), "session: {status} {body}");
+    }
+
+    /// POSTs a control body to the sandbox; it must be taken.
+    async fn sandbox_post(&self, adapter: &Started, path: &str, body: Value) {
+        let (status, answer) = self
+            .http
+            .sandbox(&adapter.url, reqwest::Method::POST, path, Some(body))
+            .await;
+        assert!(status.is_success(), "{path}: {status} {answer}");
     }
 
     /// Clears the sandbox's log of sent messages (ids keep counting).
