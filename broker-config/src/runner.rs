@@ -193,6 +193,16 @@ pub trait Handler: Send + Sync + 'static {
         None
     }
 
+    /// Whether a delivery that can be retried waits in place, holding its
+    /// ordering lane (and staying unacked), instead of going to a retry
+    /// tier: a later delivery of the same key is then never handled before
+    /// it. Meant for a single-active-consumer queue, whose order a retry
+    /// tier would break. A delivery that fails for good still goes to the
+    /// dead-letter queue, and its key goes on.
+    fn waits_in_place(&self) -> bool {
+        false
+    }
+
     /// Called after a transaction of this handler committed (`handle`'s or
     /// `on_failure`'s): a handler that writes outbox rows wakes the relay here.
     fn committed(&self) {}
@@ -277,6 +287,7 @@ async fn consume<H: Handler>(
         publisher,
         policy: config.policy.clone(),
         metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
     });
     let mut in_flight = JoinSet::new();
     let limiter = Arc::new(Semaphore::new(config.concurrency.max(1)));
@@ -337,6 +348,8 @@ struct Shared<H> {
     publisher: Publisher,
     policy: RetryPolicy,
     metrics: ConsumerMetrics,
+    /// Ends a wait in place: the delivery goes back to the queue.
+    shutdown: CancellationToken,
 }
 
 /// `traceparent`/`tracestate` of a delivery.
@@ -439,23 +452,53 @@ impl<H: Handler> Shared<H> {
             span.record("trace_id", trace_id);
         }
         let outcome = async {
-            let ctx = Context {
-                envelope: &envelope,
-                attempt,
-                delivery: &info,
-            };
-            match self.claim_and_handle(&ctx).await {
-                Ok(Step::Done(outcome)) => {
-                    self.ack(&delivery).await;
-                    outcome
-                }
-                Ok(Step::Failed(failure)) => self.fail(&ctx, &delivery, failure).await,
-                Err(e) => {
-                    // Infrastructure trouble (database down): wait in a retry
-                    // tier without spending the message's attempt budget.
-                    tracing::warn!(error = %e, "infrastructure error; parking in retry tier");
-                    self.park(&delivery, &info, attempt, Duration::from_secs(1))
-                        .await
+            let mut attempt = attempt;
+            loop {
+                let ctx = Context {
+                    envelope: &envelope,
+                    attempt,
+                    delivery: &info,
+                };
+                let wait = match self.claim_and_handle(&ctx).await {
+                    Ok(Step::Done(outcome)) => {
+                        self.ack(&delivery).await;
+                        return outcome;
+                    }
+                    Ok(Step::Failed(failure)) => match self.in_place(&ctx, &failure).await {
+                        Some(wait) => {
+                            attempt += 1;
+                            wait
+                        }
+                        None => return self.fail(&ctx, &delivery, failure).await,
+                    },
+                    Err(e) if self.handler.waits_in_place() => {
+                        tracing::warn!(error = %e, "infrastructure error; waiting in place");
+                        Duration::from_secs(1)
+                    }
+                    Err(e) => {
+                        // Infrastructure trouble (database down): wait in a retry
+                        // tier without spending the message's attempt budget.
+                        tracing::warn!(error = %e, "infrastructure error; parking in retry tier");
+                        return self
+                            .park(&delivery, &info, attempt, Duration::from_secs(1))
+                            .await;
+                    }
+                };
+                self.metrics
+                    .record(queue, Outcome::Retry, started.elapsed().as_secs_f64());
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = self.shutdown.cancelled() => {
+                        // Back to the head of the queue, for whichever
+                        // instance consumes it next.
+                        let _ = delivery
+                            .nack(BasicNackOptions {
+                                requeue: true,
+                                ..Default::default()
+                            })
+                            .await;
+                        return Outcome::Retry;
+                    }
                 }
             }
         }
@@ -463,6 +506,31 @@ impl<H: Handler> Shared<H> {
         .await;
         self.metrics
             .record(queue, outcome, started.elapsed().as_secs_f64());
+    }
+
+    /// For a handler that waits in place: how long to wait before trying a
+    /// failed delivery again, or `None` when it is not retried (it fails for
+    /// good, or its attempts are spent) and goes the usual way.
+    async fn in_place(&self, ctx: &Context<'_>, failure: &Failure) -> Option<Duration> {
+        let Failure::Retryable { after, .. } = failure else {
+            return None;
+        };
+        if !self.handler.waits_in_place() || !self.policy.should_retry(ctx.attempt) {
+            return None;
+        }
+        let wait = self
+            .policy
+            .jittered_delay(ctx.attempt, *after, rand::random());
+        let at = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+        tracing::warn!(
+            reason = failure.reason(),
+            ?wait,
+            "handler failed; waiting in place"
+        );
+        if let Err(e) = self.record_failure(ctx, failure, Next::RetryAt(at)).await {
+            tracing::warn!(error = %e, "recording the failure failed");
+        }
+        Some(wait)
     }
 
     async fn claim_and_handle(&self, ctx: &Context<'_>) -> Result<Step, sqlx::Error> {

@@ -32,28 +32,38 @@ pub struct WorkQueue {
     pub bindings: &'static [&'static str],
     /// Whether this queue also receives what the other work queues dead-letter.
     pub receives_dead_letters: bool,
+    /// One consumer at a time takes from the queue, in queue order; the
+    /// others stand by and take over when its connection goes
+    /// (`x-single-active-consumer`).
+    pub single_active: bool,
 }
 
 pub const TG_DELIVERY: WorkQueue = WorkQueue {
     name: "tg-delivery",
     bindings: &["message.outgoing.*"],
     receives_dead_letters: false,
+    single_active: false,
 };
 pub const AUTHZ_FANOUT: WorkQueue = WorkQueue {
     name: "authz-fanout",
     bindings: &["authz.#"],
     receives_dead_letters: false,
+    single_active: false,
 };
 pub const ALERTS: WorkQueue = WorkQueue {
     name: "alerts",
     // Session keys have four words (`tg.session.changed.v1`).
     bindings: &["message.delivery_failed.*", "tg.session.#"],
     receives_dead_letters: true,
+    single_active: false,
 };
 pub const INBOUND: WorkQueue = WorkQueue {
     name: "inbound",
     bindings: &["tg.update.#"],
     receives_dead_letters: false,
+    // Each chat's updates are stored in the order Telegram gave them,
+    // whichever instance is up (ADR 0012).
+    single_active: true,
 };
 
 pub const WORK_QUEUES: [WorkQueue; 4] = [TG_DELIVERY, AUTHZ_FANOUT, ALERTS, INBOUND];
@@ -134,15 +144,19 @@ pub fn topology() -> Topology {
     let mut queues = Vec::new();
     let mut bindings = Vec::new();
     for q in WORK_QUEUES {
+        let mut arguments = quorum_args(&[
+            ("x-dead-letter-exchange", json!(DLX)),
+            ("x-dead-letter-routing-key", json!(q.name)),
+            ("x-dead-letter-strategy", json!("at-least-once")),
+            ("x-overflow", json!("reject-publish")),
+            ("x-delivery-limit", json!(DELIVERY_LIMIT)),
+        ]);
+        if q.single_active {
+            arguments.insert("x-single-active-consumer".into(), json!(true));
+        }
         queues.push(QueueSpec {
             name: q.name.to_owned(),
-            arguments: quorum_args(&[
-                ("x-dead-letter-exchange", json!(DLX)),
-                ("x-dead-letter-routing-key", json!(q.name)),
-                ("x-dead-letter-strategy", json!("at-least-once")),
-                ("x-overflow", json!("reject-publish")),
-                ("x-delivery-limit", json!(DELIVERY_LIMIT)),
-            ]),
+            arguments,
         });
         for key in q.bindings {
             bindings.push(BindingSpec {
@@ -227,7 +241,9 @@ pub fn definitions_json(t: &Topology) -> String {
 pub enum DeclareError {
     #[error("declaring exchange {name}: {source}")]
     Exchange { name: String, source: lapin::Error },
-    #[error("declaring queue {name} (a queue with other arguments may already exist): {source}")]
+    #[error(
+        "declaring queue {name} (a queue with other arguments may already exist: see the runbook's \"Topology changes\"): {source}"
+    )]
     Queue { name: String, source: lapin::Error },
     #[error("binding {queue} to {exchange} with {key}: {source}")]
     Binding {

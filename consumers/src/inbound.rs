@@ -2,6 +2,11 @@
 //! message rows plus `message.received.v1`, in one transaction. An edit
 //! replaces the message's text, keeps the old one in `message_edits` and
 //! writes `message.edited.v1`.
+//!
+//! One instance at a time consumes (the queue has a single active
+//! consumer), a chat's updates are handled in queue order, and an update
+//! that cannot be stored yet waits in place: each chat's messages are
+//! stored and announced in the order Telegram gave them (ADR 0012).
 
 use std::borrow::Cow;
 
@@ -35,6 +40,21 @@ impl Handler for Inbound {
 
     fn committed(&self) {
         self.relay_wake.committed();
+    }
+
+    /// A chat's updates are stored one at a time, in the order Telegram
+    /// gave them (ADR 0012).
+    fn ordering_key(&self, envelope: &Envelope) -> Option<String> {
+        match &envelope.event {
+            Event::TgUpdateReceived(update) => Some(update.chat.id.to_string()),
+            _ => None,
+        }
+    }
+
+    /// An update that cannot be stored yet (the database is away) holds its
+    /// chat's later updates back, rather than letting them overtake it.
+    fn waits_in_place(&self) -> bool {
+        true
     }
 
     async fn handle(

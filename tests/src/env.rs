@@ -217,6 +217,22 @@ impl TestEnv {
         format!("amqp://guest:guest@{host}:{port}/{}", self.vhost)
     }
 
+    /// A TCP proxy of the test's own in front of the shared PostgreSQL, and
+    /// the test database's URL through it.
+    pub async fn database_proxy(&self) -> (crate::TcpProxy, String) {
+        let url = url::Url::parse(&self.database_url).expect("database URL");
+        let target = format!(
+            "{}:{}",
+            url.host_str().expect("database host"),
+            url.port().unwrap_or(5432)
+        );
+        let proxy =
+            crate::TcpProxy::start(target.parse().expect("database address (an IP address)")).await;
+        let mut via = url.clone();
+        via.set_port(Some(proxy.port())).expect("set port");
+        (proxy, via.to_string())
+    }
+
     /// The `AMQP_URL` the processes get: this test's vhost, or what
     /// `set_for_all` put in its place (the nodes of a cluster).
     pub fn processes_amqp_url(&self) -> String {

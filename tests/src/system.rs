@@ -97,7 +97,9 @@ impl TestEnv {
         }
     }
 
-    /// Adapter, API, relay, tg-delivery and inbound, each its own process.
+    /// The adapter, and two instances each of the API, relay, tg-delivery
+    /// and inbound: every suite runs against several instances of what
+    /// scales out, unless it needs one of each.
     pub async fn start_system(&mut self) -> System {
         self.start_system_with(&[]).await
     }
@@ -105,6 +107,31 @@ impl TestEnv {
     /// As [`TestEnv::start_system`], with extra environment for the
     /// consumers (relay, tg-delivery, inbound).
     pub async fn start_system_with(&mut self, consumer_env: &[(&str, String)]) -> System {
+        let mut sys = self.start_single_system_with(consumer_env).await;
+        let api = self.start_api(&[]).await;
+        let relay = self.start_consumer("relay", None, consumer_env).await;
+        let delivery = self
+            .start_consumer("tg-delivery", Some(&sys.adapter), consumer_env)
+            .await;
+        let inbound = self.start_consumer("inbound", None, consumer_env).await;
+        sys.second = Some(Second {
+            api,
+            relay,
+            delivery,
+            inbound,
+        });
+        sys
+    }
+
+    /// One instance of each: for suites that count what one process did,
+    /// or arm a fault in the one instance that must meet it.
+    pub async fn start_single_system(&mut self) -> System {
+        self.start_single_system_with(&[]).await
+    }
+
+    /// As [`TestEnv::start_single_system`], with extra environment for the
+    /// consumers.
+    pub async fn start_single_system_with(&mut self, consumer_env: &[(&str, String)]) -> System {
         let adapter = self.start_adapter(&[]).await;
         let api = self.start_api(&[]).await;
         let relay = self.start_consumer("relay", None, consumer_env).await;
@@ -122,7 +149,9 @@ impl TestEnv {
             relay,
             delivery,
             inbound,
+            second: None,
             token,
+            turn: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -315,7 +344,7 @@ impl TestEnv {
                 reqwest::Method::GET,
                 &format!(
                     "{}/api/conversations/{conversation_id}/messages",
-                    sys.api.url
+                    sys.next_api().url
                 ),
                 Some(&sys.token),
                 None,
@@ -339,7 +368,7 @@ impl TestEnv {
                 reqwest::Method::POST,
                 &format!(
                     "{}/api/conversations/{conversation_id}/messages",
-                    sys.api.url
+                    sys.next_api().url
                 ),
                 Some(&sys.token),
                 Some(serde_json::json!({"text": text, "client_msg_id": client_msg_id})),
@@ -392,7 +421,31 @@ pub struct System {
     pub relay: Started,
     pub delivery: Started,
     pub inbound: Started,
+    /// The second instances, when the system runs two of each.
+    pub second: Option<Second>,
     pub token: String,
+    /// Which API instance takes the next reply.
+    turn: std::sync::atomic::AtomicUsize,
+}
+
+/// Second instances of the processes that scale out.
+pub struct Second {
+    pub api: Started,
+    pub relay: Started,
+    pub delivery: Started,
+    pub inbound: Started,
+}
+
+impl System {
+    /// The API instances, in turn: replies are posted to each in turn, so a
+    /// chat's replies come through both.
+    pub fn next_api(&self) -> &Started {
+        let turn = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match &self.second {
+            Some(second) if turn % 2 == 1 => &second.api,
+            _ => &self.api,
+        }
+    }
 }
 
 impl TestEnv {

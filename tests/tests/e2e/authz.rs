@@ -196,7 +196,9 @@ async fn fanout_reaches_every_holder_of_a_role() {
     let mut env = TestEnv::new().await;
     let api = env.start_api(&[]).await;
     env.start_consumer("relay", None, &[]).await;
+    // Two instances share the fan-out; each event is fanned out once.
     let fanout = env.start_consumer("authz-fanout", None, &[]).await;
+    let other = env.start_consumer("authz-fanout", None, &[]).await;
     let admin = env.admin_session(&api.url).await.access;
     let role = env
         .create_role(&api.url, &admin, "team", &["inbox.read_all"])
@@ -288,8 +290,29 @@ async fn fanout_reaches_every_holder_of_a_role() {
         processed >= 4,
         "role.created, hand-written, permissions_changed and user events"
     );
-    let metrics = env.http.text(&fanout.metrics_url).await;
-    assert!(metrics.contains("consumer_messages_total"), "{metrics}");
+    // Let the last events settle, then count what each instance acked.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut handled = 0.0;
+    for instance in [&fanout, &other] {
+        let metrics = env.http.text(&instance.metrics_url).await;
+        assert!(metrics.contains("consumer_messages_total"), "{metrics}");
+        handled += crate::metrics::sample(
+            &metrics,
+            "consumer_messages_total",
+            &[("queue", "authz-fanout"), ("outcome", "ack")],
+        )
+        .unwrap_or(0.0);
+    }
+    // Acked once each, by one instance or the other.
+    let claimed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM processed_messages WHERE consumer = 'authz-fanout'",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    #[allow(clippy::cast_precision_loss)]
+    let claimed = claimed as f64;
+    assert_eq!(handled, claimed, "every event handled once across both");
     env.cleanup().await;
 }
 

@@ -54,7 +54,7 @@ async fn conversation(env: &mut TestEnv, sys: &System, chat: i64) -> String {
 #[tokio::test]
 async fn relay_killed_between_publish_and_mark_done_sends_once() {
     let mut env = TestEnv::new().await;
-    let sys = env.start_system().await;
+    let sys = env.start_single_system().await;
     let conv = conversation(&mut env, &sys, 4004).await;
     env.wait_outbox_drained(Duration::from_secs(20)).await;
     // Arm the crash: the next batch the relay publishes kills it before the

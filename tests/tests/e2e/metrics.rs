@@ -60,7 +60,7 @@ async fn scrape(env: &TestEnv, url: &str) -> String {
 #[tokio::test]
 async fn metrics_carry_the_design_names_with_real_counts() {
     let mut env = TestEnv::new().await;
-    let sys = env.start_system().await;
+    let sys = env.start_single_system().await;
     env.inject(&sys.adapter, 1111, 1, "hi").await;
     let conv = env.conversation_for(&sys, 1111).await;
     env.set_faults(
@@ -207,7 +207,7 @@ async fn every_process_exports_the_contract_names_and_passes_promtool() {
     let slack = SlackReceiver::start().await;
     // One Slack error, so the delivery-error counter has a value.
     slack.script(&[Reply::Status(500)]);
-    let sys = env.start_system().await;
+    let sys = env.start_single_system().await;
     let fanout = env.start_consumer("authz-fanout", None, &[]).await;
     let alerts = env
         .start_consumer(

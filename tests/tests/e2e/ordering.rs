@@ -88,13 +88,16 @@ async fn wait_all_sent(env: &TestEnv, total: i64, timeout: Duration) {
     wait_sent(env, "every reply to be sent", timeout, |n| n == total).await;
 }
 
-/// The whole system with a second tg-delivery instance beside the first.
+/// The whole system, two instances of each; returns the second
+/// tg-delivery instance beside it.
 async fn with_two_deliveries(env: &mut TestEnv) -> (System, Started) {
-    let knobs = knobs();
-    let sys = env.start_system_with(&knobs).await;
-    let second = env
-        .start_consumer("tg-delivery", Some(&sys.adapter), &knobs)
-        .await;
+    let sys = env.start_system_with(&knobs()).await;
+    let second = sys
+        .second
+        .as_ref()
+        .expect("two instances of each")
+        .delivery
+        .clone();
     (sys, second)
 }
 
@@ -312,5 +315,105 @@ async fn an_operator_gives_up_on_a_waiting_reply_and_the_chat_goes_on() {
     assert_eq!(env.message_row(&first).await.0, "failed");
     let arrived = env.arrivals(&sys.adapter).await;
     assert_eq!(arrived[&chats[0].0], vec!["goes on"]);
+    env.cleanup().await;
+}
+
+/// Each chat's inbound messages as stored: Telegram ids in the inbox's
+/// order, and in the order of their `message.received.v1` rows.
+async fn inbound_orders(env: &TestEnv, chat: i64) -> (Vec<i64>, Vec<i64>) {
+    let stored: Vec<i64> = sqlx::query_scalar(
+        "SELECT m.tg_message_id FROM messages m JOIN conversations c ON c.id = m.conversation_id
+         WHERE c.tg_chat_id = $1 AND m.direction = 'in' ORDER BY m.created_at, m.id",
+    )
+    .bind(chat)
+    .fetch_all(&env.pool)
+    .await
+    .expect("stored messages");
+    let announced: Vec<i64> = sqlx::query_scalar(
+        "SELECT m.tg_message_id FROM outbox o
+         JOIN messages m ON m.id = (o.payload->>'message_id')::uuid
+         JOIN conversations c ON c.id = m.conversation_id
+         WHERE o.event_type = 'message.received.v1' AND c.tg_chat_id = $1 ORDER BY o.id",
+    )
+    .bind(chat)
+    .fetch_all(&env.pool)
+    .await
+    .expect("announced messages");
+    (stored, announced)
+}
+
+#[tokio::test]
+async fn two_inbound_instances_keep_each_chats_order_through_a_database_cut_and_a_kill() {
+    const CHATS: i64 = 20;
+    const PER_CHAT: i64 = 40;
+    const FIRST: i64 = 730_000;
+    let mut env = TestEnv::new().await;
+    let adapter = env.start_adapter(&[]).await;
+    // The first instance reaches PostgreSQL through a link the test cuts;
+    // the second is started after it.
+    let (link, via) = env.database_proxy().await;
+    let knobs = knobs();
+    let mut first_env = knobs.clone();
+    first_env.push(("DATABASE_URL", via));
+    let first = env.start_consumer("inbound", None, &first_env).await;
+    let second = env.start_consumer("inbound", None, &knobs).await;
+    let total = CHATS * PER_CHAT;
+    let first_pid = env.proc(first.idx).pid().expect("first instance runs");
+    // Every chat writes one message each 80 ms, all chats at once: about
+    // 3.5 s of traffic. Meanwhile the first instance's link to the database
+    // is cut for a second and heals; it is cut again, and the instance is
+    // killed while it holds deliveries it could not store.
+    let writing = join_all((FIRST..FIRST + CHATS).map(|chat| {
+        let env = &env;
+        let adapter = &adapter;
+        async move {
+            for id in 1..=PER_CHAT {
+                env.inject(adapter, chat, id, &format!("chat {chat} message {id:02}"))
+                    .await;
+                tokio::time::sleep(Duration::from_millis(80)).await;
+            }
+        }
+    }));
+    let chaos = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        link.cut();
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        link.restore();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        link.cut();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", &first_pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(killed.success(), "the first instance was not running");
+    };
+    tokio::join!(writing, chaos);
+    let pool = env.pool.clone();
+    wait_for("every message stored", Duration::from_secs(60), || {
+        let pool = pool.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE direction = 'in'")
+                .fetch_one(&pool)
+                .await
+                .ok()?;
+            (n == total).then_some(())
+        }
+    })
+    .await;
+    let expected: Vec<i64> = (1..=PER_CHAT).collect();
+    for chat in FIRST..FIRST + CHATS {
+        let (stored, announced) = inbound_orders(&env, chat).await;
+        assert_eq!(stored, expected, "chat {chat}: stored out of order");
+        assert_eq!(announced, expected, "chat {chat}: announced out of order");
+    }
+    let text = env.http.text(&second.metrics_url).await;
+    let taken = crate::metrics::sample(
+        &text,
+        "consumer_messages_total",
+        &[("queue", "inbound"), ("outcome", "ack")],
+    )
+    .unwrap_or(0.0);
+    assert!(taken > 0.0, "the second instance took over nothing");
     env.cleanup().await;
 }

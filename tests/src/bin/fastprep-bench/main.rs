@@ -397,7 +397,7 @@ async fn main() {
         knobs.push((knob, std::env::var(knob).unwrap_or_else(|_| default.into())));
     }
     // (c) end to end at a steady rate.
-    let sys = env.start_system_with(&knobs).await;
+    let sys = env.start_single_system_with(&knobs).await;
     let (adapter, api, relay, delivery, inbound, token) = (
         sys.adapter,
         sys.api,
