@@ -50,6 +50,13 @@ impl ConsumerMetrics {
     }
 
     pub fn record(&self, queue: &'static str, outcome: Outcome, seconds: f64) {
+        self.count(queue, outcome);
+        self.duration
+            .record(seconds, &[KeyValue::new("queue", queue)]);
+    }
+
+    /// Counts an outcome without timing it (a try that waits in place).
+    pub fn count(&self, queue: &'static str, outcome: Outcome) {
         self.messages.add(
             1,
             &[
@@ -57,7 +64,5 @@ impl ConsumerMetrics {
                 KeyValue::new("outcome", outcome.as_str()),
             ],
         );
-        self.duration
-            .record(seconds, &[KeyValue::new("queue", queue)]);
     }
 }

@@ -1,5 +1,6 @@
 //! The one consumer runner (DESIGN §6): decode → span → idempotency claim in
-//! `processed_messages` → handler → ack / retry tier / dead-letter.
+//! `processed_messages` → handler → ack / retry tier / dead-letter. A handler
+//! that [waits in place](Handler::waits_in_place) retries without a tier.
 //!
 //! A handler runs inside the transaction that holds its claim, so its database
 //! effects and the claim commit together: a redelivered message is recognised
@@ -272,6 +273,8 @@ async fn consume<H: Handler>(
         .await?;
     let publisher = Publisher::new(conn).await?;
     let tag = format!("{queue}-{}", uuid::Uuid::new_v4());
+    // Ends waits in place: on shutdown, or when this channel is lost.
+    let stop = shutdown.child_token();
     let mut consumer = channel
         .basic_consume(
             queue.into(),
@@ -287,7 +290,7 @@ async fn consume<H: Handler>(
         publisher,
         policy: config.policy.clone(),
         metrics: metrics.clone(),
-        shutdown: shutdown.clone(),
+        stop: stop.clone(),
     });
     let mut in_flight = JoinSet::new();
     let limiter = Arc::new(Semaphore::new(config.concurrency.max(1)));
@@ -295,7 +298,13 @@ async fn consume<H: Handler>(
     let result = loop {
         tokio::select! {
             _ = shutdown.cancelled() => {
-                let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+                // A single active consumer's queue keeps its consumer until
+                // the channel closes: a cancel would make a standby active
+                // while this instance still holds a chat's earlier
+                // deliveries. The close returns them all at once.
+                if !shared.handler.waits_in_place() {
+                    let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+                }
                 break Ok(());
             }
             Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
@@ -329,6 +338,11 @@ async fn consume<H: Handler>(
                         let Ok(_permit) = limiter.acquire_owned().await else {
                             return;
                         };
+                        if shared.handler.waits_in_place() && shared.stop.is_cancelled() {
+                            // Left unacked: it goes back with the channel,
+                            // after the earlier deliveries of its key.
+                            return;
+                        }
                         shared.process(delivery, decoded).await
                     });
                 }
@@ -337,6 +351,7 @@ async fn consume<H: Handler>(
             },
         }
     };
+    stop.cancel();
     while in_flight.join_next().await.is_some() {}
     let _ = channel.close(200, "bye".into()).await;
     result
@@ -348,8 +363,9 @@ struct Shared<H> {
     publisher: Publisher,
     policy: RetryPolicy,
     metrics: ConsumerMetrics,
-    /// Ends a wait in place: the delivery goes back to the queue.
-    shutdown: CancellationToken,
+    /// Ends a wait in place (shutdown, or the channel lost): the delivery is
+    /// left unacked and goes back to the queue with the channel.
+    stop: CancellationToken,
 }
 
 /// `traceparent`/`tracestate` of a delivery.
@@ -451,7 +467,7 @@ impl<H: Handler> Shared<H> {
         if let Some(trace_id) = platform::trace::set_parent_from(&span, &trace_headers(&delivery)) {
             span.record("trace_id", trace_id);
         }
-        let outcome = async {
+        let outcome: Option<Outcome> = async {
             let mut attempt = attempt;
             loop {
                 let ctx = Context {
@@ -462,14 +478,14 @@ impl<H: Handler> Shared<H> {
                 let wait = match self.claim_and_handle(&ctx).await {
                     Ok(Step::Done(outcome)) => {
                         self.ack(&delivery).await;
-                        return outcome;
+                        return Some(outcome);
                     }
                     Ok(Step::Failed(failure)) => match self.in_place(&ctx, &failure).await {
                         Some(wait) => {
                             attempt += 1;
                             wait
                         }
-                        None => return self.fail(&ctx, &delivery, failure).await,
+                        None => return Some(self.fail(&ctx, &delivery, failure).await),
                     },
                     Err(e) if self.handler.waits_in_place() => {
                         tracing::warn!(error = %e, "infrastructure error; waiting in place");
@@ -479,33 +495,28 @@ impl<H: Handler> Shared<H> {
                         // Infrastructure trouble (database down): wait in a retry
                         // tier without spending the message's attempt budget.
                         tracing::warn!(error = %e, "infrastructure error; parking in retry tier");
-                        return self
-                            .park(&delivery, &info, attempt, Duration::from_secs(1))
-                            .await;
+                        return Some(
+                            self.park(&delivery, &info, attempt, Duration::from_secs(1))
+                                .await,
+                        );
                     }
                 };
-                self.metrics
-                    .record(queue, Outcome::Retry, started.elapsed().as_secs_f64());
+                self.metrics.count(queue, Outcome::Retry);
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
-                    () = self.shutdown.cancelled() => {
-                        // Back to the head of the queue, for whichever
-                        // instance consumes it next.
-                        let _ = delivery
-                            .nack(BasicNackOptions {
-                                requeue: true,
-                                ..Default::default()
-                            })
-                            .await;
-                        return Outcome::Retry;
-                    }
+                    // Left unacked: the channel's close (or its loss) hands
+                    // it back to the head of the queue, with the deliveries
+                    // queued behind it, for whichever instance is active next.
+                    () = self.stop.cancelled() => return None,
                 }
             }
         }
         .instrument(span)
         .await;
-        self.metrics
-            .record(queue, outcome, started.elapsed().as_secs_f64());
+        if let Some(outcome) = outcome {
+            self.metrics
+                .record(queue, outcome, started.elapsed().as_secs_f64());
+        }
     }
 
     /// For a handler that waits in place: how long to wait before trying a

@@ -68,7 +68,17 @@ impl Handler for Inbound {
                 ctx.envelope.event_type()
             )));
         };
-        store(update, tx).await?;
+        store(update, tx).await.map_err(|e| {
+            // Data the database refuses (classes 22 and 23) is refused on
+            // every try: it goes to the dead-letter queue at once rather
+            // than hold its chat through the whole retry schedule.
+            match e.as_database_error().and_then(|d| d.code()) {
+                Some(code) if code.starts_with("22") || code.starts_with("23") => {
+                    Failure::permanent(format!("update cannot be stored: {e}"))
+                }
+                _ => Failure::from(e),
+            }
+        })?;
         Ok(())
     }
 }

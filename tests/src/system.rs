@@ -449,6 +449,23 @@ impl System {
 }
 
 impl TestEnv {
+    /// Waits until at least `n` inbound messages are stored; returns how many.
+    pub async fn wait_inbound_stored(&self, n: i64, timeout: Duration) -> i64 {
+        let pool = self.pool.clone();
+        wait_for("the inbound messages to be stored", timeout, || {
+            let pool = pool.clone();
+            async move {
+                let stored: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM messages WHERE direction = 'in'")
+                        .fetch_one(&pool)
+                        .await
+                        .ok()?;
+                (stored >= n).then_some(stored)
+            }
+        })
+        .await
+    }
+
     /// Waits until no outbox row is pending.
     pub async fn wait_outbox_drained(&self, timeout: Duration) {
         let pool = self.pool.clone();

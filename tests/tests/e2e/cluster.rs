@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use fastprep_tests::{TestEnv, cluster, wait_for};
+use fastprep_tests::{TestEnv, cluster};
 
 #[tokio::test]
 async fn a_node_stopped_mid_flow_loses_nothing_and_sends_nothing_twice() {
@@ -66,18 +66,9 @@ async fn a_node_stopped_mid_flow_loses_nothing_and_sends_nothing_twice() {
         );
     }
     // Every inbound message stored once.
-    let pool = env.pool.clone();
-    let stored = wait_for("every inbound message", Duration::from_secs(60), || {
-        let pool = pool.clone();
-        async move {
-            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE direction = 'in'")
-                .fetch_one(&pool)
-                .await
-                .ok()?;
-            (n >= CHATS * (PER_CHAT as i64 + 1)).then_some(n)
-        }
-    })
-    .await;
+    let stored = env
+        .wait_inbound_stored(CHATS * (PER_CHAT as i64 + 1), Duration::from_secs(60))
+        .await;
     assert_eq!(stored, CHATS * (PER_CHAT as i64 + 1));
     // The processes moved off the stopped node by themselves.
     let logs = crate::faults::strip_ansi(&env.logs());

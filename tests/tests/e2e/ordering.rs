@@ -342,28 +342,51 @@ async fn inbound_orders(env: &TestEnv, chat: i64) -> (Vec<i64>, Vec<i64>) {
     (stored, announced)
 }
 
-#[tokio::test]
-async fn two_inbound_instances_keep_each_chats_order_through_a_database_cut_and_a_kill() {
+/// Consumers registered on a queue, as the broker counts them.
+async fn consumers_of(env: &TestEnv, queue: &str) -> Option<i64> {
+    env.queue(queue).await?["consumers"].as_i64()
+}
+
+/// Two inbound instances; the active one's database link is cut for a
+/// second and heals, is cut again, and the instance is stopped with
+/// `signal` while it holds updates it could not store. Every chat's
+/// messages must be stored, and announced, in Telegram's order, once.
+async fn inbound_order_through_a_cut_and_a_stop(signal: &str, first_chat: i64) {
     const CHATS: i64 = 20;
     const PER_CHAT: i64 = 40;
-    const FIRST: i64 = 730_000;
     let mut env = TestEnv::new().await;
     let adapter = env.start_adapter(&[]).await;
-    // The first instance reaches PostgreSQL through a link the test cuts;
-    // the second is started after it.
+    // The first instance reaches PostgreSQL through a link the test cuts.
+    // It is the active consumer: the second subscribes after it.
     let (link, via) = env.database_proxy().await;
     let knobs = knobs();
     let mut first_env = knobs.clone();
     first_env.push(("DATABASE_URL", via));
     let first = env.start_consumer("inbound", None, &first_env).await;
+    wait_for(
+        "the first instance to consume",
+        Duration::from_secs(20),
+        || {
+            let env = &env;
+            async move { (consumers_of(env, "inbound").await? == 1).then_some(()) }
+        },
+    )
+    .await;
     let second = env.start_consumer("inbound", None, &knobs).await;
+    wait_for(
+        "the second instance to stand by",
+        Duration::from_secs(20),
+        || {
+            let env = &env;
+            async move { (consumers_of(env, "inbound").await? == 2).then_some(()) }
+        },
+    )
+    .await;
     let total = CHATS * PER_CHAT;
     let first_pid = env.proc(first.idx).pid().expect("first instance runs");
     // Every chat writes one message each 80 ms, all chats at once: about
-    // 3.5 s of traffic. Meanwhile the first instance's link to the database
-    // is cut for a second and heals; it is cut again, and the instance is
-    // killed while it holds deliveries it could not store.
-    let writing = join_all((FIRST..FIRST + CHATS).map(|chat| {
+    // 3.5 s of traffic, through which the chaos below runs.
+    let writing = join_all((first_chat..first_chat + CHATS).map(|chat| {
         let env = &env;
         let adapter = &adapter;
         async move {
@@ -382,27 +405,36 @@ async fn two_inbound_instances_keep_each_chats_order_through_a_database_cut_and_
         tokio::time::sleep(Duration::from_millis(500)).await;
         link.cut();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let killed = std::process::Command::new("kill")
-            .args(["-KILL", &first_pid.to_string()])
+        // The cuts met the active instance: it waited in place.
+        let metrics = env.http.text(&first.metrics_url).await;
+        let waited = crate::metrics::sample(
+            &metrics,
+            "consumer_messages_total",
+            &[("queue", "inbound"), ("outcome", "retry")],
+        )
+        .unwrap_or(0.0);
+        assert!(waited > 0.0, "the first instance never waited: {metrics}");
+        let stopped = std::process::Command::new("kill")
+            .args([signal, &first_pid.to_string()])
             .status()
             .expect("kill");
-        assert!(killed.success(), "the first instance was not running");
+        assert!(stopped.success(), "the first instance was not running");
     };
     tokio::join!(writing, chaos);
-    let pool = env.pool.clone();
-    wait_for("every message stored", Duration::from_secs(60), || {
-        let pool = pool.clone();
-        async move {
-            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE direction = 'in'")
-                .fetch_one(&pool)
-                .await
-                .ok()?;
-            (n == total).then_some(())
-        }
-    })
-    .await;
+    // Stopped for good, even while its database was away.
+    let first_proc = env.proc(first.idx);
+    let exited = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        first_proc.exited().is_some()
+    });
+    assert!(
+        exited,
+        "the first instance did not stop within 5 s of {signal}"
+    );
+    env.wait_inbound_stored(total, Duration::from_secs(60))
+        .await;
     let expected: Vec<i64> = (1..=PER_CHAT).collect();
-    for chat in FIRST..FIRST + CHATS {
+    for chat in first_chat..first_chat + CHATS {
         let (stored, announced) = inbound_orders(&env, chat).await;
         assert_eq!(stored, expected, "chat {chat}: stored out of order");
         assert_eq!(announced, expected, "chat {chat}: announced out of order");
@@ -416,4 +448,14 @@ async fn two_inbound_instances_keep_each_chats_order_through_a_database_cut_and_
     .unwrap_or(0.0);
     assert!(taken > 0.0, "the second instance took over nothing");
     env.cleanup().await;
+}
+
+#[tokio::test]
+async fn two_inbound_instances_keep_each_chats_order_through_a_database_cut_and_a_kill() {
+    inbound_order_through_a_cut_and_a_stop("-KILL", 730_000).await;
+}
+
+#[tokio::test]
+async fn two_inbound_instances_keep_each_chats_order_through_a_database_cut_and_a_graceful_stop() {
+    inbound_order_through_a_cut_and_a_stop("-TERM", 735_000).await;
 }
