@@ -342,9 +342,14 @@ async fn inbound_orders(env: &TestEnv, chat: i64) -> (Vec<i64>, Vec<i64>) {
     (stored, announced)
 }
 
-/// Consumers registered on a queue, as the broker counts them.
-async fn consumers_of(env: &TestEnv, queue: &str) -> Option<i64> {
-    env.queue(queue).await?["consumers"].as_i64()
+/// Waits until the broker counts `n` consumers on `queue`.
+async fn wait_consumers(env: &TestEnv, queue: &str, n: i64) {
+    wait_for(
+        &format!("{n} consumers on {queue}"),
+        Duration::from_secs(20),
+        || async move { (env.queue(queue).await?["consumers"].as_i64()? == n).then_some(()) },
+    )
+    .await;
 }
 
 /// Two inbound instances; the active one's database link is cut for a
@@ -363,25 +368,9 @@ async fn inbound_order_through_a_cut_and_a_stop(signal: &str, first_chat: i64) {
     let mut first_env = knobs.clone();
     first_env.push(("DATABASE_URL", via));
     let first = env.start_consumer("inbound", None, &first_env).await;
-    wait_for(
-        "the first instance to consume",
-        Duration::from_secs(20),
-        || {
-            let env = &env;
-            async move { (consumers_of(env, "inbound").await? == 1).then_some(()) }
-        },
-    )
-    .await;
+    wait_consumers(&env, "inbound", 1).await;
     let second = env.start_consumer("inbound", None, &knobs).await;
-    wait_for(
-        "the second instance to stand by",
-        Duration::from_secs(20),
-        || {
-            let env = &env;
-            async move { (consumers_of(env, "inbound").await? == 2).then_some(()) }
-        },
-    )
-    .await;
+    wait_consumers(&env, "inbound", 2).await;
     let total = CHATS * PER_CHAT;
     let first_pid = env.proc(first.idx).pid().expect("first instance runs");
     // Every chat writes one message each 80 ms, all chats at once: about
