@@ -198,18 +198,36 @@ struct Turn {
     attempts: i32,
     /// An earlier reply of the chat is not finished yet.
     behind: bool,
+    /// Another reply of the chat is held, waiting to be handed the turn.
+    /// Only a handler holding the chat's turn writes `held`, so this stays
+    /// true to the end of the transaction.
+    held_after: bool,
 }
 
-async fn read_turn(conn: &mut PgConnection, message_id: Uuid) -> Result<Option<Turn>, sqlx::Error> {
+/// The message of `msg` as its chat's turn finds it; `None` unless it is an
+/// outgoing text reply of the conversation and chat the event names (an
+/// event that names another chat must not send there, nor take its turn).
+async fn read_turn(
+    conn: &mut PgConnection,
+    msg: &MessageOutgoing,
+) -> Result<Option<Turn>, sqlx::Error> {
     sqlx::query_as(
         "SELECT m.status, m.attempts,
                 EXISTS (SELECT 1 FROM messages e
                         WHERE e.conversation_id = m.conversation_id AND e.direction = 'out'
                           AND e.status IN ('queued', 'sending', 'retrying')
-                          AND (e.created_at, e.id) < (m.created_at, m.id)) AS behind
-         FROM messages m WHERE m.id = $1 AND m.direction = 'out' AND m.kind = 'text'",
+                          AND (e.created_at, e.id) < (m.created_at, m.id)) AS behind,
+                EXISTS (SELECT 1 FROM messages h
+                        WHERE h.conversation_id = m.conversation_id AND h.direction = 'out'
+                          AND h.status IN ('queued', 'sending', 'retrying')
+                          AND h.held AND h.id <> m.id) AS held_after
+         FROM messages m JOIN conversations c ON c.id = m.conversation_id
+         WHERE m.id = $1 AND m.direction = 'out' AND m.kind = 'text'
+           AND m.conversation_id = $2 AND c.tg_chat_id = $3",
     )
-    .bind(message_id)
+    .bind(msg.message_id)
+    .bind(msg.conversation_id)
+    .bind(msg.tg_chat_id)
     .fetch_optional(conn)
     .await
 }
@@ -344,10 +362,10 @@ impl Handler for TgDelivery {
     ) -> Result<(), Failure> {
         let msg = outgoing(ctx.envelope)?;
         take_turn(tx, msg.tg_chat_id).await?;
-        let Some(turn) = read_turn(tx, msg.message_id).await? else {
+        let Some(turn) = read_turn(tx, msg).await? else {
             return Err(Failure::permanent(format!(
-                "message {} is not an outgoing reply",
-                msg.message_id
+                "message {} is not an outgoing reply of conversation {} in chat {}",
+                msg.message_id, msg.conversation_id, msg.tg_chat_id
             )));
         };
         if turn.status == DeliveryStatus::Sent.as_str() {
@@ -360,7 +378,9 @@ impl Handler for TgDelivery {
             // from the dead-letter queue carries the original event and
             // does send it again.
             tracing::info!(message_id = %msg.message_id, "given up while waiting; the chat goes on");
-            hand_on(tx, msg).await?;
+            if turn.held_after {
+                hand_on(tx, msg).await?;
+            }
             return Ok(());
         }
         let mut attempts = turn.attempts;
@@ -405,7 +425,11 @@ impl Handler for TgDelivery {
                     },
                 )
                 .await?;
-                hand_on(tx, msg).await?;
+                // Only a held reply needs handing on; the others have
+                // their own events coming.
+                if turn.held_after {
+                    hand_on(tx, msg).await?;
+                }
                 self.metrics.count("done");
                 Ok(())
             }
@@ -428,8 +452,10 @@ impl Handler for TgDelivery {
 
     /// A send that failed for good (or a message the handler cannot use):
     /// the message is `failed` in its place, the chat's turn passes on, and
-    /// the delivery goes to the dead-letter queue. Infrastructure errors
-    /// never get here; they wait in the broker's retry tiers.
+    /// the delivery goes to the dead-letter queue. A database error inside
+    /// the handler also gets here, with `Next::RetryAt`: the message shows
+    /// `retrying` while the broker's retry tier holds it. Errors at the claim
+    /// or the commit never get here; they wait in a tier without a record.
     async fn on_failure(
         &self,
         ctx: &Context<'_>,
