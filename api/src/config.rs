@@ -44,7 +44,7 @@ impl Config {
             database_url: env.required("DATABASE_URL")?,
             database_max_connections: env.or("DATABASE_MAX_CONNECTIONS", 16)?,
             redis_url: env.required("REDIS_URL")?,
-            amqp_url: env.required("AMQP_URL")?,
+            amqp_url: broker_config::connection::amqp_url(env)?,
             jwt_secret: env.strong_secret("JWT_SECRET", 32)?,
             access_token_ttl,
             refresh_token_ttl: env

@@ -24,9 +24,40 @@ pub fn addresses(urls: &str) -> Vec<&str> {
         .collect()
 }
 
+/// Checks an `AMQP_URL` at start-up: at least one node, each an `amqp://`
+/// or `amqps://` URL. The reason never repeats the value (it holds the
+/// password).
+pub fn check_urls(urls: &str) -> Result<(), String> {
+    let nodes = addresses(urls);
+    if nodes.is_empty() {
+        return Err("names no broker".into());
+    }
+    for (i, node) in nodes.iter().enumerate() {
+        if node.parse::<lapin::uri::AMQPUri>().is_err() {
+            return Err(format!(
+                "node {} of {} is not an amqp:// or amqps:// URL",
+                i + 1,
+                nodes.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `AMQP_URL` from `env`: required, and refused at start-up with a clear
+/// error when it names no usable broker (see [`check_urls`]).
+pub fn amqp_url(env: &platform::Env) -> Result<String, platform::ConfigError> {
+    let urls: String = env.required("AMQP_URL")?;
+    check_urls(&urls).map_err(|reason| platform::ConfigError::Invalid {
+        name: "AMQP_URL".into(),
+        reason,
+    })?;
+    Ok(urls)
+}
+
 /// The order to try `n` nodes in, starting at `first`.
 fn rotation(n: usize, first: usize) -> impl Iterator<Item = usize> {
-    (0..n).map(move |i| (first + i) % n.max(1))
+    (0..n).map(move |i| (first + i) % n)
 }
 
 /// Connects once, to the first node of the list that answers.
@@ -98,5 +129,13 @@ mod tests {
         assert_eq!(rotation(3, 3).collect::<Vec<_>>(), vec![0, 1, 2]);
         assert_eq!(rotation(1, 7).collect::<Vec<_>>(), vec![0]);
         assert_eq!(rotation(0, 2).count(), 0);
+    }
+
+    #[test]
+    fn a_bad_list_is_named_without_its_password() {
+        assert!(check_urls("amqp://u:p@a:5672/%2f,amqp://b/%2f").is_ok());
+        assert_eq!(check_urls(" , ").unwrap_err(), "names no broker");
+        let bad = check_urls("amqp://u:secret@a/%2f,http://u:secret@b/").unwrap_err();
+        assert_eq!(bad, "node 2 of 2 is not an amqp:// or amqps:// URL");
     }
 }

@@ -72,6 +72,20 @@ impl Failure {
     }
 }
 
+impl Failure {
+    /// A database error of a handler: data the database refuses (SQLSTATE
+    /// classes 22 and 23) is refused on every try, so it fails for good at
+    /// once; anything else is worth trying again.
+    pub fn from_db(e: sqlx::Error) -> Self {
+        match e.as_database_error().and_then(|d| d.code()) {
+            Some(code) if code.starts_with("22") || code.starts_with("23") => {
+                Failure::permanent(format!("refused by the database: {e}"))
+            }
+            _ => Failure::from(e),
+        }
+    }
+}
+
 impl From<sqlx::Error> for Failure {
     fn from(e: sqlx::Error) -> Self {
         Failure::retryable(format!("database: {e}"))
@@ -197,11 +211,13 @@ pub trait Handler: Send + Sync + 'static {
     /// Whether a delivery that can be retried waits in place, holding its
     /// ordering lane (and staying unacked), instead of going to a retry
     /// tier: a later delivery of the same key is then never handled before
-    /// it. Meant for a single-active-consumer queue, whose order a retry
-    /// tier would break. A delivery that fails for good still goes to the
-    /// dead-letter queue, and its key goes on.
+    /// it. A delivery that fails for good still goes to the dead-letter
+    /// queue, and its key goes on. By default, exactly the queues the
+    /// topology gives a single active consumer, whose order a retry tier
+    /// would break (and whose consumer must not be cancelled before its
+    /// channel closes).
     fn waits_in_place(&self) -> bool {
-        false
+        topology::single_active(self.queue())
     }
 
     /// Called after a transaction of this handler committed (`handle`'s or

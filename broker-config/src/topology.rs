@@ -68,6 +68,13 @@ pub const INBOUND: WorkQueue = WorkQueue {
 
 pub const WORK_QUEUES: [WorkQueue; 4] = [TG_DELIVERY, AUTHZ_FANOUT, ALERTS, INBOUND];
 
+/// Whether the work queue `name` has a single active consumer.
+pub fn single_active(name: &str) -> bool {
+    WORK_QUEUES
+        .iter()
+        .any(|q| q.name == name && q.single_active)
+}
+
 /// AMQP header carrying an event's position in the realtime stream: drawn
 /// by the relay from `event_stream_seq` in publish order, so it rises along
 /// every queue the relay feeds.

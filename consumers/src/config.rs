@@ -80,6 +80,7 @@ impl Config {
                 reason: "must be at least 1".into(),
             });
         }
+        let default_retry = broker_config::RetryPolicy::default();
         let retry = broker_config::RetryPolicy {
             schedule: match env.optional::<String>("RETRY_SCHEDULE")? {
                 Some(text) => broker_config::retry::parse_schedule(&text).map_err(|reason| {
@@ -88,10 +89,10 @@ impl Config {
                         reason,
                     }
                 })?,
-                None => broker_config::RetryPolicy::default().schedule,
+                None => default_retry.schedule,
             },
-            max_attempts: env.or("RETRY_MAX_ATTEMPTS", 8u32)?,
-            jitter: env.or("RETRY_JITTER", 0.1f64)?,
+            max_attempts: env.or("RETRY_MAX_ATTEMPTS", default_retry.max_attempts)?,
+            jitter: env.or("RETRY_JITTER", default_retry.jitter)?,
         };
         if retry.max_attempts < 1 || !(0.0..=1.0).contains(&retry.jitter) {
             return Err(ConfigError::Invalid {
@@ -111,7 +112,7 @@ impl Config {
             retry_clock_scale,
             database_url: env.required("DATABASE_URL")?,
             database_max_connections: env.or("DATABASE_MAX_CONNECTIONS", 40)?,
-            amqp_url: env.required("AMQP_URL")?,
+            amqp_url: broker_config::connection::amqp_url(env)?,
             redis_url: env.optional("REDIS_URL")?,
             metrics_port: env.or("METRICS_PORT", 9090)?,
             metrics_bind: env.metrics_bind()?,

@@ -51,11 +51,8 @@ impl Handler for Inbound {
         }
     }
 
-    /// An update that cannot be stored yet (the database is away) holds its
-    /// chat's later updates back, rather than letting them overtake it.
-    fn waits_in_place(&self) -> bool {
-        true
-    }
+    // `waits_in_place` comes from the queue's single active consumer: an
+    // update that cannot be stored yet holds its chat's later updates back.
 
     async fn handle(
         &self,
@@ -68,17 +65,9 @@ impl Handler for Inbound {
                 ctx.envelope.event_type()
             )));
         };
-        store(update, tx).await.map_err(|e| {
-            // Data the database refuses (classes 22 and 23) is refused on
-            // every try: it goes to the dead-letter queue at once rather
-            // than hold its chat through the whole retry schedule.
-            match e.as_database_error().and_then(|d| d.code()) {
-                Some(code) if code.starts_with("22") || code.starts_with("23") => {
-                    Failure::permanent(format!("update cannot be stored: {e}"))
-                }
-                _ => Failure::from(e),
-            }
-        })?;
+        // Refused data goes to the dead-letter queue at once rather than
+        // hold its chat through the whole retry schedule.
+        store(update, tx).await.map_err(Failure::from_db)?;
         Ok(())
     }
 }

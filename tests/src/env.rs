@@ -236,11 +236,7 @@ impl TestEnv {
     /// The `AMQP_URL` the processes get: this test's vhost, or what
     /// `set_for_all` put in its place (the nodes of a cluster).
     pub fn processes_amqp_url(&self) -> String {
-        self.extra_env
-            .iter()
-            .rev()
-            .find(|(k, _)| k == "AMQP_URL")
-            .map_or_else(|| self.amqp_url(), |(_, v)| v.clone())
+        self.base_env()["AMQP_URL"].clone()
     }
 
     /// Sets `name` for every process started from now on.

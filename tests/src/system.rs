@@ -451,36 +451,55 @@ impl System {
 impl TestEnv {
     /// Waits until at least `n` inbound messages are stored; returns how many.
     pub async fn wait_inbound_stored(&self, n: i64, timeout: Duration) -> i64 {
-        let pool = self.pool.clone();
-        wait_for("the inbound messages to be stored", timeout, || {
-            let pool = pool.clone();
-            async move {
-                let stored: i64 =
-                    sqlx::query_scalar("SELECT count(*) FROM messages WHERE direction = 'in'")
-                        .fetch_one(&pool)
-                        .await
-                        .ok()?;
-                (stored >= n).then_some(stored)
-            }
-        })
+        self.wait_count(
+            "the inbound messages to be stored",
+            "SELECT count(*) FROM messages WHERE direction = 'in'",
+            timeout,
+            |stored| stored >= n,
+        )
         .await
     }
 
     /// Waits until no outbox row is pending.
     pub async fn wait_outbox_drained(&self, timeout: Duration) {
+        self.wait_count(
+            "the outbox to drain",
+            "SELECT count(*) FROM outbox WHERE status = 'pending'",
+            timeout,
+            |pending| pending == 0,
+        )
+        .await;
+    }
+
+    /// Waits until the broker counts `n` consumers on `queue` (its
+    /// management statistics lag by up to 5 s).
+    pub async fn wait_consumers(&self, queue: &str, n: i64) {
+        wait_for(
+            &format!("{n} consumers on {queue}"),
+            Duration::from_secs(20),
+            || async move { (self.queue(queue).await?["consumers"].as_i64()? == n).then_some(()) },
+        )
+        .await;
+    }
+
+    /// Waits until the count `sql` returns passes `done`; returns it then.
+    pub async fn wait_count(
+        &self,
+        what: &str,
+        sql: &'static str,
+        timeout: Duration,
+        done: impl Fn(i64) -> bool,
+    ) -> i64 {
         let pool = self.pool.clone();
-        wait_for("the outbox to drain", timeout, || {
+        let done = &done;
+        wait_for(what, timeout, || {
             let pool = pool.clone();
             async move {
-                let n: i64 =
-                    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE status = 'pending'")
-                        .fetch_one(&pool)
-                        .await
-                        .ok()?;
-                (n == 0).then_some(())
+                let n: i64 = sqlx::query_scalar(sql).fetch_one(&pool).await.ok()?;
+                done(n).then_some(n)
             }
         })
-        .await;
+        .await
     }
 }
 

@@ -120,7 +120,7 @@ impl Config {
             sandbox_token,
             backend,
             data_dir: env.required("DATA_DIR")?,
-            amqp_url: env.secret("AMQP_URL")?,
+            amqp_url: SecretString::from(broker_config::connection::amqp_url(env)?),
             budgets: BudgetConfig {
                 chat_rate_per_sec: rate(env, "TG_CHAT_RATE_PER_SEC", defaults.chat_rate_per_sec)?,
                 chat_burst: burst(env, "TG_CHAT_BURST", defaults.chat_burst)?,

@@ -31,6 +31,8 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         Command::Declare { amqp_url } => {
+            broker_config::connection::check_urls(&amqp_url)
+                .map_err(|reason| anyhow::anyhow!("AMQP_URL has an invalid value: {reason}"))?;
             let conn = broker_config::connection::connect(&amqp_url, "fastprep-broker").await?;
             let channel = conn.create_channel().await?;
             broker_config::topology::declare(&channel, &broker_config::topology::topology())

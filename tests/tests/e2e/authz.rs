@@ -199,6 +199,7 @@ async fn fanout_reaches_every_holder_of_a_role() {
     // Two instances share the fan-out; each event is fanned out once.
     let fanout = env.start_consumer("authz-fanout", None, &[]).await;
     let other = env.start_consumer("authz-fanout", None, &[]).await;
+    env.wait_consumers("authz-fanout", 2).await;
     let admin = env.admin_session(&api.url).await.access;
     let role = env
         .create_role(&api.url, &admin, "team", &["inbox.read_all"])
@@ -290,29 +291,42 @@ async fn fanout_reaches_every_holder_of_a_role() {
         processed >= 4,
         "role.created, hand-written, permissions_changed and user events"
     );
-    // Let the last events settle, then count what each instance acked.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut handled = 0.0;
-    for instance in [&fanout, &other] {
-        let metrics = env.http.text(&instance.metrics_url).await;
-        assert!(metrics.contains("consumer_messages_total"), "{metrics}");
-        handled += crate::metrics::sample(
-            &metrics,
-            "consumer_messages_total",
-            &[("queue", "authz-fanout"), ("outcome", "ack")],
-        )
-        .unwrap_or(0.0);
-    }
-    // Acked once each, by one instance or the other.
-    let claimed: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM processed_messages WHERE consumer = 'authz-fanout'",
+    // Every claimed event acked once, by one instance or the other; none
+    // reached both (the second would count as a duplicate).
+    let both = [&fanout, &other];
+    let count = |outcome: &'static str| {
+        let env = &env;
+        async move {
+            let mut total = 0.0;
+            for instance in both {
+                total += crate::metrics::handled(env, instance, "authz-fanout", outcome).await;
+            }
+            total
+        }
+    };
+    wait_for(
+        "every claimed event acked",
+        Duration::from_secs(10),
+        || async {
+            let claimed: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM processed_messages WHERE consumer = 'authz-fanout'",
+            )
+            .fetch_one(&env.pool)
+            .await
+            .ok()?;
+            #[allow(clippy::cast_precision_loss)]
+            let claimed = claimed as f64;
+            (count("ack").await == claimed).then_some(())
+        },
     )
-    .fetch_one(&env.pool)
-    .await
-    .unwrap();
-    #[allow(clippy::cast_precision_loss)]
-    let claimed = claimed as f64;
-    assert_eq!(handled, claimed, "every event handled once across both");
+    .await;
+    assert_eq!(
+        count("duplicate").await,
+        0.0,
+        "an event reached both instances"
+    );
+    let metrics = env.http.text(&fanout.metrics_url).await;
+    assert!(metrics.contains("consumer_messages_total"), "{metrics}");
     env.cleanup().await;
 }
 

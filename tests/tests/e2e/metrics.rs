@@ -15,6 +15,23 @@ use fastprep_tests::{
 };
 use reqwest::StatusCode;
 
+/// Deliveries of `queue` that `instance` counted with `outcome`
+/// (`consumer_messages_total`), scraped now; 0 when it counted none.
+pub async fn handled(
+    env: &fastprep_tests::TestEnv,
+    instance: &fastprep_tests::system::Started,
+    queue: &str,
+    outcome: &str,
+) -> f64 {
+    let text = env.http.text(&instance.metrics_url).await;
+    sample(
+        &text,
+        "consumer_messages_total",
+        &[("queue", queue), ("outcome", outcome)],
+    )
+    .unwrap_or(0.0)
+}
+
 /// The value of `name` with every given label, summed over other labels.
 /// A histogram's `_count` falls back to its +Inf bucket when the parser
 /// kept the histogram whole.

@@ -60,27 +60,20 @@ fn text(chat: i64, i: usize) -> String {
     format!("chat {chat} reply {i:02}")
 }
 
-/// Replies marked `sent` so far.
-async fn sent_count(pool: &sqlx::PgPool) -> Option<i64> {
-    sqlx::query_scalar("SELECT count(*) FROM messages WHERE direction = 'out' AND status = 'sent'")
-        .fetch_one(pool)
-        .await
-        .ok()
-}
-
-/// Waits until `sent_count` passes `test`; returns the count then.
+/// Waits until the count of replies marked `sent` passes `test`; returns
+/// the count then.
 async fn wait_sent(
     env: &TestEnv,
     what: &str,
     timeout: Duration,
     test: impl Fn(i64) -> bool,
 ) -> i64 {
-    let pool = env.pool.clone();
-    wait_for(what, timeout, || {
-        let pool = pool.clone();
-        let ok = &test;
-        async move { sent_count(&pool).await.filter(|n| ok(*n)) }
-    })
+    env.wait_count(
+        what,
+        "SELECT count(*) FROM messages WHERE direction = 'out' AND status = 'sent'",
+        timeout,
+        test,
+    )
     .await
 }
 
@@ -342,16 +335,6 @@ async fn inbound_orders(env: &TestEnv, chat: i64) -> (Vec<i64>, Vec<i64>) {
     (stored, announced)
 }
 
-/// Waits until the broker counts `n` consumers on `queue`.
-async fn wait_consumers(env: &TestEnv, queue: &str, n: i64) {
-    wait_for(
-        &format!("{n} consumers on {queue}"),
-        Duration::from_secs(20),
-        || async move { (env.queue(queue).await?["consumers"].as_i64()? == n).then_some(()) },
-    )
-    .await;
-}
-
 /// Two inbound instances; the active one's database link is cut for a
 /// second and heals, is cut again, and the instance is stopped with
 /// `signal` while it holds updates it could not store. Every chat's
@@ -368,9 +351,9 @@ async fn inbound_order_through_a_cut_and_a_stop(signal: &str, first_chat: i64) {
     let mut first_env = knobs.clone();
     first_env.push(("DATABASE_URL", via));
     let first = env.start_consumer("inbound", None, &first_env).await;
-    wait_consumers(&env, "inbound", 1).await;
+    env.wait_consumers("inbound", 1).await;
     let second = env.start_consumer("inbound", None, &knobs).await;
-    wait_consumers(&env, "inbound", 2).await;
+    env.wait_consumers("inbound", 2).await;
     let total = CHATS * PER_CHAT;
     let first_pid = env.proc(first.idx).pid().expect("first instance runs");
     // Every chat writes one message each 80 ms, all chats at once: about
@@ -395,14 +378,8 @@ async fn inbound_order_through_a_cut_and_a_stop(signal: &str, first_chat: i64) {
         link.cut();
         tokio::time::sleep(Duration::from_millis(300)).await;
         // The cuts met the active instance: it waited in place.
-        let metrics = env.http.text(&first.metrics_url).await;
-        let waited = crate::metrics::sample(
-            &metrics,
-            "consumer_messages_total",
-            &[("queue", "inbound"), ("outcome", "retry")],
-        )
-        .unwrap_or(0.0);
-        assert!(waited > 0.0, "the first instance never waited: {metrics}");
+        let waited = crate::metrics::handled(&env, &first, "inbound", "retry").await;
+        assert!(waited > 0.0, "the first instance never waited");
         let stopped = std::process::Command::new("kill")
             .args([signal, &first_pid.to_string()])
             .status()
@@ -411,15 +388,16 @@ async fn inbound_order_through_a_cut_and_a_stop(signal: &str, first_chat: i64) {
     };
     tokio::join!(writing, chaos);
     // Stopped for good, even while its database was away.
-    let first_proc = env.proc(first.idx);
-    let exited = (0..100).any(|_| {
-        std::thread::sleep(Duration::from_millis(50));
-        first_proc.exited().is_some()
-    });
-    assert!(
-        exited,
-        "the first instance did not stop within 5 s of {signal}"
-    );
+    let first_idx = first.idx;
+    wait_for(
+        &format!("the first instance to stop on {signal}"),
+        Duration::from_secs(5),
+        || {
+            let exited = env.proc(first_idx).exited();
+            async move { exited.map(|_| ()) }
+        },
+    )
+    .await;
     env.wait_inbound_stored(total, Duration::from_secs(60))
         .await;
     let expected: Vec<i64> = (1..=PER_CHAT).collect();
@@ -428,13 +406,7 @@ async fn inbound_order_through_a_cut_and_a_stop(signal: &str, first_chat: i64) {
         assert_eq!(stored, expected, "chat {chat}: stored out of order");
         assert_eq!(announced, expected, "chat {chat}: announced out of order");
     }
-    let text = env.http.text(&second.metrics_url).await;
-    let taken = crate::metrics::sample(
-        &text,
-        "consumer_messages_total",
-        &[("queue", "inbound"), ("outcome", "ack")],
-    )
-    .unwrap_or(0.0);
+    let taken = crate::metrics::handled(&env, &second, "inbound", "ack").await;
     assert!(taken > 0.0, "the second instance took over nothing");
     env.cleanup().await;
 }

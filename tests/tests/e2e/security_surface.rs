@@ -456,3 +456,26 @@ async fn the_adapter_token_does_not_open_the_sandbox_nor_the_reverse() {
     );
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_broker_list_with_a_bad_node_is_refused_at_start_without_echoing_it() {
+    let mut env = TestEnv::new().await;
+    let bad = format!("{},http://guest:s3cret-node@127.0.0.1:1/", env.amqp_url());
+    for (bin, args) in [
+        ("fastprep-api", &["serve"][..]),
+        ("fastprep-consumers", &["inbound"][..]),
+    ] {
+        let (code, logs) =
+            refused_at_start(&mut env, bin, args, &[("AMQP_URL", bad.clone())]).await;
+        assert_ne!(code, 0, "{bin} started with a bad AMQP_URL");
+        assert!(
+            logs.contains("AMQP_URL") && logs.contains("node 2 of 2"),
+            "{bin} did not name the bad node\n{logs}"
+        );
+        assert!(
+            !logs.contains("s3cret-node"),
+            "{bin} echoed the value\n{logs}"
+        );
+    }
+    env.cleanup().await;
+}
