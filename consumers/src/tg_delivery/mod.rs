@@ -232,6 +232,31 @@ async fn read_turn(
     .await
 }
 
+/// Drops the scheduled retries of `msg` still to come: the message was
+/// tried earlier than they are due (a duplicate or replayed event), and is
+/// now finished or scheduled afresh. Left in place, a due-later row of the
+/// message's aggregate would hold back every event written after it (its
+/// `sent` status among them) until its time.
+async fn drop_scheduled_retries(
+    conn: &mut PgConnection,
+    msg: &MessageOutgoing,
+) -> Result<(), sqlx::Error> {
+    let dropped = sqlx::query(
+        "DELETE FROM outbox
+         WHERE aggregate_type = 'message' AND aggregate_id = $1 AND status = 'pending'
+           AND event_type = $2 AND scheduled_at > now()",
+    )
+    .bind(msg.message_id.to_string())
+    .bind(broker_config::events::types::MESSAGE_OUTGOING)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    if dropped > 0 {
+        tracing::info!(message_id = %msg.message_id, dropped, "tried before its scheduled retry; the retry is dropped");
+    }
+    Ok(())
+}
+
 /// Hands the chat's turn on once `msg` is finished (sent or failed for
 /// good): when the next unfinished reply of the conversation is held, it is
 /// released with a `resend` event. A next reply that is not held has its
@@ -396,9 +421,14 @@ impl Handler for TgDelivery {
             .await?;
             attempts = 0;
         }
-        // (A `retrying` reply is tried whenever an event for it comes: its
-        // scheduled one at its time, or earlier a replay or a broker retry;
-        // an early try that meets the same wait schedules it again.)
+        // A `retrying` reply is tried whenever an event for it comes: its
+        // scheduled one at its time, or earlier a replay or a broker retry.
+        // An early try supersedes the scheduled one (which would otherwise
+        // hold back the try's own status events until its time); a try
+        // that meets the same wait schedules it again.
+        if turn.status == DeliveryStatus::Retrying.as_str() {
+            drop_scheduled_retries(tx, msg).await?;
+        }
         if turn.behind {
             sqlx::query("UPDATE messages SET held = true WHERE id = $1")
                 .bind(msg.message_id)
@@ -467,6 +497,9 @@ impl Handler for TgDelivery {
             return Ok(());
         };
         take_turn(tx, msg.tg_chat_id).await?;
+        // Failed for good, or retried by the broker's tier: a retry the
+        // handler scheduled earlier is not wanted either way.
+        drop_scheduled_retries(tx, msg).await?;
         let (status, retry_at) = match next {
             Next::RetryAt(at) => (DeliveryStatus::Retrying, Some(at)),
             Next::DeadLetter => (DeliveryStatus::Failed, None),

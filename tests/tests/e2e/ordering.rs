@@ -311,6 +311,101 @@ async fn an_operator_gives_up_on_a_waiting_reply_and_the_chat_goes_on() {
     env.cleanup().await;
 }
 
+/// A waiting reply tried before its time (a duplicate of its event, as a
+/// re-publish or a replay brings) and sent: its scheduled retry is dropped,
+/// so its `sent` status goes out at once rather than behind that retry, an
+/// hour later; and it is sent once.
+#[tokio::test]
+async fn a_waiting_reply_sent_early_drops_its_scheduled_retry_and_shows_sent_at_once() {
+    let mut env = TestEnv::new().await;
+    let sys = env.start_system().await;
+    let chats = chats(&env, &sys, 735_000, 1).await;
+    env.set_faults(
+        &sys.adapter,
+        json!({"fail_next": 1, "mode": "flood_wait", "retry_after": 3600}),
+    )
+    .await;
+    let reply = env.reply(&sys, &chats[0].1, "early", "se-1").await;
+    let id = reply["id"].as_str().unwrap().to_owned();
+    env.wait_status(&id, "retrying", Duration::from_secs(20))
+        .await;
+    let scheduled: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE aggregate_id = $1 AND status = 'pending'
+           AND event_type = 'message.outgoing.v1' AND scheduled_at > now() + interval '50 minutes'",
+    )
+    .bind(&id)
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(scheduled, 1, "the retry waits an hour");
+    // The reply's event again, under an id of its own.
+    let (payload, occurred_at): (String, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
+        "SELECT payload::text, created_at FROM outbox
+         WHERE aggregate_id = $1 AND event_type = 'message.outgoing.v1' ORDER BY id LIMIT 1",
+    )
+    .bind(&id)
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    let event_id = uuid::Uuid::new_v4().to_string();
+    let body = json!({
+        "id": event_id,
+        "type": "message.outgoing.v1",
+        "occurred_at": occurred_at,
+        "aggregate_type": "message",
+        "aggregate_id": id,
+        "data": serde_json::from_str::<serde_json::Value>(&payload).unwrap(),
+    });
+    let conn = env.broker().await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    ch.basic_publish(
+        "fastprep.events".into(),
+        "message.outgoing.v1".into(),
+        lapin::options::BasicPublishOptions::default(),
+        &serde_json::to_vec(&body).unwrap(),
+        lapin::BasicProperties::default().with_message_id(event_id.into()),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    env.wait_status(&id, "sent", Duration::from_secs(20)).await;
+    // Its `sent` status is published, not held behind the hour-long retry.
+    let pool = env.pool.clone();
+    wait_for("the sent status published", Duration::from_secs(10), || {
+        let pool = pool.clone();
+        let id = id.clone();
+        async move {
+            let published: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM outbox WHERE aggregate_id = $1
+                   AND event_type = 'message.status.v1' AND payload->>'status' = 'sent'
+                   AND status = 'done')",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+            published.then_some(())
+        }
+    })
+    .await;
+    let pending: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE aggregate_id = $1 AND status = 'pending'",
+    )
+    .bind(&id)
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(pending, 0, "nothing of the reply is left to publish");
+    let arrived = env.arrivals(&sys.adapter).await;
+    assert_eq!(arrived[&chats[0].0], vec!["early"]);
+    let _ = conn.close(200, "bye".into()).await;
+    env.cleanup().await;
+}
+
 /// Each chat's inbound messages as stored: Telegram ids in the inbox's
 /// order, and in the order of their `message.received.v1` rows.
 async fn inbound_orders(env: &TestEnv, chat: i64) -> (Vec<i64>, Vec<i64>) {
