@@ -20,9 +20,10 @@ use fred::{
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
 use tower_http::{
     cors::{AllowOrigin, CorsLayer},
-    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
     trace::TraceLayer,
 };
 
@@ -203,19 +204,41 @@ pub fn router(state: AppState, config: &Config, metrics: http_metrics::HttpMetri
         .allow_origin(AllowOrigin::list(origins))
         .allow_methods(tower_http::cors::Any)
         .allow_headers(tower_http::cors::Any);
-    Router::new()
-        .nest("/api", api)
+    // The duration metric needs the matched route, so it wraps each route
+    // (and the fallback). Everything else wraps the router once, outside
+    // it: a layer given to `Router::layer` is stacked onto every route, and
+    // each `from_fn` in such a stack clones all that it wraps on every
+    // request.
+    let routes = api
         .layer(middleware::from_fn_with_state(
             metrics,
             http_metrics::record,
         ))
-        .layer(middleware::from_fn(error::error_envelope))
-        .layer(cors)
+        .with_state(state);
+    let app = ServiceBuilder::new()
+        .map_request(drop_unusable_request_id)
+        .layer(SetRequestIdLayer::new(request_id.clone(), RandomRequestId))
+        .layer(PropagateRequestIdLayer::new(request_id))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-        .layer(middleware::from_fn(drop_unusable_request_id))
-        .with_state(state)
+        .layer(cors)
+        .layer(middleware::from_fn(error::error_envelope))
+        .service(routes);
+    Router::new().fallback_service(app)
+}
+
+/// A random UUID (v4) for each request without a usable id of its own,
+/// drawn from the thread's generator: `MakeRequestUuid` asks the kernel for
+/// every one, a system call per request.
+#[derive(Clone, Copy)]
+struct RandomRequestId;
+
+impl MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+        axum::http::HeaderValue::from_str(&id.to_string())
+            .ok()
+            .map(RequestId::new)
+    }
 }
 
 /// Longest client-chosen request id kept.
@@ -224,10 +247,7 @@ const MAX_REQUEST_ID: usize = 64;
 /// A client's `x-request-id` is kept only when it is short and plain (1 to
 /// 64 of `A-Z a-z 0-9 . _ - :`); otherwise it is dropped and a fresh one is
 /// made, so answers and logs never carry what a client smuggled in.
-async fn drop_unusable_request_id(
-    mut req: axum::extract::Request,
-    next: middleware::Next,
-) -> axum::response::Response {
+fn drop_unusable_request_id(mut req: axum::extract::Request) -> axum::extract::Request {
     let usable = |v: &axum::http::HeaderValue| {
         let b = v.as_bytes();
         (1..=MAX_REQUEST_ID).contains(&b.len())
@@ -245,7 +265,7 @@ async fn drop_unusable_request_id(
     if !keep {
         headers.remove("x-request-id");
     }
-    next.run(req).await
+    req
 }
 
 /// The span of one request, a child of the caller's `traceparent` if any.

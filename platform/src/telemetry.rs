@@ -118,7 +118,14 @@ fn init_tracing(service: &'static str, tracer: Option<&SdkTracerProvider>) {
             .with_filter(filter)
             .boxed()
     } else {
-        tracing_subscriber::fmt::layer().with_filter(filter).boxed()
+        // Colours only for a person at a terminal: a log file or a platform's
+        // log drain gets plain text (and no formatting cost per span).
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout())
+            && std::env::var_os("NO_COLOR").is_none();
+        tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_filter(filter)
+            .boxed()
     };
     // Spans are exported whatever RUST_LOG says of the logs: the project's
     // own spans, at info.

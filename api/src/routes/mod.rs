@@ -182,7 +182,9 @@ pub fn template(path: &str) -> Option<&'static str> {
     })
 }
 
-/// The routes under `/api`, each behind the PEP with its declared access.
+/// The routes, each at `/api` + its path (one router, no nesting: a nested
+/// router is one more routing and clone per request) and behind the PEP
+/// with its declared access.
 pub fn router(state: &AppState) -> Router<AppState> {
     routes().into_iter().fold(Router::new(), |router, r| {
         let st = state.clone();
@@ -192,7 +194,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
                 pep::enforce(st.clone(), access, req, next)
             },
         ));
-        router.route(r.spec.path, guarded)
+        router.route(&format!("/api{}", r.spec.path), guarded)
     })
 }
 

@@ -1,11 +1,15 @@
 //! `fastprep-bench scale`: (a) replies delivered to the sandbox per second
 //! with 1, 2 and 4 tg-delivery instances (the adapter's send budgets raised
 //! out of the way); (b) raw confirmed publishing and the relay's drain
-//! against a three-node RabbitMQ cluster (`scripts/cluster`), alternating.
+//! against a three-node RabbitMQ cluster (`scripts/cluster`), alternating;
+//! (c) inbound updates stored per second by one active inbound instance
+//! (a second one standing by, ADR 0012).
 
 use std::time::{Duration, Instant};
 
 use fastprep_tests::{TestEnv, cluster};
+use futures::{StreamExt, stream::FuturesUnordered};
+use lapin::{BasicProperties, options::*};
 use serde_json::{Value, json};
 
 use super::{percentile, raw_publish, relay_drain};
@@ -51,6 +55,99 @@ async fn sent(env: &TestEnv) -> i64 {
         .fetch_one(&env.pool)
         .await
         .unwrap()
+}
+
+/// Publishes `n` Telegram updates over `chats` chats to the events
+/// exchange, confirmed, as the adapter publishes them.
+async fn publish_updates(env: &TestEnv, n: usize, chats: usize) {
+    let conn = broker_config::connection::connect(&env.processes_amqp_url(), "bench-inbound")
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    broker_config::topology::declare(&ch, &broker_config::topology::topology())
+        .await
+        .unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let mut in_flight = FuturesUnordered::new();
+    for i in 0..n {
+        let chat = 950_000 + (i % chats) as i64;
+        let id = uuid::Uuid::now_v7();
+        let body = serde_json::to_vec(&json!({
+            "id": id, "type": "tg.update.received.v1", "occurred_at": chrono::Utc::now(),
+            "aggregate_type": "tg_chat", "aggregate_id": chat.to_string(),
+            "data": {"chat": {"id": chat, "kind": "private"},
+                     "sender": {"id": chat, "first_name": "Student"},
+                     "tg_message_id": i as i64 + 1, "date": chrono::Utc::now(),
+                     "text": "Hello, when is the next SAT practice test?"}
+        }))
+        .unwrap();
+        if in_flight.len() >= 1_000 {
+            let c: Result<lapin::Confirmation, _> = in_flight.next().await.unwrap();
+            assert!(c.unwrap().is_ack());
+        }
+        in_flight.push(
+            ch.basic_publish(
+                "fastprep.events".into(),
+                "tg.update.received.v1".into(),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_message_id(id.to_string().into())
+                    .with_content_type("application/json".into()),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    while let Some(c) = in_flight.next().await {
+        assert!(c.unwrap().is_ack());
+    }
+    let _ = conn.close(200, "bye".into()).await;
+}
+
+/// (c) `n` updates queued while no inbound instance runs, then stored by
+/// one active instance with one standing by.
+async fn inbound(n: usize, chats: usize) -> Value {
+    let mut env = TestEnv::new().await;
+    publish_updates(&env, n, chats).await;
+    let first = env.start_consumer("inbound", None, &[]).await;
+    let second = env.start_consumer("inbound", None, &[]).await;
+    let cpu_before: f64 = [&first, &second]
+        .iter()
+        .map(|p| env.proc(p.idx).cpu_seconds().unwrap_or(0.0))
+        .sum();
+    let started = Instant::now();
+    loop {
+        let stored: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM messages WHERE direction = 'in'")
+                .fetch_one(&env.pool)
+                .await
+                .unwrap();
+        if stored >= n as i64 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "the updates were not stored"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let cpu: f64 = [&first, &second]
+        .iter()
+        .map(|p| env.proc(p.idx).cpu_seconds().unwrap_or(0.0))
+        .sum::<f64>()
+        - cpu_before;
+    let rate = n as f64 / secs;
+    println!(
+        "    one active inbound instance (one standing by): {rate:>6.0} updates/s stored ({secs:.2}s), inbound CPU {:.2} ms per update",
+        cpu / n as f64 * 1e3
+    );
+    env.cleanup().await;
+    json!({"updates": n, "chats": chats, "updates_per_sec": rate, "seconds": secs})
 }
 
 pub async fn run(args: Args) -> Value {
@@ -135,11 +232,18 @@ pub async fn run(args: Args) -> Value {
     );
     env.cleanup().await;
     cluster::finish(&vhost);
+
+    println!(
+        "(c) {} inbound updates over {} chats, queued at once, stored",
+        args.replies, args.chats
+    );
+    let inbound = inbound(args.replies, args.chats).await;
     json!({
         "at": chrono::Utc::now(),
         "replies": args.replies,
         "chats": args.chats,
         "delivery": delivery,
+        "inbound": inbound,
         "cluster": {"events": args.events, "raw_rounds": raws, "relay_rounds": relays,
                      "raw_events_per_sec": raw, "relay_events_per_sec": relay},
     })
