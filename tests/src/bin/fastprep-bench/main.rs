@@ -40,6 +40,16 @@ struct Cli {
     bench: Bench,
 }
 
+/// A count of rounds or runs: a median needs at least one.
+fn at_least_one(raw: &str) -> Result<usize, String> {
+    match raw.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "expected a whole number of at least 1, got `{raw}`"
+        )),
+    }
+}
+
 #[derive(Subcommand)]
 enum Bench {
     /// Relay throughput vs raw publishing, end-to-end latency, memory.
@@ -57,13 +67,13 @@ enum Bench {
         #[arg(long, default_value_t = 50)]
         chats: i64,
         /// Alternating raw/relay rounds of the throughput phases.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, value_parser = at_least_one)]
         rounds: usize,
         /// Aggregates of the few-aggregates drain (rows spread round-robin).
         #[arg(long, default_value_t = 10)]
         aggregates: usize,
         /// Runs of the latency phase and the ramp.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, value_parser = at_least_one)]
         runs: usize,
         /// Rate added per ramp step, replies/s.
         #[arg(long, default_value_t = 100)]
@@ -87,7 +97,7 @@ enum Bench {
         #[arg(long, default_value_t = 8)]
         wrk_seconds: u64,
         /// Alternating nginx/API wrk rounds.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, value_parser = at_least_one)]
         rounds: usize,
         /// Role changes of the fan-out phase.
         #[arg(long, default_value_t = 200)]
