@@ -179,16 +179,7 @@ fn sample_payload(i: usize) -> serde_json::Value {
 /// (a) Raw lapin: publish `n` envelopes to the tg-delivery quorum queue with
 /// pipelined confirms (a sliding window of outstanding confirms).
 async fn raw_publish(env: &TestEnv, n: usize) -> f64 {
-    let conn = broker_config::connection::connect(&env.processes_amqp_url(), "bench-raw")
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    broker_config::topology::declare(&ch, &broker_config::topology::topology())
-        .await
-        .unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
+    let (conn, ch) = confirm_channel(env, "bench-raw").await;
     let bodies: Vec<Vec<u8>> = (0..n)
         .map(|i| {
             serde_json::to_vec(&json!({
@@ -230,6 +221,21 @@ async fn raw_publish(env: &TestEnv, n: usize) -> f64 {
         .unwrap();
     let _ = conn.close(200, "bye".into()).await;
     rate
+}
+
+/// A confirm-mode channel to the processes' broker, the topology declared.
+async fn confirm_channel(env: &TestEnv, name: &str) -> (lapin::Connection, lapin::Channel) {
+    let conn = broker_config::connection::connect(&env.processes_amqp_url(), name)
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    broker_config::topology::declare(&ch, &broker_config::topology::topology())
+        .await
+        .unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    (conn, ch)
 }
 
 /// (b) The relay draining `n` outbox rows committed in one transaction,

@@ -12,7 +12,7 @@ use futures::{StreamExt, stream::FuturesUnordered};
 use lapin::{BasicProperties, options::*};
 use serde_json::{Value, json};
 
-use super::{percentile, raw_publish, relay_drain};
+use super::{confirm_channel, percentile, raw_publish, relay_drain};
 
 pub struct Args {
     pub replies: usize,
@@ -60,16 +60,7 @@ async fn sent(env: &TestEnv) -> i64 {
 /// Publishes `n` Telegram updates over `chats` chats to the events
 /// exchange, confirmed, as the adapter publishes them.
 async fn publish_updates(env: &TestEnv, n: usize, chats: usize) {
-    let conn = broker_config::connection::connect(&env.processes_amqp_url(), "bench-inbound")
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    broker_config::topology::declare(&ch, &broker_config::topology::topology())
-        .await
-        .unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
+    let (conn, ch) = confirm_channel(env, "bench-inbound").await;
     let mut in_flight = FuturesUnordered::new();
     for i in 0..n {
         let chat = 950_000 + (i % chats) as i64;
