@@ -33,83 +33,52 @@ impl Envelope {
     }
 }
 
-/// Every event, tagged by its versioned type name. The tag is the AMQP
-/// routing key and `type` property.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "type", content = "data")]
-pub enum Event {
-    #[serde(rename = "message.outgoing.v1")]
-    MessageOutgoing(MessageOutgoing),
-    #[serde(rename = "message.status.v1")]
-    MessageStatus(MessageStatus),
-    #[serde(rename = "message.delivery_failed.v1")]
-    MessageDeliveryFailed(MessageDeliveryFailed),
-    #[serde(rename = "message.received.v1")]
-    MessageReceived(MessageReceived),
-    #[serde(rename = "message.note_added.v1")]
-    MessageNoteAdded(MessageNoteAdded),
-    #[serde(rename = "message.edited.v1")]
-    MessageEdited(MessageEdited),
-    #[serde(rename = "conversation.updated.v1")]
-    ConversationUpdated(ConversationUpdated),
-    #[serde(rename = "authz.role.updated.v1")]
-    AuthzRoleUpdated(AuthzRoleUpdated),
-    #[serde(rename = "authz.user.updated.v1")]
-    AuthzUserUpdated(AuthzUserUpdated),
-    #[serde(rename = "tg.update.received.v1")]
-    TgUpdateReceived(TgUpdateReceived),
-    #[serde(rename = "tg.session.changed.v1")]
-    TgSessionChanged(TgSessionChanged),
+/// Declares [`Event`], its type names in [`types`] and
+/// [`Event::event_type`] from one list: each variant with its payload, its
+/// versioned type name, and the name's constant.
+macro_rules! events {
+    ($( $variant:ident = $name:literal as $constant:ident ),+ $(,)?) => {
+        /// Every event, tagged by its versioned type name. The tag is the
+        /// AMQP routing key and `type` property.
+        #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+        #[serde(tag = "type", content = "data")]
+        pub enum Event {
+            $( #[serde(rename = $name)] $variant($variant) ),+
+        }
+
+        pub mod types {
+            //! Event type names, which are also routing keys.
+            $( pub const $constant: &str = $name; )+
+
+            /// Every type above, for bounded metric labels.
+            pub const ALL: [&str; [$($name),+].len()] = [$($constant),+];
+        }
+
+        impl Event {
+            pub fn event_type(&self) -> &'static str {
+                match self {
+                    $( Event::$variant(_) => types::$constant ),+
+                }
+            }
+        }
+    };
 }
 
-pub mod types {
-    //! Event type names, which are also routing keys.
-    pub const MESSAGE_OUTGOING: &str = "message.outgoing.v1";
-    pub const MESSAGE_STATUS: &str = "message.status.v1";
-    pub const MESSAGE_DELIVERY_FAILED: &str = "message.delivery_failed.v1";
-    pub const MESSAGE_RECEIVED: &str = "message.received.v1";
-    pub const MESSAGE_NOTE_ADDED: &str = "message.note_added.v1";
-    pub const MESSAGE_EDITED: &str = "message.edited.v1";
-    pub const CONVERSATION_UPDATED: &str = "conversation.updated.v1";
-    pub const AUTHZ_ROLE_UPDATED: &str = "authz.role.updated.v1";
-    pub const AUTHZ_USER_UPDATED: &str = "authz.user.updated.v1";
-    pub const TG_UPDATE_RECEIVED: &str = "tg.update.received.v1";
-    pub const TG_SESSION_CHANGED: &str = "tg.session.changed.v1";
-
-    /// Every type above, for bounded metric labels.
-    pub const ALL: [&str; 11] = [
-        MESSAGE_OUTGOING,
-        MESSAGE_STATUS,
-        MESSAGE_DELIVERY_FAILED,
-        MESSAGE_RECEIVED,
-        MESSAGE_NOTE_ADDED,
-        MESSAGE_EDITED,
-        CONVERSATION_UPDATED,
-        AUTHZ_ROLE_UPDATED,
-        AUTHZ_USER_UPDATED,
-        TG_UPDATE_RECEIVED,
-        TG_SESSION_CHANGED,
-    ];
+events! {
+    MessageOutgoing = "message.outgoing.v1" as MESSAGE_OUTGOING,
+    MessageStatus = "message.status.v1" as MESSAGE_STATUS,
+    MessageDeliveryFailed = "message.delivery_failed.v1" as MESSAGE_DELIVERY_FAILED,
+    MessageReceived = "message.received.v1" as MESSAGE_RECEIVED,
+    MessageNoteAdded = "message.note_added.v1" as MESSAGE_NOTE_ADDED,
+    MessageEdited = "message.edited.v1" as MESSAGE_EDITED,
+    ConversationUpdated = "conversation.updated.v1" as CONVERSATION_UPDATED,
+    AuthzRoleUpdated = "authz.role.updated.v1" as AUTHZ_ROLE_UPDATED,
+    AuthzUserUpdated = "authz.user.updated.v1" as AUTHZ_USER_UPDATED,
+    TgUpdateReceived = "tg.update.received.v1" as TG_UPDATE_RECEIVED,
+    TgSessionChanged = "tg.session.changed.v1" as TG_SESSION_CHANGED,
 }
 
 impl Event {
-    pub fn event_type(&self) -> &'static str {
-        use types::*;
-        match self {
-            Event::MessageOutgoing(_) => MESSAGE_OUTGOING,
-            Event::MessageStatus(_) => MESSAGE_STATUS,
-            Event::MessageDeliveryFailed(_) => MESSAGE_DELIVERY_FAILED,
-            Event::MessageReceived(_) => MESSAGE_RECEIVED,
-            Event::MessageNoteAdded(_) => MESSAGE_NOTE_ADDED,
-            Event::MessageEdited(_) => MESSAGE_EDITED,
-            Event::ConversationUpdated(_) => CONVERSATION_UPDATED,
-            Event::AuthzRoleUpdated(_) => AUTHZ_ROLE_UPDATED,
-            Event::AuthzUserUpdated(_) => AUTHZ_USER_UPDATED,
-            Event::TgUpdateReceived(_) => TG_UPDATE_RECEIVED,
-            Event::TgSessionChanged(_) => TG_SESSION_CHANGED,
-        }
-    }
-
     /// The aggregate the event belongs to; events of one aggregate are
     /// published in commit order.
     pub fn aggregate_type(&self) -> &'static str {
@@ -182,26 +151,15 @@ pub struct MessageOutgoing {
     pub resend: bool,
 }
 
-/// Delivery status of an outgoing message, as stored in `messages.status`.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum DeliveryStatus {
-    Queued,
-    Sending,
-    Sent,
-    Retrying,
-    Failed,
-}
-
-impl DeliveryStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryStatus::Queued => "queued",
-            DeliveryStatus::Sending => "sending",
-            DeliveryStatus::Sent => "sent",
-            DeliveryStatus::Retrying => "retrying",
-            DeliveryStatus::Failed => "failed",
-        }
+platform::named_enum! {
+    /// Delivery status of an outgoing message, as stored in `messages.status`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum DeliveryStatus {
+        Queued = "queued",
+        Sending = "sending",
+        Sent = "sent",
+        Retrying = "retrying",
+        Failed = "failed",
     }
 }
 
@@ -362,26 +320,17 @@ pub struct TgUpdateReceived {
     pub edited_at: Option<DateTime<Utc>>,
 }
 
-/// The state of the Telegram account's session (DESIGN §7, `GET /v1/status`).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum SessionState {
-    /// Signed in; sends go out.
-    Authorized,
-    /// Signed out (revoked, expired, never logged in): nothing can be sent
-    /// until someone logs the account in again.
-    NeedsLogin,
-    /// Telegram asked the account to wait until `until`.
-    FloodWait,
-}
-
-impl SessionState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SessionState::Authorized => "authorized",
-            SessionState::NeedsLogin => "needs_login",
-            SessionState::FloodWait => "flood_wait",
-        }
+platform::named_enum! {
+    /// The state of the Telegram account's session (DESIGN §7, `GET /v1/status`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum SessionState {
+        /// Signed in; sends go out.
+        Authorized = "authorized",
+        /// Signed out (revoked, expired, never logged in): nothing can be sent
+        /// until someone logs the account in again.
+        NeedsLogin = "needs_login",
+        /// Telegram asked the account to wait until `until`.
+        FloodWait = "flood_wait",
     }
 }
 

@@ -83,6 +83,30 @@ pub const STREAM_ID_HEADER: &str = "x-stream-id";
 /// Routing keys of a per-instance realtime queue.
 pub const REALTIME_BINDINGS: [&str; 2] = ["message.#", "conversation.#"];
 
+/// Event types that no queue takes, each declared here on purpose (none
+/// today): every other type must reach a work queue or the realtime
+/// queues (`consumers`' contract test checks it).
+pub const UNROUTED: [&str; 0] = [];
+
+/// Whether the topic `pattern` (`*` one word, `#` zero or more) matches
+/// `routing_key`, as RabbitMQ's topic exchange decides it.
+pub fn topic_matches(pattern: &str, routing_key: &str) -> bool {
+    fn matches(pattern: &[&str], key: &[&str]) -> bool {
+        match (pattern.first(), key.first()) {
+            (None, None) => true,
+            (Some(&"#"), _) => {
+                matches(&pattern[1..], key) || (!key.is_empty() && matches(pattern, &key[1..]))
+            }
+            (Some(&"*"), Some(_)) => matches(&pattern[1..], &key[1..]),
+            (Some(p), Some(k)) => p == k && matches(&pattern[1..], &key[1..]),
+            _ => false,
+        }
+    }
+    let pattern: Vec<&str> = pattern.split('.').collect();
+    let key: Vec<&str> = routing_key.split('.').collect();
+    matches(&pattern, &key)
+}
+
 /// Name of a work queue's retry tier, e.g. `tg-delivery.retry.10s`.
 pub fn retry_queue_name(queue: &str, delay: Duration) -> String {
     format!("{queue}.retry.{}", tier_label(delay))
@@ -388,6 +412,24 @@ pub async fn declare_realtime_queue(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn topic_patterns_match_as_rabbitmq_does() {
+        for (pattern, key, expected) in [
+            ("message.#", "message.outgoing.v1", true),
+            ("message.#", "message", true),
+            ("message.outgoing.*", "message.outgoing.v1", true),
+            ("message.outgoing.*", "message.outgoing", false),
+            ("message.outgoing.*", "message.outgoing.v1.x", false),
+            ("tg.session.#", "tg.update.received.v1", false),
+            ("#", "anything.at.all", true),
+            ("*.status.*", "message.status.v1", true),
+            ("authz.#", "authzx.role", false),
+        ] {
+            assert_eq!(topic_matches(pattern, key), expected, "{pattern} ~ {key}");
+        }
+    }
+
     use super::*;
 
     #[test]

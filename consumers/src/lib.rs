@@ -29,6 +29,18 @@ pub enum Process {
 }
 
 impl Process {
+    /// The work queue it consumes, if it is one of the consumers.
+    pub fn queue(self) -> Option<&'static str> {
+        use broker_config::topology::{ALERTS, AUTHZ_FANOUT, INBOUND, TG_DELIVERY};
+        match self {
+            Process::TgDelivery => Some(TG_DELIVERY.name),
+            Process::Inbound => Some(INBOUND.name),
+            Process::AuthzFanout => Some(AUTHZ_FANOUT.name),
+            Process::Alerts => Some(ALERTS.name),
+            Process::Relay | Process::All => None,
+        }
+    }
+
     /// Its name in logs and traces (`service.name`).
     pub fn service_name(self) -> &'static str {
         match self {
@@ -216,6 +228,51 @@ fn vhost(amqp_url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use broker_config::{
+        events::types,
+        topology::{REALTIME_BINDINGS, UNROUTED, WORK_QUEUES, topic_matches},
+    };
+    use clap::ValueEnum;
+
+    use super::Process;
+
+    /// The event contract, checked from the one list of event types: each
+    /// has its own label in the relay's metrics, and reaches a work queue
+    /// that a process of this crate consumes or the realtime queues, unless
+    /// it is declared as reaching none.
+    #[test]
+    fn every_event_type_has_a_metric_label_a_binding_and_a_consumer() {
+        for event_type in types::ALL {
+            assert_eq!(
+                crate::relay::metrics::static_label(event_type),
+                event_type,
+                "{event_type} has no label of its own"
+            );
+            let queues: Vec<&str> = WORK_QUEUES
+                .iter()
+                .filter(|q| q.bindings.iter().any(|b| topic_matches(b, event_type)))
+                .map(|q| q.name)
+                .collect();
+            let realtime = REALTIME_BINDINGS
+                .iter()
+                .any(|b| topic_matches(b, event_type));
+            assert_eq!(
+                queues.is_empty() && !realtime,
+                UNROUTED.contains(&event_type),
+                "{event_type}: routed to {queues:?} (realtime: {realtime}), declared unrouted: {}",
+                UNROUTED.contains(&event_type)
+            );
+            for queue in queues {
+                assert!(
+                    Process::value_variants()
+                        .iter()
+                        .any(|p| p.queue() == Some(queue)),
+                    "{event_type} goes to {queue}, which no process consumes"
+                );
+            }
+        }
+    }
+
     #[test]
     fn the_vhost_of_an_amqp_url() {
         assert_eq!(super::vhost("amqp://u:p@h:5672/%2f"), "/");

@@ -5,6 +5,7 @@
 pub mod authz_redis;
 pub mod config;
 pub mod metrics_server;
+pub mod names;
 pub mod shutdown;
 pub mod telemetry;
 pub mod trace;

@@ -36,25 +36,15 @@ pub fn session_gauge(
         .build()
 }
 
-/// `result` label of `tg_adapter_sends_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendResult {
-    Sent,
-    Duplicate,
-    FloodWait,
-    Permanent,
-    Transient,
-}
-
-impl SendResult {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Sent => "sent",
-            Self::Duplicate => "duplicate",
-            Self::FloodWait => "flood_wait",
-            Self::Permanent => "permanent",
-            Self::Transient => "transient",
-        }
+platform::named_enum! {
+    /// `result` label of `tg_adapter_sends_total`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum SendResult {
+        Sent = "sent",
+        Duplicate = "duplicate",
+        FloodWait = "flood_wait",
+        Permanent = "permanent",
+        Transient = "transient",
     }
 }
 

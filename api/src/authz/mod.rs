@@ -13,68 +13,25 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use uuid::Uuid;
 
-/// The permission catalogue (DESIGN §3), seeded by migration `m0002`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Perm {
-    #[serde(rename = "inbox.read_all")]
-    InboxReadAll,
-    #[serde(rename = "inbox.read_assigned")]
-    InboxReadAssigned,
-    #[serde(rename = "inbox.reply")]
-    InboxReply,
-    #[serde(rename = "inbox.assign")]
-    InboxAssign,
-    #[serde(rename = "attachments.upload")]
-    AttachmentsUpload,
-    #[serde(rename = "attachments.read")]
-    AttachmentsRead,
-    #[serde(rename = "users.manage")]
-    UsersManage,
-    #[serde(rename = "roles.manage")]
-    RolesManage,
-    #[serde(rename = "ops.outbox")]
-    OpsOutbox,
-    #[serde(rename = "ops.dlq")]
-    OpsDlq,
-    #[serde(rename = "audit.read")]
-    AuditRead,
+platform::named_enum! {
+    /// The permission catalogue (DESIGN §3), seeded by migration `m0002`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum Perm {
+        InboxReadAll = "inbox.read_all",
+        InboxReadAssigned = "inbox.read_assigned",
+        InboxReply = "inbox.reply",
+        InboxAssign = "inbox.assign",
+        AttachmentsUpload = "attachments.upload",
+        AttachmentsRead = "attachments.read",
+        UsersManage = "users.manage",
+        RolesManage = "roles.manage",
+        OpsOutbox = "ops.outbox",
+        OpsDlq = "ops.dlq",
+        AuditRead = "audit.read",
+    }
 }
 
 impl Perm {
-    pub const ALL: [Perm; 11] = [
-        Perm::InboxReadAll,
-        Perm::InboxReadAssigned,
-        Perm::InboxReply,
-        Perm::InboxAssign,
-        Perm::AttachmentsUpload,
-        Perm::AttachmentsRead,
-        Perm::UsersManage,
-        Perm::RolesManage,
-        Perm::OpsOutbox,
-        Perm::OpsDlq,
-        Perm::AuditRead,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Perm::InboxReadAll => "inbox.read_all",
-            Perm::InboxReadAssigned => "inbox.read_assigned",
-            Perm::InboxReply => "inbox.reply",
-            Perm::InboxAssign => "inbox.assign",
-            Perm::AttachmentsUpload => "attachments.upload",
-            Perm::AttachmentsRead => "attachments.read",
-            Perm::UsersManage => "users.manage",
-            Perm::RolesManage => "roles.manage",
-            Perm::OpsOutbox => "ops.outbox",
-            Perm::OpsDlq => "ops.dlq",
-            Perm::AuditRead => "audit.read",
-        }
-    }
-
-    pub fn parse(key: &str) -> Option<Perm> {
-        Perm::ALL.into_iter().find(|p| p.as_str() == key)
-    }
-
     fn bit(self) -> u32 {
         1 << (self as u32)
     }

@@ -75,7 +75,7 @@ impl RelayMetrics {
 
 /// Event types as static labels (no allocation per event; unknown types
 /// cannot blow up the label set).
-fn static_label(event_type: &str) -> &'static str {
+pub(crate) fn static_label(event_type: &str) -> &'static str {
     broker_config::events::types::ALL
         .into_iter()
         .find(|t| *t == event_type)

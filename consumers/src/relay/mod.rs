@@ -11,7 +11,7 @@
 //! the duplicate by event id.
 
 mod maintenance;
-mod metrics;
+pub(crate) mod metrics;
 mod pipeline;
 mod rows;
 
