@@ -1,6 +1,7 @@
 //! RabbitMQ as code: the event envelope and types, the topology and its
 //! `definitions.json`, the confirmed publisher and the generic consumer runner.
 
+pub mod adapter_api;
 pub mod connection;
 pub mod events;
 pub mod metrics;

@@ -2,11 +2,13 @@
 
 use std::time::{Duration, Instant};
 
-use broker_config::events::MessageOutgoing;
+use broker_config::{
+    adapter_api::{ErrorResponse, IDEMPOTENCY_KEY, MESSAGES_PATH, SendRequest, SendResponse},
+    events::MessageOutgoing,
+};
 use chrono::{DateTime, Utc};
 use opentelemetry::metrics::Histogram;
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
 use tracing::Instrument;
 
 /// What the adapter said.
@@ -30,20 +32,6 @@ pub struct AdapterClient {
     base: String,
     token: SecretString,
     latency: Histogram<f64>,
-}
-
-#[derive(Deserialize)]
-struct SentBody {
-    tg_message_id: i64,
-    sent_at: DateTime<Utc>,
-}
-
-#[derive(Deserialize, Default)]
-struct ErrorBody {
-    #[serde(default)]
-    code: Option<String>,
-    #[serde(default)]
-    retry_after: Option<u64>,
 }
 
 impl AdapterClient {
@@ -83,16 +71,16 @@ impl AdapterClient {
 
     async fn send_in(&self, msg: &MessageOutgoing, span: &tracing::Span) -> SendResult {
         let started = Instant::now();
-        let body = serde_json::json!({
-            "chat_id": msg.tg_chat_id,
-            "text": msg.text,
-            "attachments": msg.attachments,
-        });
+        let body = SendRequest {
+            chat_id: msg.tg_chat_id,
+            text: msg.text.clone(),
+            attachments: msg.attachments.clone(),
+        };
         let mut request = self
             .http
-            .post(format!("{}/v1/messages", self.base))
+            .post(format!("{}{MESSAGES_PATH}", self.base))
             .bearer_auth(self.token.expose_secret())
-            .header("Idempotency-Key", msg.message_id.to_string());
+            .header(IDEMPOTENCY_KEY, msg.message_id.to_string());
         for (name, value) in platform::trace::inject(span) {
             request = request.header(name, value);
         }
@@ -129,7 +117,7 @@ async fn classify(resp: reqwest::Response) -> SendResult {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if status.is_success() {
-        return match resp.json::<SentBody>().await {
+        return match resp.json::<SendResponse>().await {
             Ok(b) => SendResult::Sent {
                 tg_message_id: b.tg_message_id,
                 sent_at: b.sent_at,
@@ -139,7 +127,7 @@ async fn classify(resp: reqwest::Response) -> SendResult {
             },
         };
     }
-    let body: ErrorBody = resp.json().await.unwrap_or_default();
+    let body: ErrorResponse = resp.json().await.unwrap_or_default();
     match status.as_u16() {
         429 => SendResult::FloodWait {
             retry_after: Duration::from_secs(body.retry_after.or(header_retry).unwrap_or(1).max(1)),
@@ -153,8 +141,8 @@ async fn classify(resp: reqwest::Response) -> SendResult {
             reason: "adapter timeout".into(),
         },
         400..=499 => SendResult::Permanent {
-            code: body
-                .code
+            code: Some(body.code)
+                .filter(|c| !c.is_empty())
                 .unwrap_or_else(|| format!("http_{}", status.as_u16())),
         },
         _ => SendResult::Transient {

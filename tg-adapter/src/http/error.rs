@@ -7,7 +7,7 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use serde::Serialize;
+use broker_config::adapter_api::ErrorResponse;
 
 use crate::{
     backend::{SendError, sandbox::InjectError},
@@ -22,14 +22,6 @@ pub struct ApiError {
     pub code: String,
     pub message: String,
     pub retry_after: Option<u64>,
-}
-
-#[derive(Serialize)]
-struct Body<'a> {
-    code: &'a str,
-    message: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -100,9 +92,9 @@ fn permanent_message(code: &str) -> &'static str {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(Body {
-            code: &self.code,
-            message: &self.message,
+        let body = Json(ErrorResponse {
+            code: self.code,
+            message: self.message,
             retry_after: self.retry_after,
         });
         let mut response = (self.status, body).into_response();

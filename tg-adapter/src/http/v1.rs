@@ -10,9 +10,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use broker_config::events::AttachmentRef;
-use chrono::SecondsFormat;
-use serde::{Deserialize, Serialize};
+use broker_config::adapter_api::{MESSAGES_PATH, SendRequest, SendResponse};
 use tokio_util::task::TaskTracker;
 
 use super::error::ApiError;
@@ -23,7 +21,7 @@ use crate::{
 };
 
 /// Header naming a request's idempotency key.
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+pub use broker_config::adapter_api::IDEMPOTENCY_KEY;
 /// Response header set when a stored first result is returned.
 pub const REPLAYED: &str = "idempotent-replayed";
 
@@ -39,24 +37,8 @@ pub struct V1State {
 pub fn router(state: V1State) -> Router {
     Router::new()
         .route("/v1/status", get(status))
-        .route("/v1/messages", post(send_message))
+        .route(MESSAGES_PATH, post(send_message))
         .with_state(state)
-}
-
-#[derive(Debug, Deserialize)]
-pub struct SendIn {
-    pub chat_id: i64,
-    #[serde(default)]
-    pub text: String,
-    #[serde(default)]
-    pub attachments: Vec<AttachmentRef>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct SendOut {
-    pub tg_message_id: i64,
-    /// RFC 3339 with microseconds.
-    pub sent_at: String,
 }
 
 async fn status(State(state): State<V1State>) -> Json<SessionStatus> {
@@ -66,7 +48,7 @@ async fn status(State(state): State<V1State>) -> Json<SessionStatus> {
 async fn send_message(
     State(state): State<V1State>,
     headers: HeaderMap,
-    body: Result<Json<SendIn>, JsonRejection>,
+    body: Result<Json<SendRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let key = IdempotencyKey::parse(headers.get(IDEMPOTENCY_KEY).map(|v| v.as_bytes()))?;
     let Json(body) = body?;
@@ -77,12 +59,9 @@ async fn send_message(
         .spawn(async move { sender.send(key, message).await })
         .await
         .map_err(|e| ApiError::unavailable(StatusCode::INTERNAL_SERVER_ERROR, "internal", &e))??;
-    let out = SendOut {
+    let out = SendResponse {
         tg_message_id: delivered.result.tg_message_id,
-        sent_at: delivered
-            .result
-            .sent_at
-            .to_rfc3339_opts(SecondsFormat::Micros, true),
+        sent_at: delivered.result.sent_at,
     };
     let mut response = Json(out).into_response();
     if delivered.replayed {
