@@ -3,6 +3,7 @@
 
 pub mod alerts;
 pub mod authz_fanout;
+pub mod cli;
 pub mod config;
 pub mod inbound;
 pub mod relay;

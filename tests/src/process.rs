@@ -109,6 +109,12 @@ impl Proc {
     }
 
     /// Starts it again with the same arguments and environment, optionally changed.
+    /// Restarts it as binary `bin` (same arguments), with `changes`.
+    pub fn restart_as(&mut self, bin: &str, changes: &[(&str, Option<String>)]) {
+        bin.clone_into(&mut self.bin);
+        self.restart_with(changes);
+    }
+
     pub fn restart_with(&mut self, changes: &[(&str, Option<String>)]) {
         self.kill();
         for (k, v) in changes {

@@ -57,10 +57,24 @@ async fn relay_killed_between_publish_and_mark_done_sends_once() {
     let sys = env.start_single_system().await;
     let conv = conversation(&mut env, &sys, 4004).await;
     env.wait_outbox_drained(Duration::from_secs(20)).await;
-    // Arm the crash: the next batch the relay publishes kills it before the
-    // rows are marked done.
+    // The shipped binary has no fail points: `FAILPOINTS` arms nothing.
     env.proc(sys.relay.idx)
         .restart_with(&[("FAILPOINTS", Some("relay-after-publish=return".into()))]);
+    let shipped = env.reply(&sys, &conv, "no hooks shipped", "k-0").await;
+    let shipped = shipped["id"].as_str().unwrap().to_owned();
+    env.wait_status(&shipped, "sent", Duration::from_secs(20))
+        .await;
+    env.wait_outbox_drained(Duration::from_secs(20)).await;
+    assert!(
+        env.proc(sys.relay.idx).exited().is_none(),
+        "the shipped relay obeyed FAILPOINTS"
+    );
+    // Arm the crash in the fault tests' build: the next batch the relay
+    // publishes kills it before the rows are marked done.
+    env.proc(sys.relay.idx).restart_as(
+        "fastprep-consumers-failpoints",
+        &[("FAILPOINTS", Some("relay-after-publish=return".into()))],
+    );
     let msg = env
         .reply(&sys, &conv, "survives a relay crash", "k-1")
         .await;
@@ -82,7 +96,8 @@ async fn relay_killed_between_publish_and_mark_done_sends_once() {
         [("pending".to_owned(), 0)]
     );
     // A healthy relay publishes the row again; the duplicate is absorbed.
-    env.proc(relay).restart_with(&[("FAILPOINTS", None)]);
+    env.proc(relay)
+        .restart_as("fastprep-consumers", &[("FAILPOINTS", None)]);
     wait_for("the row to be marked done", Duration::from_secs(20), || {
         let env = &env;
         let id = id.clone();
@@ -97,10 +112,15 @@ async fn relay_killed_between_publish_and_mark_done_sends_once() {
         Duration::from_secs(20),
         || {
             let env = &env;
+            let id = id.clone();
             async move {
                 let n: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM processed_messages WHERE consumer = 'tg-delivery'",
+                    "SELECT count(*) FROM processed_messages p
+                     JOIN outbox o ON o.event_id = p.message_id
+                     WHERE p.consumer = 'tg-delivery' AND o.aggregate_id = $1
+                       AND o.event_type = 'message.outgoing.v1'",
                 )
+                .bind(&id)
                 .fetch_one(&env.pool)
                 .await
                 .unwrap();
