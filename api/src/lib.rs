@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod authz;
 pub mod broker;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http_metrics;
@@ -17,6 +18,7 @@ use fred::{
     interfaces::ClientLike,
     prelude::{Builder, Client as RedisClient, Config as RedisConfig, ReconnectPolicy},
 };
+use platform::supervisor::Supervisor;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -70,8 +72,9 @@ pub struct Services {
 pub async fn state(
     config: &Config,
     meter: &opentelemetry::metrics::Meter,
-    shutdown: CancellationToken,
+    tasks: &Supervisor,
 ) -> anyhow::Result<AppState> {
+    let shutdown = tasks.shutdown().clone();
     let pool = schema::pool::connect(&config.database_url, config.database_max_connections).await?;
     let redis_config = RedisConfig::from_url(&config.redis_url)?;
     let redis = Builder::from_config(redis_config.clone())
@@ -90,25 +93,33 @@ pub async fn state(
     // Redis that is down at start only costs speed; retry in the background.
     {
         let authz = authz.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                match authz.start(redis_config.clone(), shutdown.clone()).await {
+        let tasks_for_listener = tasks.clone();
+        tasks.spawn("authz listener start", async move {
+            let shutdown = tasks_for_listener.shutdown().clone();
+            while !shutdown.is_cancelled() {
+                match authz.start(redis_config.clone(), &tasks_for_listener).await {
                     Ok(()) => break,
                     Err(e) => {
                         tracing::warn!(error = %e, "authz listener not started; retrying");
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        tokio::select! {
+                            () = shutdown.cancelled() => {}
+                            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                        }
                     }
                 }
             }
+            shutdown.cancelled().await;
         });
     }
     let hub = realtime::hub::Hub::new(pool.clone(), config.realtime_replay_events);
-    tokio::spawn(hub.clone().run(
-        config.amqp_url.clone(),
-        authz.instance().to_owned(),
-        shutdown.clone(),
-    ));
+    tasks.spawn(
+        "realtime hub",
+        hub.clone().run(
+            config.amqp_url.clone(),
+            authz.instance().to_owned(),
+            shutdown.clone(),
+        ),
+    );
     let gateway = realtime::socket::Gateway::new(
         hub,
         realtime::socket::Limits {
@@ -119,13 +130,15 @@ pub async fn state(
         (config.ws_max_connections, config.ws_max_pending_per_client),
         meter,
     );
-    tokio::spawn(purge_expired_sessions(pool.clone(), shutdown.clone()));
+    tasks.spawn(
+        "expired sessions purge",
+        purge_expired_sessions(pool.clone(), shutdown.clone()),
+    );
     let relay_wake = schema::RelayWake::start(&pool);
-    tokio::spawn(wake_snoozed(
-        pool.clone(),
-        relay_wake.clone(),
-        shutdown.clone(),
-    ));
+    tasks.spawn(
+        "snoozed conversations waker",
+        wake_snoozed(pool.clone(), relay_wake.clone(), shutdown.clone()),
+    );
     Ok(AppState(Arc::new(Services {
         relay_wake,
         limiter: auth::ratelimit::LoginLimiter::new(redis.clone(), config.login_limits.clone()),
@@ -318,14 +331,19 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let meter = telemetry.meter("fastprep-api");
-    let state = state(&config, &meter, shutdown.clone()).await?;
+    let tasks = Supervisor::new(shutdown.clone());
+    let state = state(&config, &meter, &tasks).await?;
     let metrics = http_metrics::HttpMetrics::new(&meter);
     let app = router(state.clone(), &config, metrics);
     tracing::info!(addr = %listener.local_addr()?, "api listening");
-    platform::metrics_server::serve_http(listener, app, shutdown).await?;
+    let served = platform::metrics_server::serve_http(listener, app, shutdown.clone()).await;
+    // Whatever ended the serving, the rest stops too.
+    shutdown.cancel();
+    let finished = tasks.finish(std::time::Duration::from_secs(10)).await;
     let _ = state.redis.quit().await;
     state.pool.close().await;
-    Ok(())
+    served?;
+    finished
 }
 
 pub use auth::admin::{Ensured, ensure_admin};

@@ -1,7 +1,5 @@
 //! `fastprep-api [serve|create-admin]`.
 
-use clap::{Parser, Subcommand};
-
 // Every request allocates a little (headers, JSON, spans); glibc's malloc was
 // a sixth of the API's CPU under load. Built with `no_thp`: with transparent
 // huge pages, mimalloc's eagerly committed arena made 20 MiB resident at
@@ -9,73 +7,7 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[derive(Parser)]
-#[command(about = "FastPrep Admin API")]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Serve the API on PORT (the default).
-    Serve,
-    /// Create the admin account ADMIN_EMAIL / ADMIN_PASSWORD, or reset it
-    /// (ending its sessions); with the same password it changes nothing.
-    CreateAdmin,
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    platform::install_crypto_provider();
-    let cli = Cli::parse();
-    let env = platform::Env::process();
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::CreateAdmin => {
-            let url: String = env.required("DATABASE_URL")?;
-            let email: String = env.required("ADMIN_EMAIL")?;
-            let password: String = env.required("ADMIN_PASSWORD")?;
-            if !env.is_development()
-                && let Some(reason) = platform::config::weakness(&password)
-            {
-                eprintln!(
-                    "configuration error: ADMIN_PASSWORD {reason}; choose another, or set \
-                     FASTPREP_ENV=development on a development machine"
-                );
-                std::process::exit(2);
-            }
-            let pool = schema::pool::connect(&url, 2).await?;
-            match api::ensure_admin(&pool, &email, &password).await? {
-                api::Ensured::Created(id) => println!("admin {email} created (id {id})"),
-                api::Ensured::Unchanged(id) => println!("admin {email} ready (id {id})"),
-                api::Ensured::Reset { id, sessions_ended } => println!(
-                    "admin {email} reset (id {id}): password, activation and role set, \
-                     {sessions_ended} session(s) ended"
-                ),
-            }
-            Ok(())
-        }
-        Command::Serve => {
-            let telemetry = platform::Telemetry::init("fastprep-api")?;
-            let config = match api::Config::from_env(&env) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("configuration error: {e}");
-                    std::process::exit(2);
-                }
-            };
-            let shutdown = platform::shutdown_token();
-            let metrics_listener =
-                tokio::net::TcpListener::bind((config.metrics_bind, config.metrics_port)).await?;
-            tokio::spawn(platform::metrics_server::serve(
-                metrics_listener,
-                telemetry.clone(),
-                shutdown.clone(),
-            ));
-            let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.port)).await?;
-            let served = api::run(config, listener, telemetry.clone(), shutdown).await;
-            telemetry.shutdown();
-            served
-        }
-    }
+    api::cli::main().await
 }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod metrics_server;
 pub mod names;
 pub mod shutdown;
+pub mod supervisor;
 pub mod telemetry;
 pub mod trace;
 

@@ -36,7 +36,6 @@ use opentelemetry::{KeyValue, metrics::Counter};
 use platform::authz_redis::{self, Scripts, UserUpdated};
 use sqlx::PgPool;
 use tokio::sync::broadcast;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{EntryError, EntryKey, Ep, PermSet};
@@ -138,8 +137,9 @@ impl Authorizer {
     pub async fn start(
         self: &Arc<Self>,
         redis_config: RedisConfig,
-        shutdown: CancellationToken,
+        tasks: &platform::supervisor::Supervisor,
     ) -> anyhow::Result<()> {
+        let shutdown = tasks.shutdown().clone();
         let subscriber = Builder::from_config(redis_config)
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
             .build_subscriber_client()?;
@@ -153,7 +153,7 @@ impl Authorizer {
         let _resubscribe = subscriber.manage_subscriptions();
         let me = self.clone();
         let stop = shutdown.clone();
-        tokio::spawn(async move {
+        tasks.spawn("authz invalidation listener", async move {
             let mut last_seq: Option<u64> = None;
             loop {
                 tokio::select! {
@@ -177,7 +177,7 @@ impl Authorizer {
             let _ = subscriber.quit().await;
         });
         let me = self.clone();
-        tokio::spawn(async move {
+        tasks.spawn("authz clock tick", async move {
             let channel = authz_redis::tick_channel(&me.instance);
             let mut every = tokio::time::interval(me.settings.tick);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

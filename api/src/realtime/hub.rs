@@ -180,6 +180,9 @@ impl Hub {
         shutdown: CancellationToken,
     ) {
         while !shutdown.is_cancelled() {
+            // Fault-injection point for the supervision test (compiled out
+            // without the `failpoints` feature): the hub's task ends.
+            fail::fail_point!("realtime-hub", |_| ());
             let Some(conn) = connect_with_retry(&amqp_url, "api-realtime", &shutdown).await else {
                 return;
             };

@@ -167,6 +167,29 @@ async fn tg_delivery_killed_mid_message_sends_once() {
     env.cleanup().await;
 }
 
+/// A long-lived task of the API that ends while it serves (here the
+/// realtime hub, through a fail point) stops the API with an error, rather
+/// than leaving it serving with realtime dead.
+#[tokio::test]
+async fn an_api_task_that_ends_stops_the_api_with_an_error() {
+    let mut env = TestEnv::new().await;
+    // The shipped binary ignores `FAILPOINTS`: it comes up healthy.
+    let api = env
+        .start_api(&[("FAILPOINTS", "realtime-hub=return".into())])
+        .await;
+    let idx = api.idx;
+    env.proc(idx).restart_as("fastprep-api-failpoints", &[]);
+    let status = wait_for("the API to stop", Duration::from_secs(20), || {
+        let exited = env.proc(idx).exited();
+        async move { exited }
+    })
+    .await;
+    assert!(!status.success(), "the API stopped with {status}");
+    let log = env.proc(idx).log_tail();
+    assert!(log.contains("task realtime hub returned"), "{log}");
+    env.cleanup().await;
+}
+
 #[tokio::test]
 async fn adapter_5xx_then_200_is_retried_and_sent_once() {
     let mut env = TestEnv::new().await;

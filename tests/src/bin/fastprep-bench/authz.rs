@@ -47,7 +47,8 @@ async fn check_latency(env: &TestEnv, token: &str, n: usize) -> Value {
     let config = api::Config::from_env(&platform::Env::from_pairs(vars)).unwrap();
     let meter = opentelemetry::global::meter("bench");
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let state = api::state(&config, &meter, shutdown.clone()).await.unwrap();
+    let tasks = platform::supervisor::Supervisor::new(shutdown.clone());
+    let state = api::state(&config, &meter, &tasks).await.unwrap();
     let claims = state.keys.verify(token).expect("token verifies");
     // Let the invalidation listener subscribe and the first ticks arrive.
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -1,0 +1,9 @@
+//! `fastprep-api` with its fail points armed from `FAILPOINTS`, for the fault
+//! tests. Built only with `--features failpoints` (`scripts/test`); the
+//! shipped binary has no fail points and reads no `FAILPOINTS`.
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _armed = fail::FailScenario::setup();
+    api::cli::main().await
+}
