@@ -339,7 +339,7 @@ pub async fn run(
     let served = platform::metrics_server::serve_http(listener, app, shutdown.clone()).await;
     // Whatever ended the serving, the rest stops too.
     shutdown.cancel();
-    let finished = tasks.finish(std::time::Duration::from_secs(10)).await;
+    let finished = tasks.finish(Some(std::time::Duration::from_secs(10))).await;
     let _ = state.redis.quit().await;
     state.pool.close().await;
     served?;

@@ -71,17 +71,20 @@ pub async fn run(
         concurrency: config.concurrency,
         policy: config.retry.clone(),
     };
-    let mut tasks = tokio::task::JoinSet::new();
+    let tasks = platform::supervisor::Supervisor::new(shutdown.clone());
     let wants = |p: Process| process == p || process == Process::All;
     if wants(Process::Relay) {
         let metrics = relay::RelayMetrics::new(&meter);
-        tasks.spawn(relay::run(
-            pool.clone(),
-            config.amqp_url.clone(),
-            config.relay.clone(),
-            metrics,
-            shutdown.clone(),
-        ));
+        tasks.spawn_fallible(
+            "relay",
+            relay::run(
+                pool.clone(),
+                config.amqp_url.clone(),
+                config.relay.clone(),
+                metrics,
+                shutdown.clone(),
+            ),
+        );
     }
     if wants(Process::TgDelivery) {
         let url = config
@@ -111,34 +114,43 @@ pub async fn run(
                 clock_scale: config.retry_clock_scale,
             },
         ));
-        tasks.spawn(runner::run(
-            handler,
-            pool.clone(),
-            runner_config.clone(),
-            consumer_metrics.clone(),
-            shutdown.clone(),
-        ));
+        tasks.spawn_fallible(
+            "tg-delivery",
+            runner::run(
+                handler,
+                pool.clone(),
+                runner_config.clone(),
+                consumer_metrics.clone(),
+                shutdown.clone(),
+            ),
+        );
     }
     if wants(Process::Inbound) {
-        tasks.spawn(runner::run(
-            Arc::new(inbound::Inbound::new(schema::RelayWake::start(&pool))),
-            pool.clone(),
-            runner_config.clone(),
-            consumer_metrics.clone(),
-            shutdown.clone(),
-        ));
+        tasks.spawn_fallible(
+            "inbound",
+            runner::run(
+                Arc::new(inbound::Inbound::new(schema::RelayWake::start(&pool))),
+                pool.clone(),
+                runner_config.clone(),
+                consumer_metrics.clone(),
+                shutdown.clone(),
+            ),
+        );
     }
     if wants(Process::AuthzFanout) {
-        tasks.spawn(runner::run(
-            Arc::new(authz_fanout::AuthzFanout::new(
+        tasks.spawn_fallible(
+            "authz-fanout",
+            runner::run(
+                Arc::new(authz_fanout::AuthzFanout::new(
+                    pool.clone(),
+                    redis_client(&config)?,
+                )),
                 pool.clone(),
-                redis_client(&config)?,
-            )),
-            pool.clone(),
-            runner_config.clone(),
-            consumer_metrics.clone(),
-            shutdown.clone(),
-        ));
+                runner_config.clone(),
+                consumer_metrics.clone(),
+                shutdown.clone(),
+            ),
+        );
     }
     if wants(Process::Alerts) {
         let state =
@@ -151,7 +163,8 @@ pub async fn run(
             .clone()
             .map(|url| alerts::slack::Webhook::new(url, std::time::Duration::from_secs(10)))
             .transpose()?;
-        tasks.spawn(
+        tasks.spawn_fallible(
+            "alerts sender",
             alerts::sender::Sender::new(
                 state.clone(),
                 webhook,
@@ -161,26 +174,21 @@ pub async fn run(
             )
             .run(shutdown.clone()),
         );
-        tasks.spawn(runner::run(
-            Arc::new(alerts::Alerts::new(state, settings, metrics, wake)),
-            pool.clone(),
-            runner_config.clone(),
-            consumer_metrics.clone(),
-            shutdown.clone(),
-        ));
+        tasks.spawn_fallible(
+            "alerts",
+            runner::run(
+                Arc::new(alerts::Alerts::new(state, settings, metrics, wake)),
+                pool.clone(),
+                runner_config.clone(),
+                consumer_metrics.clone(),
+                shutdown.clone(),
+            ),
+        );
     }
-    let mut result = Ok(());
-    while let Some(done) = tasks.join_next().await {
-        let outcome = match done {
-            Ok(r) => r,
-            Err(e) => Err(e.into()),
-        };
-        if let Err(e) = outcome {
-            tracing::error!(error = %e, "a task failed; stopping");
-            shutdown.cancel();
-            result = Err(e);
-        }
-    }
+    // Every task runs until shutdown (a signal, or one of them failing);
+    // then each finishes its in-flight work.
+    shutdown.cancelled().await;
+    let result = tasks.finish(None).await;
     pool.close().await;
     result
 }

@@ -40,38 +40,59 @@ impl Supervisor {
     where
         F: Future<Output = ()> + Send + 'static,
     {
+        self.watch(name, async move {
+            task.await;
+            Ok(())
+        });
+    }
+
+    /// Spawns `task`, which is meant to run until shutdown; an error it
+    /// returns, even at shutdown, is a fault.
+    pub fn spawn_fallible<F>(&self, name: &'static str, task: F)
+    where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        self.watch(name, task);
+    }
+
+    fn watch<F>(&self, name: &'static str, task: F)
+    where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
         let inner = tokio::spawn(task);
         let me = self.clone();
         self.tracker.spawn(async move {
             let ended = match inner.await {
-                Ok(()) => "returned".to_owned(),
+                Ok(Ok(())) if me.shutdown.is_cancelled() => return,
+                Ok(Ok(())) => "returned".to_owned(),
+                Ok(Err(e)) => format!("failed: {e:#}"),
                 Err(e) if e.is_panic() => "panicked".to_owned(),
                 Err(e) => format!("was cancelled ({e})"),
             };
-            if !me.shutdown.is_cancelled() {
-                tracing::error!(
-                    task = name,
-                    "task {ended} while the process was running; stopping it"
-                );
-                let mut fault = me.fault.lock().unwrap_or_else(|p| p.into_inner());
-                fault.get_or_insert_with(|| format!("task {name} {ended}"));
-                me.shutdown.cancel();
-            }
+            tracing::error!(task = name, "task {ended}; stopping the process");
+            let mut fault = me.fault.lock().unwrap_or_else(|p| p.into_inner());
+            fault.get_or_insert_with(|| format!("task {name} {ended}"));
+            me.shutdown.cancel();
         });
     }
 
-    /// After shutdown: waits up to `grace` for the tasks to end, then says
-    /// whether the process stopped because a task failed.
-    pub async fn finish(&self, grace: Duration) -> anyhow::Result<()> {
+    /// After shutdown: waits for the tasks to end (at most `grace`, when
+    /// given), then says whether the process stopped because a task failed.
+    pub async fn finish(&self, grace: Option<Duration>) -> anyhow::Result<()> {
         self.tracker.close();
-        if tokio::time::timeout(grace, self.tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                ?grace,
-                "tasks still running at the end of the shutdown grace"
-            );
+        match grace {
+            None => self.tracker.wait().await,
+            Some(grace) => {
+                if tokio::time::timeout(grace, self.tracker.wait())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        ?grace,
+                        "tasks still running at the end of the shutdown grace"
+                    );
+                }
+            }
         }
         let fault = self.fault.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match fault {
@@ -94,8 +115,24 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), supervisor.shutdown().cancelled())
             .await
             .expect("the fault cancels the shutdown token");
-        let finished = supervisor.finish(Duration::from_secs(5)).await;
+        let finished = supervisor.finish(Some(Duration::from_secs(5))).await;
         assert_eq!(finished.unwrap_err().to_string(), "task fragile panicked");
+    }
+
+    #[tokio::test]
+    async fn an_error_is_a_fault_even_at_shutdown() {
+        let supervisor = Supervisor::new(CancellationToken::new());
+        let stop = supervisor.shutdown().clone();
+        supervisor.spawn_fallible("closing", async move {
+            stop.cancelled().await;
+            anyhow::bail!("could not flush")
+        });
+        supervisor.shutdown().cancel();
+        let finished = supervisor.finish(None).await;
+        assert_eq!(
+            finished.unwrap_err().to_string(),
+            "task closing failed: could not flush"
+        );
     }
 
     #[tokio::test]
@@ -104,6 +141,9 @@ mod tests {
         let stop = supervisor.shutdown().clone();
         supervisor.spawn("steady", async move { stop.cancelled().await });
         supervisor.shutdown().cancel();
-        supervisor.finish(Duration::from_secs(5)).await.unwrap();
+        supervisor
+            .finish(Some(Duration::from_secs(5)))
+            .await
+            .unwrap();
     }
 }

@@ -15,6 +15,7 @@ pub mod store;
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
+use platform::supervisor::Supervisor;
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -73,13 +74,23 @@ pub async fn run(
         metrics,
     ));
 
+    // The forwarder and housekeeping stop after the last request (on
+    // `background`); either ending before that stops the adapter with an
+    // error. `tasks` holds sends whose callers hung up.
     let background = CancellationToken::new();
+    let supervised = Supervisor::new(shutdown.clone());
     let tasks = TaskTracker::new();
     if let Some(updates) = backend.take_updates() {
         let forwarder = inbound::Forwarder::new(config.amqp_url.clone());
-        tasks.spawn(forwarder.run(updates, backend.session(), background.clone()));
+        supervised.spawn(
+            "inbound forwarder",
+            forwarder.run(updates, backend.session(), background.clone()),
+        );
     }
-    tasks.spawn(housekeeping(sender.clone(), background.clone()));
+    supervised.spawn(
+        "housekeeping",
+        housekeeping(sender.clone(), background.clone()),
+    );
 
     let app = http::router(
         http::auth::BearerAuth::new(&config.token),
@@ -102,10 +113,13 @@ pub async fn run(
     let served = platform::metrics_server::serve_http(listener, app, shutdown.clone()).await;
     // Requests are done; stop the forwarder and housekeeping, and wait for
     // sends whose callers hung up, so the store is closed when we return.
+    shutdown.cancel();
     background.cancel();
     tasks.close();
     tasks.wait().await;
+    let finished = supervised.finish(None).await;
     served.context("serving HTTP")?;
+    finished?;
     tracing::info!("tg-adapter stopped");
     Ok(())
 }
