@@ -63,6 +63,8 @@ pub enum PublishError {
     Unroutable,
     #[error("channel error: {0}")]
     Channel(#[from] lapin::Error),
+    #[error("the event could not be encoded: {0}")]
+    Encode(#[from] serde_json::Error),
 }
 
 /// A channel in confirm mode.
@@ -154,7 +156,7 @@ impl Publisher {
         envelope: &Envelope,
         headers: &[(String, String)],
     ) -> Result<(), PublishError> {
-        let body = serde_json::to_vec(envelope).unwrap_or_default();
+        let body = serde_json::to_vec(envelope)?;
         let id = envelope.id.to_string();
         let timestamp = u64::try_from(envelope.occurred_at.timestamp()).unwrap_or_default();
         self.publish(&Outgoing {

@@ -335,7 +335,13 @@ impl Hub {
         let data = match data {
             Body::Inline(data) => data,
             Body::Message(id) => match messages::load_one(&self.pool, id).await? {
-                Some(m) => serde_json::to_value(m).unwrap_or_default(),
+                Some(m) => match serde_json::to_value(m) {
+                    Ok(data) => data,
+                    Err(e) => {
+                        tracing::error!(message_id = %id, error = %e, "message not encodable; no frame sent");
+                        return Ok(None);
+                    }
+                },
                 None => return Ok(None),
             },
         };

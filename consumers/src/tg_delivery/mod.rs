@@ -134,7 +134,9 @@ impl StatusChange<'_> {
 
 /// Sets a message's status and writes the matching `message.status.v1`, in
 /// one statement for the row (which also reads the attempt number and the
-/// conversation's assignee) and one for the outbox row. Returns the attempt.
+/// conversation's assignee) and one for the outbox row. Returns the attempt,
+/// or `None` (writing nothing) when the event names no outgoing text reply
+/// of its conversation and chat.
 ///
 /// Every counted adapter call is counted once: by its `sending` mark when
 /// the call took long enough to get one, else by the write of its outcome;
@@ -145,14 +147,15 @@ async fn set_status(
     conn: &mut PgConnection,
     msg: &MessageOutgoing,
     change: StatusChange<'_>,
-) -> Result<i32, sqlx::Error> {
+) -> Result<Option<i32>, sqlx::Error> {
     let row: Option<(i32, Option<Uuid>)> = sqlx::query_as(
         "UPDATE messages SET status = $2, tg_message_id = COALESCE($3, tg_message_id),
            sent_at = COALESCE($4, sent_at), error = $5, retry_at = $6, updated_at = now(), held = false,
            attempts = GREATEST(attempts + CASE
              WHEN $7 THEN CASE WHEN $2 = 'sending' OR status <> 'sending' THEN 1 ELSE 0 END
              ELSE CASE WHEN status = 'sending' THEN -1 ELSE 0 END END, 0)
-         WHERE id = $1
+         WHERE id = $1 AND conversation_id = $8 AND direction = 'out' AND kind = 'text'
+           AND EXISTS (SELECT 1 FROM conversations c WHERE c.id = $8 AND c.tg_chat_id = $9)
          RETURNING attempts, (SELECT assignee_id FROM conversations c WHERE c.id = messages.conversation_id)",
     )
     .bind(msg.message_id)
@@ -162,9 +165,13 @@ async fn set_status(
     .bind(change.error)
     .bind(change.retry_at)
     .bind(change.counted)
+    .bind(msg.conversation_id)
+    .bind(msg.tg_chat_id)
     .fetch_optional(&mut *conn)
     .await?;
-    let (attempt, assignee_id) = row.unwrap_or_default();
+    let Some((attempt, assignee_id)) = row else {
+        return Ok(None);
+    };
     let event = Envelope::new(Event::MessageStatus(MessageStatus {
         message_id: msg.message_id,
         conversation_id: msg.conversation_id,
@@ -176,7 +183,7 @@ async fn set_status(
         assignee_id,
     }));
     schema::enqueue(conn, &event).await?;
-    Ok(attempt)
+    Ok(Some(attempt))
 }
 
 /// Takes the chat's turn for the rest of the handler's transaction: one
@@ -196,6 +203,8 @@ async fn take_turn(conn: &mut PgConnection, tg_chat_id: i64) -> Result<(), sqlx:
 struct Turn {
     status: String,
     attempts: i32,
+    /// The reply's text as stored: what is sent, whatever the event says.
+    text: String,
     /// An earlier reply of the chat is not finished yet.
     behind: bool,
     /// Another reply of the chat is held, waiting to be handed the turn.
@@ -212,7 +221,7 @@ async fn read_turn(
     msg: &MessageOutgoing,
 ) -> Result<Option<Turn>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT m.status, m.attempts,
+        "SELECT m.status, m.attempts, m.text,
                 EXISTS (SELECT 1 FROM messages e
                         WHERE e.conversation_id = m.conversation_id AND e.direction = 'out'
                           AND e.status IN ('queued', 'sending', 'retrying')
@@ -440,7 +449,14 @@ impl Handler for TgDelivery {
         }
         let attempt = u32::try_from(attempts).unwrap_or(0) + 1;
         let policy = &self.settings.retry;
-        match self.send(msg).await? {
+        // The stored text goes out, not the event's copy of it: an event is
+        // only a request to send the reply it names.
+        let stored = MessageOutgoing {
+            text: turn.text,
+            attachments: vec![],
+            ..msg.clone()
+        };
+        match self.send(&stored).await? {
             SendResult::Sent {
                 tg_message_id,
                 sent_at,
@@ -497,16 +513,13 @@ impl Handler for TgDelivery {
             return Ok(());
         };
         take_turn(tx, msg.tg_chat_id).await?;
-        // Failed for good, or retried by the broker's tier: a retry the
-        // handler scheduled earlier is not wanted either way.
-        drop_scheduled_retries(tx, msg).await?;
         let (status, retry_at) = match next {
             Next::RetryAt(at) => (DeliveryStatus::Retrying, Some(at)),
             Next::DeadLetter => (DeliveryStatus::Failed, None),
         };
         // The handler retries failed sends itself; a retry here is the
         // runner's, after a database error, which is not a try of the send.
-        let attempt = set_status(
+        let Some(attempt) = set_status(
             tx,
             msg,
             StatusChange {
@@ -516,7 +529,16 @@ impl Handler for TgDelivery {
                 ..StatusChange::new(status)
             },
         )
-        .await?;
+        .await?
+        else {
+            // Not one of our replies (a malformed or forged event): there
+            // is no message to mark, no chat to hand on.
+            tracing::warn!(message_id = %msg.message_id, "the event names no reply of its conversation and chat");
+            return Ok(());
+        };
+        // Failed for good, or retried by the broker's tier: a retry the
+        // handler scheduled earlier is not wanted either way.
+        drop_scheduled_retries(tx, msg).await?;
         if retry_at.is_some() {
             self.metrics.count("retry");
         } else {

@@ -352,6 +352,78 @@ async fn poison_message_is_dead_lettered_and_the_consumer_keeps_serving() {
     env.cleanup().await;
 }
 
+/// An outgoing event that names a real reply under another conversation
+/// and chat (malformed, or forged by whoever can publish) fails for good
+/// without touching that reply: no send, no status, no retry dropped.
+#[tokio::test]
+async fn an_event_naming_a_reply_of_another_chat_changes_nothing_of_it() {
+    let mut env = TestEnv::new().await;
+    let sys = env.start_system().await;
+    let mine = conversation(&mut env, &sys, 9101).await;
+    let other = conversation(&mut env, &sys, 9102).await;
+    let reply = env.reply(&sys, &mine, "the real one", "k-7").await;
+    let id = reply["id"].as_str().unwrap().to_owned();
+    env.wait_status(&id, "sent", Duration::from_secs(20)).await;
+    env.wait_outbox_drained(Duration::from_secs(20)).await;
+    let events_before: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE aggregate_id = $1")
+            .bind(&id)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    let conn = broker_config::connection::connect(&env.amqp_url(), "forger")
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let event_id = uuid::Uuid::new_v4().to_string();
+    let body = json!({
+        "id": event_id, "type": "message.outgoing.v1", "occurred_at": chrono::Utc::now(),
+        "aggregate_type": "message", "aggregate_id": id,
+        "data": {"message_id": id, "conversation_id": other, "tg_chat_id": 9102,
+                 "text": "hijacked", "attachments": []},
+    });
+    ch.basic_publish(
+        "fastprep.events".into(),
+        "message.outgoing.v1".into(),
+        BasicPublishOptions::default(),
+        &serde_json::to_vec(&body).unwrap(),
+        BasicProperties::default().with_message_id(event_id.into()),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    wait_for(
+        "the event in tg-delivery.dlq",
+        Duration::from_secs(10),
+        || {
+            let env = &env;
+            async move { (queue_depth(env, "tg-delivery.dlq").await == 1).then_some(()) }
+        },
+    )
+    .await;
+    let (status, _, attempts, error) = env.message_row(&id).await;
+    assert_eq!((status.as_str(), attempts), ("sent", 1), "{error:?}");
+    let events_after: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE aggregate_id = $1")
+            .bind(&id)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        events_after, events_before,
+        "no event written for the reply"
+    );
+    let arrived = env.arrivals(&sys.adapter).await;
+    assert_eq!(arrived[&9101], vec!["the real one"]);
+    assert!(!arrived.contains_key(&9102), "{arrived:?}");
+    let _ = conn.close(200, "bye".into()).await;
+    env.cleanup().await;
+}
+
 #[tokio::test]
 async fn broker_out_of_reach_keeps_rows_pending_then_they_flow() {
     let mut env = TestEnv::new().await;

@@ -338,7 +338,8 @@ async fn a_waiting_reply_sent_early_drops_its_scheduled_retry_and_shows_sent_at_
     .await
     .unwrap();
     assert_eq!(scheduled, 1, "the retry waits an hour");
-    // The reply's event again, under an id of its own.
+    // The reply's event again, under an id of its own, and with another
+    // text: what goes out is the stored reply, not the event's copy.
     let (payload, occurred_at): (String, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
         "SELECT payload::text, created_at FROM outbox
          WHERE aggregate_id = $1 AND event_type = 'message.outgoing.v1' ORDER BY id LIMIT 1",
@@ -347,6 +348,8 @@ async fn a_waiting_reply_sent_early_drops_its_scheduled_retry_and_shows_sent_at_
     .fetch_one(&env.pool)
     .await
     .unwrap();
+    let mut data = serde_json::from_str::<serde_json::Value>(&payload).unwrap();
+    data["text"] = json!("tampered copy");
     let event_id = uuid::Uuid::new_v4().to_string();
     let body = json!({
         "id": event_id,
@@ -354,7 +357,7 @@ async fn a_waiting_reply_sent_early_drops_its_scheduled_retry_and_shows_sent_at_
         "occurred_at": occurred_at,
         "aggregate_type": "message",
         "aggregate_id": id,
-        "data": serde_json::from_str::<serde_json::Value>(&payload).unwrap(),
+        "data": data,
     });
     let conn = env.broker().await;
     let ch = conn.create_channel().await.unwrap();
