@@ -2,6 +2,7 @@
 //! fault tests' build with fail points.
 
 use clap::{Parser, Subcommand};
+use platform::metrics_server;
 
 #[derive(Parser)]
 #[command(about = "FastPrep Admin API")]
@@ -51,21 +52,15 @@ pub async fn main() -> anyhow::Result<()> {
         }
         Command::Serve => {
             let telemetry = platform::Telemetry::init("fastprep-api")?;
-            let config = match crate::Config::from_env(&env) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("configuration error: {e}");
-                    std::process::exit(2);
-                }
-            };
+            let config = metrics_server::config_or_exit(crate::Config::from_env(&env));
             let shutdown = platform::shutdown_token();
-            let metrics_listener =
-                tokio::net::TcpListener::bind((config.metrics_bind, config.metrics_port)).await?;
-            tokio::spawn(platform::metrics_server::serve(
-                metrics_listener,
+            metrics_server::start(
+                config.metrics_bind,
+                config.metrics_port,
                 telemetry.clone(),
                 shutdown.clone(),
-            ));
+            )
+            .await?;
             let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.port)).await?;
             let served = crate::run(config, listener, telemetry.clone(), shutdown).await;
             telemetry.shutdown();

@@ -2,6 +2,7 @@
 //! the fault tests' build with fail points.
 
 use clap::Parser;
+use platform::metrics_server;
 
 use crate::{Config, Process};
 
@@ -18,22 +19,15 @@ pub async fn main() -> anyhow::Result<()> {
     platform::install_crypto_provider();
     let cli = Cli::parse();
     let telemetry = platform::Telemetry::init(cli.process.service_name())?;
-    let config = match Config::from_env(&platform::Env::process()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("configuration error: {e}");
-            std::process::exit(2);
-        }
-    };
+    let config = metrics_server::config_or_exit(Config::from_env(&platform::Env::process()));
     let shutdown = platform::shutdown_token();
-    let metrics_listener =
-        tokio::net::TcpListener::bind((config.metrics_bind, config.metrics_port)).await?;
-    tracing::info!(addr = %metrics_listener.local_addr()?, "metrics listening");
-    tokio::spawn(platform::metrics_server::serve(
-        metrics_listener,
+    metrics_server::start(
+        config.metrics_bind,
+        config.metrics_port,
         telemetry.clone(),
         shutdown.clone(),
-    ));
+    )
+    .await?;
     let ran = crate::run(cli.process, config, telemetry.clone(), shutdown).await;
     telemetry.shutdown();
     ran

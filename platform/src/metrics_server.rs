@@ -33,6 +33,40 @@ pub async fn serve(
     serve_http(listener, router(telemetry), shutdown).await
 }
 
+/// Binds the metrics port (`bind`:`port`) and serves `/metrics` there in
+/// the background until `shutdown`; a metrics server that fails stops the
+/// process (it cancels `shutdown`).
+pub async fn start(
+    bind: std::net::IpAddr,
+    port: u16,
+    telemetry: Telemetry,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let listener = TcpListener::bind((bind, port))
+        .await
+        .with_context(|| format!("binding METRICS_PORT {port}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+    tokio::spawn(crate::shutdown::supervise(
+        "metrics-server",
+        shutdown.clone(),
+        serve(listener, telemetry, shutdown),
+    ));
+    Ok(())
+}
+
+/// A configuration parsed, or the process ended with exit code 2 and the
+/// reason on stderr: a process must not start half-configured.
+pub fn config_or_exit<T, E: std::fmt::Display>(parsed: Result<T, E>) -> T {
+    match parsed {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
 /// Serves `app` on `listener` with TCP_NODELAY (small request/response pairs
 /// must not wait on Nagle and delayed ACKs) until `shutdown`, then lets
 /// in-flight requests finish.

@@ -190,6 +190,33 @@ impl TestEnv {
         conn
     }
 
+    /// Publishes `body` to `fastprep.events` under `routing_key`, confirmed,
+    /// as whoever holds the broker's credentials could: a poison message, a
+    /// duplicate or a forged event.
+    pub async fn publish_raw(&self, routing_key: &str, body: &[u8], message_id: &str) {
+        use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+        let conn = self.broker().await;
+        let channel = conn.create_channel().await.expect("channel");
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirm mode");
+        let confirm = channel
+            .basic_publish(
+                broker_config::topology::EVENTS_EXCHANGE.into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                body,
+                lapin::BasicProperties::default().with_message_id(message_id.into()),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        assert!(confirm.is_ack(), "the broker refused the message");
+        let _ = conn.close(200, "published".into()).await;
+    }
+
     /// A queue of this test's vhost as the management API describes it.
     pub async fn queue(&self, name: &str) -> Option<serde_json::Value> {
         let url = format!(

@@ -42,14 +42,13 @@ async fn serve(config: Config, telemetry: Telemetry) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding PORT {}", config.port))?;
     if let Some(port) = config.metrics_port {
-        let metrics = TcpListener::bind((config.metrics_bind, port))
-            .await
-            .with_context(|| format!("binding METRICS_PORT {port}"))?;
-        tokio::spawn(platform::shutdown::supervise(
-            "metrics-server",
+        platform::metrics_server::start(
+            config.metrics_bind,
+            port,
+            telemetry.clone(),
             shutdown.clone(),
-            platform::metrics_server::serve(metrics, telemetry.clone(), shutdown.clone()),
-        ));
+        )
+        .await?;
     }
     let served = tg_adapter::run(config, listener, telemetry.clone(), shutdown).await;
     telemetry.shutdown();

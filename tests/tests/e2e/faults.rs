@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use fastprep_tests::{TestEnv, system::System, wait_for};
-use lapin::{BasicProperties, options::*, types::FieldTable};
+use lapin::{options::QueueDeclareOptions, types::FieldTable};
 use serde_json::{Value, json};
 
 fn sends_of(sent: &Value, key: &str) -> i64 {
@@ -313,28 +313,15 @@ async fn poison_message_is_dead_lettered_and_the_consumer_keeps_serving() {
     let mut env = TestEnv::new().await;
     let sys = env.start_system().await;
     let conv = conversation(&mut env, &sys, 9009).await;
-    let conn = broker_config::connection::connect(&env.amqp_url(), "poisoner")
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    for body in [
+    for (i, body) in [
         &b"{not json"[..],
         br#"{"id":"x","type":"message.outgoing.v1"}"#,
-    ] {
-        ch.basic_publish(
-            "fastprep.events".into(),
-            "message.outgoing.v1".into(),
-            BasicPublishOptions::default(),
-            body,
-            BasicProperties::default(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        env.publish_raw("message.outgoing.v1", body, &format!("poison-{i}"))
+            .await;
     }
     wait_for(
         "both poison messages in tg-delivery.dlq",
@@ -348,7 +335,6 @@ async fn poison_message_is_dead_lettered_and_the_consumer_keeps_serving() {
     let msg = env.reply(&sys, &conv, "still working", "k-6").await;
     env.wait_status(msg["id"].as_str().unwrap(), "sent", Duration::from_secs(20))
         .await;
-    let _ = conn.close(200, "bye".into()).await;
     env.cleanup().await;
 }
 
@@ -371,13 +357,6 @@ async fn an_event_naming_a_reply_of_another_chat_changes_nothing_of_it() {
             .fetch_one(&env.pool)
             .await
             .unwrap();
-    let conn = broker_config::connection::connect(&env.amqp_url(), "forger")
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
     let event_id = uuid::Uuid::new_v4().to_string();
     let body = json!({
         "id": event_id, "type": "message.outgoing.v1", "occurred_at": chrono::Utc::now(),
@@ -385,17 +364,12 @@ async fn an_event_naming_a_reply_of_another_chat_changes_nothing_of_it() {
         "data": {"message_id": id, "conversation_id": other, "tg_chat_id": 9102,
                  "text": "hijacked", "attachments": []},
     });
-    ch.basic_publish(
-        "fastprep.events".into(),
-        "message.outgoing.v1".into(),
-        BasicPublishOptions::default(),
+    env.publish_raw(
+        "message.outgoing.v1",
         &serde_json::to_vec(&body).unwrap(),
-        BasicProperties::default().with_message_id(event_id.into()),
+        &event_id,
     )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    .await;
     wait_for(
         "the event in tg-delivery.dlq",
         Duration::from_secs(10),
@@ -420,7 +394,6 @@ async fn an_event_naming_a_reply_of_another_chat_changes_nothing_of_it() {
     let arrived = env.arrivals(&sys.adapter).await;
     assert_eq!(arrived[&9101], vec!["the real one"]);
     assert!(!arrived.contains_key(&9102), "{arrived:?}");
-    let _ = conn.close(200, "bye".into()).await;
     env.cleanup().await;
 }
 

@@ -359,22 +359,12 @@ async fn a_waiting_reply_sent_early_drops_its_scheduled_retry_and_shows_sent_at_
         "aggregate_id": id,
         "data": data,
     });
-    let conn = env.broker().await;
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(lapin::options::ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    ch.basic_publish(
-        "fastprep.events".into(),
-        "message.outgoing.v1".into(),
-        lapin::options::BasicPublishOptions::default(),
+    env.publish_raw(
+        "message.outgoing.v1",
         &serde_json::to_vec(&body).unwrap(),
-        lapin::BasicProperties::default().with_message_id(event_id.into()),
+        &event_id,
     )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    .await;
     env.wait_status(&id, "sent", Duration::from_secs(20)).await;
     // Its `sent` status is published, not held behind the hour-long retry.
     let pool = env.pool.clone();
@@ -405,7 +395,6 @@ async fn a_waiting_reply_sent_early_drops_its_scheduled_retry_and_shows_sent_at_
     assert_eq!(pending, 0, "nothing of the reply is left to publish");
     let arrived = env.arrivals(&sys.adapter).await;
     assert_eq!(arrived[&chats[0].0], vec!["early"]);
-    let _ = conn.close(200, "bye".into()).await;
     env.cleanup().await;
 }
 
