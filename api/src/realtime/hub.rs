@@ -15,6 +15,7 @@ use std::{
     time::Duration,
 };
 
+use super::frames::{ServerBody, ServerFrame};
 use axum::extract::ws::Utf8Bytes;
 use broker_config::{
     Envelope, Event,
@@ -26,7 +27,6 @@ use lapin::{
     options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions},
     types::{AMQPValue, FieldTable},
 };
-use serde_json::json;
 use sqlx::PgPool;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -289,63 +289,42 @@ impl Hub {
         // Each event names the conversation's assignee as of its write, so
         // every instance filters it alike, whatever the order it reads in.
         // Message frames carry the row as REST renders it.
-        let (kind, assignees, data) = match &envelope.event {
+        let (assignees, body) = match &envelope.event {
             // A retry or a chat's next turn: the message is not new.
             Event::MessageOutgoing(e) if e.resend => return Ok(None),
-            Event::MessageOutgoing(e) => (
-                "message.created",
-                [e.assignee_id, None],
-                Body::Message(e.message_id),
-            ),
-            Event::MessageReceived(e) => (
-                "message.created",
-                [e.assignee_id, None],
-                Body::Message(e.message_id),
-            ),
-            Event::MessageNoteAdded(e) => (
-                "message.created",
-                [e.assignee_id, None],
-                Body::Message(e.message_id),
-            ),
-            Event::MessageEdited(e) => (
-                "message.updated",
-                [e.assignee_id, None],
-                Body::Message(e.message_id),
-            ),
+            Event::MessageOutgoing(e) => ([e.assignee_id, None], Body::Created(e.message_id)),
+            Event::MessageReceived(e) => ([e.assignee_id, None], Body::Created(e.message_id)),
+            Event::MessageNoteAdded(e) => ([e.assignee_id, None], Body::Created(e.message_id)),
+            Event::MessageEdited(e) => ([e.assignee_id, None], Body::Updated(e.message_id)),
             Event::MessageStatus(e) => (
-                "message.status",
                 [e.assignee_id, None],
-                Body::Inline(json!({
-                    "message_id": e.message_id,
-                    "conversation_id": e.conversation_id,
-                    "status": e.status,
-                    "tg_message_id": e.tg_message_id,
-                    "error": e.error,
-                    "attempt": e.attempt,
-                    "retry_at": e.retry_at,
-                })),
+                Body::Ready(ServerBody::MessageStatus(e.into())),
             ),
             Event::ConversationUpdated(e) => (
-                "conversation.updated",
                 [e.assignee_id, e.previous_assignee_id],
-                Body::Inline(json!({"conversation_id": e.conversation_id, "changed": e.changed})),
+                Body::Ready(ServerBody::ConversationUpdated {
+                    conversation_id: e.conversation_id,
+                    changed: &e.changed,
+                }),
             ),
             _ => return Ok(None),
         };
-        let data = match data {
-            Body::Inline(data) => data,
-            Body::Message(id) => match messages::load_one(&self.pool, id).await? {
-                Some(m) => match serde_json::to_value(m) {
-                    Ok(data) => data,
-                    Err(e) => {
-                        tracing::error!(message_id = %id, error = %e, "message not encodable; no frame sent");
-                        return Ok(None);
-                    }
-                },
-                None => return Ok(None),
-            },
+        let loaded;
+        let body = match body {
+            Body::Ready(body) => body,
+            Body::Created(message) | Body::Updated(message) => {
+                let Some(m) = messages::load_one(&self.pool, message).await? else {
+                    return Ok(None);
+                };
+                loaded = m;
+                if matches!(body, Body::Created(_)) {
+                    ServerBody::MessageCreated(&loaded)
+                } else {
+                    ServerBody::MessageUpdated(&loaded)
+                }
+            }
         };
-        let text = json!({"id": id, "type": kind, "data": data}).to_string();
+        let text = ServerFrame { id, body }.text();
         Ok(Some(Frame {
             id,
             event_id: envelope.id,
@@ -355,10 +334,11 @@ impl Hub {
     }
 }
 
-/// A frame's `data`: given by the event, or a message row to load.
-enum Body {
-    Inline(serde_json::Value),
-    Message(Uuid),
+/// A frame's body: given by the event, or a message row to load.
+enum Body<'a> {
+    Ready(ServerBody<'a>),
+    Created(Uuid),
+    Updated(Uuid),
 }
 
 fn stream_id(delivery: &lapin::message::Delivery) -> Option<i64> {

@@ -2,5 +2,6 @@
 //! `realtime.<instance-id>` queue, filtered per socket by what its user may
 //! read, with resume by stream position. docs/WEBSOCKET.md is the protocol.
 
+pub mod frames;
 pub mod hub;
 pub mod socket;

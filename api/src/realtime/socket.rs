@@ -24,13 +24,15 @@ use axum::{
 };
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
-use serde_json::json;
 use std::task::Poll;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 use uuid::Uuid;
 
-use super::hub::{Frame, Replay, Signal};
+use super::{
+    frames::{ServerBody, ServerFrame},
+    hub::{Frame, Replay, Signal},
+};
 use crate::{
     AppState,
     auth::jwt::Claims,
@@ -563,21 +565,24 @@ impl Session {
             return Ok(());
         }
         self.cursor = position;
-        let text = json!({"id": position, "type": "resync", "data": {}}).to_string();
+        let text = ServerFrame {
+            id: position,
+            body: ServerBody::Resync {},
+        }
+        .text();
         self.send(socket, Message::Text(text.into())).await
     }
 
     async fn send_ep(&self, socket: &mut WebSocket) -> Result<(), Close> {
-        let text = json!({
-            "id": self.cursor,
-            "type": "ep.update",
-            "data": {
-                "permissions": self.ep.perms.keys(),
-                "perm_version": self.ep.version,
-                "token_current": self.ep.version <= self.pv,
+        let text = ServerFrame {
+            id: self.cursor,
+            body: ServerBody::EpUpdate {
+                permissions: self.ep.perms.keys(),
+                perm_version: self.ep.version,
+                token_current: self.ep.version <= self.pv,
             },
-        })
-        .to_string();
+        }
+        .text();
         self.send(socket, Message::Text(text.into())).await
     }
 
@@ -626,7 +631,11 @@ impl Session {
         }
         match serde_json::from_str::<ClientFrame>(&text) {
             Ok(ClientFrame::Ping) => {
-                let text = json!({"id": self.cursor, "type": "pong", "data": {}}).to_string();
+                let text = ServerFrame {
+                    id: self.cursor,
+                    body: ServerBody::Pong {},
+                }
+                .text();
                 self.send(socket, Message::Text(text.into())).await
             }
             Ok(ClientFrame::Auth { token, since: None }) => self.reauth(socket, &token).await,
@@ -688,9 +697,11 @@ impl Session {
         code: &'static str,
         message: &'static str,
     ) -> Result<(), Close> {
-        let text =
-            json!({"id": self.cursor, "type": "error", "data": {"code": code, "message": message}})
-                .to_string();
+        let text = ServerFrame {
+            id: self.cursor,
+            body: ServerBody::Error { code, message },
+        }
+        .text();
         self.send(socket, Message::Text(text.into())).await
     }
 }
