@@ -20,7 +20,48 @@ pub fn token_for(path: &str) -> &'static str {
         TOKEN
     }
 }
-pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// The management API of the local RabbitMQ (scripts/services enables it).
+const RABBIT_MGMT: &str = "http://127.0.0.1:15672";
+
+/// A RabbitMQ vhost of one test's own (`fastprep_test_adapter_…`): what its
+/// adapter publishes never reaches another run's queues. `App::stop` (or the
+/// test) removes it; `scripts/test` sweeps any that a failed test leaves.
+pub struct Vhost {
+    pub name: String,
+    pub amqp_url: String,
+}
+
+impl Vhost {
+    pub async fn create() -> Self {
+        let name = format!("fastprep_test_adapter_{}", uuid::Uuid::new_v4().simple());
+        let http = reqwest::Client::new();
+        http.put(format!("{RABBIT_MGMT}/api/vhosts/{name}"))
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .expect("create vhost (is the RabbitMQ management plugin enabled?)");
+        http.put(format!("{RABBIT_MGMT}/api/permissions/{name}/guest"))
+            .basic_auth("guest", Some("guest"))
+            .json(&json!({"configure": ".*", "write": ".*", "read": ".*"}))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .expect("grant vhost permissions");
+        Self {
+            amqp_url: format!("amqp://guest:guest@127.0.0.1:5672/{name}"),
+            name,
+        }
+    }
+
+    pub async fn remove(self) {
+        let _ = reqwest::Client::new()
+            .delete(format!("{RABBIT_MGMT}/api/vhosts/{}", self.name))
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await;
+    }
+}
 
 /// A fresh directory under the system temp dir, removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -49,19 +90,30 @@ pub struct App {
     pub telemetry: Telemetry,
     shutdown: CancellationToken,
     handle: JoinHandle<anyhow::Result<()>>,
+    /// The vhost made for this app (none when the test chose `AMQP_URL`).
+    vhost: Option<Vhost>,
 }
 
 impl App {
     /// Starts the adapter on `data_dir` with the default test env plus `extra`.
     pub async fn start(data_dir: &Path, extra: &[(&str, &str)]) -> Self {
         let data_dir = data_dir.to_string_lossy().into_owned();
+        let vhost = if extra.iter().any(|(k, _)| *k == "AMQP_URL") {
+            None
+        } else {
+            Some(Vhost::create().await)
+        };
+        let amqp_url = vhost
+            .as_ref()
+            .map(|v| v.amqp_url.clone())
+            .unwrap_or_default();
         let mut pairs: Vec<(String, String)> = [
             ("TG_ADAPTER_TOKEN", TOKEN),
             ("SANDBOX_TOKEN", SANDBOX_TOKEN),
             ("FASTPREP_ENV", "development"),
             ("TG_BACKEND", "sandbox"),
             ("DATA_DIR", data_dir.as_str()),
-            ("AMQP_URL", AMQP_URL),
+            ("AMQP_URL", amqp_url.as_str()),
         ]
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -87,6 +139,7 @@ impl App {
             telemetry,
             shutdown,
             handle,
+            vhost,
         }
     }
 
@@ -95,6 +148,9 @@ impl App {
         drop(self.client);
         self.shutdown.cancel();
         self.handle.await.unwrap().unwrap();
+        if let Some(vhost) = self.vhost {
+            vhost.remove().await;
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -16,11 +16,12 @@ use lapin::{
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{AMQP_URL, App, TempDir, status_json};
+use crate::helpers::{App, TempDir, Vhost, status_json};
 
 #[tokio::test]
 async fn inbound_message_is_published_with_confirm() {
-    let conn = connection::connect(AMQP_URL, "tg-adapter-test")
+    let vhost = Vhost::create().await;
+    let conn = connection::connect(&vhost.amqp_url, "tg-adapter-test")
         .await
         .unwrap();
     let channel = conn.create_channel().await.unwrap();
@@ -63,7 +64,7 @@ async fn inbound_message_is_published_with_confirm() {
         .unwrap();
 
     let dir = TempDir::new();
-    let app = App::start(dir.path(), &[]).await;
+    let app = App::start(dir.path(), &[("AMQP_URL", &vhost.amqp_url)]).await;
     // A chat id no other test uses, so stray deliveries are recognisable.
     let chat_id = -(rand_chat_id());
     let (status, body) = status_json(
@@ -124,6 +125,7 @@ async fn inbound_message_is_published_with_confirm() {
     assert_eq!(body["tg_message_id"], 5_000_000);
     app.stop().await;
     let _ = conn.close(200, "bye".into()).await;
+    vhost.remove().await;
 }
 
 #[tokio::test]
