@@ -292,10 +292,22 @@ impl Hub {
         let (assignees, body) = match &envelope.event {
             // A retry or a chat's next turn: the message is not new.
             Event::MessageOutgoing(e) if e.resend => return Ok(None),
-            Event::MessageOutgoing(e) => ([e.assignee_id, None], Body::Created(e.message_id)),
-            Event::MessageReceived(e) => ([e.assignee_id, None], Body::Created(e.message_id)),
-            Event::MessageNoteAdded(e) => ([e.assignee_id, None], Body::Created(e.message_id)),
-            Event::MessageEdited(e) => ([e.assignee_id, None], Body::Updated(e.message_id)),
+            Event::MessageOutgoing(e) => (
+                [e.assignee_id, None],
+                Body::Load(e.message_id, |m| ServerBody::MessageCreated(m)),
+            ),
+            Event::MessageReceived(e) => (
+                [e.assignee_id, None],
+                Body::Load(e.message_id, |m| ServerBody::MessageCreated(m)),
+            ),
+            Event::MessageNoteAdded(e) => (
+                [e.assignee_id, None],
+                Body::Load(e.message_id, |m| ServerBody::MessageCreated(m)),
+            ),
+            Event::MessageEdited(e) => (
+                [e.assignee_id, None],
+                Body::Load(e.message_id, |m| ServerBody::MessageUpdated(m)),
+            ),
             Event::MessageStatus(e) => (
                 [e.assignee_id, None],
                 Body::Ready(ServerBody::MessageStatus(e.into())),
@@ -312,16 +324,12 @@ impl Hub {
         let loaded;
         let body = match body {
             Body::Ready(body) => body,
-            Body::Created(message) | Body::Updated(message) => {
+            Body::Load(message, render) => {
                 let Some(m) = messages::load_one(&self.pool, message).await? else {
                     return Ok(None);
                 };
                 loaded = m;
-                if matches!(body, Body::Created(_)) {
-                    ServerBody::MessageCreated(&loaded)
-                } else {
-                    ServerBody::MessageUpdated(&loaded)
-                }
+                render(&loaded)
             }
         };
         let text = ServerFrame { id, body }.text();
@@ -337,8 +345,8 @@ impl Hub {
 /// A frame's body: given by the event, or a message row to load.
 enum Body<'a> {
     Ready(ServerBody<'a>),
-    Created(Uuid),
-    Updated(Uuid),
+    /// The message to load, and the frame it makes.
+    Load(Uuid, fn(&messages::MessageOut) -> ServerBody<'_>),
 }
 
 fn stream_id(delivery: &lapin::message::Delivery) -> Option<i64> {

@@ -2,14 +2,14 @@
 
 use std::time::{Duration, Instant};
 
-use broker_config::{
-    adapter_api::{ErrorResponse, IDEMPOTENCY_KEY, MESSAGES_PATH, SendRequest, SendResponse},
-    events::MessageOutgoing,
+use broker_config::adapter_api::{
+    ErrorResponse, IDEMPOTENCY_KEY, MESSAGES_PATH, SendRequest, SendResponse,
 };
 use chrono::{DateTime, Utc};
 use opentelemetry::metrics::Histogram;
 use secrecy::{ExposeSecret, SecretString};
 use tracing::Instrument;
+use uuid::Uuid;
 
 /// What the adapter said.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,8 +54,8 @@ impl AdapterClient {
         })
     }
 
-    /// Sends one message with `Idempotency-Key: <message_id>`.
-    pub async fn send(&self, msg: &MessageOutgoing) -> SendResult {
+    /// Sends `body` with `Idempotency-Key: <message_id>`.
+    pub async fn send(&self, message_id: Uuid, body: &SendRequest) -> SendResult {
         let span = platform::trace::span_if_enabled(|| {
             tracing::info_span!(
                 "adapter.send",
@@ -66,25 +66,27 @@ impl AdapterClient {
                 http.response.status_code = tracing::field::Empty,
             )
         });
-        self.send_in(msg, &span).instrument(span.clone()).await
+        self.send_in(message_id, body, &span)
+            .instrument(span.clone())
+            .await
     }
 
-    async fn send_in(&self, msg: &MessageOutgoing, span: &tracing::Span) -> SendResult {
+    async fn send_in(
+        &self,
+        message_id: Uuid,
+        body: &SendRequest,
+        span: &tracing::Span,
+    ) -> SendResult {
         let started = Instant::now();
-        let body = SendRequest {
-            chat_id: msg.tg_chat_id,
-            text: msg.text.clone(),
-            attachments: msg.attachments.clone(),
-        };
         let mut request = self
             .http
             .post(format!("{}{MESSAGES_PATH}", self.base))
             .bearer_auth(self.token.expose_secret())
-            .header(IDEMPOTENCY_KEY, msg.message_id.to_string());
+            .header(IDEMPOTENCY_KEY, message_id.to_string());
         for (name, value) in platform::trace::inject(span) {
             request = request.header(name, value);
         }
-        let response = request.json(&body).send().await;
+        let response = request.json(body).send().await;
         if let Ok(resp) = &response {
             span.record("http.response.status_code", resp.status().as_u16());
         }

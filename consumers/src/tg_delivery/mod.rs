@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use broker_config::{
     Context, Envelope, Event, Failure, Handler, Next, RetryPolicy,
+    adapter_api::SendRequest,
     events::{DeliveryStatus, MessageDeliveryFailed, MessageOutgoing, MessageStatus},
     topology::TG_DELIVERY,
 };
@@ -313,14 +314,14 @@ impl TgDelivery {
 
     /// Calls the adapter; a call still running after `sending_after` marks
     /// the message `sending` meanwhile. Returns the adapter's answer.
-    async fn send(&self, msg: &MessageOutgoing) -> Result<SendResult, Failure> {
+    async fn send(&self, msg: &MessageOutgoing, body: &SendRequest) -> Result<SendResult, Failure> {
         let sending_after = self.settings.sending_after;
         if sending_after.is_zero() {
             // Every send is marked, before the call (not racing a timer).
             self.mark_sending(msg).await?;
-            return Ok(self.adapter.send(msg).await);
+            return Ok(self.adapter.send(msg.message_id, body).await);
         }
-        let call = self.adapter.send(msg);
+        let call = self.adapter.send(msg.message_id, body);
         tokio::pin!(call);
         tokio::select! {
             result = &mut call => Ok(result),
@@ -451,12 +452,12 @@ impl Handler for TgDelivery {
         let policy = &self.settings.retry;
         // The stored text goes out, not the event's copy of it: an event is
         // only a request to send the reply it names.
-        let stored = MessageOutgoing {
+        let body = SendRequest {
+            chat_id: msg.tg_chat_id,
             text: turn.text,
             attachments: vec![],
-            ..msg.clone()
         };
-        match self.send(&stored).await? {
+        match self.send(msg, &body).await? {
             SendResult::Sent {
                 tg_message_id,
                 sent_at,
