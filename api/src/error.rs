@@ -111,25 +111,44 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        if let sqlx::Error::Database(db) = &e {
-            if db.is_unique_violation() {
-                return ApiError::Conflict {
-                    code: "conflict",
-                    message: "a record with these values already exists".into(),
-                };
-            }
-            // 22021: a NUL byte (or invalid UTF-8) in a text value. Inputs
-            // are checked field by field; this is the backstop for any
-            // field that was not.
-            if db.code().as_deref() == Some("22021") {
-                return ApiError::Unprocessable {
-                    code: "invalid_character",
-                    message: "a text value contains a NUL character, which cannot be stored".into(),
-                };
-            }
-        }
-        ApiError::Internal(e.into())
+        e.as_database_error()
+            .and_then(refused_by_database)
+            .unwrap_or_else(|| ApiError::Internal(e.into()))
     }
+}
+
+impl From<sea_orm::DbErr> for ApiError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        use sea_orm::{DbErr, RuntimeErr};
+        let refused = match &e {
+            DbErr::Query(RuntimeErr::SqlxError(inner))
+            | DbErr::Exec(RuntimeErr::SqlxError(inner)) => {
+                inner.as_database_error().and_then(refused_by_database)
+            }
+            _ => None,
+        };
+        refused.unwrap_or_else(|| ApiError::Internal(e.into()))
+    }
+}
+
+/// The client's error among the database's refusals, if it is one.
+fn refused_by_database(db: &dyn sqlx::error::DatabaseError) -> Option<ApiError> {
+    if db.is_unique_violation() {
+        return Some(ApiError::Conflict {
+            code: "conflict",
+            message: "a record with these values already exists".into(),
+        });
+    }
+    // 22021: a NUL byte (or invalid UTF-8) in a text value. Inputs are
+    // checked field by field; this is the backstop for any field that was
+    // not.
+    if db.code().as_deref() == Some("22021") {
+        return Some(ApiError::Unprocessable {
+            code: "invalid_character",
+            message: "a text value contains a NUL character, which cannot be stored".into(),
+        });
+    }
+    None
 }
 
 /// The error, carried to [`error_envelope`] which adds the request id.

@@ -1,6 +1,7 @@
 //! The FastPrep Admin API: REST under `/api` and the WebSocket gateway at
 //! `/api/ws`. `run` is what `main` and the tests both call.
 
+pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod broker;
@@ -8,6 +9,8 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http_metrics;
+pub mod inbox;
+pub mod page;
 pub mod realtime;
 pub mod routes;
 
@@ -52,6 +55,9 @@ impl std::ops::Deref for AppState {
 /// The services behind [`AppState`].
 pub struct Services {
     pub pool: PgPool,
+    /// The same pool as a sea-orm connection: the data layer of the
+    /// services (ADR 0014).
+    pub db: sea_orm::DatabaseConnection,
     pub redis: RedisClient,
     pub broker: Arc<broker::Broker>,
     pub keys: Arc<auth::jwt::Keys>,
@@ -137,7 +143,11 @@ pub async fn state(
     let relay_wake = schema::RelayWake::start(&pool);
     tasks.spawn(
         "snoozed conversations waker",
-        wake_snoozed(pool.clone(), relay_wake.clone(), shutdown.clone()),
+        wake_snoozed(
+            schema::pool::orm(&pool),
+            relay_wake.clone(),
+            shutdown.clone(),
+        ),
     );
     Ok(AppState(Arc::new(Services {
         relay_wake,
@@ -148,6 +158,7 @@ pub async fn state(
             config.password_hash_concurrency * 32,
             std::time::Duration::from_secs(5),
         )),
+        db: schema::pool::orm(&pool),
         pool,
         redis,
         broker: Arc::new(broker::Broker::new(config.amqp_url.clone())),
@@ -190,14 +201,21 @@ async fn purge_expired_sessions(pool: PgPool, shutdown: CancellationToken) {
 }
 
 /// Reopens snoozed conversations when their time comes, every 15 s.
-async fn wake_snoozed(pool: PgPool, wake: schema::RelayWake, shutdown: CancellationToken) {
+async fn wake_snoozed(
+    db: sea_orm::DatabaseConnection,
+    wake: schema::RelayWake,
+    shutdown: CancellationToken,
+) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(15));
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = every.tick() => match routes::conversations::wake_snoozed(&pool, &wake).await {
+            _ = every.tick() => match inbox::conversations::wake_snoozed(&db).await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(reopened = n, "snoozed conversations reopened"),
+                Ok(n) => {
+                    wake.committed();
+                    tracing::info!(reopened = n, "snoozed conversations reopened");
+                }
                 Err(e) => tracing::warn!(error = %e, "waking snoozed conversations failed"),
             },
         }

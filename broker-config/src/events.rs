@@ -114,12 +114,13 @@ impl Event {
     }
 
     /// The `data` member alone, as stored in `outbox.payload`.
-    pub fn data_json(&self) -> serde_json::Value {
-        match serde_json::to_value(self) {
-            Ok(serde_json::Value::Object(mut map)) => {
-                map.remove("data").unwrap_or(serde_json::Value::Null)
-            }
-            _ => serde_json::Value::Null,
+    pub fn data_json(&self) -> Result<serde_json::Value, serde_json::Error> {
+        use serde::ser::Error as _;
+        match serde_json::to_value(self)? {
+            serde_json::Value::Object(mut map) => map
+                .remove("data")
+                .ok_or_else(|| serde_json::Error::custom("the event has no data member")),
+            _ => Err(serde_json::Error::custom("the event is not a JSON object")),
         }
     }
 }
@@ -393,6 +394,6 @@ mod tests {
     #[test]
     fn data_json_is_the_data_member() {
         let env = sample();
-        assert_eq!(env.event.data_json()["text"], "hi");
+        assert_eq!(env.event.data_json().unwrap()["text"], "hi");
     }
 }

@@ -170,7 +170,7 @@ pub async fn store(
             preview: u.text.chars().take(PREVIEW_CHARS).collect(),
             assignee_id,
         }));
-        schema::enqueue(tx, &event).await?;
+        schema::outbox::on_sqlx::enqueue(tx, &event).await?;
     } else {
         tracing::info!(
             tg_chat_id = u.chat.id,
@@ -225,7 +225,7 @@ async fn edit(
         edited_at,
         assignee_id,
     }));
-    schema::enqueue(tx, &event).await?;
+    schema::outbox::on_sqlx::enqueue(tx, &event).await?;
     Ok(Some(message_id))
 }
 

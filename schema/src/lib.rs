@@ -2,6 +2,7 @@
 //! entities, and the outbox writer every producer uses.
 
 pub mod entities;
+pub mod finders;
 pub mod migrations;
 pub mod outbox;
 pub mod pool;

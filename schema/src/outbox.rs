@@ -2,40 +2,76 @@
 //! [`enqueue`] inside the transaction that makes the change.
 
 use broker_config::Envelope;
-use sqlx::PgConnection;
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
 use tracing::Instrument;
 
-/// Writes `envelope` to the outbox inside the caller's transaction.
+/// Lock and insert in one statement (one round trip): the lock is a
+/// materialised CTE, which the insert reads before it forms its row.
+const INSERT: &str = "WITH aggregate_lock AS MATERIALIZED (
+   SELECT pg_advisory_xact_lock(hashtextextended($3 || ':' || $4, 0)))
+ INSERT INTO outbox (event_id, event_type, aggregate_type, aggregate_id, payload, headers, created_at, scheduled_at)
+ SELECT $1, $2, $3, $4, $5, $6, $7, COALESCE($8, now()) FROM aggregate_lock RETURNING id";
+
+/// Writes `envelope` to the outbox inside the caller's transaction (or on
+/// `conn` alone, where the row is the whole change).
 ///
 /// Takes a transaction-scoped advisory lock on the aggregate before the row
 /// draws its id, so two transactions writing events of one aggregate commit
 /// in the order of their outbox ids; the relay's per-aggregate ordering rests
-/// on that. Lock and insert are one statement (one round trip): the lock is
-/// a materialised CTE, which the insert reads before it forms its row.
+/// on that.
 ///
 /// When traces are exported, the row carries the W3C context of an
 /// `outbox.enqueue` span, a child of the caller's: the relay continues the
 /// trace from it.
-pub async fn enqueue(conn: &mut PgConnection, envelope: &Envelope) -> Result<i64, sqlx::Error> {
+pub async fn enqueue<C: ConnectionTrait>(conn: &C, envelope: &Envelope) -> Result<i64, DbErr> {
     enqueue_scheduled(conn, envelope, None).await
 }
 
 /// Like [`enqueue`], for an event the relay must not publish before `at`
 /// (a retry scheduled at a time of its own). Until then it also holds back
 /// later events of its aggregate.
-pub async fn enqueue_at(
-    conn: &mut PgConnection,
+pub async fn enqueue_at<C: ConnectionTrait>(
+    conn: &C,
     envelope: &Envelope,
     at: chrono::DateTime<chrono::Utc>,
-) -> Result<i64, sqlx::Error> {
+) -> Result<i64, DbErr> {
     enqueue_scheduled(conn, envelope, Some(at)).await
 }
 
-async fn enqueue_scheduled(
-    conn: &mut PgConnection,
+async fn enqueue_scheduled<C: ConnectionTrait>(
+    conn: &C,
     envelope: &Envelope,
     at: Option<chrono::DateTime<chrono::Utc>>,
-) -> Result<i64, sqlx::Error> {
+) -> Result<i64, DbErr> {
+    let (span, headers) = producer_span(envelope);
+    let payload = envelope
+        .event
+        .data_json()
+        .map_err(|e| DbErr::Custom(format!("event {} does not encode: {e}", envelope.id)))?;
+    let values: Vec<Value> = vec![
+        envelope.id.into(),
+        envelope.event_type().into(),
+        envelope.aggregate_type.clone().into(),
+        envelope.aggregate_id.clone().into(),
+        payload.into(),
+        headers.into(),
+        envelope.occurred_at.into(),
+        at.into(),
+    ];
+    let row = conn
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            INSERT,
+            values,
+        ))
+        .instrument(span)
+        .await?
+        .ok_or_else(|| DbErr::RecordNotInserted)?;
+    row.try_get_by_index(0)
+}
+
+/// The `outbox.enqueue` span and the trace headers the row carries.
+fn producer_span(envelope: &Envelope) -> (tracing::Span, serde_json::Value) {
     let span = platform::trace::span_if_enabled(|| {
         tracing::info_span!(
             "outbox.enqueue",
@@ -53,32 +89,52 @@ async fn enqueue_scheduled(
             .map(|(k, v)| (k, serde_json::Value::String(v)))
             .collect(),
     );
-    write(conn, envelope, &headers, at).instrument(span).await
+    (span, headers)
 }
 
-async fn write(
-    conn: &mut PgConnection,
-    envelope: &Envelope,
-    headers: &serde_json::Value,
-    at: Option<chrono::DateTime<chrono::Utc>>,
-) -> Result<i64, sqlx::Error> {
-    let id: i64 = sqlx::query_scalar(
-        "WITH aggregate_lock AS MATERIALIZED (
-           SELECT pg_advisory_xact_lock(hashtextextended($3 || ':' || $4, 0)))
-         INSERT INTO outbox (event_id, event_type, aggregate_type, aggregate_id, payload, headers, created_at, scheduled_at)
-         SELECT $1, $2, $3, $4, $5, $6, $7, COALESCE($8, now()) FROM aggregate_lock RETURNING id",
-    )
-    .bind(envelope.id)
-    .bind(envelope.event_type())
-    .bind(&envelope.aggregate_type)
-    .bind(&envelope.aggregate_id)
-    .bind(envelope.event.data_json())
-    .bind(headers)
-    .bind(envelope.occurred_at)
-    .bind(at)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(id)
+/// The same writer on a sqlx connection, for the consumers whose runner
+/// still hands out sqlx transactions (ADR 0014). Removed when they move.
+pub mod on_sqlx {
+    use super::*;
+    use sqlx::PgConnection;
+
+    /// [`super::enqueue`] on a sqlx connection.
+    pub async fn enqueue(conn: &mut PgConnection, envelope: &Envelope) -> Result<i64, sqlx::Error> {
+        write(conn, envelope, None).await
+    }
+
+    /// [`super::enqueue_at`] on a sqlx connection.
+    pub async fn enqueue_at(
+        conn: &mut PgConnection,
+        envelope: &Envelope,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<i64, sqlx::Error> {
+        write(conn, envelope, Some(at)).await
+    }
+
+    async fn write(
+        conn: &mut PgConnection,
+        envelope: &Envelope,
+        at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<i64, sqlx::Error> {
+        let (span, headers) = producer_span(envelope);
+        let payload = envelope
+            .event
+            .data_json()
+            .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        sqlx::query_scalar(sqlx::AssertSqlSafe(INSERT))
+            .bind(envelope.id)
+            .bind(envelope.event_type())
+            .bind(&envelope.aggregate_type)
+            .bind(&envelope.aggregate_id)
+            .bind(payload)
+            .bind(headers)
+            .bind(envelope.occurred_at)
+            .bind(at)
+            .fetch_one(&mut *conn)
+            .instrument(span)
+            .await
+    }
 }
 
 /// Wakes the relay (`NOTIFY outbox`) after a transaction that wrote outbox

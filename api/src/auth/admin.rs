@@ -12,7 +12,10 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{password, session};
-use crate::authz::change::{ADMIN_ROLE, AUTHZ_LOCK, audit};
+use crate::{
+    audit::{Entry, Target},
+    authz::change::{ADMIN_ROLE, AUTHZ_LOCK},
+};
 
 /// What `create-admin` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,24 +117,19 @@ pub async fn ensure_admin(pool: &PgPool, email: &str, password: &str) -> anyhow:
         ),
         _ => None,
     };
-    audit(
-        &mut tx,
-        None,
-        "user.admin_ensured",
-        ("user", id.to_string()),
-        None,
-        Some(json!({
+    Entry::new(None, "user.admin_ensured", Target::new("user", id))
+        .after(Some(json!({
             "email": email,
             "roles": ["admin"],
             "password_changed": password_changed,
             "sessions_ended": sessions_ended,
-        })),
-        version,
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+        })))
+        .perm_version(version)
+        .write_on_sqlx(&mut tx)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(version) = version {
-        schema::enqueue(
+        schema::outbox::on_sqlx::enqueue(
             &mut tx,
             &Envelope::new(Event::AuthzUserUpdated(AuthzUserUpdated {
                 user_id: id,

@@ -19,7 +19,10 @@ use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{PermSet, cache::Authorizer};
-use crate::error::{ApiError, ApiResult};
+use crate::{
+    audit::{Entry, Target},
+    error::{ApiError, ApiResult},
+};
 
 /// Advisory lock key serialising authorization changes.
 pub const AUTHZ_LOCK: i64 = 0x6661_7374_617a_0001;
@@ -97,12 +100,12 @@ impl AuthzChange {
     pub async fn user_changed(
         &mut self,
         user: Uuid,
-        action: &str,
+        action: &'static str,
         before: Option<Value>,
         after: Option<Value>,
     ) -> ApiResult<i64> {
         let v = self.bump_user(user).await?;
-        self.audit(action, ("user", user.to_string()), before, after, Some(v))
+        self.audit(action, Target::new("user", user), before, after, Some(v))
             .await?;
         Ok(v)
     }
@@ -113,14 +116,14 @@ impl AuthzChange {
         &mut self,
         role: Uuid,
         holders: &[Uuid],
-        action: &str,
+        action: &'static str,
         before: Option<Value>,
         after: impl FnOnce(&[UserVersion]) -> Option<Value>,
     ) -> ApiResult<()> {
         let bumped = self.bump(holders).await?;
         self.audit(
             action,
-            ("role", role.to_string()),
+            Target::new("role", role),
             before,
             after(&bumped),
             None,
@@ -133,30 +136,26 @@ impl AuthzChange {
         .await
     }
 
-    /// Writes one `audit_log` row.
+    /// Writes one `audit_log` row by this change's actor.
     pub async fn audit(
         &mut self,
-        action: &str,
-        target: (&str, String),
+        action: &'static str,
+        target: Target,
         before: Option<Value>,
         after: Option<Value>,
         perm_version: Option<i64>,
     ) -> ApiResult<()> {
-        audit(
-            &mut self.tx,
-            self.actor,
-            action,
-            target,
-            before,
-            after,
-            perm_version,
-        )
-        .await
+        Entry::new(self.actor, action, target)
+            .before(before)
+            .after(after)
+            .perm_version(perm_version)
+            .write_on_sqlx(&mut self.tx)
+            .await
     }
 
     /// Writes an outbox event in the transaction.
     pub async fn emit(&mut self, event: Event) -> ApiResult<()> {
-        schema::enqueue(&mut self.tx, &Envelope::new(event)).await?;
+        schema::outbox::on_sqlx::enqueue(&mut self.tx, &Envelope::new(event)).await?;
         Ok(())
     }
 
@@ -220,30 +219,4 @@ impl AuthzChange {
         authz.after_commit(&bumped, invalidated).await;
         Ok(())
     }
-}
-
-/// Writes one `audit_log` row on `conn`.
-pub async fn audit(
-    conn: &mut PgConnection,
-    actor: Option<Uuid>,
-    action: &str,
-    (target_type, target_id): (&str, String),
-    before: Option<Value>,
-    after: Option<Value>,
-    perm_version: Option<i64>,
-) -> ApiResult<()> {
-    sqlx::query(
-        "INSERT INTO audit_log (actor_id, action, target_type, target_id, before, after, perm_version)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(actor)
-    .bind(action)
-    .bind(target_type)
-    .bind(target_id)
-    .bind(before)
-    .bind(after)
-    .bind(perm_version)
-    .execute(conn)
-    .await?;
-    Ok(())
 }

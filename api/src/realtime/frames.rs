@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::routes::messages::MessageOut;
+use crate::inbox::messages::Message;
 
 /// A server frame: the body, at stream position `id`.
 #[derive(Serialize)]
@@ -36,10 +36,10 @@ pub enum ServerBody<'a> {
     /// A new message in a conversation (inbound, reply or note), as REST
     /// renders it.
     #[serde(rename = "message.created")]
-    MessageCreated(&'a MessageOut),
+    MessageCreated(&'a Message),
     /// A customer's edit of a message.
     #[serde(rename = "message.updated")]
-    MessageUpdated(&'a MessageOut),
+    MessageUpdated(&'a Message),
     /// A reply's delivery status changed.
     #[serde(rename = "message.status")]
     MessageStatus(StatusData),

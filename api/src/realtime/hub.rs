@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::routes::messages;
+use crate::{error::ApiError, inbox::messages};
 
 /// One server frame, rendered once for every socket.
 #[derive(Debug)]
@@ -82,6 +82,7 @@ pub struct Hub {
     live: broadcast::Sender<Signal>,
     capacity: usize,
     pool: PgPool,
+    db: sea_orm::DatabaseConnection,
 }
 
 /// The floor while the queue is not bound: no resume is complete.
@@ -102,6 +103,7 @@ impl Hub {
             }),
             live,
             capacity: capacity.max(1),
+            db: schema::pool::orm(&pool),
             pool,
         })
     }
@@ -271,10 +273,7 @@ impl Hub {
     }
 
     /// Renders one delivery, or `None` for an event sockets do not get.
-    async fn frame(
-        &self,
-        delivery: &lapin::message::Delivery,
-    ) -> Result<Option<Frame>, sqlx::Error> {
+    async fn frame(&self, delivery: &lapin::message::Delivery) -> Result<Option<Frame>, ApiError> {
         let Some(id) = stream_id(delivery) else {
             tracing::warn!("realtime event without a stream position ignored");
             return Ok(None);
@@ -325,7 +324,7 @@ impl Hub {
         let body = match body {
             Body::Ready(body) => body,
             Body::Load(message, render) => {
-                let Some(m) = messages::load_one(&self.pool, message).await? else {
+                let Some(m) = messages::load(&self.db, message).await? else {
                     return Ok(None);
                 };
                 loaded = m;
@@ -346,7 +345,7 @@ impl Hub {
 enum Body<'a> {
     Ready(ServerBody<'a>),
     /// The message to load, and the frame it makes.
-    Load(Uuid, fn(&messages::MessageOut) -> ServerBody<'_>),
+    Load(Uuid, fn(&messages::Message) -> ServerBody<'_>),
 }
 
 fn stream_id(delivery: &lapin::message::Delivery) -> Option<i64> {

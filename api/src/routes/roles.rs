@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::{
     AppState,
+    audit::Target,
     authz::{
         Perm, PermSet,
         change::{ADMIN_ROLE, AuthzChange},
@@ -180,7 +181,7 @@ pub async fn create(
     change
         .audit(
             "role.created",
-            ("role", id.to_string()),
+            Target::new("role", id),
             None,
             Some(json!({"name": role.name, "permissions": role.permissions})),
             None,
@@ -255,7 +256,7 @@ pub async fn update(
     change
         .audit(
             "role.updated",
-            ("role", id.to_string()),
+            Target::new("role", id),
             Some(json!({"name": before.name, "description": before.description})),
             Some(json!({"name": after.name, "description": after.description})),
             None,

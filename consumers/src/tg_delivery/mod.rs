@@ -183,7 +183,7 @@ async fn set_status(
         retry_at: change.retry_at,
         assignee_id,
     }));
-    schema::enqueue(conn, &event).await?;
+    schema::outbox::on_sqlx::enqueue(conn, &event).await?;
     Ok(Some(attempt))
 }
 
@@ -296,7 +296,7 @@ async fn hand_on(conn: &mut PgConnection, msg: &MessageOutgoing) -> Result<(), s
             assignee_id: msg.assignee_id,
             resend: true,
         }));
-        schema::enqueue(conn, &turn).await?;
+        schema::outbox::on_sqlx::enqueue(conn, &turn).await?;
     }
     Ok(())
 }
@@ -367,7 +367,7 @@ impl TgDelivery {
             resend: true,
             ..msg.clone()
         }));
-        schema::enqueue_at(tx, &retry, at).await?;
+        schema::outbox::on_sqlx::enqueue_at(tx, &retry, at).await?;
         tracing::info!(message_id = %msg.message_id, ?wait, reason, "send retried later");
         self.metrics.count("retry");
         Ok(())
@@ -549,7 +549,7 @@ impl Handler for TgDelivery {
                 error: failure.reason().to_owned(),
                 attempts: attempt,
             }));
-            schema::enqueue(tx, &failed).await?;
+            schema::outbox::on_sqlx::enqueue(tx, &failed).await?;
             hand_on(tx, msg).await?;
             self.metrics.count("failed");
         }

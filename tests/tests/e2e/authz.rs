@@ -223,7 +223,7 @@ async fn fanout_reaches_every_holder_of_a_role() {
     let before: Vec<i64> =
         futures::future::join_all(holders.iter().map(|h| perm_version(&env, h))).await;
     let mut tx = env.pool.begin().await.unwrap();
-    schema::enqueue(
+    schema::outbox::on_sqlx::enqueue(
         &mut tx,
         &Envelope::new(Event::AuthzRoleUpdated(AuthzRoleUpdated {
             role_id: role.parse().unwrap(),

@@ -78,7 +78,9 @@ fn write_sequences(
                     assignee_id: None,
                 }));
                 let mut tx = pool.begin().await.unwrap();
-                schema::enqueue(&mut tx, &env).await.unwrap();
+                schema::outbox::on_sqlx::enqueue(&mut tx, &env)
+                    .await
+                    .unwrap();
                 tx.commit().await.unwrap();
             }
             tokio::time::sleep(pause).await;
@@ -373,7 +375,9 @@ async fn refused_publishes_back_off_then_fail_and_the_runbook_retry_sends_them()
         },
     ));
     let mut tx = env.pool.begin().await.unwrap();
-    schema::enqueue(&mut tx, &event).await.unwrap();
+    schema::outbox::on_sqlx::enqueue(&mut tx, &event)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     let row = |pool: sqlx::PgPool| async move {
         sqlx::query_as::<_, (String, i32, Option<String>)>(

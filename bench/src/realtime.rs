@@ -353,7 +353,7 @@ pub async fn run(args: Args) -> Value {
                 preview: text,
                 assignee_id: assignee,
             }));
-            schema::enqueue(&mut tx, &event).await.unwrap();
+            schema::outbox::on_sqlx::enqueue(&mut tx, &event).await.unwrap();
             tx.commit().await.unwrap();
             wake.committed();
             (id, Instant::now(), assignee)

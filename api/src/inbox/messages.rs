@@ -1,0 +1,335 @@
+//! Messages of a conversation: the timeline, a message's earlier texts, and
+//! what staff write (replies, sent to Telegram, and notes, kept for staff).
+//!
+//! A reply is a message row and a `message.outgoing.v1` outbox row written in
+//! one transaction; `client_msg_id` makes the POST idempotent.
+
+use broker_config::{
+    Envelope, Event,
+    events::{MessageNoteAdded, MessageOutgoing},
+};
+use chrono::{DateTime, Utc};
+use schema::entities::{conversations, message_edits, messages, users};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, JoinType,
+    QueryFilter, QueryOrder, QuerySelect, RelationTrait, Select, Statement, TransactionSession,
+    TransactionTrait,
+    sea_query::{Expr, ExprTrait},
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{InboxScope, conversations::visible_chat};
+use crate::{
+    error::{ApiError, ApiResult},
+    page::{self, Page, PageRequest, TimeKey},
+};
+
+/// Telegram's limit on a message's text.
+pub const MAX_TEXT_CHARS: usize = 4096;
+const MAX_CLIENT_MSG_ID: usize = 100;
+
+/// A message as the timeline shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, FromQueryResult)]
+pub struct Message {
+    pub id: Uuid,
+    pub conversation_id: Uuid,
+    pub direction: String,
+    pub kind: String,
+    pub author_id: Option<Uuid>,
+    /// The staff member who wrote it (outbound messages and notes).
+    pub author_name: Option<String>,
+    pub text: String,
+    pub tg_message_id: Option<i64>,
+    pub status: String,
+    pub error: Option<String>,
+    pub client_msg_id: Option<String>,
+    pub attempts: i32,
+    pub retry_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+    /// Set when the customer edited it; earlier texts are at `…/versions`.
+    pub edited_at: Option<DateTime<Utc>>,
+}
+
+/// Messages with their author's name, as [`Message`] reads them.
+fn timeline(query: Select<messages::Entity>) -> Select<messages::Entity> {
+    query
+        .join(JoinType::LeftJoin, messages::Relation::Users.def())
+        .column_as(users::Column::DisplayName, "author_name")
+}
+
+/// One message, for the realtime gateway.
+pub async fn load<C: ConnectionTrait>(conn: &C, id: Uuid) -> ApiResult<Option<Message>> {
+    Ok(timeline(messages::Entity::find_by_id(id))
+        .into_model::<Message>()
+        .one(conn)
+        .await?)
+}
+
+/// Newest first; the cursor pages towards older messages.
+pub async fn list<C: ConnectionTrait>(
+    conn: &C,
+    conversation: Uuid,
+    scope: InboxScope,
+    page: PageRequest<TimeKey>,
+) -> ApiResult<Page<Message>> {
+    use messages::Column;
+    visible_chat(conn, conversation, scope).await?;
+    let mut query = messages::Entity::of_conversation(conversation);
+    if let Some((at, id)) = page.after {
+        query = query.filter(
+            Expr::tuple([
+                Expr::col((messages::Entity, Column::CreatedAt)),
+                Expr::col((messages::Entity, Column::Id)),
+            ])
+            .lt(Expr::tuple([Expr::value(at), Expr::value(id)])),
+        );
+    }
+    let rows = timeline(query)
+        .order_by_desc(Column::CreatedAt)
+        .order_by_desc(Column::Id)
+        .limit(page.fetch())
+        .into_model::<Message>()
+        .all(conn)
+        .await?;
+    Ok(page.page(rows, |m| page::encode((m.created_at, m.id))))
+}
+
+/// An earlier text of a message.
+#[derive(Debug, Serialize, Deserialize, FromQueryResult)]
+pub struct Version {
+    pub text: String,
+    /// When a later edit replaced this text.
+    pub replaced_at: DateTime<Utc>,
+}
+
+/// A message's current text and every text it replaced.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Versions {
+    pub message_id: Uuid,
+    pub text: String,
+    pub edited_at: Option<DateTime<Utc>>,
+    /// Earlier texts, oldest first.
+    pub previous: Vec<Version>,
+}
+
+pub async fn versions<C: ConnectionTrait>(
+    conn: &C,
+    conversation: Uuid,
+    message: Uuid,
+    scope: InboxScope,
+) -> ApiResult<Versions> {
+    visible_chat(conn, conversation, scope).await?;
+    let (text, edited_at) = messages::Entity::of_conversation(conversation)
+        .filter(messages::Column::Id.eq(message))
+        .select_only()
+        .columns([messages::Column::Text, messages::Column::EditedAt])
+        .into_tuple::<(String, Option<DateTime<Utc>>)>()
+        .one(conn)
+        .await?
+        .ok_or(ApiError::NotFound { what: "message" })?;
+    let previous = message_edits::Entity::find()
+        .filter(message_edits::Column::MessageId.eq(message))
+        .order_by_asc(message_edits::Column::Id)
+        .into_model::<Version>()
+        .all(conn)
+        .await?;
+    Ok(Versions {
+        message_id: message,
+        text,
+        edited_at,
+        previous,
+    })
+}
+
+/// What a staff member writes into a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Sent to Telegram.
+    Reply,
+    /// Kept for staff, never sent.
+    Note,
+}
+
+impl Kind {
+    /// The row's `kind` and first `status`.
+    fn columns(self) -> (&'static str, &'static str) {
+        match self {
+            Kind::Reply => ("text", "queued"),
+            Kind::Note => ("note", "internal"),
+        }
+    }
+}
+
+/// A reply or note as asked, before it is checked.
+#[derive(Debug, Deserialize)]
+pub struct Draft {
+    pub text: String,
+    #[serde(default)]
+    pub attachment_ids: Vec<Uuid>,
+    pub client_msg_id: String,
+}
+
+/// A checked reply or note.
+#[derive(Debug)]
+pub struct Writing {
+    text: String,
+    client_msg_id: String,
+}
+
+impl TryFrom<Draft> for Writing {
+    type Error = ApiError;
+
+    fn try_from(input: Draft) -> Result<Self, ApiError> {
+        let invalid = |code, message: &str| ApiError::Unprocessable {
+            code,
+            message: message.to_owned(),
+        };
+        if !input.attachment_ids.is_empty() {
+            return Err(invalid(
+                "attachments_unavailable",
+                "attachments cannot be sent yet; send text only",
+            ));
+        }
+        if input.text.trim().is_empty() {
+            return Err(invalid("empty_text", "text must not be empty"));
+        }
+        if input.text.contains('\0') {
+            return Err(invalid(
+                "invalid_text",
+                "text must not contain NUL characters",
+            ));
+        }
+        if input.text.chars().count() > MAX_TEXT_CHARS {
+            return Err(invalid(
+                "text_too_long",
+                "text is longer than Telegram's 4096 characters",
+            ));
+        }
+        let client_msg_id = input.client_msg_id.trim().to_owned();
+        if client_msg_id.is_empty()
+            || client_msg_id.len() > MAX_CLIENT_MSG_ID
+            || client_msg_id.chars().any(char::is_control)
+        {
+            return Err(invalid(
+                "invalid_client_msg_id",
+                "client_msg_id must be 1 to 100 characters, none of them control characters",
+            ));
+        }
+        Ok(Writing {
+            text: input.text,
+            client_msg_id,
+        })
+    }
+}
+
+/// What [`write`] did.
+#[derive(Debug)]
+pub enum Written {
+    /// A new message, with its outbox row.
+    Created(Message),
+    /// A retry of an earlier POST: what that one created.
+    Repeated(Message),
+}
+
+/// The insert of a reply or note, with its author's name, in one round
+/// trip; a repeated `client_msg_id` inserts nothing.
+const INSERT: &str = "INSERT INTO messages (id, conversation_id, direction, kind, author_id, text, status, client_msg_id, created_at)
+ VALUES ($1, $2, 'out', $6, $3, $4, $7, $5, clock_timestamp())
+ ON CONFLICT (conversation_id, client_msg_id) DO NOTHING
+ RETURNING id, conversation_id, direction, kind, author_id,
+   (SELECT display_name FROM users WHERE users.id = author_id) AS author_name,
+   text, tg_message_id, status, error, client_msg_id, attempts, retry_at, created_at, sent_at, edited_at";
+
+/// Writes a reply or note by `author` into a conversation in the caller's
+/// scope, with its outbox event, in one transaction.
+pub async fn write<C: TransactionTrait>(
+    db: &C,
+    author: Uuid,
+    conversation: Uuid,
+    scope: InboxScope,
+    writing: Writing,
+    kind: Kind,
+) -> ApiResult<Written> {
+    let tx = db.begin().await?;
+    // A reply bumps the conversation's last activity; the same statement
+    // checks the caller's scope and reads the chat (one round trip). Its row
+    // lock orders concurrent replies to the chat: each is stamped with the
+    // clock once it holds the lock, so `created_at` is send order.
+    let (tg_chat_id, assignee_id) = match kind {
+        Kind::Reply => {
+            use conversations::Column;
+            let bumped = conversations::Entity::update_many()
+                .col_expr(Column::LastMessageAt, Expr::current_timestamp())
+                .col_expr(Column::UpdatedAt, Expr::current_timestamp())
+                .filter(Column::Id.eq(conversation))
+                .filter(
+                    Condition::all().add_option(scope.assignee().map(|a| Column::AssigneeId.eq(a))),
+                )
+                .exec_with_returning(&tx)
+                .await?;
+            let c = bumped.first().ok_or(ApiError::NotFound {
+                what: "conversation",
+            })?;
+            (c.tg_chat_id, c.assignee_id)
+        }
+        Kind::Note => {
+            let chat = visible_chat(&tx, conversation, scope).await?;
+            (chat.tg_chat_id, chat.assignee_id)
+        }
+    };
+    let (kind_col, status) = kind.columns();
+    let inserted = Message::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        INSERT,
+        [
+            Uuid::now_v7().into(),
+            conversation.into(),
+            author.into(),
+            writing.text.clone().into(),
+            writing.client_msg_id.clone().into(),
+            kind_col.into(),
+            status.into(),
+        ],
+    ))
+    .one(&tx)
+    .await?;
+    let Some(message) = inserted else {
+        let existing = timeline(messages::Entity::of_conversation(conversation))
+            .filter(messages::Column::ClientMsgId.eq(writing.client_msg_id.as_str()))
+            .into_model::<Message>()
+            .one(&tx)
+            .await?
+            .ok_or(ApiError::NotFound { what: "message" })?;
+        tx.rollback().await?;
+        if existing.text != writing.text || existing.kind != kind_col {
+            return Err(ApiError::Conflict {
+                code: "client_msg_id_reused",
+                message: "client_msg_id was already used for a different message".into(),
+            });
+        }
+        return Ok(Written::Repeated(existing));
+    };
+    let event = match kind {
+        Kind::Reply => Event::MessageOutgoing(MessageOutgoing {
+            message_id: message.id,
+            conversation_id: conversation,
+            tg_chat_id,
+            text: message.text.clone(),
+            attachments: vec![],
+            assignee_id,
+            resend: false,
+        }),
+        Kind::Note => Event::MessageNoteAdded(MessageNoteAdded {
+            message_id: message.id,
+            conversation_id: conversation,
+            author_id: author,
+            preview: message.text.chars().take(120).collect(),
+            assignee_id,
+        }),
+    };
+    schema::enqueue(&tx, &Envelope::new(event)).await?;
+    tx.commit().await?;
+    Ok(Written::Created(message))
+}
