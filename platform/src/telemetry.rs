@@ -77,7 +77,7 @@ impl Telemetry {
         if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {
             tracing::error!(error = %e, "encoding metrics failed");
         }
-        String::from_utf8(buf).unwrap_or_default()
+        String::from_utf8_lossy(&buf).into_owned()
     }
 }
 

@@ -121,7 +121,9 @@ impl Hub {
 
     /// The position a new stream starts from.
     pub fn head(&self) -> i64 {
-        self.ring.read().map(|r| r.head).unwrap_or_default()
+        self.ring
+            .read()
+            .map_or_else(|poisoned| poisoned.into_inner().head, |r| r.head)
     }
 
     /// Every frame after `since`, or `TooOld` when some may be missing.

@@ -41,7 +41,9 @@ impl KeyLocks {
 
     /// Keys with a holder or a waiter.
     pub fn len(&self) -> usize {
-        self.slots.lock().map(|s| s.len()).unwrap_or_default()
+        self.slots
+            .lock()
+            .map_or_else(|poisoned| poisoned.into_inner().len(), |s| s.len())
     }
 
     pub fn is_empty(&self) -> bool {
