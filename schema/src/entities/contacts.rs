@@ -9,14 +9,26 @@ pub struct Model {
     pub id: Uuid,
     #[sea_orm(unique)]
     pub tg_user_id: i64,
+    #[sea_orm(column_type = "Text")]
     pub username: Option<String>,
+    #[sea_orm(column_type = "Text")]
     pub first_name: Option<String>,
+    #[sea_orm(column_type = "Text")]
     pub last_name: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub enum Relation {
+    #[sea_orm(has_many = "super::conversations::Entity")]
+    Conversations,
+}
+
+impl Related<super::conversations::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Conversations.def()
+    }
+}
 
 impl ActiveModelBehavior for ActiveModel {}

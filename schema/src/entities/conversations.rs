@@ -10,7 +10,10 @@ pub struct Model {
     #[sea_orm(unique)]
     pub tg_chat_id: i64,
     pub contact_id: Option<Uuid>,
+    #[sea_orm(column_type = "Text")]
     pub title: String,
+    /// `open`, `pending`, `resolved` or `snoozed`.
+    #[sea_orm(column_type = "Text")]
     pub status: String,
     pub assignee_id: Option<Uuid>,
     pub snoozed_until: Option<DateTimeUtc>,
@@ -20,6 +23,50 @@ pub struct Model {
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub enum Relation {
+    #[sea_orm(
+        belongs_to = "super::contacts::Entity",
+        from = "Column::ContactId",
+        to = "super::contacts::Column::Id",
+        on_delete = "SetNull"
+    )]
+    Contacts,
+    /// The assignee.
+    #[sea_orm(
+        belongs_to = "super::users::Entity",
+        from = "Column::AssigneeId",
+        to = "super::users::Column::Id",
+        on_delete = "SetNull"
+    )]
+    Users,
+    #[sea_orm(has_many = "super::messages::Entity")]
+    Messages,
+    #[sea_orm(has_many = "super::conversation_reads::Entity")]
+    ConversationReads,
+}
+
+impl Related<super::contacts::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Contacts.def()
+    }
+}
+
+impl Related<super::users::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Users.def()
+    }
+}
+
+impl Related<super::messages::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Messages.def()
+    }
+}
+
+impl Related<super::conversation_reads::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::ConversationReads.def()
+    }
+}
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -8,22 +8,79 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: Uuid,
     pub conversation_id: Uuid,
+    /// `in` or `out`.
+    #[sea_orm(column_type = "Text")]
     pub direction: String,
+    /// `text` or `note`.
+    #[sea_orm(column_type = "Text")]
     pub kind: String,
     pub author_id: Option<Uuid>,
+    #[sea_orm(column_type = "Text")]
     pub text: String,
     pub tg_message_id: Option<i64>,
+    /// `received`, `queued`, `sending`, `sent`, `retrying`, `failed` or `internal`.
+    #[sea_orm(column_type = "Text")]
     pub status: String,
+    #[sea_orm(column_type = "Text")]
     pub error: Option<String>,
+    #[sea_orm(column_type = "Text")]
     pub client_msg_id: Option<String>,
     pub attempts: i32,
     pub retry_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
     pub sent_at: Option<DateTimeUtc>,
     pub updated_at: DateTimeUtc,
+    /// When the customer last edited it in Telegram.
+    pub edited_at: Option<DateTimeUtc>,
+    /// A reply waiting for an earlier unfinished reply of its chat (ADR 0011).
+    pub held: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub enum Relation {
+    #[sea_orm(
+        belongs_to = "super::conversations::Entity",
+        from = "Column::ConversationId",
+        to = "super::conversations::Column::Id",
+        on_delete = "Cascade"
+    )]
+    Conversations,
+    /// The author of a reply or note.
+    #[sea_orm(
+        belongs_to = "super::users::Entity",
+        from = "Column::AuthorId",
+        to = "super::users::Column::Id",
+        on_delete = "SetNull"
+    )]
+    Users,
+    #[sea_orm(has_many = "super::message_edits::Entity")]
+    MessageEdits,
+    #[sea_orm(has_many = "super::attachments::Entity")]
+    Attachments,
+}
+
+impl Related<super::conversations::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Conversations.def()
+    }
+}
+
+impl Related<super::users::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Users.def()
+    }
+}
+
+impl Related<super::message_edits::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::MessageEdits.def()
+    }
+}
+
+impl Related<super::attachments::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Attachments.def()
+    }
+}
 
 impl ActiveModelBehavior for ActiveModel {}

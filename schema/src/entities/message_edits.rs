@@ -1,0 +1,36 @@
+//! `message_edits`: the texts a message had before each edit, oldest first.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "message_edits")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    pub message_id: Uuid,
+    /// The text as it was before this edit.
+    #[sea_orm(column_type = "Text")]
+    pub text: String,
+    /// When the edit replaced it (Telegram's edit time).
+    pub replaced_at: DateTimeUtc,
+    pub created_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {
+    #[sea_orm(
+        belongs_to = "super::messages::Entity",
+        from = "Column::MessageId",
+        to = "super::messages::Column::Id",
+        on_delete = "Cascade"
+    )]
+    Messages,
+}
+
+impl Related<super::messages::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Messages.def()
+    }
+}
+
+impl ActiveModelBehavior for ActiveModel {}
