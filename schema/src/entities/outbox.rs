@@ -1,5 +1,6 @@
-//! `outbox`: events written with the state they describe, published by the
-//! relay (ADR 0001). Written only through `schema::outbox::enqueue`.
+//! `outbox`: events written in the transaction of the change they describe,
+//! then published by the relay (ADR 0001). Rows are added only by
+//! `schema::outbox::enqueue`, which takes the aggregate's lock first.
 
 use sea_orm::entity::prelude::*;
 
