@@ -20,7 +20,10 @@ use lapin::{
     },
     types::{AMQPValue, FieldTable},
 };
-use sqlx::{PgPool, Postgres, Transaction};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, RuntimeErr,
+    Statement, TransactionTrait,
+};
 use std::collections::HashMap;
 
 use tokio::{
@@ -76,8 +79,16 @@ impl Failure {
     /// A database error of a handler: data the database refuses (SQLSTATE
     /// classes 22 and 23) is refused on every try, so it fails for good at
     /// once; anything else is worth trying again.
-    pub fn from_db(e: sqlx::Error) -> Self {
-        match e.as_database_error().and_then(|d| d.code()) {
+    pub fn from_db(e: DbErr) -> Self {
+        let code = match &e {
+            DbErr::Query(RuntimeErr::SqlxError(inner))
+            | DbErr::Exec(RuntimeErr::SqlxError(inner)) => inner
+                .as_database_error()
+                .and_then(|d| d.code())
+                .map(|c| c.into_owned()),
+            _ => None,
+        };
+        match code {
             Some(code) if code.starts_with("22") || code.starts_with("23") => {
                 Failure::permanent(format!("refused by the database: {e}"))
             }
@@ -86,8 +97,8 @@ impl Failure {
     }
 }
 
-impl From<sqlx::Error> for Failure {
-    fn from(e: sqlx::Error) -> Self {
+impl From<DbErr> for Failure {
+    fn from(e: DbErr) -> Self {
         Failure::retryable(format!("database: {e}"))
     }
 }
@@ -188,11 +199,7 @@ pub trait Handler: Send + Sync + 'static {
     fn queue(&self) -> &'static str;
 
     /// Handles one event inside `tx`, which already holds the idempotency claim.
-    async fn handle(
-        &self,
-        ctx: &Context<'_>,
-        tx: &mut Transaction<'static, Postgres>,
-    ) -> Result<(), Failure>;
+    async fn handle(&self, ctx: &Context<'_>, tx: &DatabaseTransaction) -> Result<(), Failure>;
 
     /// A delivery whose body is not an event. The default dead-letters it,
     /// since nothing can be done with it; a handler that needs only what the
@@ -231,8 +238,8 @@ pub trait Handler: Send + Sync + 'static {
         _ctx: &Context<'_>,
         _failure: &Failure,
         _next: Next,
-        _tx: &mut Transaction<'static, Postgres>,
-    ) -> Result<(), sqlx::Error> {
+        _tx: &DatabaseTransaction,
+    ) -> Result<(), DbErr> {
         Ok(())
     }
 }
@@ -251,7 +258,7 @@ pub struct RunnerConfig {
 /// goes away. In-flight deliveries finish before it returns.
 pub async fn run<H: Handler>(
     handler: Arc<H>,
-    pool: PgPool,
+    db: DatabaseConnection,
     config: RunnerConfig,
     metrics: ConsumerMetrics,
     shutdown: CancellationToken,
@@ -261,7 +268,7 @@ pub async fn run<H: Handler>(
         let Some(conn) = connect_with_retry(&config.amqp_url, queue, &shutdown).await else {
             break;
         };
-        match consume(&conn, handler.clone(), &pool, &config, &metrics, &shutdown).await {
+        match consume(&conn, handler.clone(), &db, &config, &metrics, &shutdown).await {
             Ok(()) => {}
             Err(e) => tracing::warn!(queue, error = %e, "consumer lost its channel; reconnecting"),
         }
@@ -276,7 +283,7 @@ pub async fn run<H: Handler>(
 async fn consume<H: Handler>(
     conn: &Connection,
     handler: Arc<H>,
-    pool: &PgPool,
+    db: &DatabaseConnection,
     config: &RunnerConfig,
     metrics: &ConsumerMetrics,
     shutdown: &CancellationToken,
@@ -302,7 +309,7 @@ async fn consume<H: Handler>(
     tracing::info!(queue, prefetch = config.prefetch, "consuming");
     let shared = Arc::new(Shared {
         handler,
-        pool: pool.clone(),
+        db: db.clone(),
         publisher,
         policy: config.policy.clone(),
         metrics: metrics.clone(),
@@ -375,7 +382,7 @@ async fn consume<H: Handler>(
 
 struct Shared<H> {
     handler: Arc<H>,
-    pool: PgPool,
+    db: DatabaseConnection,
     publisher: Publisher,
     policy: RetryPolicy,
     metrics: ConsumerMetrics,
@@ -560,22 +567,23 @@ impl<H: Handler> Shared<H> {
         Some(wait)
     }
 
-    async fn claim_and_handle(&self, ctx: &Context<'_>) -> Result<Step, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        let claimed = sqlx::query(
-            "INSERT INTO processed_messages (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        )
-        .bind(self.handler.queue())
-        .bind(ctx.envelope.id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    async fn claim_and_handle(&self, ctx: &Context<'_>) -> Result<Step, DbErr> {
+        let tx = self.db.begin().await?;
+        // The claim keeps its one statement (ADR 0014).
+        let claimed = tx
+            .execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "INSERT INTO processed_messages (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                [self.handler.queue().into(), ctx.envelope.id.into()],
+            ))
+            .await?
+            .rows_affected();
         if claimed == 0 {
             tx.rollback().await?;
             tracing::info!("duplicate delivery; already processed");
             return Ok(Step::Done(Outcome::Duplicate));
         }
-        match self.handler.handle(ctx, &mut tx).await {
+        match self.handler.handle(ctx, &tx).await {
             Ok(()) => {
                 tx.commit().await?;
                 self.handler.committed();
@@ -626,9 +634,9 @@ impl<H: Handler> Shared<H> {
         ctx: &Context<'_>,
         failure: &Failure,
         next: Next,
-    ) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        self.handler.on_failure(ctx, failure, next, &mut tx).await?;
+    ) -> Result<(), DbErr> {
+        let tx = self.db.begin().await?;
+        self.handler.on_failure(ctx, failure, next, &tx).await?;
         tx.commit().await?;
         self.handler.committed();
         Ok(())

@@ -16,19 +16,24 @@ use broker_config::{
 };
 use fred::prelude::Client as RedisClient;
 use platform::authz_redis::Scripts;
-use sqlx::{PgPool, Postgres, Transaction};
+use schema::entities::{user_roles, users};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
+    sea_query::{Expr, ExprTrait, Func},
+};
 use uuid::Uuid;
 
 pub struct AuthzFanout {
-    pool: PgPool,
+    db: DatabaseConnection,
     redis: RedisClient,
     scripts: Scripts,
 }
 
 impl AuthzFanout {
-    pub fn new(pool: PgPool, redis: RedisClient) -> Self {
+    pub fn new(db: DatabaseConnection, redis: RedisClient) -> Self {
         Self {
-            pool,
+            db,
             redis,
             scripts: Scripts::new(),
         }
@@ -41,19 +46,15 @@ impl Handler for AuthzFanout {
         AUTHZ_FANOUT.name
     }
 
-    async fn handle(
-        &self,
-        ctx: &Context<'_>,
-        _claim: &mut Transaction<'static, Postgres>,
-    ) -> Result<(), Failure> {
+    async fn handle(&self, ctx: &Context<'_>, _claim: &DatabaseTransaction) -> Result<(), Failure> {
         // The versions commit first, in their own transaction, so that what
         // is announced is what a listener reads back. Raising to a given
         // version is idempotent; a redelivered hand-written event (no
         // versions) bumps once more, which only costs its holders a refresh.
-        let mut tx = self.pool.begin().await?;
+        let tx = self.db.begin().await?;
         let affected = match &ctx.envelope.event {
-            Event::AuthzRoleUpdated(e) => role_holders(e, &mut tx).await?,
-            Event::AuthzUserUpdated(e) => user(e, &mut tx).await?.into_iter().collect(),
+            Event::AuthzRoleUpdated(e) => role_holders(e, &tx).await?,
+            Event::AuthzUserUpdated(e) => user(e, &tx).await?.into_iter().collect(),
             other => {
                 return Err(Failure::permanent(format!(
                     "authz-fanout cannot handle {}",
@@ -76,51 +77,48 @@ impl Handler for AuthzFanout {
 /// Raises `user` to `version` unless it is already there or beyond; returns
 /// the version it has now. `None` for a user that no longer exists.
 async fn raise(
-    tx: &mut Transaction<'static, Postgres>,
+    tx: &DatabaseTransaction,
     user: Uuid,
     version: Option<i64>,
-) -> Result<Option<(Uuid, i64)>, sqlx::Error> {
-    let current: Option<i64> =
-        match version {
-            Some(v) => {
-                sqlx::query_scalar(
-                    "UPDATE users SET perm_version = GREATEST(perm_version, $2) WHERE id = $1
-                 RETURNING perm_version",
-                )
-                .bind(user)
-                .bind(v)
-                .fetch_optional(&mut **tx)
-                .await?
-            }
-            None => sqlx::query_scalar(
-                "UPDATE users SET perm_version = perm_version + 1, updated_at = now() WHERE id = $1
-                 RETURNING perm_version",
-            )
-            .bind(user)
-            .fetch_optional(&mut **tx)
-            .await?,
-        };
-    Ok(current.map(|v| (user, v)))
+) -> Result<Option<(Uuid, i64)>, DbErr> {
+    use users::Column;
+    let raised = match version {
+        Some(v) => Expr::expr(Func::greatest([
+            Expr::col(Column::PermVersion),
+            Expr::value(v),
+        ])),
+        None => Expr::col(Column::PermVersion).add(1),
+    };
+    let mut update = users::Entity::update_many()
+        .col_expr(Column::PermVersion, raised)
+        .filter(Column::Id.eq(user));
+    if version.is_none() {
+        update = update.col_expr(Column::UpdatedAt, Expr::current_timestamp());
+    }
+    let rows = update.exec_with_returning(tx).await?;
+    Ok(rows.first().map(|u| (user, u.perm_version)))
 }
 
 async fn user(
     e: &AuthzUserUpdated,
-    tx: &mut Transaction<'static, Postgres>,
+    tx: &DatabaseTransaction,
 ) -> Result<Option<(Uuid, i64)>, Failure> {
     Ok(raise(tx, e.user_id, e.perm_version).await?)
 }
 
 async fn role_holders(
     e: &AuthzRoleUpdated,
-    tx: &mut Transaction<'static, Postgres>,
+    tx: &DatabaseTransaction,
 ) -> Result<Vec<(Uuid, i64)>, Failure> {
     let targets: Vec<(Uuid, Option<i64>)> = if e.users.is_empty() {
-        let holders: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT user_id FROM user_roles WHERE role_id = $1 ORDER BY user_id",
-        )
-        .bind(e.role_id)
-        .fetch_all(&mut **tx)
-        .await?;
+        let holders: Vec<Uuid> = user_roles::Entity::find()
+            .filter(user_roles::Column::RoleId.eq(e.role_id))
+            .select_only()
+            .column(user_roles::Column::UserId)
+            .order_by_asc(user_roles::Column::UserId)
+            .into_tuple()
+            .all(tx)
+            .await?;
         holders.into_iter().map(|u| (u, None)).collect()
     } else {
         e.users

@@ -16,7 +16,13 @@ use broker_config::{
     events::{MessageEdited, MessageReceived, TgUpdateReceived},
     topology::INBOUND,
 };
-use sqlx::{Postgres, Transaction};
+use schema::entities::{message_edits, messages};
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter,
+    QuerySelect, Statement, Value,
+    sea_query::Expr,
+};
 use uuid::Uuid;
 
 /// Characters of the text carried in `message.received.v1`.
@@ -54,11 +60,7 @@ impl Handler for Inbound {
     // `waits_in_place` comes from the queue's single active consumer: an
     // update that cannot be stored yet holds its chat's later updates back.
 
-    async fn handle(
-        &self,
-        ctx: &Context<'_>,
-        tx: &mut Transaction<'static, Postgres>,
-    ) -> Result<(), Failure> {
+    async fn handle(&self, ctx: &Context<'_>, tx: &DatabaseTransaction) -> Result<(), Failure> {
         let Event::TgUpdateReceived(update) = &ctx.envelope.event else {
             return Err(Failure::permanent(format!(
                 "inbound cannot handle {}",
@@ -102,12 +104,16 @@ fn storable(u: &TgUpdateReceived) -> Cow<'_, TgUpdateReceived> {
 }
 
 /// Stores one update; a `tg_message_id` already stored for the chat is a no-op.
-pub async fn store(
+///
+/// The three upserts stay one statement each (ADR 0014): each merges what it
+/// finds in the row in one round trip.
+pub async fn store<C: ConnectionTrait>(
     u: &TgUpdateReceived,
-    tx: &mut Transaction<'static, Postgres>,
-) -> Result<Option<Uuid>, sqlx::Error> {
+    tx: &C,
+) -> Result<Option<Uuid>, DbErr> {
     let u = &*storable(u);
-    let contact_id: Uuid = sqlx::query_scalar(
+    let contact_id: Uuid = one(
+        tx,
         "INSERT INTO contacts (id, tg_user_id, username, first_name, last_name)
          VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (tg_user_id) DO UPDATE SET
@@ -116,16 +122,19 @@ pub async fn store(
            last_name = COALESCE(EXCLUDED.last_name, contacts.last_name),
            updated_at = now()
          RETURNING id",
+        [
+            Uuid::now_v7().into(),
+            u.sender.id.into(),
+            u.sender.username.clone().into(),
+            u.sender.first_name.clone().into(),
+            u.sender.last_name.clone().into(),
+        ],
     )
-    .bind(Uuid::now_v7())
-    .bind(u.sender.id)
-    .bind(&u.sender.username)
-    .bind(&u.sender.first_name)
-    .bind(&u.sender.last_name)
-    .fetch_one(&mut **tx)
-    .await?;
+    .await?
+    .ok_or(DbErr::RecordNotInserted)?;
     let title = u.chat.title.clone().unwrap_or_else(|| display_name(u));
-    let (conversation_id, assignee_id): (Uuid, Option<Uuid>) = sqlx::query_as(
+    let (conversation_id, assignee_id): (Uuid, Option<Uuid>) = one(
+        tx,
         "INSERT INTO conversations (id, tg_chat_id, contact_id, title, last_message_at)
          VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (tg_chat_id) DO UPDATE SET
@@ -133,36 +142,41 @@ pub async fn store(
            status = CASE WHEN $6 AND conversations.status IN ('resolved', 'snoozed') THEN 'open' ELSE conversations.status END,
            updated_at = now()
          RETURNING id, assignee_id",
+        [
+            Uuid::now_v7().into(),
+            u.chat.id.into(),
+            contact_id.into(),
+            title.into(),
+            u.date.into(),
+            // An edit does not reopen a conversation; a new message does.
+            u.edited_at.is_none().into(),
+        ],
     )
-    .bind(Uuid::now_v7())
-    .bind(u.chat.id)
-    .bind(contact_id)
-    .bind(&title)
-    .bind(u.date)
-    // An edit does not reopen a conversation; a new message does.
-    .bind(u.edited_at.is_none())
-    .fetch_one(&mut **tx)
-    .await?;
+    .await?
+    .ok_or(DbErr::RecordNotInserted)?;
     if let Some(edited_at) = u.edited_at
         && let Some(id) = edit(u, conversation_id, assignee_id, edited_at, tx).await?
     {
         return Ok(Some(id));
     }
     // A new message (or an edit of one never received: stored as it now is).
-    let message_id: Option<Uuid> = sqlx::query_scalar(
+    let message_id: Option<(Uuid,)> = one(
+        tx,
         "INSERT INTO messages (id, conversation_id, direction, text, tg_message_id, status, created_at, edited_at)
          VALUES ($1, $2, 'in', $3, $4, 'received', $5, $6)
          ON CONFLICT (conversation_id, direction, tg_message_id) DO NOTHING
          RETURNING id",
+        [
+            Uuid::now_v7().into(),
+            conversation_id.into(),
+            u.text.clone().into(),
+            u.tg_message_id.into(),
+            u.date.into(),
+            u.edited_at.into(),
+        ],
     )
-    .bind(Uuid::now_v7())
-    .bind(conversation_id)
-    .bind(&u.text)
-    .bind(u.tg_message_id)
-    .bind(u.date)
-    .bind(u.edited_at)
-    .fetch_optional(&mut **tx)
     .await?;
+    let message_id = message_id.map(|(id,)| id);
     if let Some(message_id) = message_id {
         let event = Envelope::new(Event::MessageReceived(MessageReceived {
             message_id,
@@ -170,7 +184,7 @@ pub async fn store(
             preview: u.text.chars().take(PREVIEW_CHARS).collect(),
             assignee_id,
         }));
-        schema::outbox::on_sqlx::enqueue(tx, &event).await?;
+        schema::enqueue(tx, &event).await?;
     } else {
         tracing::info!(
             tg_chat_id = u.chat.id,
@@ -184,22 +198,24 @@ pub async fn store(
 /// Applies an edit to a stored message: `None` when the message is not
 /// stored (the caller stores it as new). An edit older than the message's
 /// latest one, or one that leaves the text as it is, changes nothing.
-async fn edit(
+async fn edit<C: ConnectionTrait>(
     u: &TgUpdateReceived,
     conversation_id: Uuid,
     assignee_id: Option<Uuid>,
     edited_at: chrono::DateTime<chrono::Utc>,
-    tx: &mut Transaction<'static, Postgres>,
-) -> Result<Option<Uuid>, sqlx::Error> {
-    let current: Option<(Uuid, String, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(
-        "SELECT id, text, edited_at FROM messages
-         WHERE conversation_id = $1 AND direction = 'in' AND tg_message_id = $2
-         FOR UPDATE",
-    )
-    .bind(conversation_id)
-    .bind(u.tg_message_id)
-    .fetch_optional(&mut **tx)
-    .await?;
+    tx: &C,
+) -> Result<Option<Uuid>, DbErr> {
+    use messages::Column;
+    let current: Option<(Uuid, String, Option<chrono::DateTime<chrono::Utc>>)> =
+        messages::Entity::of_conversation(conversation_id)
+            .filter(Column::Direction.eq("in"))
+            .filter(Column::TgMessageId.eq(u.tg_message_id))
+            .select_only()
+            .columns([Column::Id, Column::Text, Column::EditedAt])
+            .lock_exclusive()
+            .into_tuple()
+            .one(tx)
+            .await?;
     let Some((message_id, text, last_edit)) = current else {
         return Ok(None);
     };
@@ -207,17 +223,21 @@ async fn edit(
         tracing::info!(%message_id, "edit already applied or superseded");
         return Ok(Some(message_id));
     }
-    sqlx::query("INSERT INTO message_edits (message_id, text, replaced_at) VALUES ($1, $2, $3)")
-        .bind(message_id)
-        .bind(&text)
-        .bind(edited_at)
-        .execute(&mut **tx)
-        .await?;
-    sqlx::query("UPDATE messages SET text = $2, edited_at = $3, updated_at = now() WHERE id = $1")
-        .bind(message_id)
-        .bind(&u.text)
-        .bind(edited_at)
-        .execute(&mut **tx)
+    message_edits::Entity::insert(message_edits::ActiveModel {
+        id: NotSet,
+        message_id: Set(message_id),
+        text: Set(text),
+        replaced_at: Set(edited_at),
+        created_at: NotSet,
+    })
+    .exec_without_returning(tx)
+    .await?;
+    messages::Entity::update_many()
+        .col_expr(Column::Text, Expr::value(u.text.clone()))
+        .col_expr(Column::EditedAt, Expr::value(edited_at))
+        .col_expr(Column::UpdatedAt, Expr::current_timestamp())
+        .filter(Column::Id.eq(message_id))
+        .exec(tx)
         .await?;
     let event = Envelope::new(Event::MessageEdited(MessageEdited {
         message_id,
@@ -225,7 +245,7 @@ async fn edit(
         edited_at,
         assignee_id,
     }));
-    schema::outbox::on_sqlx::enqueue(tx, &event).await?;
+    schema::enqueue(tx, &event).await?;
     Ok(Some(message_id))
 }
 
@@ -245,4 +265,20 @@ fn display_name(u: &TgUpdateReceived) -> String {
     } else {
         format!("Telegram user {}", u.sender.id)
     }
+}
+
+/// The row a raw statement returns, if any, as a tuple.
+async fn one<C: ConnectionTrait, T: sea_orm::TryGetableMany>(
+    conn: &C,
+    sql: &str,
+    values: impl IntoIterator<Item = Value>,
+) -> Result<Option<T>, DbErr> {
+    conn.query_one_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        sql,
+        values,
+    ))
+    .await?
+    .map(|row| row.try_get_many_by_index())
+    .transpose()
 }

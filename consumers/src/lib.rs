@@ -63,6 +63,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let pool = schema::pool::connect(&config.database_url, config.database_max_connections).await?;
+    let db = schema::pool::orm(&pool);
     let meter = telemetry.meter("fastprep-consumers");
     let consumer_metrics = ConsumerMetrics::new(&meter);
     let runner_config = RunnerConfig {
@@ -104,7 +105,7 @@ pub async fn run(
         let adapter =
             tg_delivery::AdapterClient::new(&url, token, config.tg_adapter_timeout, latency)?;
         let handler = Arc::new(tg_delivery::TgDelivery::new(
-            pool.clone(),
+            db.clone(),
             adapter,
             metrics,
             schema::RelayWake::start(&pool),
@@ -118,7 +119,7 @@ pub async fn run(
             "tg-delivery",
             runner::run(
                 handler,
-                pool.clone(),
+                db.clone(),
                 runner_config.clone(),
                 consumer_metrics.clone(),
                 shutdown.clone(),
@@ -130,7 +131,7 @@ pub async fn run(
             "inbound",
             runner::run(
                 Arc::new(inbound::Inbound::new(schema::RelayWake::start(&pool))),
-                pool.clone(),
+                db.clone(),
                 runner_config.clone(),
                 consumer_metrics.clone(),
                 shutdown.clone(),
@@ -142,10 +143,10 @@ pub async fn run(
             "authz-fanout",
             runner::run(
                 Arc::new(authz_fanout::AuthzFanout::new(
-                    pool.clone(),
+                    db.clone(),
                     redis_client(&config)?,
                 )),
-                pool.clone(),
+                db.clone(),
                 runner_config.clone(),
                 consumer_metrics.clone(),
                 shutdown.clone(),
@@ -178,7 +179,7 @@ pub async fn run(
             "alerts",
             runner::run(
                 Arc::new(alerts::Alerts::new(state, settings, metrics, wake)),
-                pool.clone(),
+                db.clone(),
                 runner_config.clone(),
                 consumer_metrics.clone(),
                 shutdown.clone(),

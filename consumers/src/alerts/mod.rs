@@ -31,7 +31,7 @@ use opentelemetry::{
     KeyValue,
     metrics::{Counter, Meter},
 };
-use sqlx::{Postgres, Transaction};
+use sea_orm::DatabaseTransaction;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -252,11 +252,7 @@ impl Handler for Alerts {
         ALERTS.name
     }
 
-    async fn handle(
-        &self,
-        ctx: &Context<'_>,
-        _claim: &mut Transaction<'static, Postgres>,
-    ) -> Result<(), Failure> {
+    async fn handle(&self, ctx: &Context<'_>, _claim: &DatabaseTransaction) -> Result<(), Failure> {
         match classify(ctx.envelope, ctx.delivery, &self.settings) {
             Some(failed) => self.count(failed).await,
             None => Ok(()),

@@ -28,7 +28,12 @@ use opentelemetry::{
     KeyValue,
     metrics::{Counter, Meter},
 };
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use schema::entities::{messages, outbox};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    EntityTrait, FromQueryResult, QueryFilter, Statement, TransactionTrait, Value,
+    sea_query::{Expr, ExprTrait},
+};
 use uuid::Uuid;
 
 pub use adapter::{AdapterClient, SendResult};
@@ -73,7 +78,7 @@ pub struct DeliverySettings {
 }
 
 pub struct TgDelivery {
-    pool: PgPool,
+    db: DatabaseConnection,
     adapter: AdapterClient,
     metrics: DeliveryMetrics,
     relay_wake: schema::RelayWake,
@@ -82,14 +87,14 @@ pub struct TgDelivery {
 
 impl TgDelivery {
     pub fn new(
-        pool: PgPool,
+        db: DatabaseConnection,
         adapter: AdapterClient,
         metrics: DeliveryMetrics,
         relay_wake: schema::RelayWake,
         settings: DeliverySettings,
     ) -> Self {
         Self {
-            pool,
+            db,
             adapter,
             metrics,
             relay_wake,
@@ -144,13 +149,28 @@ impl StatusChange<'_> {
 /// an uncounted outcome (a FLOOD_WAIT) takes back its mark's count. (An
 /// attempt that died after its mark and is followed by a fast one leaves
 /// that one uncounted; the count errs low, never high.)
-async fn set_status(
-    conn: &mut PgConnection,
+async fn set_status<C: ConnectionTrait>(
+    conn: &C,
     msg: &MessageOutgoing,
     change: StatusChange<'_>,
-) -> Result<Option<i32>, sqlx::Error> {
-    let row: Option<(i32, Option<Uuid>)> = sqlx::query_as(
-        "UPDATE messages SET status = $2, tg_message_id = COALESCE($3, tg_message_id),
+) -> Result<Option<i32>, DbErr> {
+    // One tuned statement (ADR 0014): the attempt arithmetic and the chat
+    // check are the row's, in one round trip.
+    let values: [Value; 9] = [
+        msg.message_id.into(),
+        change.status.as_str().into(),
+        change.tg_message_id.into(),
+        change.sent_at.into(),
+        change.error.map(str::to_owned).into(),
+        change.retry_at.into(),
+        change.counted.into(),
+        msg.conversation_id.into(),
+        msg.tg_chat_id.into(),
+    ];
+    let row = conn
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE messages SET status = $2, tg_message_id = COALESCE($3, tg_message_id),
            sent_at = COALESCE($4, sent_at), error = $5, retry_at = $6, updated_at = now(), held = false,
            attempts = GREATEST(attempts + CASE
              WHEN $7 THEN CASE WHEN $2 = 'sending' OR status <> 'sending' THEN 1 ELSE 0 END
@@ -158,21 +178,13 @@ async fn set_status(
          WHERE id = $1 AND conversation_id = $8 AND direction = 'out' AND kind = 'text'
            AND EXISTS (SELECT 1 FROM conversations c WHERE c.id = $8 AND c.tg_chat_id = $9)
          RETURNING attempts, (SELECT assignee_id FROM conversations c WHERE c.id = messages.conversation_id)",
-    )
-    .bind(msg.message_id)
-    .bind(change.status.as_str())
-    .bind(change.tg_message_id)
-    .bind(change.sent_at)
-    .bind(change.error)
-    .bind(change.retry_at)
-    .bind(change.counted)
-    .bind(msg.conversation_id)
-    .bind(msg.tg_chat_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some((attempt, assignee_id)) = row else {
+            values,
+        ))
+        .await?;
+    let Some(row) = row else {
         return Ok(None);
     };
+    let (attempt, assignee_id): (i32, Option<Uuid>) = row.try_get_many_by_index()?;
     let event = Envelope::new(Event::MessageStatus(MessageStatus {
         message_id: msg.message_id,
         conversation_id: msg.conversation_id,
@@ -183,7 +195,7 @@ async fn set_status(
         retry_at: change.retry_at,
         assignee_id,
     }));
-    schema::outbox::on_sqlx::enqueue(conn, &event).await?;
+    schema::enqueue(conn, &event).await?;
     Ok(Some(attempt))
 }
 
@@ -191,16 +203,18 @@ async fn set_status(
 /// send per chat at a time, whichever instance holds it. A second statement
 /// reads what the turn allows (a statement's snapshot predates any lock
 /// it waits for, so the lock must come first and alone).
-async fn take_turn(conn: &mut PgConnection, tg_chat_id: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('tg-chat:' || $1::text, 0))")
-        .bind(tg_chat_id)
-        .execute(conn)
-        .await
-        .map(|_| ())
+async fn take_turn<C: ConnectionTrait>(conn: &C, tg_chat_id: i64) -> Result<(), DbErr> {
+    conn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT pg_advisory_xact_lock(hashtextextended('tg-chat:' || $1::text, 0))",
+        [tg_chat_id.into()],
+    ))
+    .await
+    .map(|_| ())
 }
 
 /// The message as its chat's turn finds it.
-#[derive(sqlx::FromRow)]
+#[derive(FromQueryResult)]
 struct Turn {
     status: String,
     attempts: i32,
@@ -217,11 +231,14 @@ struct Turn {
 /// The message of `msg` as its chat's turn finds it; `None` unless it is an
 /// outgoing text reply of the conversation and chat the event names (an
 /// event that names another chat must not send there, nor take its turn).
-async fn read_turn(
-    conn: &mut PgConnection,
+async fn read_turn<C: ConnectionTrait>(
+    conn: &C,
     msg: &MessageOutgoing,
-) -> Result<Option<Turn>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Option<Turn>, DbErr> {
+    // One statement: the row and both questions about its chat's other
+    // replies, under the turn already taken.
+    Turn::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
         "SELECT m.status, m.attempts, m.text,
                 EXISTS (SELECT 1 FROM messages e
                         WHERE e.conversation_id = m.conversation_id AND e.direction = 'out'
@@ -234,11 +251,13 @@ async fn read_turn(
          FROM messages m JOIN conversations c ON c.id = m.conversation_id
          WHERE m.id = $1 AND m.direction = 'out' AND m.kind = 'text'
            AND m.conversation_id = $2 AND c.tg_chat_id = $3",
-    )
-    .bind(msg.message_id)
-    .bind(msg.conversation_id)
-    .bind(msg.tg_chat_id)
-    .fetch_optional(conn)
+        [
+            msg.message_id.into(),
+            msg.conversation_id.into(),
+            msg.tg_chat_id.into(),
+        ],
+    ))
+    .one(conn)
     .await
 }
 
@@ -247,20 +266,20 @@ async fn read_turn(
 /// now finished or scheduled afresh. Left in place, a due-later row of the
 /// message's aggregate would hold back every event written after it (its
 /// `sent` status among them) until its time.
-async fn drop_scheduled_retries(
-    conn: &mut PgConnection,
+async fn drop_scheduled_retries<C: ConnectionTrait>(
+    conn: &C,
     msg: &MessageOutgoing,
-) -> Result<(), sqlx::Error> {
-    let dropped = sqlx::query(
-        "DELETE FROM outbox
-         WHERE aggregate_type = 'message' AND aggregate_id = $1 AND status = 'pending'
-           AND event_type = $2 AND scheduled_at > now()",
-    )
-    .bind(msg.message_id.to_string())
-    .bind(broker_config::events::types::MESSAGE_OUTGOING)
-    .execute(conn)
-    .await?
-    .rows_affected();
+) -> Result<(), DbErr> {
+    use outbox::Column;
+    let dropped = outbox::Entity::delete_many()
+        .filter(Column::AggregateType.eq("message"))
+        .filter(Column::AggregateId.eq(msg.message_id.to_string()))
+        .filter(Column::Status.eq("pending"))
+        .filter(Column::EventType.eq(broker_config::events::types::MESSAGE_OUTGOING))
+        .filter(Expr::col(Column::ScheduledAt).gt(Expr::current_timestamp()))
+        .exec(conn)
+        .await?
+        .rows_affected;
     if dropped > 0 {
         tracing::info!(message_id = %msg.message_id, dropped, "tried before its scheduled retry; the retry is dropped");
     }
@@ -271,21 +290,24 @@ async fn drop_scheduled_retries(
 /// good): when the next unfinished reply of the conversation is held, it is
 /// released with a `resend` event. A next reply that is not held has its
 /// own event still to come, and needs none.
-async fn hand_on(conn: &mut PgConnection, msg: &MessageOutgoing) -> Result<(), sqlx::Error> {
-    let next: Option<(Uuid, String)> = sqlx::query_as(
-        "UPDATE messages SET held = false
+async fn hand_on<C: ConnectionTrait>(conn: &C, msg: &MessageOutgoing) -> Result<(), DbErr> {
+    // One statement: find the chat's next unfinished reply and release it
+    // only if it is held.
+    let next = conn
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE messages SET held = false
          WHERE id = (SELECT id FROM messages
                      WHERE conversation_id = $1 AND direction = 'out'
                        AND status IN ('queued', 'sending', 'retrying') AND id <> $2
                      ORDER BY created_at, id LIMIT 1)
            AND held
          RETURNING id, text",
-    )
-    .bind(msg.conversation_id)
-    .bind(msg.message_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some((message_id, text)) = next {
+            [msg.conversation_id.into(), msg.message_id.into()],
+        ))
+        .await?;
+    if let Some(row) = next {
+        let (message_id, text): (Uuid, String) = row.try_get_many_by_index()?;
         tracing::debug!(%message_id, "the chat's turn passes to a held reply");
         let turn = Envelope::new(Event::MessageOutgoing(MessageOutgoing {
             message_id,
@@ -296,7 +318,7 @@ async fn hand_on(conn: &mut PgConnection, msg: &MessageOutgoing) -> Result<(), s
             assignee_id: msg.assignee_id,
             resend: true,
         }));
-        schema::outbox::on_sqlx::enqueue(conn, &turn).await?;
+        schema::enqueue(conn, &turn).await?;
     }
     Ok(())
 }
@@ -304,9 +326,9 @@ async fn hand_on(conn: &mut PgConnection, msg: &MessageOutgoing) -> Result<(), s
 impl TgDelivery {
     /// Marks the message `sending` (counting the attempt) in its own
     /// committed transaction, so the inbox shows a send that takes a while.
-    async fn mark_sending(&self, msg: &MessageOutgoing) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        set_status(&mut tx, msg, StatusChange::new(DeliveryStatus::Sending)).await?;
+    async fn mark_sending(&self, msg: &MessageOutgoing) -> Result<(), DbErr> {
+        let tx = self.db.begin().await?;
+        set_status(&tx, msg, StatusChange::new(DeliveryStatus::Sending)).await?;
         tx.commit().await?;
         self.relay_wake.committed();
         Ok(())
@@ -342,7 +364,7 @@ impl TgDelivery {
     /// outbox row comes due at that time. The chat's later replies wait.
     async fn retry_later(
         &self,
-        tx: &mut PgConnection,
+        tx: &DatabaseTransaction,
         msg: &MessageOutgoing,
         wait: Duration,
         reason: &str,
@@ -367,7 +389,7 @@ impl TgDelivery {
             resend: true,
             ..msg.clone()
         }));
-        schema::outbox::on_sqlx::enqueue_at(tx, &retry, at).await?;
+        schema::enqueue_at(tx, &retry, at).await?;
         tracing::info!(message_id = %msg.message_id, ?wait, reason, "send retried later");
         self.metrics.count("retry");
         Ok(())
@@ -390,11 +412,7 @@ impl Handler for TgDelivery {
         outgoing(envelope).ok().map(|m| m.tg_chat_id.to_string())
     }
 
-    async fn handle(
-        &self,
-        ctx: &Context<'_>,
-        tx: &mut Transaction<'static, Postgres>,
-    ) -> Result<(), Failure> {
+    async fn handle(&self, ctx: &Context<'_>, tx: &DatabaseTransaction) -> Result<(), Failure> {
         let msg = outgoing(ctx.envelope)?;
         take_turn(tx, msg.tg_chat_id).await?;
         let Some(turn) = read_turn(tx, msg).await? else {
@@ -422,13 +440,15 @@ impl Handler for TgDelivery {
         if turn.status == DeliveryStatus::Failed.as_str() {
             // A replay from the dead-letter queue: the reply starts over,
             // queued in its place, with a fresh budget.
-            sqlx::query(
-                "UPDATE messages SET status = 'queued', attempts = 0, error = NULL, retry_at = NULL
-                 WHERE id = $1",
-            )
-            .bind(msg.message_id)
-            .execute(&mut **tx)
-            .await?;
+            use messages::Column;
+            messages::Entity::update_many()
+                .col_expr(Column::Status, Expr::value(DeliveryStatus::Queued.as_str()))
+                .col_expr(Column::Attempts, Expr::value(0))
+                .col_expr(Column::Error, Expr::value(Value::String(None)))
+                .col_expr(Column::RetryAt, Expr::value(Value::ChronoDateTimeUtc(None)))
+                .filter(Column::Id.eq(msg.message_id))
+                .exec(tx)
+                .await?;
             attempts = 0;
         }
         // A `retrying` reply is tried whenever an event for it comes: its
@@ -440,9 +460,10 @@ impl Handler for TgDelivery {
             drop_scheduled_retries(tx, msg).await?;
         }
         if turn.behind {
-            sqlx::query("UPDATE messages SET held = true WHERE id = $1")
-                .bind(msg.message_id)
-                .execute(&mut **tx)
+            messages::Entity::update_many()
+                .col_expr(messages::Column::Held, Expr::value(true))
+                .filter(messages::Column::Id.eq(msg.message_id))
+                .exec(tx)
                 .await?;
             tracing::info!(message_id = %msg.message_id, "held behind an earlier reply to the chat");
             self.metrics.count("held");
@@ -508,8 +529,8 @@ impl Handler for TgDelivery {
         ctx: &Context<'_>,
         failure: &Failure,
         next: Next,
-        tx: &mut Transaction<'static, Postgres>,
-    ) -> Result<(), sqlx::Error> {
+        tx: &DatabaseTransaction,
+    ) -> Result<(), DbErr> {
         let Ok(msg) = outgoing(ctx.envelope) else {
             return Ok(());
         };
@@ -549,7 +570,7 @@ impl Handler for TgDelivery {
                 error: failure.reason().to_owned(),
                 attempts: attempt,
             }));
-            schema::outbox::on_sqlx::enqueue(tx, &failed).await?;
+            schema::enqueue(tx, &failed).await?;
             hand_on(tx, msg).await?;
             self.metrics.count("failed");
         }
