@@ -90,25 +90,6 @@ impl Entry {
         .await?;
         Ok(())
     }
-
-    /// The same row on a sqlx connection, for [`crate::authz::change`]
-    /// until its transaction moves to sea-orm (ADR 0014).
-    pub async fn write_on_sqlx(self, conn: &mut sqlx::PgConnection) -> ApiResult<()> {
-        sqlx::query(
-            "INSERT INTO audit_log (actor_id, action, target_type, target_id, before, after, perm_version)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(self.actor)
-        .bind(self.action)
-        .bind(self.target.kind)
-        .bind(self.target.id)
-        .bind(self.before)
-        .bind(self.after)
-        .bind(self.perm_version)
-        .execute(conn)
-        .await?;
-        Ok(())
-    }
 }
 
 /// A row of the log as `GET /api/audit` shows it.

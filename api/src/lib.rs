@@ -1,6 +1,7 @@
 //! The FastPrep Admin API: REST under `/api` and the WebSocket gateway at
 //! `/api/ws`. `run` is what `main` and the tests both call.
 
+pub mod accounts;
 pub mod audit;
 pub mod auth;
 pub mod authz;
@@ -138,7 +139,7 @@ pub async fn state(
     );
     tasks.spawn(
         "expired sessions purge",
-        purge_expired_sessions(pool.clone(), shutdown.clone()),
+        purge_expired_sessions(schema::pool::orm(&pool), shutdown.clone()),
     );
     let relay_wake = schema::RelayWake::start(&pool);
     tasks.spawn(
@@ -179,18 +180,15 @@ pub async fn state(
 /// Deletes refresh tokens a day past their expiry, hourly. Older tokens of a
 /// family point at newer ones and expire first, so one statement removes
 /// whole chains without breaking a reference.
-async fn purge_expired_sessions(pool: PgPool, shutdown: CancellationToken) {
+async fn purge_expired_sessions(db: sea_orm::DatabaseConnection, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = every.tick() => {
-                match sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < now() - interval '1 day'")
-                    .execute(&pool)
-                    .await
-                {
-                    Ok(done) if done.rows_affected() > 0 => {
-                        tracing::info!(deleted = done.rows_affected(), "expired refresh tokens purged");
+                match auth::session::purge_expired(&db).await {
+                    Ok(deleted) if deleted > 0 => {
+                        tracing::info!(deleted, "expired refresh tokens purged");
                     }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "purging expired refresh tokens failed"),

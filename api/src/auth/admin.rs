@@ -7,6 +7,12 @@
 //! Running it again with the same password changes nothing.
 
 use broker_config::{Envelope, Event, events::AuthzUserUpdated};
+use schema::entities::{user_roles, users};
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect, TransactionTrait,
+    sea_query::{Expr, ExprTrait},
+};
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -14,7 +20,7 @@ use uuid::Uuid;
 use super::{password, session};
 use crate::{
     audit::{Entry, Target},
-    authz::change::{ADMIN_ROLE, AUTHZ_LOCK},
+    authz::change::{self, ADMIN_ROLE},
 };
 
 /// What `create-admin` did.
@@ -38,65 +44,86 @@ impl Ensured {
     }
 }
 
+fn api(e: crate::error::ApiError) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
+}
+
 /// Creates or resets the administrator `email` with `password`.
 pub async fn ensure_admin(pool: &PgPool, email: &str, password: &str) -> anyhow::Result<Ensured> {
+    let outcome = ensure_admin_on(&schema::pool::orm(pool), email, password).await?;
+    if matches!(outcome, Ensured::Reset { .. }) {
+        schema::outbox::notify_relay(pool).await;
+    }
+    Ok(outcome)
+}
+
+/// [`ensure_admin`] on a sea-orm connection; the caller wakes the relay
+/// after a reset.
+async fn ensure_admin_on(
+    db: &DatabaseConnection,
+    email: &str,
+    password: &str,
+) -> anyhow::Result<Ensured> {
     let email = super::check_email(email).map_err(|e| anyhow::anyhow!("ADMIN_EMAIL: {e}"))?;
     password::check_policy(password).map_err(|e| anyhow::anyhow!("ADMIN_PASSWORD: {e}"))?;
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(AUTHZ_LOCK)
-        .execute(&mut *tx)
+    let tx = db.begin().await?;
+    change::lock(&tx).await.map_err(api)?;
+    let existing = users::Entity::by_email(&email)
+        .lock_exclusive()
+        .one(&tx)
         .await?;
-    let existing: Option<(Uuid, String, bool, bool)> = sqlx::query_as(
-        "SELECT u.id, u.password_hash, u.is_active,
-                EXISTS (SELECT 1 FROM user_roles WHERE user_id = u.id AND role_id = $2)
-         FROM users u WHERE u.email = $1 FOR UPDATE",
-    )
-    .bind(&email)
-    .bind(ADMIN_ROLE)
-    .fetch_optional(&mut *tx)
-    .await?;
     let (id, outcome, password_changed) = match existing {
         None => {
             let id = Uuid::now_v7();
-            sqlx::query(
-                "INSERT INTO users (id, email, display_name, password_hash) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(id)
-            .bind(&email)
-            .bind("Administrator")
-            .bind(password::hash(password)?)
-            .execute(&mut *tx)
+            users::Entity::insert(users::ActiveModel {
+                id: Set(id),
+                email: Set(email.clone()),
+                display_name: Set("Administrator".to_owned()),
+                password_hash: Set(password::hash(password)?),
+                is_active: NotSet,
+                perm_version: NotSet,
+                created_at: NotSet,
+                updated_at: NotSet,
+            })
+            .exec_without_returning(&tx)
             .await?;
             (id, Ensured::Created(id), true)
         }
-        Some((id, stored, active, admin)) => {
-            let same_password = password::verify(password, &stored);
-            if same_password && active && admin {
+        Some(user) => {
+            let id = user.id;
+            let admin = user_roles::Entity::find_by_id((id, ADMIN_ROLE))
+                .one(&tx)
+                .await?
+                .is_some();
+            let same_password = password::verify(password, &user.password_hash);
+            if same_password && user.is_active && admin {
                 return Ok(Ensured::Unchanged(id));
             }
             if !same_password {
-                sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
-                    .bind(id)
-                    .bind(password::hash(password)?)
-                    .execute(&mut *tx)
+                users::Entity::update_many()
+                    .col_expr(
+                        users::Column::PasswordHash,
+                        Expr::value(password::hash(password)?),
+                    )
+                    .filter(users::Column::Id.eq(id))
+                    .exec(&tx)
                     .await?;
             }
             let sessions_ended = if same_password {
                 0
             } else {
-                session::revoke_user(&mut tx, id)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                session::revoke_user(&tx, id).await.map_err(api)?
             };
             (id, Ensured::Reset { id, sessions_ended }, !same_password)
         }
     };
-    sqlx::query("INSERT INTO user_roles (user_id, role_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-        .bind(id)
-        .bind(ADMIN_ROLE)
-        .execute(&mut *tx)
-        .await?;
+    user_roles::Entity::insert(user_roles::ActiveModel {
+        user_id: Set(id),
+        role_id: Set(ADMIN_ROLE),
+    })
+    .on_conflict_do_nothing_on([user_roles::Column::UserId, user_roles::Column::RoleId])
+    .exec_without_returning(&tx)
+    .await?;
     let sessions_ended = match outcome {
         Ensured::Reset { sessions_ended, .. } => sessions_ended,
         _ => 0,
@@ -105,16 +132,18 @@ pub async fn ensure_admin(pool: &PgPool, email: &str, password: &str) -> anyhow:
     // version, and authz-fanout raising its floor and telling every API
     // instance. A new account has nothing cached.
     let version: Option<i64> = match outcome {
-        Ensured::Reset { .. } => Some(
-            sqlx::query_scalar(
-                "UPDATE users SET is_active = true, perm_version = perm_version + 1,
-                        updated_at = now()
-                 WHERE id = $1 RETURNING perm_version",
+        Ensured::Reset { .. } => users::Entity::update_many()
+            .col_expr(users::Column::IsActive, Expr::value(true))
+            .col_expr(
+                users::Column::PermVersion,
+                Expr::col(users::Column::PermVersion).add(1),
             )
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?,
-        ),
+            .col_expr(users::Column::UpdatedAt, Expr::current_timestamp())
+            .filter(users::Column::Id.eq(id))
+            .exec_with_returning(&tx)
+            .await?
+            .first()
+            .map(|u| u.perm_version),
         _ => None,
     };
     Entry::new(None, "user.admin_ensured", Target::new("user", id))
@@ -125,12 +154,12 @@ pub async fn ensure_admin(pool: &PgPool, email: &str, password: &str) -> anyhow:
             "sessions_ended": sessions_ended,
         })))
         .perm_version(version)
-        .write_on_sqlx(&mut tx)
+        .write(&tx)
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .map_err(api)?;
     if let Some(version) = version {
-        schema::outbox::on_sqlx::enqueue(
-            &mut tx,
+        schema::enqueue(
+            &tx,
             &Envelope::new(Event::AuthzUserUpdated(AuthzUserUpdated {
                 user_id: id,
                 perm_version: Some(version),
@@ -139,8 +168,5 @@ pub async fn ensure_admin(pool: &PgPool, email: &str, password: &str) -> anyhow:
         .await?;
     }
     tx.commit().await?;
-    if version.is_some() {
-        schema::outbox::notify_relay(pool).await;
-    }
     Ok(outcome)
 }

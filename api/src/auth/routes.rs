@@ -9,17 +9,18 @@ use axum::{
     http::{HeaderMap, StatusCode},
 };
 use serde::{Deserialize, Serialize};
-use serde_json::json;
-use uuid::Uuid;
 
 use super::{
     password,
     ratelimit::{Outcome, Target},
-    session,
 };
 use crate::{
     AppState,
-    authz::{change::AuthzChange, pep::Principal},
+    accounts::{
+        Ctx,
+        sessions::{self, Ending, Me},
+    },
+    authz::pep::Principal,
     error::{ApiError, ApiResult},
 };
 
@@ -36,15 +37,7 @@ pub struct TokensOut {
     pub token_type: &'static str,
     pub expires_in: u64,
     pub refresh_expires_in: u64,
-    pub user: MeOut,
-}
-
-#[derive(Serialize, sqlx::FromRow)]
-pub struct MeOut {
-    pub id: Uuid,
-    pub email: String,
-    pub display_name: String,
-    pub perm_version: i64,
+    pub user: Me,
 }
 
 fn bad_credentials() -> ApiError {
@@ -54,15 +47,7 @@ fn bad_credentials() -> ApiError {
     }
 }
 
-async fn me_row(state: &AppState, id: Uuid) -> ApiResult<MeOut> {
-    sqlx::query_as("SELECT id, email, display_name, perm_version FROM users WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&state.pool)
-        .await?
-        .ok_or(ApiError::NotFound { what: "user" })
-}
-
-fn tokens(state: &AppState, user: MeOut, refresh_token: String) -> ApiResult<TokensOut> {
+fn tokens(state: &AppState, user: Me, refresh_token: String) -> ApiResult<TokensOut> {
     Ok(TokensOut {
         access_token: state.keys.issue(user.id, user.perm_version)?,
         refresh_token,
@@ -90,19 +75,14 @@ pub async fn login(
     }
     let addr = state.auth.client_addr(peer, &headers);
     let reservation = state.limiter.reserve(Target::Login(&email), addr).await?;
-    let row: Option<(Uuid, String, bool)> =
-        match sqlx::query_as("SELECT id, password_hash, is_active FROM users WHERE email = $1")
-            .bind(&email)
-            .fetch_optional(&state.pool)
-            .await
-        {
-            Ok(row) => row,
-            Err(e) => {
-                state.limiter.release(reservation, Outcome::Undecided).await;
-                return Err(e.into());
-            }
-        };
-    let stored = row.as_ref().map(|r| r.1.clone());
+    let row = match sessions::credentials(&state.db, &email).await {
+        Ok(row) => row,
+        Err(e) => {
+            state.limiter.release(reservation, Outcome::Undecided).await;
+            return Err(e);
+        }
+    };
+    let stored = row.as_ref().map(|r| r.password_hash.clone());
     let (candidate, checked) = (input.password, stored.clone());
     // An unknown email is checked against a dummy hash, made (once) in the
     // hashing pool like every other hash, so it takes as long.
@@ -120,38 +100,14 @@ pub async fn login(
             return Err(e);
         }
     };
-    let user = match row {
-        Some((id, _, true)) if ok => id,
+    let (user, stored) = match (row, stored) {
+        (Some(r), Some(stored)) if ok && r.is_active => (r.id, stored),
         _ => return Err(bad_credentials()),
     };
     state.limiter.release(reservation, Outcome::Succeeded).await;
-    let mut tx = state.pool.begin().await?;
-    // Under the user's row lock: a reset or deactivation that committed
-    // while the password was being checked wins, and one that comes later
-    // waits for this session and ends it.
-    let current: Option<(String, bool, Uuid, String, String, i64)> = sqlx::query_as(
-        "SELECT password_hash, is_active, id, email, display_name, perm_version
-         FROM users WHERE id = $1 FOR SHARE",
-    )
-    .bind(user)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let me = match current {
-        Some((hash, true, id, email, display_name, perm_version))
-            if Some(&hash) == stored.as_ref() =>
-        {
-            MeOut {
-                id,
-                email,
-                display_name,
-                perm_version,
-            }
-        }
-        _ => return Err(bad_credentials()),
-    };
-    let (_, refresh) =
-        session::issue(&mut tx, user, Uuid::now_v7(), state.auth.refresh_ttl).await?;
-    tx.commit().await?;
+    let (me, refresh) = sessions::open(&state.db, user, &stored, state.auth.refresh_ttl)
+        .await?
+        .ok_or_else(bad_credentials)?;
     Ok(Json(tokens(&state, me, refresh)?))
 }
 
@@ -166,38 +122,13 @@ pub async fn refresh(
     State(state): State<AppState>,
     Json(input): Json<RefreshIn>,
 ) -> ApiResult<Json<TokensOut>> {
-    let mut tx = state.pool.begin().await?;
-    match session::rotate(&mut tx, input.refresh_token.trim(), state.auth.refresh_ttl).await? {
-        session::Presented::Rotated { me, secret } => {
-            tx.commit().await?;
-            // The token carries the version read under the user row's lock,
-            // never one read after the commit: a reuse detected after that
-            // commit bumps the version past this one, and so kills this
-            // access token too.
-            Ok(Json(tokens(&state, me, secret)?))
-        }
-        session::Presented::Reused { user, family } => {
-            tx.rollback().await?;
-            // Someone holds a copy: end the family and every access token
-            // minted from it.
-            let mut change = AuthzChange::begin(&state.pool, None).await?;
-            if session::revoke_family(change.conn(), family).await? > 0 {
-                change
-                    .user_changed(
-                        user,
-                        "auth.refresh_reused",
-                        None,
-                        Some(json!({"family_id": family})),
-                    )
-                    .await?;
-            }
-            change.commit(&state.authz, &state.relay_wake).await?;
-            Err(ApiError::Unauthorized {
-                code: "refresh_reused",
-                message: "this refresh token was already used; the session is ended, sign in again",
-            })
-        }
-    }
+    let (me, secret) = sessions::refresh(
+        Ctx::of(&state),
+        input.refresh_token.trim(),
+        state.auth.refresh_ttl,
+    )
+    .await?;
+    Ok(Json(tokens(&state, me, secret)?))
 }
 
 #[derive(Deserialize, Default)]
@@ -215,9 +146,8 @@ pub async fn logout(
     caller: Principal,
     Json(input): Json<LogoutIn>,
 ) -> ApiResult<StatusCode> {
-    let mut change = AuthzChange::begin(&state.pool, Some(caller.id)).await?;
-    let ended = if input.all {
-        session::revoke_user(change.conn(), caller.id).await?
+    let ending = if input.all {
+        Ending::All
     } else {
         let presented = input.refresh_token.as_deref().map(str::trim).unwrap_or("");
         if presented.is_empty() {
@@ -226,20 +156,9 @@ pub async fn logout(
                 message: "send the session's refresh_token, or all: true".into(),
             });
         }
-        match session::family_of(change.conn(), caller.id, presented).await? {
-            Some(family) => session::revoke_family(change.conn(), family).await?,
-            None => 0,
-        }
+        Ending::Session(presented)
     };
-    change
-        .user_changed(
-            caller.id,
-            "auth.logout",
-            None,
-            Some(json!({"all": input.all, "tokens_revoked": ended})),
-        )
-        .await?;
-    change.commit(&state.authz, &state.relay_wake).await?;
+    sessions::logout(Ctx::of(&state), caller.id, ending).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -265,15 +184,11 @@ pub async fn change_password(
         .limiter
         .reserve(Target::CurrentPassword(caller.id), addr)
         .await?;
-    let stored: String = match sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
-        .bind(caller.id)
-        .fetch_one(&state.pool)
-        .await
-    {
+    let stored = match sessions::stored_hash(&state.db, caller.id).await {
         Ok(stored) => stored,
         Err(e) => {
             state.limiter.release(reservation, Outcome::Undecided).await;
-            return Err(e.into());
+            return Err(e);
         }
     };
     let (current, new, checked) = (input.current_password, input.new_password, stored.clone());
@@ -303,44 +218,20 @@ pub async fn change_password(
         }
     };
     state.limiter.release(reservation, Outcome::Succeeded).await;
-    let mut change = AuthzChange::begin(&state.pool, Some(caller.id)).await?;
-    // Only over the hash that was checked: a reset by an administrator in
-    // between wins, and this change is refused.
-    let changed = sqlx::query(
-        "UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1 AND password_hash = $3",
-    )
-    .bind(caller.id)
-    .bind(&hash)
-    .bind(&stored)
-    .execute(change.conn())
-    .await?
-    .rows_affected();
-    if changed == 0 {
-        return Err(ApiError::Conflict {
-            code: "password_changed_meanwhile",
-            message: "the password was changed by someone else meanwhile; sign in again".into(),
-        });
-    }
-    session::revoke_user(change.conn(), caller.id).await?;
-    let perm_version = change
-        .user_changed(caller.id, "user.password_changed", None, None)
-        .await?;
-    let (_, refresh) = session::issue(
-        change.conn(),
+    let (me, refresh) = sessions::change_password(
+        Ctx::of(&state),
         caller.id,
-        Uuid::now_v7(),
+        &stored,
+        &hash,
         state.auth.refresh_ttl,
     )
     .await?;
-    change.commit(&state.authz, &state.relay_wake).await?;
-    let mut me = me_row(&state, caller.id).await?;
-    me.perm_version = perm_version;
     Ok(Json(tokens(&state, me, refresh)?))
 }
 
 /// `GET /auth/me`.
-pub async fn me(State(state): State<AppState>, caller: Principal) -> ApiResult<Json<MeOut>> {
-    Ok(Json(me_row(&state, caller.id).await?))
+pub async fn me(State(state): State<AppState>, caller: Principal) -> ApiResult<Json<Me>> {
+    Ok(Json(sessions::me(&state.db, caller.id).await?))
 }
 
 #[derive(Serialize)]

@@ -7,12 +7,19 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rand::RngCore;
+use schema::entities::{refresh_tokens, users};
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
+    sea_query::{Expr, ExprTrait, Query},
+};
 use sha2::{Digest, Sha256};
-use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::routes::MeOut;
-use crate::error::{ApiError, ApiResult};
+use crate::{
+    accounts::sessions::Me,
+    error::{ApiError, ApiResult},
+};
 
 /// A fresh secret: 32 random bytes, hex.
 fn secret() -> String {
@@ -30,24 +37,25 @@ fn expiry(ttl: Duration) -> DateTime<Utc> {
 }
 
 /// Stores a new refresh token in `family` and returns its secret.
-pub async fn issue(
-    conn: &mut PgConnection,
+pub async fn issue<C: ConnectionTrait>(
+    conn: &C,
     user: Uuid,
     family: Uuid,
     ttl: Duration,
 ) -> ApiResult<(Uuid, String)> {
     let id = Uuid::now_v7();
     let secret = secret();
-    sqlx::query(
-        "INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, expires_at)
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(id)
-    .bind(user)
-    .bind(family)
-    .bind(hash(&secret))
-    .bind(expiry(ttl))
-    .execute(conn)
+    refresh_tokens::Entity::insert(refresh_tokens::ActiveModel {
+        id: Set(id),
+        user_id: Set(user),
+        family_id: Set(family),
+        token_hash: Set(hash(&secret)),
+        expires_at: Set(expiry(ttl)),
+        revoked_at: NotSet,
+        replaced_by: NotSet,
+        created_at: NotSet,
+    })
+    .exec_without_returning(conn)
     .await?;
     Ok((id, secret))
 }
@@ -56,28 +64,9 @@ pub async fn issue(
 pub enum Presented {
     /// Current: rotated to `secret`; `me` is the account as read under the
     /// user row's lock (its `perm_version` is the one the access token gets).
-    Rotated { me: MeOut, secret: String },
+    Rotated { me: Me, secret: String },
     /// Already rotated or revoked: the family must be revoked.
     Reused { user: Uuid, family: Uuid },
-}
-
-#[derive(sqlx::FromRow)]
-struct AccountRow {
-    id: Uuid,
-    email: String,
-    display_name: String,
-    perm_version: i64,
-    is_active: bool,
-}
-
-#[derive(sqlx::FromRow)]
-struct TokenRow {
-    id: Uuid,
-    user_id: Uuid,
-    family_id: Uuid,
-    expires_at: DateTime<Utc>,
-    revoked_at: Option<DateTime<Utc>>,
-    replaced_by: Option<Uuid>,
 }
 
 /// Rotates the token whose secret is `presented`, in the caller's
@@ -87,8 +76,8 @@ struct TokenRow {
 /// locks the user row before the tokens: a reset or logout that commits
 /// first is seen here, and one that comes later waits for this rotation and
 /// ends the token it made.
-pub async fn rotate(
-    conn: &mut PgConnection,
+pub async fn rotate<C: ConnectionTrait>(
+    conn: &C,
     presented: &str,
     ttl: Duration,
 ) -> ApiResult<Presented> {
@@ -97,38 +86,36 @@ pub async fn rotate(
         message: "the refresh token is not valid; sign in again",
     };
     let token_hash = hash(presented);
-    let Some(account) = sqlx::query_as::<_, AccountRow>(
-        "SELECT u.id, u.email, u.display_name, u.perm_version, u.is_active FROM users u
-         WHERE u.id = (SELECT user_id FROM refresh_tokens WHERE token_hash = $1) FOR SHARE",
-    )
-    .bind(&token_hash)
-    .fetch_optional(&mut *conn)
-    .await?
+    let Some(account) = users::Entity::find()
+        .filter(
+            users::Column::Id.in_subquery(
+                Query::select()
+                    .column(refresh_tokens::Column::UserId)
+                    .from(refresh_tokens::Entity)
+                    .and_where(refresh_tokens::Column::TokenHash.eq(&token_hash))
+                    .to_owned(),
+            ),
+        )
+        .lock_shared()
+        .one(conn)
+        .await?
     else {
         return Err(invalid());
     };
-    let row: Option<TokenRow> = sqlx::query_as(
-        "SELECT id, user_id, family_id, expires_at, revoked_at, replaced_by
-             FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
-    )
-    .bind(&token_hash)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(TokenRow {
-        id,
-        user_id: user,
-        family_id: family,
-        expires_at,
-        revoked_at,
-        replaced_by,
-    }) = row
+    let Some(token) = refresh_tokens::Entity::by_hash(&token_hash)
+        .lock_exclusive()
+        .one(conn)
+        .await?
     else {
         return Err(invalid());
     };
-    if revoked_at.is_some() || replaced_by.is_some() {
-        return Ok(Presented::Reused { user, family });
+    if token.revoked_at.is_some() || token.replaced_by.is_some() {
+        return Ok(Presented::Reused {
+            user: token.user_id,
+            family: token.family_id,
+        });
     }
-    if expires_at <= Utc::now() {
+    if token.expires_at <= Utc::now() {
         return Err(ApiError::Unauthorized {
             code: "refresh_expired",
             message: "the session has expired; sign in again",
@@ -140,70 +127,102 @@ pub async fn rotate(
             message: "this account is deactivated",
         });
     }
-    let (next, secret) = issue(conn, user, family, ttl).await?;
-    sqlx::query("UPDATE refresh_tokens SET revoked_at = now(), replaced_by = $2 WHERE id = $1")
-        .bind(id)
-        .bind(next)
-        .execute(&mut *conn)
+    let (next, secret) = issue(conn, token.user_id, token.family_id, ttl).await?;
+    refresh_tokens::Entity::update_many()
+        .col_expr(refresh_tokens::Column::RevokedAt, Expr::current_timestamp())
+        .col_expr(refresh_tokens::Column::ReplacedBy, Expr::value(next))
+        .filter(refresh_tokens::Column::Id.eq(token.id))
+        .exec(conn)
         .await?;
     Ok(Presented::Rotated {
-        me: MeOut {
-            id: account.id,
-            email: account.email,
-            display_name: account.display_name,
-            perm_version: account.perm_version,
-        },
+        me: Me::from(account),
         secret,
     })
 }
 
+/// Locks (`FOR UPDATE`) the user rows `ids` selects: the first step of every
+/// revocation (see [`rotate`]).
+async fn lock_users<C: ConnectionTrait>(
+    conn: &C,
+    ids: sea_orm::sea_query::SelectStatement,
+) -> ApiResult<()> {
+    users::Entity::find()
+        .select_only()
+        .column(users::Column::Id)
+        .filter(users::Column::Id.in_subquery(ids))
+        .lock_exclusive()
+        .into_tuple::<Uuid>()
+        .all(conn)
+        .await?;
+    Ok(())
+}
+
 /// Revokes every live token of `family`; returns how many were live. The
 /// user's row is locked first (see [`rotate`]).
-pub async fn revoke_family(conn: &mut PgConnection, family: Uuid) -> ApiResult<u64> {
-    sqlx::query(
-        "SELECT 1 FROM users WHERE id IN
-           (SELECT user_id FROM refresh_tokens WHERE family_id = $1 LIMIT 1) FOR UPDATE",
+pub async fn revoke_family<C: ConnectionTrait>(conn: &C, family: Uuid) -> ApiResult<u64> {
+    use refresh_tokens::Column;
+    lock_users(
+        conn,
+        Query::select()
+            .column(Column::UserId)
+            .from(refresh_tokens::Entity)
+            .and_where(Column::FamilyId.eq(family))
+            .limit(1)
+            .to_owned(),
     )
-    .bind(family)
-    .execute(&mut *conn)
     .await?;
-    Ok(sqlx::query(
-        "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL",
-    )
-    .bind(family)
-    .execute(conn)
-    .await?
-    .rows_affected())
+    Ok(refresh_tokens::Entity::update_many()
+        .col_expr(Column::RevokedAt, Expr::current_timestamp())
+        .filter(Column::FamilyId.eq(family))
+        .filter(refresh_tokens::Entity::live())
+        .exec(conn)
+        .await?
+        .rows_affected)
 }
 
 /// Revokes every live token of `user`; returns how many were live. The
 /// user's row is locked first (see [`rotate`]): a rotation in flight
 /// finishes first, and its new token is revoked too.
-pub async fn revoke_user(conn: &mut PgConnection, user: Uuid) -> ApiResult<u64> {
-    sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
-        .bind(user)
-        .execute(&mut *conn)
+pub async fn revoke_user<C: ConnectionTrait>(conn: &C, user: Uuid) -> ApiResult<u64> {
+    use refresh_tokens::Column;
+    users::Entity::find_by_id(user)
+        .select_only()
+        .column(users::Column::Id)
+        .lock_exclusive()
+        .into_tuple::<Uuid>()
+        .one(conn)
         .await?;
-    Ok(sqlx::query(
-        "UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
-    )
-    .bind(user)
-    .execute(conn)
-    .await?
-    .rows_affected())
+    Ok(refresh_tokens::Entity::update_many()
+        .col_expr(Column::RevokedAt, Expr::current_timestamp())
+        .filter(Column::UserId.eq(user))
+        .filter(refresh_tokens::Entity::live())
+        .exec(conn)
+        .await?
+        .rows_affected)
 }
 
 /// The family of the token whose secret is `presented`, if it is `user`'s.
-pub async fn family_of(
-    conn: &mut PgConnection,
+pub async fn family_of<C: ConnectionTrait>(
+    conn: &C,
     user: Uuid,
     presented: &str,
 ) -> ApiResult<Option<Uuid>> {
-    Ok(sqlx::query_scalar(
-        "SELECT family_id FROM refresh_tokens WHERE token_hash = $1 AND user_id = $2",
-    )
-    .bind(hash(presented))
-    .bind(user)
-    .fetch_optional(conn)
-    .await?)
+    Ok(refresh_tokens::Entity::by_hash(&hash(presented))
+        .filter(refresh_tokens::Column::UserId.eq(user))
+        .select_only()
+        .column(refresh_tokens::Column::FamilyId)
+        .into_tuple()
+        .one(conn)
+        .await?)
+}
+
+/// Deletes tokens that expired over a day ago; returns how many.
+pub async fn purge_expired<C: ConnectionTrait>(conn: &C) -> ApiResult<u64> {
+    Ok(refresh_tokens::Entity::delete_many()
+        .filter(
+            Expr::col(refresh_tokens::Column::ExpiresAt).lt(Expr::cust("now() - interval '1 day'")),
+        )
+        .exec(conn)
+        .await?
+        .rows_affected)
 }

@@ -14,8 +14,13 @@ use broker_config::{
     Envelope, Event,
     events::{AuthzRoleUpdated, AuthzUserUpdated, UserVersion},
 };
+use schema::entities::{role_permissions, user_roles, users};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait,
+    PaginatorTrait, QueryFilter, QuerySelect, QueryTrait, Statement, TransactionTrait,
+    sea_query::{Expr, ExprTrait},
+};
 use serde_json::Value;
-use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{PermSet, cache::Authorizer};
@@ -31,19 +36,16 @@ pub const AUTHZ_LOCK: i64 = 0x6661_7374_617a_0001;
 pub const ADMIN_ROLE: Uuid = Uuid::from_u128(0x0000_0000_0000_7000_8000_0000_0000_0001);
 
 pub struct AuthzChange {
-    tx: Transaction<'static, Postgres>,
+    tx: DatabaseTransaction,
     actor: Option<Uuid>,
     bumped: BTreeMap<Uuid, i64>,
 }
 
 impl AuthzChange {
     /// Opens the transaction and takes the authorization lock.
-    pub async fn begin(pool: &sqlx::PgPool, actor: Option<Uuid>) -> ApiResult<Self> {
-        let mut tx = pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(AUTHZ_LOCK)
-            .execute(&mut *tx)
-            .await?;
+    pub async fn begin(db: &DatabaseConnection, actor: Option<Uuid>) -> ApiResult<Self> {
+        let tx = db.begin().await?;
+        lock(&tx).await?;
         Ok(Self {
             tx,
             actor,
@@ -51,8 +53,9 @@ impl AuthzChange {
         })
     }
 
-    pub fn conn(&mut self) -> &mut PgConnection {
-        &mut self.tx
+    /// The change's transaction, for the writes the change is made of.
+    pub fn conn(&self) -> &DatabaseTransaction {
+        &self.tx
     }
 
     /// Bumps `perm_version` of `users`; returns their new versions.
@@ -60,15 +63,20 @@ impl AuthzChange {
         if users.is_empty() {
             return Ok(Vec::new());
         }
-        let rows: Vec<(Uuid, i64)> = sqlx::query_as(
-            "UPDATE users SET perm_version = perm_version + 1, updated_at = now()
-             WHERE id = ANY($1) RETURNING id, perm_version",
-        )
-        .bind(users)
-        .fetch_all(&mut *self.tx)
-        .await?;
+        use users::Column;
+        let rows = users::Entity::update_many()
+            .col_expr(Column::PermVersion, Expr::col(Column::PermVersion).add(1))
+            .col_expr(Column::UpdatedAt, Expr::current_timestamp())
+            .filter(Column::Id.is_in(users.iter().copied()))
+            .exec_with_returning(&self.tx)
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
-        for (user_id, perm_version) in rows {
+        for users::Model {
+            id: user_id,
+            perm_version,
+            ..
+        } in rows
+        {
             self.bumped.insert(user_id, perm_version);
             out.push(UserVersion {
                 user_id,
@@ -149,27 +157,26 @@ impl AuthzChange {
             .before(before)
             .after(after)
             .perm_version(perm_version)
-            .write_on_sqlx(&mut self.tx)
+            .write(&self.tx)
             .await
     }
 
     /// Writes an outbox event in the transaction.
     pub async fn emit(&mut self, event: Event) -> ApiResult<()> {
-        schema::outbox::on_sqlx::enqueue(&mut self.tx, &Envelope::new(event)).await?;
+        schema::enqueue(&self.tx, &Envelope::new(event)).await?;
         Ok(())
     }
 
     /// A user's permissions as committed, read under the lock (so they
     /// cannot change before this change commits).
     pub async fn perms_of(&mut self, user: Uuid) -> ApiResult<PermSet> {
-        let keys: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT rp.permission_key FROM user_roles ur
-             JOIN role_permissions rp ON rp.role_id = ur.role_id
-             WHERE ur.user_id = $1",
-        )
-        .bind(user)
-        .fetch_all(&mut *self.tx)
-        .await?;
+        let keys: Vec<String> = role_permissions::Entity::of_user(user)
+            .select_only()
+            .column(role_permissions::Column::PermissionKey)
+            .distinct()
+            .into_tuple()
+            .all(&self.tx)
+            .await?;
         Ok(PermSet::from_keys(keys.iter().map(String::as_str)))
     }
 
@@ -193,13 +200,18 @@ impl AuthzChange {
 
     /// Refuses a change that would leave no active user holding `admin`.
     pub async fn ensure_an_admin_remains(&mut self) -> ApiResult<()> {
-        let admins: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM users u JOIN user_roles ur ON ur.user_id = u.id
-             WHERE ur.role_id = $1 AND u.is_active",
-        )
-        .bind(ADMIN_ROLE)
-        .fetch_one(&mut *self.tx)
-        .await?;
+        let admins = users::Entity::find()
+            .filter(users::Column::IsActive.eq(true))
+            .filter(
+                users::Column::Id.in_subquery(
+                    user_roles::Entity::of_role(ADMIN_ROLE)
+                        .select_only()
+                        .column(user_roles::Column::UserId)
+                        .into_query(),
+                ),
+            )
+            .count(&self.tx)
+            .await?;
         if admins == 0 {
             return Err(ApiError::Conflict {
                 code: "last_admin",
@@ -219,4 +231,16 @@ impl AuthzChange {
         authz.after_commit(&bumped, invalidated).await;
         Ok(())
     }
+}
+
+/// Takes the authorization lock in `tx`. Raw: sea-query has no advisory
+/// locks.
+pub async fn lock<C: ConnectionTrait>(tx: &C) -> ApiResult<()> {
+    tx.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT pg_advisory_xact_lock($1)",
+        [AUTHZ_LOCK.into()],
+    ))
+    .await?;
+    Ok(())
 }
