@@ -18,6 +18,7 @@ use std::{
 use broker_config::{Envelope, Event, events::MessageNoteAdded};
 use fastprep_tests::{TestEnv, accounts::USER_PASSWORD, ws::Ws};
 use futures::StreamExt;
+use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -334,16 +335,13 @@ pub async fn run(args: Args) -> Value {
         writers.push(tokio::spawn(async move {
             let id = Uuid::now_v7();
             let text = format!("bench note {i}: the SAT mock is on Saturday");
-            let mut tx = pool.begin().await.unwrap();
-            sqlx::query(
+            let tx = schema::pool::orm(&pool).begin().await.unwrap();
+            tx.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
                 "INSERT INTO messages (id, conversation_id, direction, kind, author_id, text, status)
                  VALUES ($1, $2, 'out', 'note', $3, $4, 'internal')",
-            )
-            .bind(id)
-            .bind(conv)
-            .bind(author)
-            .bind(&text)
-            .execute(&mut *tx)
+                [id.into(), conv.into(), author.into(), text.clone().into()],
+            ))
             .await
             .unwrap();
             let event = Envelope::new(Event::MessageNoteAdded(MessageNoteAdded {
@@ -353,7 +351,7 @@ pub async fn run(args: Args) -> Value {
                 preview: text,
                 assignee_id: assignee,
             }));
-            schema::outbox::on_sqlx::enqueue(&mut tx, &event).await.unwrap();
+            schema::enqueue(&tx, &event).await.unwrap();
             tx.commit().await.unwrap();
             wake.committed();
             (id, Instant::now(), assignee)

@@ -92,51 +92,6 @@ fn producer_span(envelope: &Envelope) -> (tracing::Span, serde_json::Value) {
     (span, headers)
 }
 
-/// The same writer on a sqlx connection, for the consumers whose runner
-/// still hands out sqlx transactions (ADR 0014). Removed when they move.
-pub mod on_sqlx {
-    use super::*;
-    use sqlx::PgConnection;
-
-    /// [`super::enqueue`] on a sqlx connection.
-    pub async fn enqueue(conn: &mut PgConnection, envelope: &Envelope) -> Result<i64, sqlx::Error> {
-        write(conn, envelope, None).await
-    }
-
-    /// [`super::enqueue_at`] on a sqlx connection.
-    pub async fn enqueue_at(
-        conn: &mut PgConnection,
-        envelope: &Envelope,
-        at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<i64, sqlx::Error> {
-        write(conn, envelope, Some(at)).await
-    }
-
-    async fn write(
-        conn: &mut PgConnection,
-        envelope: &Envelope,
-        at: Option<chrono::DateTime<chrono::Utc>>,
-    ) -> Result<i64, sqlx::Error> {
-        let (span, headers) = producer_span(envelope);
-        let payload = envelope
-            .event
-            .data_json()
-            .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        sqlx::query_scalar(sqlx::AssertSqlSafe(INSERT))
-            .bind(envelope.id)
-            .bind(envelope.event_type())
-            .bind(&envelope.aggregate_type)
-            .bind(&envelope.aggregate_id)
-            .bind(payload)
-            .bind(headers)
-            .bind(envelope.occurred_at)
-            .bind(at)
-            .fetch_one(&mut *conn)
-            .instrument(span)
-            .await
-    }
-}
-
 /// Wakes the relay (`NOTIFY outbox`) after a transaction that wrote outbox
 /// rows has committed.
 ///

@@ -222,9 +222,8 @@ async fn fanout_reaches_every_holder_of_a_role() {
     // holder and publishes each one.
     let before: Vec<i64> =
         futures::future::join_all(holders.iter().map(|h| perm_version(&env, h))).await;
-    let mut tx = env.pool.begin().await.unwrap();
-    schema::outbox::on_sqlx::enqueue(
-        &mut tx,
+    schema::enqueue(
+        &schema::pool::orm(&env.pool),
         &Envelope::new(Event::AuthzRoleUpdated(AuthzRoleUpdated {
             role_id: role.parse().unwrap(),
             users: vec![],
@@ -232,7 +231,6 @@ async fn fanout_reaches_every_holder_of_a_role() {
     )
     .await
     .unwrap();
-    tx.commit().await.unwrap();
     let mut seen = std::collections::HashMap::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while seen.len() < holders.len() {

@@ -77,11 +77,9 @@ fn write_sequences(
                     previous_assignee_id: None,
                     assignee_id: None,
                 }));
-                let mut tx = pool.begin().await.unwrap();
-                schema::outbox::on_sqlx::enqueue(&mut tx, &env)
+                schema::enqueue(&schema::pool::orm(&pool), &env)
                     .await
                     .unwrap();
-                tx.commit().await.unwrap();
             }
             tokio::time::sleep(pause).await;
         }
@@ -374,11 +372,9 @@ async fn refused_publishes_back_off_then_fail_and_the_runbook_retry_sends_them()
             resend: false,
         },
     ));
-    let mut tx = env.pool.begin().await.unwrap();
-    schema::outbox::on_sqlx::enqueue(&mut tx, &event)
+    schema::enqueue(&schema::pool::orm(&env.pool), &event)
         .await
         .unwrap();
-    tx.commit().await.unwrap();
     let row = |pool: sqlx::PgPool| async move {
         sqlx::query_as::<_, (String, i32, Option<String>)>(
             "SELECT status, attempts, last_error FROM outbox",
