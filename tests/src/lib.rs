@@ -6,6 +6,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 pub mod accounts;
+pub mod api;
 pub mod cluster;
 pub mod env;
 pub mod http;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use fastprep_tests::{
     TestEnv,
     accounts::{OPERATOR_ROLE, USER_PASSWORD, VIEWER_ROLE},
+    api::Api,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -54,16 +55,13 @@ async fn inbound(env: &TestEnv, conv: &str, text: &str) {
 }
 
 async fn ids(env: &TestEnv, api: &str, token: &str, query: &str) -> Vec<String> {
-    let (s, body) = env
-        .http
-        .get(&format!("{api}/api/conversations?{query}"), token)
-        .await;
-    assert_eq!(s, StatusCode::OK, "{query}: {body}");
-    body["items"]
-        .as_array()
-        .unwrap()
+    Api::new(&env.http, api, token)
+        .conversations(query)
+        .await
+        .unwrap_or_else(|e| panic!("{query}: {e:?}"))
+        .items
         .iter()
-        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .map(|c| c.id.to_string())
         .collect()
 }
 
@@ -137,11 +135,11 @@ async fn filters_unread_counts_and_read_marks() {
         [boris.clone(), anna.clone()]
     );
     for bad in ["status=closed", "assignee=someone", "limit=0"] {
-        let (s, _) = env
-            .http
-            .get(&format!("{}/api/conversations?{bad}", api.url), &op)
-            .await;
-        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
+        let refused = Api::new(&env.http, &api.url, &op)
+            .conversations(bad)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{bad}");
     }
 
     let unread = |body: &Value, id: &str| {
@@ -384,23 +382,16 @@ async fn notes_stay_with_staff_and_contacts_show_their_history() {
     .await
     .unwrap();
     assert_eq!(noted, 1);
-    let (_, timeline) = env
-        .http
-        .get(
-            &format!("{}/api/conversations/{conv}/messages", api.url),
-            &admin.access,
-        )
-        .await;
-    let kinds: Vec<(Value, Value)> = timeline["items"]
-        .as_array()
-        .unwrap()
+    let timeline = Api::new(&env.http, &api.url, &admin.access)
+        .messages(&conv, "")
+        .await
+        .unwrap();
+    let kinds: Vec<(&str, &str)> = timeline
+        .items
         .iter()
-        .map(|m| (m["direction"].clone(), m["kind"].clone()))
+        .map(|m| (m.direction.as_str(), m.kind.as_str()))
         .collect();
-    assert_eq!(
-        kinds,
-        [(json!("out"), json!("note")), (json!("in"), json!("text"))]
-    );
+    assert_eq!(kinds, [("out", "note"), ("in", "text")]);
 
     let contact: String =
         sqlx::query_scalar("SELECT contact_id::text FROM conversations WHERE id = $1::uuid")
@@ -408,20 +399,16 @@ async fn notes_stay_with_staff_and_contacts_show_their_history() {
             .fetch_one(&env.pool)
             .await
             .unwrap();
-    let (s, body) = env
-        .http
-        .get(
-            &format!("{}/api/contacts/{contact}", api.url),
-            &admin.access,
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{body}");
+    let profile = Api::new(&env.http, &api.url, &admin.access)
+        .contact(&contact)
+        .await
+        .unwrap();
     assert_eq!(
-        (body["first_name"].clone(), body["username"].clone()),
-        (json!("Emil"), json!("emil_tg"))
+        (profile.first_name.as_deref(), profile.username.as_deref()),
+        (Some("Emil"), Some("emil_tg"))
     );
-    assert_eq!(body["conversations"][0]["id"], conv);
-    assert_eq!(body["conversations"][0]["message_count"], 2);
+    assert_eq!(profile.conversations[0].id.to_string(), conv);
+    assert_eq!(profile.conversations[0].message_count, 2);
     // Someone limited to assigned conversations does not see this contact.
     let role = env
         .create_role(
@@ -437,11 +424,11 @@ async fn notes_stay_with_staff_and_contacts_show_their_history() {
         .sign_in(&api.url, "as@fastprep.test", USER_PASSWORD)
         .await
         .access;
-    let (s, _) = env
-        .http
-        .get(&format!("{}/api/contacts/{contact}", api.url), &scoped)
-        .await;
-    assert_eq!(s, StatusCode::NOT_FOUND);
+    let refused = Api::new(&env.http, &api.url, &scoped)
+        .contact(&contact)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.status, StatusCode::NOT_FOUND);
     let (s, _) = env
         .http
         .call(
