@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     RelayMetrics,
-    rows::{self, Prepared, Row},
+    rows::{self, Prepared, Published, Row},
 };
 use crate::config::RelayConfig;
 
@@ -211,14 +211,15 @@ async fn run_pipeline(
     let mut pass_over = false;
     let mut published_in_pass = false;
     let mut pass_started = Instant::now();
+    let mut published = Published::default();
     loop {
         if shutdown.is_cancelled() && in_flight.is_empty() {
             return Ok(false);
         }
         if !pass_over && !shutdown.is_cancelled() && rows_in_flight < max_in_flight {
             wake.borrow_and_update();
-            let rows = match rows::read(conn, cursor, config.batch_size).await {
-                Ok(rows) => rows,
+            let read = match rows::read(conn, cursor, config.batch_size, &mut published).await {
+                Ok(read) => read,
                 Err(e) if rows::is_timeout(&e) => {
                     // A read this slow means the planner works from statistics
                     // of a much smaller backlog (an outbox that filled up
@@ -230,13 +231,13 @@ async fn run_pipeline(
                 }
                 Err(e) => return Err(e),
             };
-            let Some(last) = rows.last() else {
+            let Some(last) = read.last else {
                 pass_over = true;
                 continue;
             };
-            cursor = last.id;
-            let read_all = (rows.len() as i64) < config.batch_size;
-            let rows: Vec<Row> = rows.into_iter().filter(|r| !r.blocked).collect();
+            cursor = last;
+            let read_all = (read.count as i64) < config.batch_size;
+            let rows = read.rows;
             // A read that could publish nothing after this pass published
             // something is held back by rows in flight: reading on would
             // only walk the backlog behind them. Before that, nothing of the
@@ -323,6 +324,7 @@ async fn run_pipeline(
         marker.flush().await?;
         let idle = !published_in_pass;
         cursor = 0;
+        published.clear();
         pass_over = false;
         published_in_pass = false;
         pass_started = Instant::now();

@@ -16,23 +16,25 @@ pub struct Row {
     pub payload: String,
     pub headers: sqlx::types::Json<serde_json::Map<String, serde_json::Value>>,
     pub created_at: DateTime<Utc>,
-    /// Held back behind an earlier pending row of its aggregate; carries
-    /// neither payload nor stream position.
-    pub blocked: bool,
-    /// The event's position in the realtime stream (`x-stream-id`).
+    /// The latest pending row of its aggregate at or below the cursor.
+    behind: Option<i64>,
+    /// The first pending row of its aggregate between the cursor and this
+    /// row that is not yet due (backing off, or a retry scheduled later).
+    first_not_due: Option<i64>,
+    /// The event's position in the realtime stream (`x-stream-id`), drawn
+    /// once the row is known to be published.
+    #[sqlx(default)]
     pub stream_id: i64,
 }
 
-/// The next `$2` due pending rows after `$1` in id order, each flagged
-/// `blocked` when an earlier pending row of its aggregate is not ahead of it
-/// in this batch: one at or below the cursor (in flight, left behind, or
-/// committed late) or one not yet due (backing off). Unblocked rows are
-/// published in row order on one channel, so a busy aggregate moves a whole
-/// batch at a time and still never overtakes itself. The scan is bounded by
-/// the batch, whatever the backlog behind it. Only unblocked rows draw a
-/// stream position (`CASE` evaluates `nextval` only where taken); [`read`]
-/// sorts the rows by id and hands positions out in that order, which is
-/// publish order.
+/// The next `$2` due pending rows after `$1` in id order, each with what
+/// may hold it back: the latest pending row of its aggregate at or below the
+/// cursor (`behind`), and the first one after the cursor that is not yet due
+/// (`first_not_due`). Whether `behind` holds it back depends on whether the
+/// relay published that row itself in this pass ([`Published`]). The scan is
+/// bounded by the batch, whatever the backlog behind it: `behind` is one
+/// backward probe of the aggregate index, and the not-due rows are looked
+/// for only in the batch's own id range.
 const READ: &str = "
 WITH batch AS MATERIALIZED (
   SELECT id, event_id, event_type, aggregate_type, aggregate_id, payload, headers, created_at
@@ -40,18 +42,71 @@ WITH batch AS MATERIALIZED (
   WHERE status = 'pending' AND id > $1 AND scheduled_at <= now()
   ORDER BY id
   LIMIT $2),
-flagged AS MATERIALIZED (
-  SELECT b.*, EXISTS (
-    SELECT 1 FROM outbox p
-    WHERE p.status = 'pending' AND p.aggregate_type = b.aggregate_type
-      AND p.aggregate_id = b.aggregate_id AND p.id < b.id
-      AND (p.id <= $1 OR p.scheduled_at > now())) AS blocked
-  FROM batch b)
-SELECT id, event_id, event_type, aggregate_type, aggregate_id,
-       CASE WHEN blocked THEN '' ELSE payload::text END AS payload,
-       headers, created_at, blocked,
-       CASE WHEN blocked THEN 0 ELSE nextval('event_stream_seq') END AS stream_id
-FROM flagged";
+not_due AS MATERIALIZED (
+  SELECT aggregate_type, aggregate_id, min(id) AS first
+  FROM outbox
+  WHERE status = 'pending' AND id > $1 AND id < (SELECT max(id) FROM batch)
+    AND scheduled_at > now()
+  GROUP BY aggregate_type, aggregate_id)
+SELECT b.id, b.event_id, b.event_type, b.aggregate_type, b.aggregate_id,
+       b.payload::text AS payload, b.headers, b.created_at,
+       (SELECT max(p.id) FROM outbox p
+        WHERE p.status = 'pending' AND p.aggregate_type = b.aggregate_type
+          AND p.aggregate_id = b.aggregate_id AND p.id <= $1) AS behind,
+       (SELECT n.first FROM not_due n
+        WHERE n.aggregate_type = b.aggregate_type AND n.aggregate_id = b.aggregate_id) AS first_not_due
+FROM batch b";
+
+/// Draws `$1` realtime stream positions.
+const POSITIONS: &str = "SELECT nextval('event_stream_seq') FROM generate_series(1, $1)";
+
+/// The rows the relay published in the current pass, by aggregate: the
+/// highest id of each. Within a pass an aggregate's published rows are
+/// contiguous among its pending rows: a row is published only when every
+/// earlier pending row of its aggregate is published too, and rows of one
+/// aggregate commit in id order (the writer's aggregate lock), so none can
+/// appear behind one already read. So a pending row at or below an
+/// aggregate's highest published id is one of the relay's own, in flight or
+/// confirmed and not yet marked: it does not hold later rows back. On one
+/// channel they reach the broker in order.
+#[derive(Default)]
+pub struct Published {
+    highest: std::collections::HashMap<(String, String), i64>,
+}
+
+impl Published {
+    fn holds_back(&self, row: &Row) -> bool {
+        let ours = self
+            .highest
+            .get(&(row.aggregate_type.clone(), row.aggregate_id.clone()))
+            .copied()
+            .unwrap_or(0);
+        row.behind.is_some_and(|b| b > ours) || row.first_not_due.is_some_and(|f| f < row.id)
+    }
+
+    fn record(&mut self, row: &Row) {
+        let highest = self
+            .highest
+            .entry((row.aggregate_type.clone(), row.aggregate_id.clone()))
+            .or_insert(row.id);
+        *highest = (*highest).max(row.id);
+    }
+
+    /// A new pass: nothing of the last one is pending any more.
+    pub fn clear(&mut self) {
+        self.highest.clear();
+    }
+}
+
+/// One read: the rows to publish now, in id order with their stream
+/// positions, and how far it got.
+pub struct Read {
+    pub rows: Vec<Row>,
+    /// The highest id read (the next cursor), if any row was read.
+    pub last: Option<i64>,
+    /// Rows read, publishable or not.
+    pub count: usize,
+}
 
 /// By primary key only: a confirmed row is published whatever its status
 /// says, and a `status` condition would let the planner walk the pending
@@ -71,29 +126,39 @@ pub async fn read(
     conn: &mut PgConnection,
     after: i64,
     limit: i64,
-) -> Result<Vec<Row>, sqlx::Error> {
+    published: &mut Published,
+) -> Result<Read, sqlx::Error> {
     // Planned at every execution: a plan cached while the outbox was small
     // (a fresh deploy) would keep walking it the wrong way once it is large.
     let mut rows: Vec<Row> = sqlx::query_as(READ)
         .persistent(false)
         .bind(after)
         .bind(limit)
-        .fetch_all(conn)
+        .fetch_all(&mut *conn)
         .await?;
     // In id order (sorted here: a sort node would be a disabled plan node
-    // for the leader session); whatever order the server drew positions in,
-    // they follow the rows.
+    // for the leader session).
     rows.sort_unstable_by_key(|r| r.id);
-    let mut positions: Vec<i64> = rows
-        .iter()
-        .filter(|r| !r.blocked)
-        .map(|r| r.stream_id)
-        .collect();
-    positions.sort_unstable();
-    for (row, position) in rows.iter_mut().filter(|r| !r.blocked).zip(positions) {
-        row.stream_id = position;
+    let count = rows.len();
+    let last = rows.last().map(|r| r.id);
+    // A held-back row holds back every later row of its aggregate too: its
+    // `behind` or `first_not_due` precedes them as well.
+    rows.retain(|r| !published.holds_back(r));
+    for row in &rows {
+        published.record(row);
     }
-    Ok(rows)
+    if !rows.is_empty() {
+        // Positions in publish order, drawn only for rows that go out.
+        let mut positions: Vec<i64> = sqlx::query_scalar(POSITIONS)
+            .bind(i32::try_from(rows.len()).unwrap_or(i32::MAX))
+            .fetch_all(&mut *conn)
+            .await?;
+        positions.sort_unstable();
+        for (row, position) in rows.iter_mut().zip(positions) {
+            row.stream_id = position;
+        }
+    }
+    Ok(Read { rows, last, count })
 }
 
 /// Refreshes the planner's statistics of the outbox.
@@ -244,6 +309,46 @@ impl Prepared {
 mod tests {
     use super::*;
 
+    fn row(id: i64, aggregate: &str, behind: Option<i64>, first_not_due: Option<i64>) -> Row {
+        Row {
+            id,
+            event_id: uuid::Uuid::now_v7(),
+            event_type: "conversation.updated.v1".into(),
+            aggregate_type: "conversation".into(),
+            aggregate_id: aggregate.into(),
+            payload: "{}".into(),
+            headers: sqlx::types::Json(serde_json::Map::new()),
+            created_at: Utc::now(),
+            behind,
+            first_not_due,
+            stream_id: 0,
+        }
+    }
+
+    #[test]
+    fn only_rows_the_relay_published_itself_do_not_hold_back() {
+        let mut published = Published::default();
+        // Nothing behind it: goes out.
+        let first = row(10, "a", None, None);
+        assert!(!published.holds_back(&first));
+        published.record(&first);
+        // Behind the relay's own row 10 (in flight): goes out too.
+        let second = row(20, "a", Some(10), None);
+        assert!(!published.holds_back(&second));
+        published.record(&second);
+        // Behind a pending row the relay did not publish (committed late,
+        // or skipped): waits.
+        assert!(published.holds_back(&row(30, "a", Some(25), None)));
+        // Behind a row not yet due: waits, whatever else.
+        assert!(published.holds_back(&row(40, "a", Some(20), Some(35))));
+        // Another aggregate knows nothing of a's rows.
+        assert!(published.holds_back(&row(50, "b", Some(5), None)));
+        assert!(!published.holds_back(&row(50, "b", None, None)));
+        // A new pass forgets them: rows left pending then are not in flight.
+        published.clear();
+        assert!(published.holds_back(&row(60, "a", Some(20), None)));
+    }
+
     #[test]
     fn body_is_the_design_envelope_with_the_payload_verbatim() {
         let row = Row {
@@ -255,7 +360,8 @@ mod tests {
             payload: r#"{"text": "hi \"there\"", "tg_chat_id": 5, "attachments": []}"#.into(),
             headers: sqlx::types::Json(serde_json::Map::new()),
             created_at: Utc::now(),
-            blocked: false,
+            behind: None,
+            first_not_due: None,
             stream_id: 7,
         };
         let v: serde_json::Value = serde_json::from_slice(&envelope_bytes(&row)).unwrap();
