@@ -103,19 +103,15 @@ impl Hold {
     }
 
     /// A current token was accepted (its permissions read with it): every
-    /// hold ends. A stale hold, or any hold with a `resync` due, is
-    /// released. An unverified hold with no `resync` due ends without a
-    /// replay, as it always has: frames that arrived during it are not sent.
+    /// hold ends and is released, as when the permissions are read again:
+    /// the frames held meanwhile are replayed (or a `resync` sent, when one
+    /// fell due), under the permissions just read.
     pub(super) fn reauthenticated(self) -> (Hold, Option<Release>) {
         match self {
-            Hold::Live | Hold::Unverified { resync: None, .. } => (Hold::Live, None),
-            Hold::Unverified {
-                resync: Some(position),
-                ..
-            } => (Hold::Live, Some(Release::Resync(position))),
-            Hold::Stale { resync, .. } | Hold::StaleUnverified { resync, .. } => {
-                (Hold::Live, Some(Release::of(resync)))
-            }
+            Hold::Live => (Hold::Live, None),
+            Hold::Unverified { resync, .. }
+            | Hold::Stale { resync, .. }
+            | Hold::StaleUnverified { resync, .. } => (Hold::Live, Some(Release::of(resync))),
         }
     }
 
@@ -294,11 +290,14 @@ mod tests {
     }
 
     #[test]
-    fn a_current_token_ends_an_unverified_hold_without_a_replay() {
-        // The behaviour as it stands: no release, so frames that arrived
-        // during the hold are not sent.
+    fn a_current_token_ends_an_unverified_hold_with_a_replay() {
+        // Frames held while the permissions could not be read are sent once
+        // a current token brings them back (they were once dropped here).
         let t0 = Instant::now();
-        assert_eq!(unverified(t0, None).reauthenticated(), (Hold::Live, None));
+        assert_eq!(
+            unverified(t0, None).reauthenticated(),
+            (Hold::Live, Some(Release::Replay))
+        );
     }
 
     #[test]
