@@ -89,10 +89,13 @@ pub async fn state(
         .with_performance_config(|p| p.default_command_timeout = REDIS_COMMAND_TIMEOUT)
         .build()?;
     redis.connect();
+    // Deployments sharing one Redis keep their keys apart by vhost.
+    let vhost = broker_config::connection::vhost(&config.amqp_url);
     let authz = authz::cache::Authorizer::new(
         pool.clone(),
         redis.clone(),
         authz::EntryKey::derive(&config.jwt_secret),
+        platform::authz_redis::Keys::for_vhost(&vhost),
         authz::cache::CacheSettings::default(),
         meter,
     );
@@ -152,7 +155,11 @@ pub async fn state(
     );
     Ok(AppState(Arc::new(Services {
         relay_wake,
-        limiter: auth::ratelimit::LoginLimiter::new(redis.clone(), config.login_limits.clone()),
+        limiter: auth::ratelimit::LoginLimiter::new(
+            redis.clone(),
+            config.login_limits.clone(),
+            &vhost,
+        ),
         hasher: Arc::new(auth::password::Hasher::new(
             config.password_hash_concurrency,
             // A queue of a few seconds' work; past it, 503 at once.

@@ -74,7 +74,8 @@ async fn check_latency(env: &TestEnv, token: &str, n: usize) -> Value {
     let mut raw = None;
     for _ in 0..n / 10 {
         let t = Instant::now();
-        let (entry, _) = platform::authz_redis::Scripts::read(&state.redis, claims.sub)
+        let (entry, _) = platform::authz_redis::Scripts::new(env.redis_keys())
+            .read(&state.redis, claims.sub)
             .await
             .unwrap();
         redis.push(t.elapsed().as_nanos() as f64 / 1000.0);
@@ -261,7 +262,7 @@ pub async fn run(args: Args) -> Value {
         .unwrap();
     let mut rx = sub.message_rx();
     sub.init().await.unwrap();
-    sub.subscribe("authz.user.updated").await.unwrap();
+    sub.subscribe(env.redis_keys().channel()).await.unwrap();
     let seen: Arc<Mutex<Vec<(String, i64, Instant)>>> = Arc::default();
     let collector = {
         let seen = seen.clone();

@@ -24,6 +24,23 @@ pub fn addresses(urls: &str) -> Vec<&str> {
         .collect()
 }
 
+/// The vhost of an AMQP URL (`/` when it names none); of the first node when
+/// it lists a cluster's (they share their vhosts).
+pub fn vhost(amqp_url: &str) -> String {
+    let first = addresses(amqp_url).first().copied().unwrap_or_default();
+    url::Url::parse(first)
+        .ok()
+        .map(|u| u.path().trim_start_matches('/').to_owned())
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            url::form_urlencoded::parse(format!("v={p}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or(p)
+        })
+        .unwrap_or_else(|| "/".to_owned())
+}
+
 /// Checks an `AMQP_URL` at start-up: at least one node, each an `amqp://`
 /// or `amqps://` URL. The reason never repeats the value (it holds the
 /// password).
@@ -117,6 +134,21 @@ pub async fn connect_with_retry(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_vhost_of_an_amqp_url() {
+        assert_eq!(vhost("amqp://u:p@h:5672/%2f"), "/");
+        assert_eq!(vhost("amqp://u:p@h:5672"), "/");
+        assert_eq!(vhost("amqp://u:p@h:5672/"), "/");
+        assert_eq!(
+            vhost("amqp://u:p@h:5672/fastprep_test_1"),
+            "fastprep_test_1"
+        );
+        assert_eq!(
+            vhost("amqp://u:p@a:5681/shared, amqp://u:p@b:5682/shared"),
+            "shared"
+        );
+    }
 
     #[test]
     fn a_list_of_nodes_is_tried_in_turn_from_the_next_one() {

@@ -15,7 +15,7 @@ use broker_config::{
     topology::AUTHZ_FANOUT,
 };
 use fred::prelude::Client as RedisClient;
-use platform::authz_redis::Scripts;
+use platform::authz_redis::{Keys, Scripts};
 use schema::entities::{user_roles, users};
 use sea_orm::{
     ColumnTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, QueryFilter,
@@ -31,11 +31,12 @@ pub struct AuthzFanout {
 }
 
 impl AuthzFanout {
-    pub fn new(db: DatabaseConnection, redis: RedisClient) -> Self {
+    /// `vhost` names the deployment, whose keys it writes.
+    pub fn new(db: DatabaseConnection, redis: RedisClient, vhost: &str) -> Self {
         Self {
             db,
             redis,
-            scripts: Scripts::new(),
+            scripts: Scripts::new(Keys::for_vhost(vhost)),
         }
     }
 }

@@ -145,6 +145,7 @@ pub async fn run(
                 Arc::new(authz_fanout::AuthzFanout::new(
                     db.clone(),
                     redis_client(&config)?,
+                    &broker_config::connection::vhost(&config.amqp_url),
                 )),
                 db.clone(),
                 runner_config.clone(),
@@ -154,8 +155,10 @@ pub async fn run(
         );
     }
     if wants(Process::Alerts) {
-        let state =
-            alerts::state::AlertState::new(redis_client(&config)?, &vhost(&config.amqp_url));
+        let state = alerts::state::AlertState::new(
+            redis_client(&config)?,
+            &broker_config::connection::vhost(&config.amqp_url),
+        );
         let settings = Arc::new(config.alerts.clone());
         let metrics = alerts::AlertMetrics::new(&meter);
         let wake = Arc::new(tokio::sync::Notify::new());
@@ -216,26 +219,6 @@ fn redis_client(config: &Config) -> anyhow::Result<fred::prelude::Client> {
     Ok(redis)
 }
 
-/// The vhost of an AMQP URL (`/` when it names none); of the first node when
-/// it lists a cluster's (they share their vhosts).
-fn vhost(amqp_url: &str) -> String {
-    let first = broker_config::connection::addresses(amqp_url)
-        .first()
-        .copied()
-        .unwrap_or_default();
-    url::Url::parse(first)
-        .ok()
-        .map(|u| u.path().trim_start_matches('/').to_owned())
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            url::form_urlencoded::parse(format!("v={p}").as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or(p)
-        })
-        .unwrap_or_else(|| "/".to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use broker_config::{
@@ -281,20 +264,5 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn the_vhost_of_an_amqp_url() {
-        assert_eq!(super::vhost("amqp://u:p@h:5672/%2f"), "/");
-        assert_eq!(super::vhost("amqp://u:p@h:5672"), "/");
-        assert_eq!(super::vhost("amqp://u:p@h:5672/"), "/");
-        assert_eq!(
-            super::vhost("amqp://u:p@h:5672/fastprep_test_1"),
-            "fastprep_test_1"
-        );
-        assert_eq!(
-            super::vhost("amqp://u:p@a:5681/shared, amqp://u:p@b:5682/shared"),
-            "shared"
-        );
     }
 }

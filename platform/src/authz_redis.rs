@@ -12,6 +12,10 @@
 //!   listener can tell when it missed one. The runbook's manual
 //!   `PUBLISH authz.user.updated '{"userId":"…"}'` (no version, no seq) is an
 //!   invalidation too.
+//!
+//! A deployment on a RabbitMQ vhost other than `/` prefixes every one of
+//! these keys and channels with `<vhost>:` ([`namespace`]), as the alerts'
+//! keys are: deployments (and test runs) sharing one Redis stay apart.
 
 use fred::{
     interfaces::KeysInterface,
@@ -21,26 +25,60 @@ use fred::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// The invalidation channel of the runbook.
+/// The invalidation channel of the runbook (within the namespace).
 pub const CHANNEL: &str = "authz.user.updated";
 /// Counter giving every sequenced invalidation its `seq`.
-pub const SEQ_KEY: &str = "authz:inv:seq";
+const SEQ_KEY: &str = "authz:inv:seq";
 /// Lifetime of a cached entry.
 pub const EP_TTL_SECS: u64 = 3600;
 /// Lifetime of a version floor: longer than any entry it must outlive.
 pub const FLOOR_TTL_SECS: u64 = 2 * EP_TTL_SECS;
 
-pub fn ep_key(user: Uuid) -> String {
-    format!("authz:ep:{user}")
+/// The prefix of a deployment's Redis keys and channels: none on vhost
+/// `/`, else `<vhost>:`.
+pub fn namespace(vhost: &str) -> String {
+    if vhost == "/" || vhost.is_empty() {
+        String::new()
+    } else {
+        format!("{vhost}:")
+    }
 }
 
-pub fn floor_key(user: Uuid) -> String {
-    format!("authz:pv:{user}")
+/// The cache's keys and channels within one namespace.
+#[derive(Debug, Clone, Default)]
+pub struct Keys {
+    prefix: String,
 }
 
-/// A per-instance channel on which an API instance hears its own ticks.
-pub fn tick_channel(instance: &str) -> String {
-    format!("authz.tick.{instance}")
+impl Keys {
+    /// The keys of the deployment on `vhost`.
+    pub fn for_vhost(vhost: &str) -> Self {
+        Self {
+            prefix: namespace(vhost),
+        }
+    }
+
+    pub fn ep(&self, user: Uuid) -> String {
+        format!("{}authz:ep:{user}", self.prefix)
+    }
+
+    pub fn floor(&self, user: Uuid) -> String {
+        format!("{}authz:pv:{user}", self.prefix)
+    }
+
+    pub fn seq(&self) -> String {
+        format!("{}{SEQ_KEY}", self.prefix)
+    }
+
+    /// The invalidation channel.
+    pub fn channel(&self) -> String {
+        format!("{}{CHANNEL}", self.prefix)
+    }
+
+    /// A per-instance channel on which an API instance hears its own ticks.
+    pub fn tick_channel(&self, instance: &str) -> String {
+        format!("{}authz.tick.{instance}", self.prefix)
+    }
 }
 
 /// A message on [`CHANNEL`].
@@ -102,27 +140,27 @@ local seq = redis.call('GET', KEYS[1]) or '0'
 return redis.call('PUBLISH', ARGV[1], ARGV[2] .. ':' .. seq)
 ";
 
-/// The scripts, loaded once per process.
+/// The scripts, loaded once per process, over one namespace's keys.
 #[derive(Clone)]
 pub struct Scripts {
+    keys: Keys,
     invalidate: Script,
     write_ep: Script,
     tick: Script,
 }
 
-impl Default for Scripts {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Scripts {
-    pub fn new() -> Self {
+    pub fn new(keys: Keys) -> Self {
         Self {
+            keys,
             invalidate: Script::from_lua(INVALIDATE),
             write_ep: Script::from_lua(WRITE_EP),
             tick: Script::from_lua(TICK),
         }
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
     }
 
     /// Raises floors, deletes the entries and publishes a sequenced
@@ -133,11 +171,11 @@ impl Scripts {
         users: &[(Uuid, i64)],
     ) -> Result<(), RedisError> {
         for chunk in users.chunks(500) {
-            let mut keys = vec![SEQ_KEY.to_owned()];
-            let mut args = vec![CHANNEL.to_owned(), FLOOR_TTL_SECS.to_string()];
+            let mut keys = vec![self.keys.seq()];
+            let mut args = vec![self.keys.channel(), FLOOR_TTL_SECS.to_string()];
             for (user, version) in chunk {
-                keys.push(floor_key(*user));
-                keys.push(ep_key(*user));
+                keys.push(self.keys.floor(*user));
+                keys.push(self.keys.ep(*user));
                 args.push(user.to_string());
                 args.push(version.to_string());
             }
@@ -163,7 +201,7 @@ impl Scripts {
             .write_ep
             .evalsha_with_reload(
                 redis,
-                vec![ep_key(user), floor_key(user)],
+                vec![self.keys.ep(user), self.keys.floor(user)],
                 vec![
                     version.to_string(),
                     json.to_owned(),
@@ -185,7 +223,7 @@ impl Scripts {
         self.tick
             .evalsha_with_reload::<i64, _, _>(
                 redis,
-                vec![SEQ_KEY.to_owned()],
+                vec![self.keys.seq()],
                 vec![channel.to_owned(), prefix.to_owned()],
             )
             .await
@@ -194,11 +232,13 @@ impl Scripts {
 
     /// Reads an entry and its floor in one round trip.
     pub async fn read(
+        &self,
         redis: &Client,
         user: Uuid,
     ) -> Result<(Option<String>, Option<i64>), RedisError> {
-        let (ep, floor): (Option<String>, Option<i64>) =
-            redis.mget(vec![ep_key(user), floor_key(user)]).await?;
+        let (ep, floor): (Option<String>, Option<i64>) = redis
+            .mget(vec![self.keys.ep(user), self.keys.floor(user)])
+            .await?;
         Ok((ep, floor))
     }
 }
@@ -206,6 +246,22 @@ impl Scripts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_are_namespaced_by_vhost_except_the_default_one() {
+        let user = Uuid::nil();
+        let default = Keys::for_vhost("/");
+        assert_eq!(default.channel(), "authz.user.updated");
+        assert_eq!(default.ep(user), format!("authz:ep:{user}"));
+        let other = Keys::for_vhost("fastprep_test_1");
+        assert_eq!(other.channel(), "fastprep_test_1:authz.user.updated");
+        assert_eq!(other.seq(), "fastprep_test_1:authz:inv:seq");
+        assert_eq!(
+            other.floor(user),
+            format!("fastprep_test_1:authz:pv:{user}")
+        );
+        assert_eq!(other.tick_channel("i"), "fastprep_test_1:authz.tick.i");
+    }
 
     #[test]
     fn runbook_message_without_version_parses() {

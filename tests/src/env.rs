@@ -165,6 +165,13 @@ impl TestEnv {
         }
     }
 
+    /// This test's Redis keys and channels: the API and the consumers put
+    /// theirs under the test's vhost, so tests sharing one Redis never see
+    /// each other's.
+    pub fn redis_keys(&self) -> platform::authz_redis::Keys {
+        platform::authz_redis::Keys::for_vhost(&self.vhost)
+    }
+
     /// A client of the shared Redis, connected.
     pub async fn redis(&self) -> fred::prelude::Client {
         use fred::interfaces::ClientLike;

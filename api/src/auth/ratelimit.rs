@@ -120,6 +120,8 @@ pub enum Outcome {
 pub struct LoginLimiter {
     redis: RedisClient,
     limits: LoginLimits,
+    /// The deployment's key prefix (`""` on vhost `/`).
+    prefix: String,
     reserve: Script,
     release: Script,
 }
@@ -137,10 +139,12 @@ fn unavailable(e: impl std::fmt::Display) -> ApiError {
 }
 
 impl LoginLimiter {
-    pub fn new(redis: RedisClient, limits: LoginLimits) -> Self {
+    /// `vhost` names the deployment, whose keys it uses.
+    pub fn new(redis: RedisClient, limits: LoginLimits, vhost: &str) -> Self {
         Self {
             redis,
             limits,
+            prefix: platform::authz_redis::namespace(vhost),
             reserve: Script::from_lua(RESERVE),
             release: Script::from_lua(RELEASE),
         }
@@ -159,13 +163,14 @@ impl LoginLimiter {
             Target::CurrentPassword(user) => (format!("password:{user}"), u32::MAX),
         };
         let address = addr.to_string();
+        let p = &self.prefix;
         let keys = [
-            format!("ratelimit:login:pair:{subject}:{address}"),
-            format!("ratelimit:login:address:{address}"),
-            format!("ratelimit:login:account:{subject}"),
-            format!("ratelimit:login:known:{subject}"),
+            format!("{p}ratelimit:login:pair:{subject}:{address}"),
+            format!("{p}ratelimit:login:address:{address}"),
+            format!("{p}ratelimit:login:account:{subject}"),
+            format!("{p}ratelimit:login:known:{subject}"),
         ];
-        let slot = format!("ratelimit:login:slot:{subject}");
+        let slot = format!("{p}ratelimit:login:slot:{subject}");
         let answer: Vec<i64> = self
             .reserve
             .evalsha_with_reload(

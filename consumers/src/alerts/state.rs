@@ -217,11 +217,7 @@ impl AlertState {
     pub fn new(redis: RedisClient, vhost: &str) -> Self {
         Self {
             redis,
-            prefix: if vhost == "/" || vhost.is_empty() {
-                String::new()
-            } else {
-                format!("{vhost}:")
-            },
+            prefix: platform::authz_redis::namespace(vhost),
             record: with_prelude(RECORD),
             settle: with_prelude(SETTLE),
             sweep: with_prelude(SWEEP),

@@ -37,7 +37,7 @@ async fn listen(
         .unwrap();
     let rx = sub.message_rx();
     sub.init().await.unwrap();
-    sub.subscribe("authz.user.updated").await.unwrap();
+    sub.subscribe(env.redis_keys().channel()).await.unwrap();
     (sub, rx)
 }
 
@@ -369,9 +369,15 @@ async fn the_runbook_manual_invalidation_still_works() {
     );
 
     // The runbook: DEL + PUBLISH.
-    let _: i64 = redis.del(format!("authz:ep:{user}")).await.unwrap();
     let _: i64 = redis
-        .publish("authz.user.updated", json!({"userId": user}).to_string())
+        .del(env.redis_keys().ep(user.parse().unwrap()))
+        .await
+        .unwrap();
+    let _: i64 = redis
+        .publish(
+            env.redis_keys().channel(),
+            json!({"userId": user}).to_string(),
+        )
         .await
         .unwrap();
     wait_for(
@@ -395,7 +401,10 @@ async fn the_runbook_manual_invalidation_still_works() {
         "served from cache"
     );
     let _: i64 = redis
-        .publish("authz.user.updated", json!({"userId": user}).to_string())
+        .publish(
+            env.redis_keys().channel(),
+            json!({"userId": user}).to_string(),
+        )
         .await
         .unwrap();
     wait_for(
@@ -404,7 +413,10 @@ async fn the_runbook_manual_invalidation_still_works() {
         || async { (ep(&env).await == json!(["inbox.read_all"])).then_some(()) },
     )
     .await;
-    let cached: Option<String> = redis.get(format!("authz:ep:{user}")).await.unwrap();
+    let cached: Option<String> = redis
+        .get(env.redis_keys().ep(user.parse().unwrap()))
+        .await
+        .unwrap();
     let cached: Value = serde_json::from_str(&cached.expect("cached again")).unwrap();
     assert_eq!(cached["permissions"], json!(["inbox.read_all"]));
     env.cleanup().await;

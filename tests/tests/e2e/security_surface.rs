@@ -154,12 +154,12 @@ async fn a_permission_entry_written_into_redis_grants_nothing() {
         .await;
     assert_eq!(s, StatusCode::OK);
     let redis = env.redis().await;
-    let key = format!("authz:ep:{user}");
+    let key = env.redis_keys().ep(user.parse().unwrap());
     let genuine: String = redis.get(&key).await.unwrap();
     let genuine: Value = serde_json::from_str(&genuine).unwrap();
     let version = genuine["v"].as_i64().unwrap();
     let admin_entry: String = redis
-        .get(format!("authz:ep:{}", admin.user_id))
+        .get(env.redis_keys().ep(admin.user_id.parse().unwrap()))
         .await
         .unwrap();
     let mut admin_entry: Value = serde_json::from_str(&admin_entry).unwrap();

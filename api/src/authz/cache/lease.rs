@@ -10,7 +10,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use platform::authz_redis;
 use tokio_util::sync::CancellationToken;
 
 use super::Authorizer;
@@ -56,7 +55,7 @@ impl Authorizer {
     /// Publishes a tick on this instance's channel every `tick`, until
     /// `shutdown`.
     pub(super) async fn tick(self: Arc<Self>, shutdown: CancellationToken) {
-        let channel = authz_redis::tick_channel(&self.instance);
+        let channel = self.scripts.keys().tick_channel(&self.instance);
         let mut every = tokio::time::interval(self.settings.tick);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

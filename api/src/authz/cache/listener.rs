@@ -10,7 +10,7 @@ use fred::{
     prelude::{Builder, Config as RedisConfig, ReconnectPolicy},
     types::Message,
 };
-use platform::authz_redis::{self, UserUpdated};
+use platform::authz_redis::UserUpdated;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -31,9 +31,9 @@ impl Authorizer {
         let mut messages = subscriber.message_rx();
         let mut reconnects = subscriber.reconnect_rx();
         subscriber.init().await?;
-        let tick_channel = authz_redis::tick_channel(&self.instance);
+        let tick_channel = self.scripts.keys().tick_channel(&self.instance);
         subscriber
-            .subscribe(vec![authz_redis::CHANNEL.to_owned(), tick_channel.clone()])
+            .subscribe(vec![self.scripts.keys().channel(), tick_channel.clone()])
             .await?;
         let _resubscribe = subscriber.manage_subscriptions();
         let me = self.clone();
@@ -109,7 +109,7 @@ impl Authorizer {
             // The runbook's manual path: whoever forgot the DEL, the cached
             // entry goes too.
             let redis = self.redis.clone();
-            let key = authz_redis::ep_key(update.user_id);
+            let key = self.scripts.keys().ep(update.user_id);
             tokio::spawn(async move {
                 let _: Result<i64, _> = redis.del(key).await;
             });

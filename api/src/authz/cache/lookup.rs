@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use platform::authz_redis::Scripts;
 use uuid::Uuid;
 
 use super::Authorizer;
@@ -44,7 +43,7 @@ impl Authorizer {
         let mut refused = None;
         let (cached, floor) = match tokio::time::timeout(
             self.settings.redis_timeout,
-            Scripts::read(&self.redis, user),
+            self.scripts.read(&self.redis, user),
         )
         .await
         {

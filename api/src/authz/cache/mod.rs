@@ -33,7 +33,7 @@ use std::{sync::Arc, time::Duration};
 
 use fred::prelude::Client as RedisClient;
 use opentelemetry::{KeyValue, metrics::Counter};
-use platform::authz_redis::{Scripts, UserUpdated};
+use platform::authz_redis::{self, Scripts, UserUpdated};
 use sqlx::PgPool;
 use tokio::sync::broadcast;
 use uuid::Uuid;
@@ -86,6 +86,7 @@ impl Authorizer {
         pool: PgPool,
         redis: RedisClient,
         key: EntryKey,
+        keys: authz_redis::Keys,
         settings: CacheSettings,
         meter: &opentelemetry::metrics::Meter,
     ) -> Arc<Self> {
@@ -93,7 +94,7 @@ impl Authorizer {
         Arc::new(Self {
             pool,
             redis,
-            scripts: Scripts::new(),
+            scripts: Scripts::new(keys),
             key,
             instance: Uuid::now_v7().simple().to_string(),
             local: Local::new(settings.local_ttl, settings.local_capacity),
