@@ -144,7 +144,7 @@ pub async fn state(
         "expired sessions purge",
         purge_expired_sessions(schema::pool::orm(&pool), shutdown.clone()),
     );
-    let relay_wake = schema::RelayWake::start(&pool);
+    let relay_wake = schema::RelayWake::start(&pool, tasks);
     tasks.spawn(
         "snoozed conversations waker",
         wake_snoozed(

@@ -325,7 +325,9 @@ pub async fn run(args: Args) -> Value {
     // previous commit has returned (a commit waits for its fsync).
     let mut writers = Vec::with_capacity(total);
     // The bench writes as a service does: it wakes the relay after each commit.
-    let wake = schema::RelayWake::start(&env.pool);
+    let wake_tasks =
+        platform::supervisor::Supervisor::new(tokio_util::sync::CancellationToken::new());
+    let wake = schema::RelayWake::start(&env.pool, &wake_tasks);
     for i in 0..total {
         every.tick().await;
         let pool = env.pool.clone();

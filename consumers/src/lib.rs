@@ -108,7 +108,7 @@ pub async fn run(
             db.clone(),
             adapter,
             metrics,
-            schema::RelayWake::start(&pool),
+            schema::RelayWake::start(&pool, &tasks),
             tg_delivery::DeliverySettings {
                 sending_after: config.tg_sending_after,
                 retry: config.retry.clone(),
@@ -130,7 +130,9 @@ pub async fn run(
         tasks.spawn_fallible(
             "inbound",
             runner::run(
-                Arc::new(inbound::Inbound::new(schema::RelayWake::start(&pool))),
+                Arc::new(inbound::Inbound::new(schema::RelayWake::start(
+                    &pool, &tasks,
+                ))),
                 db.clone(),
                 runner_config.clone(),
                 consumer_metrics.clone(),

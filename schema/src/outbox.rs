@@ -110,11 +110,20 @@ pub struct RelayWake {
 
 impl RelayWake {
     /// Starts the waker of this process on a dedicated connection to `pool`'s
-    /// database (opened on first use, again after an error).
-    pub fn start(pool: &sqlx::PgPool) -> Self {
+    /// database (opened on first use, again after an error), as one of the
+    /// process's supervised tasks: it ends at shutdown, and should it panic
+    /// the process stops rather than go on without waking its relay.
+    pub fn start(pool: &sqlx::PgPool, tasks: &platform::supervisor::Supervisor) -> Self {
         let poke = std::sync::Arc::new(tokio::sync::Notify::new());
         let options = pool.connect_options().as_ref().clone();
-        tokio::spawn(notifier(options, poke.clone()));
+        let shutdown = tasks.shutdown().clone();
+        let waker = notifier(options, poke.clone());
+        tasks.spawn("relay wake", async move {
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = waker => {}
+            }
+        });
         Self { poke: Some(poke) }
     }
 
