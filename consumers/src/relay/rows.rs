@@ -21,9 +21,7 @@ pub struct Row {
     /// The first pending row of its aggregate between the cursor and this
     /// row that is not yet due (backing off, or a retry scheduled later).
     first_not_due: Option<i64>,
-    /// The event's position in the realtime stream (`x-stream-id`), drawn
-    /// once the row is known to be published.
-    #[sqlx(default)]
+    /// The event's position in the realtime stream (`x-stream-id`).
     pub stream_id: i64,
 }
 
@@ -34,7 +32,10 @@ pub struct Row {
 /// relay published that row itself in this pass ([`Published`]). The scan is
 /// bounded by the batch, whatever the backlog behind it: `behind` is one
 /// backward probe of the aggregate index, and the not-due rows are looked
-/// for only in the batch's own id range.
+/// for only in the batch's own id range. Every row draws a stream position
+/// in the same statement (no second round trip); [`read`] hands the lowest
+/// ones, in order, to the rows that go out, and the others become gaps,
+/// which the stream allows (ADR 0006).
 const READ: &str = "
 WITH batch AS MATERIALIZED (
   SELECT id, event_id, event_type, aggregate_type, aggregate_id, payload, headers, created_at
@@ -54,11 +55,9 @@ SELECT b.id, b.event_id, b.event_type, b.aggregate_type, b.aggregate_id,
         WHERE p.status = 'pending' AND p.aggregate_type = b.aggregate_type
           AND p.aggregate_id = b.aggregate_id AND p.id <= $1) AS behind,
        (SELECT n.first FROM not_due n
-        WHERE n.aggregate_type = b.aggregate_type AND n.aggregate_id = b.aggregate_id) AS first_not_due
+        WHERE n.aggregate_type = b.aggregate_type AND n.aggregate_id = b.aggregate_id) AS first_not_due,
+       nextval('event_stream_seq') AS stream_id
 FROM batch b";
-
-/// Draws `$1` realtime stream positions.
-const POSITIONS: &str = "SELECT nextval('event_stream_seq') FROM generate_series(1, $1)";
 
 /// The rows the relay published in the current pass, by aggregate: the
 /// highest id of each. Within a pass an aggregate's published rows are
@@ -141,22 +140,18 @@ pub async fn read(
     rows.sort_unstable_by_key(|r| r.id);
     let count = rows.len();
     let last = rows.last().map(|r| r.id);
+    let mut positions: Vec<i64> = rows.iter().map(|r| r.stream_id).collect();
+    positions.sort_unstable();
     // A held-back row holds back every later row of its aggregate too: its
     // `behind` or `first_not_due` precedes them as well.
     rows.retain(|r| !published.holds_back(r));
     for row in &rows {
         published.record(row);
     }
-    if !rows.is_empty() {
-        // Positions in publish order, drawn only for rows that go out.
-        let mut positions: Vec<i64> = sqlx::query_scalar(POSITIONS)
-            .bind(i32::try_from(rows.len()).unwrap_or(i32::MAX))
-            .fetch_all(&mut *conn)
-            .await?;
-        positions.sort_unstable();
-        for (row, position) in rows.iter_mut().zip(positions) {
-            row.stream_id = position;
-        }
+    // Positions rise in publish order, whatever order the server drew them
+    // in.
+    for (row, position) in rows.iter_mut().zip(positions) {
+        row.stream_id = position;
     }
     Ok(Read { rows, last, count })
 }
