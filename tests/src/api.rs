@@ -109,12 +109,8 @@ impl Api {
         text: &str,
         client_msg_id: &str,
     ) -> Answer<(StatusCode, Message)> {
-        self.call(
-            Method::POST,
-            &format!("/conversations/{conversation}/messages"),
-            Some(json!({"text": text, "client_msg_id": client_msg_id})),
-        )
-        .await
+        self.write(conversation, "messages", text, client_msg_id)
+            .await
     }
 
     /// `POST /conversations/{id}/notes`.
@@ -124,9 +120,19 @@ impl Api {
         text: &str,
         client_msg_id: &str,
     ) -> Answer<(StatusCode, Message)> {
+        self.write(conversation, "notes", text, client_msg_id).await
+    }
+
+    async fn write(
+        &self,
+        conversation: &str,
+        what: &str,
+        text: &str,
+        client_msg_id: &str,
+    ) -> Answer<(StatusCode, Message)> {
         self.call(
             Method::POST,
-            &format!("/conversations/{conversation}/notes"),
+            &format!("/conversations/{conversation}/{what}"),
             Some(json!({"text": text, "client_msg_id": client_msg_id})),
         )
         .await
