@@ -92,7 +92,7 @@ pub async fn state(
     // Deployments sharing one Redis keep their keys apart by vhost.
     let vhost = broker_config::connection::vhost(&config.amqp_url);
     let authz = authz::cache::Authorizer::new(
-        pool.clone(),
+        schema::pool::orm(&pool),
         redis.clone(),
         authz::EntryKey::derive(&config.jwt_secret),
         platform::authz_redis::Keys::for_vhost(&vhost),

@@ -20,12 +20,7 @@ where
 
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let (pg, redis, rabbit) = tokio::join!(
-        check(async {
-            sqlx::query("SELECT 1")
-                .execute(&state.pool)
-                .await
-                .map(|_| ())
-        }),
+        check(state.db.ping()),
         check(async { state.redis.ping::<()>(None).await }),
         check(state.broker.check()),
     );

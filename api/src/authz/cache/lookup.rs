@@ -116,9 +116,15 @@ impl Authorizer {
     }
 
     /// Reads the user's permissions and version in one statement.
-    pub async fn from_db(&self, user: Uuid) -> Result<Option<Ep>, sqlx::Error> {
-        let row: Option<(bool, i64, Vec<String>)> = sqlx::query_as(
-            "SELECT u.is_active, u.perm_version,
+    pub async fn from_db(&self, user: Uuid) -> Result<Option<Ep>, sea_orm::DbErr> {
+        use sea_orm::{ConnectionTrait, DbBackend, Statement};
+        // One statement: the user and the union of their roles' rights,
+        // aggregated where they are (ADR 0014).
+        let row = self
+            .db
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT u.is_active, u.perm_version,
                     COALESCE(array_agg(DISTINCT rp.permission_key)
                              FILTER (WHERE rp.permission_key IS NOT NULL), '{}')
              FROM users u
@@ -126,11 +132,14 @@ impl Authorizer {
              LEFT JOIN role_permissions rp ON rp.role_id = ur.role_id
              WHERE u.id = $1
              GROUP BY u.id",
-        )
-        .bind(user)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|(active, version, keys)| Ep {
+                [user.into()],
+            ))
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let (active, version, keys): (bool, i64, Vec<String>) = row.try_get_many_by_index()?;
+        Ok(Some(Ep {
             user_id: user,
             version,
             active,

@@ -34,7 +34,6 @@ use std::{sync::Arc, time::Duration};
 use fred::prelude::Client as RedisClient;
 use opentelemetry::{KeyValue, metrics::Counter};
 use platform::authz_redis::{self, Scripts, UserUpdated};
-use sqlx::PgPool;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -66,7 +65,7 @@ impl Default for CacheSettings {
 }
 
 pub struct Authorizer {
-    pool: PgPool,
+    db: sea_orm::DatabaseConnection,
     redis: RedisClient,
     scripts: Scripts,
     key: EntryKey,
@@ -83,7 +82,7 @@ pub struct Authorizer {
 
 impl Authorizer {
     pub fn new(
-        pool: PgPool,
+        db: sea_orm::DatabaseConnection,
         redis: RedisClient,
         key: EntryKey,
         keys: authz_redis::Keys,
@@ -92,7 +91,7 @@ impl Authorizer {
     ) -> Arc<Self> {
         let (updates, _) = broadcast::channel(1024);
         Arc::new(Self {
-            pool,
+            db,
             redis,
             scripts: Scripts::new(keys),
             key,
