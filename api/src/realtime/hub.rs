@@ -81,7 +81,6 @@ pub struct Hub {
     ring: RwLock<Ring>,
     live: broadcast::Sender<Signal>,
     capacity: usize,
-    pool: PgPool,
     db: sea_orm::DatabaseConnection,
 }
 
@@ -104,7 +103,6 @@ impl Hub {
             live,
             capacity: capacity.max(1),
             db: schema::pool::orm(&pool),
-            pool,
         })
     }
 
@@ -224,11 +222,17 @@ impl Hub {
             )
             .await?;
         // Bound: every position drawn from now on reaches this queue.
-        let position: i64 = sqlx::query_scalar(
-            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM event_stream_seq",
-        )
-        .fetch_one(&self.pool)
-        .await?;
+        let position: i64 = {
+            use sea_orm::{ConnectionTrait, DbBackend, Statement};
+            self.db
+                .query_one_raw(Statement::from_string(
+                    DbBackend::Postgres,
+                    "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM event_stream_seq",
+                ))
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("event_stream_seq has no row"))?
+                .try_get_by_index(0)?
+        };
         self.reset(position);
         tracing::info!(queue, position, "realtime stream bound");
         loop {
