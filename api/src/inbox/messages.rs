@@ -14,7 +14,7 @@ use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, JoinType,
     QueryFilter, QueryOrder, QuerySelect, RelationTrait, Select, Statement, TransactionSession,
     TransactionTrait,
-    sea_query::{Expr, ExprTrait},
+    sea_query::{Expr, ExprTrait, Query},
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -260,19 +260,24 @@ pub async fn write<C: TransactionTrait>(
     let (tg_chat_id, assignee_id) = match kind {
         Kind::Reply => {
             use conversations::Column;
-            let bumped = conversations::Entity::update_many()
-                .col_expr(Column::LastMessageAt, Expr::current_timestamp())
-                .col_expr(Column::UpdatedAt, Expr::current_timestamp())
-                .filter(Column::Id.eq(conversation))
-                .filter(
-                    Condition::all().add_option(scope.assignee().map(|a| Column::AssigneeId.eq(a))),
+            // Only the two columns the event needs come back (the entity's
+            // update would return every column, on the hot path).
+            let mut bump = Query::update();
+            bump.table(conversations::Entity)
+                .value(Column::LastMessageAt, Expr::current_timestamp())
+                .value(Column::UpdatedAt, Expr::current_timestamp())
+                .cond_where(
+                    Condition::all()
+                        .add(Column::Id.eq(conversation))
+                        .add_option(scope.assignee().map(|a| Column::AssigneeId.eq(a))),
                 )
-                .exec_with_returning(&tx)
-                .await?;
-            let c = bumped.first().ok_or(ApiError::NotFound {
-                what: "conversation",
-            })?;
-            (c.tg_chat_id, c.assignee_id)
+                .returning(Query::returning().columns([Column::TgChatId, Column::AssigneeId]));
+            tx.query_one(&bump)
+                .await?
+                .ok_or(ApiError::NotFound {
+                    what: "conversation",
+                })?
+                .try_get_many_by_index::<(i64, Option<Uuid>)>()?
         }
         Kind::Note => {
             let chat = visible_chat(&tx, conversation, scope).await?;
