@@ -23,35 +23,20 @@ pub struct Model {
     pub created_at: DateTimeUtc,
 }
 
+// One line per relation: read as a table.
+#[rustfmt::skip]
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {
     /// The uploader.
-    #[sea_orm(
-        belongs_to = "super::users::Entity",
-        from = "Column::UploaderId",
-        to = "super::users::Column::Id",
-        on_delete = "SetNull"
-    )]
+    #[sea_orm(belongs_to = "super::users::Entity", from = "Column::UploaderId", to = "super::users::Column::Id", on_delete = "SetNull")]
     Users,
-    #[sea_orm(
-        belongs_to = "super::messages::Entity",
-        from = "Column::MessageId",
-        to = "super::messages::Column::Id",
-        on_delete = "SetNull"
-    )]
+    #[sea_orm(belongs_to = "super::messages::Entity", from = "Column::MessageId", to = "super::messages::Column::Id", on_delete = "SetNull")]
     Messages,
 }
 
-impl Related<super::users::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Users.def()
-    }
-}
-
-impl Related<super::messages::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Messages.def()
-    }
+super::related! {
+    users => Users,
+    messages => Messages,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

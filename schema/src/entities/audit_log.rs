@@ -24,21 +24,14 @@ pub struct Model {
     pub perm_version: Option<i64>,
 }
 
+// One line per relation: read as a table.
+#[rustfmt::skip]
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {
-    #[sea_orm(
-        belongs_to = "super::users::Entity",
-        from = "Column::ActorId",
-        to = "super::users::Column::Id",
-        on_delete = "SetNull"
-    )]
+    #[sea_orm(belongs_to = "super::users::Entity", from = "Column::ActorId", to = "super::users::Column::Id", on_delete = "SetNull")]
     Users,
 }
 
-impl Related<super::users::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Users.def()
-    }
-}
+super::related!(users => Users);
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -25,10 +25,6 @@ pub enum Relation {
     Conversations,
 }
 
-impl Related<super::conversations::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Conversations.def()
-    }
-}
+super::related!(conversations => Conversations);
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -22,22 +22,14 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
 }
 
+// One line per relation: read as a table.
+#[rustfmt::skip]
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {
-    #[sea_orm(
-        belongs_to = "super::contacts::Entity",
-        from = "Column::ContactId",
-        to = "super::contacts::Column::Id",
-        on_delete = "SetNull"
-    )]
+    #[sea_orm(belongs_to = "super::contacts::Entity", from = "Column::ContactId", to = "super::contacts::Column::Id", on_delete = "SetNull")]
     Contacts,
     /// The assignee.
-    #[sea_orm(
-        belongs_to = "super::users::Entity",
-        from = "Column::AssigneeId",
-        to = "super::users::Column::Id",
-        on_delete = "SetNull"
-    )]
+    #[sea_orm(belongs_to = "super::users::Entity", from = "Column::AssigneeId", to = "super::users::Column::Id", on_delete = "SetNull")]
     Users,
     #[sea_orm(has_many = "super::messages::Entity")]
     Messages,
@@ -45,28 +37,11 @@ pub enum Relation {
     ConversationReads,
 }
 
-impl Related<super::contacts::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Contacts.def()
-    }
-}
-
-impl Related<super::users::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Users.def()
-    }
-}
-
-impl Related<super::messages::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Messages.def()
-    }
-}
-
-impl Related<super::conversation_reads::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::ConversationReads.def()
-    }
+super::related! {
+    contacts => Contacts,
+    users => Users,
+    messages => Messages,
+    conversation_reads => ConversationReads,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -16,21 +16,14 @@ pub struct Model {
     pub created_at: DateTimeUtc,
 }
 
+// One line per relation: read as a table.
+#[rustfmt::skip]
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {
-    #[sea_orm(
-        belongs_to = "super::messages::Entity",
-        from = "Column::MessageId",
-        to = "super::messages::Column::Id",
-        on_delete = "Cascade"
-    )]
+    #[sea_orm(belongs_to = "super::messages::Entity", from = "Column::MessageId", to = "super::messages::Column::Id", on_delete = "Cascade")]
     Messages,
 }
 
-impl Related<super::messages::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Messages.def()
-    }
-}
+super::related!(messages => Messages);
 
 impl ActiveModelBehavior for ActiveModel {}

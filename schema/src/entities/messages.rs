@@ -36,22 +36,14 @@ pub struct Model {
     pub held: bool,
 }
 
+// One line per relation: read as a table.
+#[rustfmt::skip]
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {
-    #[sea_orm(
-        belongs_to = "super::conversations::Entity",
-        from = "Column::ConversationId",
-        to = "super::conversations::Column::Id",
-        on_delete = "Cascade"
-    )]
+    #[sea_orm(belongs_to = "super::conversations::Entity", from = "Column::ConversationId", to = "super::conversations::Column::Id", on_delete = "Cascade")]
     Conversations,
     /// The author of a reply or note.
-    #[sea_orm(
-        belongs_to = "super::users::Entity",
-        from = "Column::AuthorId",
-        to = "super::users::Column::Id",
-        on_delete = "SetNull"
-    )]
+    #[sea_orm(belongs_to = "super::users::Entity", from = "Column::AuthorId", to = "super::users::Column::Id", on_delete = "SetNull")]
     Users,
     #[sea_orm(has_many = "super::message_edits::Entity")]
     MessageEdits,
@@ -59,28 +51,11 @@ pub enum Relation {
     Attachments,
 }
 
-impl Related<super::conversations::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Conversations.def()
-    }
-}
-
-impl Related<super::users::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Users.def()
-    }
-}
-
-impl Related<super::message_edits::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::MessageEdits.def()
-    }
-}
-
-impl Related<super::attachments::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Attachments.def()
-    }
+super::related! {
+    conversations => Conversations,
+    users => Users,
+    message_edits => MessageEdits,
+    attachments => Attachments,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -17,20 +17,8 @@ pub enum Relation {
     RolePermissions,
 }
 
-impl Related<super::role_permissions::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::RolePermissions.def()
-    }
-}
+super::related!(role_permissions => RolePermissions);
 
-impl Related<super::roles::Entity> for Entity {
-    fn to() -> RelationDef {
-        super::role_permissions::Relation::Roles.def()
-    }
-
-    fn via() -> Option<RelationDef> {
-        Some(super::role_permissions::Relation::Permissions.def().rev())
-    }
-}
+super::related_via!(roles via role_permissions: Roles, Permissions);
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -18,24 +18,17 @@ pub struct Model {
     pub created_at: DateTimeUtc,
 }
 
+// One line per relation: read as a table.
+#[rustfmt::skip]
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {
-    #[sea_orm(
-        belongs_to = "super::users::Entity",
-        from = "Column::UserId",
-        to = "super::users::Column::Id",
-        on_delete = "Cascade"
-    )]
+    #[sea_orm(belongs_to = "super::users::Entity", from = "Column::UserId", to = "super::users::Column::Id", on_delete = "Cascade")]
     Users,
     /// The token that replaced this one.
     #[sea_orm(belongs_to = "Entity", from = "Column::ReplacedBy", to = "Column::Id")]
     SelfRef,
 }
 
-impl Related<super::users::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Users.def()
-    }
-}
+super::related!(users => Users);
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -11,34 +11,19 @@ pub struct Model {
     pub permission_key: String,
 }
 
+// One line per relation: read as a table.
+#[rustfmt::skip]
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {
-    #[sea_orm(
-        belongs_to = "super::roles::Entity",
-        from = "Column::RoleId",
-        to = "super::roles::Column::Id",
-        on_delete = "Cascade"
-    )]
+    #[sea_orm(belongs_to = "super::roles::Entity", from = "Column::RoleId", to = "super::roles::Column::Id", on_delete = "Cascade")]
     Roles,
-    #[sea_orm(
-        belongs_to = "super::permissions::Entity",
-        from = "Column::PermissionKey",
-        to = "super::permissions::Column::Key",
-        on_delete = "Cascade"
-    )]
+    #[sea_orm(belongs_to = "super::permissions::Entity", from = "Column::PermissionKey", to = "super::permissions::Column::Key", on_delete = "Cascade")]
     Permissions,
 }
 
-impl Related<super::roles::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Roles.def()
-    }
-}
-
-impl Related<super::permissions::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Permissions.def()
-    }
+super::related! {
+    roles => Roles,
+    permissions => Permissions,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

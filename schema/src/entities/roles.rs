@@ -24,36 +24,13 @@ pub enum Relation {
     UserRoles,
 }
 
-impl Related<super::role_permissions::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::RolePermissions.def()
-    }
+super::related! {
+    role_permissions => RolePermissions,
+    user_roles => UserRoles,
 }
 
-impl Related<super::permissions::Entity> for Entity {
-    fn to() -> RelationDef {
-        super::role_permissions::Relation::Permissions.def()
-    }
+super::related_via!(permissions via role_permissions: Permissions, Roles);
 
-    fn via() -> Option<RelationDef> {
-        Some(super::role_permissions::Relation::Roles.def().rev())
-    }
-}
-
-impl Related<super::user_roles::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::UserRoles.def()
-    }
-}
-
-impl Related<super::users::Entity> for Entity {
-    fn to() -> RelationDef {
-        super::user_roles::Relation::Users.def()
-    }
-
-    fn via() -> Option<RelationDef> {
-        Some(super::user_roles::Relation::Roles.def().rev())
-    }
-}
+super::related_via!(users via user_roles: Users, Roles);
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -40,56 +40,16 @@ pub enum Relation {
     ConversationReads,
 }
 
-impl Related<super::user_roles::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::UserRoles.def()
-    }
+super::related! {
+    user_roles => UserRoles,
+    refresh_tokens => RefreshTokens,
+    audit_log => AuditLog,
+    conversations => Conversations,
+    messages => Messages,
+    attachments => Attachments,
+    conversation_reads => ConversationReads,
 }
 
-impl Related<super::roles::Entity> for Entity {
-    fn to() -> RelationDef {
-        super::user_roles::Relation::Roles.def()
-    }
-
-    fn via() -> Option<RelationDef> {
-        Some(super::user_roles::Relation::Users.def().rev())
-    }
-}
-
-impl Related<super::refresh_tokens::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::RefreshTokens.def()
-    }
-}
-
-impl Related<super::audit_log::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::AuditLog.def()
-    }
-}
-
-impl Related<super::conversations::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Conversations.def()
-    }
-}
-
-impl Related<super::messages::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Messages.def()
-    }
-}
-
-impl Related<super::attachments::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Attachments.def()
-    }
-}
-
-impl Related<super::conversation_reads::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::ConversationReads.def()
-    }
-}
+super::related_via!(roles via user_roles: Roles, Users);
 
 impl ActiveModelBehavior for ActiveModel {}
