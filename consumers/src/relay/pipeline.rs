@@ -250,7 +250,15 @@ async fn run_pipeline(
                 continue;
             }
             published_in_pass = true;
-            let prepared = Prepared::new(&rows);
+            let prepared = match Prepared::new(&rows) {
+                Ok(p) => p,
+                Err(e) => {
+                    // Never an empty body: nothing of the batch goes out, the
+                    // rows stay pending, and the relay starts over loudly.
+                    tracing::error!(error = %e, "an envelope did not encode; nothing published");
+                    return Ok(true);
+                }
+            };
             let confirms = match publisher.send(&prepared.outgoing(&rows)).await {
                 Ok(c) => c,
                 Err(e) => {

@@ -212,7 +212,7 @@ struct EnvelopeHead<'a> {
 /// The AMQP body of a row: the envelope head with the row's payload as
 /// `data`. The payload is PostgreSQL's rendering of a jsonb value, so it is
 /// valid JSON and is copied without being parsed again.
-pub fn envelope_bytes(r: &Row) -> Vec<u8> {
+pub fn envelope_bytes(r: &Row) -> Result<Vec<u8>, serde_json::Error> {
     let mut body = Vec::with_capacity(r.payload.len() + 256);
     let head = EnvelopeHead {
         id: r.event_id,
@@ -221,13 +221,17 @@ pub fn envelope_bytes(r: &Row) -> Vec<u8> {
         aggregate_type: &r.aggregate_type,
         aggregate_id: &r.aggregate_id,
     };
-    if serde_json::to_writer(&mut body, &head).is_err() || body.pop() != Some(b'}') {
-        return Vec::new();
+    serde_json::to_writer(&mut body, &head)?;
+    if body.pop() != Some(b'}') {
+        use serde::ser::Error as _;
+        return Err(serde_json::Error::custom(
+            "the envelope head is not a JSON object",
+        ));
     }
     body.extend_from_slice(b",\"data\":");
     body.extend_from_slice(r.payload.as_bytes());
     body.push(b'}');
-    body
+    Ok(body)
 }
 
 /// The trace headers a row's message carries: with traces exported, those
@@ -261,10 +265,12 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    pub fn new(rows: &[Row]) -> Self {
-        Self {
+    /// Fails when a row's envelope does not encode: nothing of the batch
+    /// is published (never an empty body).
+    pub fn new(rows: &[Row]) -> Result<Self, serde_json::Error> {
+        Ok(Self {
             ids: rows.iter().map(|r| r.event_id.to_string()).collect(),
-            bodies: rows.iter().map(envelope_bytes).collect(),
+            bodies: rows.iter().map(envelope_bytes).collect::<Result<_, _>>()?,
             headers: rows
                 .iter()
                 .map(|r| {
@@ -278,7 +284,7 @@ impl Prepared {
                         .collect()
                 })
                 .collect(),
-        }
+        })
     }
 
     pub fn outgoing<'a>(&'a self, rows: &'a [Row]) -> Vec<Outgoing<'a>> {
@@ -359,7 +365,7 @@ mod tests {
             first_not_due: None,
             stream_id: 7,
         };
-        let v: serde_json::Value = serde_json::from_slice(&envelope_bytes(&row)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&envelope_bytes(&row).unwrap()).unwrap();
         assert_eq!(v["type"], "message.outgoing.v1");
         assert_eq!(v["aggregate_id"], "a\"b");
         assert_eq!(v["data"]["text"], "hi \"there\"");
