@@ -83,6 +83,8 @@ pub async fn state(
 ) -> anyhow::Result<AppState> {
     let shutdown = tasks.shutdown().clone();
     let pool = schema::pool::connect(&config.database_url, config.database_max_connections).await?;
+    // The same pool for the services (ADR 0014).
+    let db = schema::pool::orm(&pool);
     let redis_config = RedisConfig::from_url(&config.redis_url)?;
     let redis = Builder::from_config(redis_config.clone())
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
@@ -92,7 +94,7 @@ pub async fn state(
     // Deployments sharing one Redis keep their keys apart by vhost.
     let vhost = broker_config::connection::vhost(&config.amqp_url);
     let authz = authz::cache::Authorizer::new(
-        schema::pool::orm(&pool),
+        db.clone(),
         redis.clone(),
         authz::EntryKey::derive(&config.jwt_secret),
         platform::authz_redis::Keys::for_vhost(&vhost),
@@ -121,7 +123,7 @@ pub async fn state(
             shutdown.cancelled().await;
         });
     }
-    let hub = realtime::hub::Hub::new(pool.clone(), config.realtime_replay_events);
+    let hub = realtime::hub::Hub::new(db.clone(), config.realtime_replay_events);
     tasks.spawn(
         "realtime hub",
         hub.clone().run(
@@ -142,16 +144,12 @@ pub async fn state(
     );
     tasks.spawn(
         "expired sessions purge",
-        purge_expired_sessions(schema::pool::orm(&pool), shutdown.clone()),
+        purge_expired_sessions(db.clone(), shutdown.clone()),
     );
     let relay_wake = schema::RelayWake::start(&pool, tasks);
     tasks.spawn(
         "snoozed conversations waker",
-        wake_snoozed(
-            schema::pool::orm(&pool),
-            relay_wake.clone(),
-            shutdown.clone(),
-        ),
+        wake_snoozed(db.clone(), relay_wake.clone(), shutdown.clone()),
     );
     Ok(AppState(Arc::new(Services {
         relay_wake,
@@ -166,7 +164,7 @@ pub async fn state(
             config.password_hash_concurrency * 32,
             std::time::Duration::from_secs(5),
         )),
-        db: schema::pool::orm(&pool),
+        db,
         pool,
         redis,
         broker: Arc::new(broker::Broker::new(config.amqp_url.clone())),

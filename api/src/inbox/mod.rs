@@ -19,12 +19,5 @@ platform::named_enum! {
     }
 }
 
-impl ConversationStatus {
-    /// Parses a status from a request; `invalid_status` otherwise.
-    pub fn from_request(text: &str) -> Option<Self> {
-        Self::parse(text)
-    }
-}
-
 /// The message every refusal of an unknown status carries.
 pub const STATUS_CHOICES: &str = "status must be one of open, pending, resolved, snoozed";

@@ -27,7 +27,6 @@ use lapin::{
     options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions},
     types::{AMQPValue, FieldTable},
 };
-use sqlx::PgPool;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -91,7 +90,7 @@ const UNBOUND: i64 = i64::MAX;
 pub const DEFAULT_REPLAY_EVENTS: usize = 10_000;
 
 impl Hub {
-    pub fn new(pool: PgPool, capacity: usize) -> Arc<Self> {
+    pub fn new(db: sea_orm::DatabaseConnection, capacity: usize) -> Arc<Self> {
         let (live, _) = broadcast::channel(1024);
         Arc::new(Self {
             ring: RwLock::new(Ring {
@@ -102,7 +101,7 @@ impl Hub {
             }),
             live,
             capacity: capacity.max(1),
-            db: schema::pool::orm(&pool),
+            db,
         })
     }
 
@@ -380,7 +379,7 @@ mod tests {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .connect_lazy("postgres://localhost/none")
             .unwrap();
-        Hub::new(pool, capacity)
+        Hub::new(schema::pool::orm(&pool), capacity)
     }
 
     fn ids(r: Replay) -> Option<Vec<i64>> {

@@ -68,27 +68,34 @@ FROM batch b";
 /// aggregate's highest published id is one of the relay's own, in flight or
 /// confirmed and not yet marked: it does not hold later rows back. On one
 /// channel they reach the broker in order.
+/// Keyed by aggregate type, then id, so a lookup borrows the row's strings.
 #[derive(Default)]
 pub struct Published {
-    highest: std::collections::HashMap<(String, String), i64>,
+    highest: std::collections::HashMap<String, std::collections::HashMap<String, i64>>,
 }
 
 impl Published {
     fn holds_back(&self, row: &Row) -> bool {
         let ours = self
             .highest
-            .get(&(row.aggregate_type.clone(), row.aggregate_id.clone()))
+            .get(&row.aggregate_type)
+            .and_then(|ids| ids.get(&row.aggregate_id))
             .copied()
             .unwrap_or(0);
         row.behind.is_some_and(|b| b > ours) || row.first_not_due.is_some_and(|f| f < row.id)
     }
 
     fn record(&mut self, row: &Row) {
-        let highest = self
-            .highest
-            .entry((row.aggregate_type.clone(), row.aggregate_id.clone()))
-            .or_insert(row.id);
-        *highest = (*highest).max(row.id);
+        let ids = match self.highest.get_mut(&row.aggregate_type) {
+            Some(ids) => ids,
+            None => self.highest.entry(row.aggregate_type.clone()).or_default(),
+        };
+        match ids.get_mut(&row.aggregate_id) {
+            Some(highest) => *highest = (*highest).max(row.id),
+            None => {
+                ids.insert(row.aggregate_id.clone(), row.id);
+            }
+        }
     }
 
     /// A new pass: nothing of the last one is pending any more.
