@@ -17,6 +17,12 @@ impl Broker {
         }
     }
 
+    /// A connection of its own for an ops action (a peek, a replay), closed
+    /// when dropped by its caller.
+    pub async fn open(&self, name: &str) -> Result<Connection, lapin::Error> {
+        broker_config::connection::connect(&self.url, name).await
+    }
+
     /// Ok when the broker answers a round trip (opening and closing a
     /// channel) on the kept connection, reconnecting once if it is gone.
     pub async fn check(&self) -> Result<(), lapin::Error> {

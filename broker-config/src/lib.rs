@@ -3,6 +3,7 @@
 
 pub mod adapter_api;
 pub mod connection;
+pub mod dlq;
 pub mod events;
 pub mod metrics;
 pub mod publisher;

@@ -83,6 +83,11 @@ impl Publisher {
         Ok(Self { channel })
     }
 
+    /// Closes the channel.
+    pub async fn close(&self) -> Result<(), lapin::Error> {
+        self.channel.close(200, "done".into()).await
+    }
+
     pub fn is_connected(&self) -> bool {
         self.channel.status().connected()
     }

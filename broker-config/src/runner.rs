@@ -122,13 +122,20 @@ pub struct DeliveryInfo<'a> {
     pub body: &'a [u8],
     /// Set on a dead letter back from a retry tier (see [`Self::dead_lettered_from`]).
     pub dead_lettered_from: Option<String>,
+    /// Times on-call replayed it from a dead-letter queue (0: never).
+    pub replays: u32,
 }
 
 /// Carried by a dead letter that was parked in a retry tier: the queue that
 /// dead-lettered it and why, which the broker's own headers no longer say
 /// once the retry tier has expired it back.
-const DEAD_LETTERED_FROM: &str = "x-fastprep-dead-lettered-from";
-const DEATH_REASON: &str = "x-fastprep-death-reason";
+pub const DEAD_LETTERED_FROM_HEADER: &str = "x-fastprep-dead-lettered-from";
+/// Why a message was dead-lettered (`rejected` when its consumer gave up),
+/// set by the runner where the broker's `x-first-death-reason` would not
+/// say it.
+pub const DEATH_REASON_HEADER: &str = "x-fastprep-death-reason";
+const DEAD_LETTERED_FROM: &str = DEAD_LETTERED_FROM_HEADER;
+const DEATH_REASON: &str = DEATH_REASON_HEADER;
 
 impl DeliveryInfo<'_> {
     /// The work queue that dead-lettered this message, when it is a dead
@@ -164,11 +171,7 @@ impl DeliveryInfo<'_> {
             })
         };
         let dead_lettered_from = header(DEAD_LETTERED_FROM);
-        let death_reason = if dead_lettered_from.is_some() {
-            header(DEATH_REASON)
-        } else {
-            header("x-first-death-reason")
-        };
+        let death_reason = header(DEATH_REASON).or_else(|| header("x-first-death-reason"));
         DeliveryInfo {
             dead_lettered_from,
             message_id: delivery
@@ -180,6 +183,7 @@ impl DeliveryInfo<'_> {
             routing_key: delivery.routing_key.as_str(),
             death_reason,
             body: &delivery.data,
+            replays: crate::dlq::replays_of(delivery),
         }
     }
 }
@@ -463,8 +467,8 @@ impl<H: Handler> Shared<H> {
                     }
                     Err(_) => {
                         tracing::error!(queue, error = %e, "undecodable message; dead-lettering");
-                        self.reject(&delivery).await;
-                        Outcome::Dead
+                        self.dead_letter(&delivery, &info, &format!("undecodable: {e}"))
+                            .await
                     }
                 };
                 self.metrics
@@ -623,8 +627,8 @@ impl<H: Handler> Shared<H> {
                     .await
             }
             None => {
-                self.reject(delivery).await;
-                Outcome::Dead
+                self.dead_letter(delivery, ctx.delivery, failure.reason())
+                    .await
             }
         }
     }
@@ -697,6 +701,65 @@ impl<H: Handler> Shared<H> {
                 Outcome::Retry
             }
         }
+    }
+
+    /// Dead-letters the delivery with the reason its handler gave up: a
+    /// confirmed publish to `fastprep.dlx` (routed by this queue's name, as
+    /// the broker's own dead-lettering would) carrying the reason, then the
+    /// ack. Should the publish fail, the delivery is rejected and the broker
+    /// dead-letters it without the reason. A crash between the confirm and
+    /// the ack dead-letters it twice; a replay of both sends it once.
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        info: &DeliveryInfo<'_>,
+        reason: &str,
+    ) -> Outcome {
+        let queue = self.handler.queue();
+        let props = &delivery.properties;
+        let text =
+            |v: Option<&lapin::types::ShortString>| v.map(|s| s.to_string()).unwrap_or_default();
+        let message_id = text(props.message_id().as_ref());
+        let event_type = text(props.kind().as_ref());
+        let mut headers: Vec<(String, String)> = trace_headers(delivery)
+            .into_iter()
+            .chain(info.dead_letter_headers())
+            .collect();
+        if info.dead_lettered_from().is_none() {
+            headers.push((DEATH_REASON.to_owned(), "rejected".to_owned()));
+        }
+        let replays = crate::dlq::replays_of(delivery);
+        if replays > 0 {
+            headers.push((crate::dlq::REPLAYS_HEADER.to_owned(), replays.to_string()));
+        }
+        headers.push((crate::dlq::SOURCE_HEADER.to_owned(), queue.to_owned()));
+        headers.push((
+            crate::dlq::FAILURE_HEADER.to_owned(),
+            reason.chars().take(crate::dlq::MAX_FAILURE_CHARS).collect(),
+        ));
+        headers.push((
+            crate::dlq::DIED_AT_HEADER.to_owned(),
+            Utc::now().to_rfc3339(),
+        ));
+        let outgoing = Outgoing {
+            exchange: topology::DLX,
+            routing_key: queue,
+            message_id: &message_id,
+            event_type: &event_type,
+            body: &delivery.data,
+            headers: &headers,
+            attempt: attempt_of(delivery),
+            timestamp: props.timestamp().unwrap_or_default(),
+            mandatory: true,
+        };
+        match self.publisher.publish(&outgoing).await {
+            Ok(()) => self.ack(delivery).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "publishing the dead letter failed; rejecting it to the broker's dead-lettering");
+                self.reject(delivery).await;
+            }
+        }
+        Outcome::Dead
     }
 
     async fn ack(&self, delivery: &Delivery) {

@@ -268,6 +268,148 @@ pub fn definitions_json(t: &Topology) -> String {
     out
 }
 
+/// One way the live broker differs from the topology.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Difference {
+    /// `missing`, `different` or `unexpected`.
+    pub kind: &'static str,
+    /// `exchange fastprep.events`, `queue tg-delivery`, `binding …`.
+    pub object: String,
+    pub detail: String,
+}
+
+/// Compares `live`, the broker's definitions of one vhost (the management
+/// API's `GET /api/definitions/{vhost}`), with the topology `t`: every
+/// exchange, queue (with its arguments) and binding missing or different,
+/// and every durable queue, exchange or binding of ours the topology does
+/// not have. The API instances' realtime queues come and go and are not
+/// compared.
+pub fn diff(live: &Value, t: &Topology) -> Vec<Difference> {
+    let mut out = Vec::new();
+    let items = |key: &str| -> Vec<Value> {
+        live.get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let text = |v: &Value, key: &str| {
+        v.get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let live_exchanges = items("exchanges");
+    for e in &t.exchanges {
+        let object = format!("exchange {}", e.name);
+        match live_exchanges.iter().find(|x| text(x, "name") == e.name) {
+            None => out.push(Difference {
+                kind: "missing",
+                object,
+                detail: format!("a durable {} exchange", e.kind),
+            }),
+            Some(x) => {
+                let durable = x.get("durable").and_then(Value::as_bool).unwrap_or(false);
+                if text(x, "type") != e.kind || !durable {
+                    out.push(Difference {
+                        kind: "different",
+                        object,
+                        detail: format!(
+                            "live: type {}, durable {durable}; expected: type {}, durable true",
+                            text(x, "type"),
+                            e.kind
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    for x in &live_exchanges {
+        let name = text(x, "name");
+        if name.starts_with("fastprep.") && !t.exchanges.iter().any(|e| e.name == name) {
+            out.push(Difference {
+                kind: "unexpected",
+                object: format!("exchange {name}"),
+                detail: "not in the topology".into(),
+            });
+        }
+    }
+    let live_queues = items("queues");
+    for q in &t.queues {
+        let object = format!("queue {}", q.name);
+        match live_queues.iter().find(|x| text(x, "name") == q.name) {
+            None => out.push(Difference {
+                kind: "missing",
+                object,
+                detail: "declared by the topology, absent on the broker".into(),
+            }),
+            Some(x) => {
+                let args = x
+                    .get("arguments")
+                    .cloned()
+                    .unwrap_or_else(|| Value::Object(Default::default()));
+                let expected = Value::Object(q.arguments.clone());
+                if args != expected {
+                    out.push(Difference {
+                        kind: "different",
+                        object,
+                        detail: format!("live arguments {args}; expected {expected}"),
+                    });
+                }
+            }
+        }
+    }
+    for x in &live_queues {
+        let name = text(x, "name");
+        if !name.starts_with("realtime.") && !t.queues.iter().any(|q| q.name == name) {
+            out.push(Difference {
+                kind: "unexpected",
+                object: format!("queue {name}"),
+                detail: "not in the topology".into(),
+            });
+        }
+    }
+    let live_bindings = items("bindings");
+    let key_of = |b: &Value| {
+        (
+            text(b, "source"),
+            text(b, "destination"),
+            text(b, "routing_key"),
+        )
+    };
+    for b in &t.bindings {
+        let want = (
+            b.exchange.to_owned(),
+            b.queue.clone(),
+            b.routing_key.clone(),
+        );
+        if !live_bindings.iter().any(|x| key_of(x) == want) {
+            out.push(Difference {
+                kind: "missing",
+                object: format!("binding {} -> {} ({})", b.exchange, b.queue, b.routing_key),
+                detail: "declared by the topology, absent on the broker".into(),
+            });
+        }
+    }
+    for x in &live_bindings {
+        let (source, destination, key) = key_of(x);
+        let ours = t.exchanges.iter().any(|e| e.name == source);
+        if ours
+            && !destination.starts_with("realtime.")
+            && !t
+                .bindings
+                .iter()
+                .any(|b| b.exchange == source && b.queue == destination && b.routing_key == key)
+        {
+            out.push(Difference {
+                kind: "unexpected",
+                object: format!("binding {source} -> {destination} ({key})"),
+                detail: "not in the topology".into(),
+            });
+        }
+    }
+    out
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DeclareError {
     #[error("declaring exchange {name}: {source}")]
@@ -466,6 +608,48 @@ mod tests {
         assert_eq!(
             retry_queue_name("tg-delivery", Duration::from_secs(60)),
             "tg-delivery.retry.1m"
+        );
+    }
+
+    #[test]
+    fn diff_names_every_difference_and_none_when_equal() {
+        let t = topology();
+        let live: Value = serde_json::from_str(&definitions_json(&t)).unwrap();
+        assert_eq!(diff(&live, &t), vec![]);
+        let mut broken = live.clone();
+        let queues = broken["queues"].as_array_mut().unwrap();
+        queues.retain(|q| q["name"] != "inbound.dlq");
+        let tg = queues
+            .iter_mut()
+            .find(|q| q["name"] == "tg-delivery")
+            .unwrap();
+        tg["arguments"]["x-delivery-limit"] = json!(3);
+        queues.push(json!({"name": "stray", "arguments": {}}));
+        queues.push(json!({"name": "realtime.abc", "arguments": {}}));
+        broken["bindings"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|b| b["routing_key"] != "authz.#");
+        broken["exchanges"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|e| e["name"] != DLX);
+        let found: Vec<(&str, String)> = diff(&broken, &t)
+            .into_iter()
+            .map(|d| (d.kind, d.object))
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                ("missing", "exchange fastprep.dlx".to_owned()),
+                ("different", "queue tg-delivery".to_owned()),
+                ("missing", "queue inbound.dlq".to_owned()),
+                ("unexpected", "queue stray".to_owned()),
+                (
+                    "missing",
+                    "binding fastprep.events -> authz-fanout (authz.#)".to_owned()
+                ),
+            ]
         );
     }
 

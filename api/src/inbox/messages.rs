@@ -6,7 +6,7 @@
 
 use broker_config::{
     Envelope, Event,
-    events::{MessageNoteAdded, MessageOutgoing},
+    events::{DeliveryStatus, MessageNoteAdded, MessageOutgoing, MessageStatus},
 };
 use chrono::{DateTime, Utc};
 use schema::entities::{conversations, message_edits, messages, users};
@@ -337,4 +337,123 @@ pub async fn write<C: TransactionTrait>(
     schema::enqueue(&tx, &Envelope::new(event)).await?;
     tx.commit().await?;
     Ok(Written::Created(message))
+}
+
+/// Sends again a reply that failed at Telegram (`failed`), in the caller's
+/// scope: the reply is `queued` again, with a fresh attempt budget, in its
+/// place in its chat's order, and a `message.outgoing.v1` asks tg-delivery to
+/// send it; one transaction, audited. It can never go out twice: only a
+/// `failed` reply is taken (a second retry meets `queued` and is refused),
+/// tg-delivery sends nothing for a reply already `sent`, and the adapter
+/// sends at most once per message id. The reply's dead letter, if replayed
+/// later, finds it sent and does nothing.
+pub async fn retry<C: TransactionTrait>(
+    db: &C,
+    actor: Option<Uuid>,
+    conversation: Uuid,
+    message: Uuid,
+    scope: InboxScope,
+) -> ApiResult<Message> {
+    use messages::Column;
+    let tx = db.begin().await?;
+    let chat = visible_chat(&tx, conversation, scope).await?;
+    let retried = messages::Entity::update_many()
+        .col_expr(Column::Status, Expr::value(DeliveryStatus::Queued.as_str()))
+        .col_expr(Column::Attempts, Expr::value(0))
+        .col_expr(Column::Error, Expr::value(sea_orm::Value::String(None)))
+        .col_expr(
+            Column::RetryAt,
+            Expr::value(sea_orm::Value::ChronoDateTimeUtc(None)),
+        )
+        .col_expr(Column::Held, Expr::value(false))
+        .col_expr(Column::UpdatedAt, Expr::current_timestamp())
+        .filter(Column::Id.eq(message))
+        .filter(Column::ConversationId.eq(conversation))
+        .filter(Column::Direction.eq("out"))
+        .filter(Column::Kind.eq("text"))
+        .filter(Column::Status.eq(DeliveryStatus::Failed.as_str()))
+        .exec(&tx)
+        .await?
+        .rows_affected;
+    let Some(row) = load(&tx, message)
+        .await?
+        .filter(|m| m.conversation_id == conversation)
+    else {
+        return Err(ApiError::NotFound { what: "message" });
+    };
+    if retried == 0 {
+        return Err(ApiError::Conflict {
+            code: "not_failed",
+            message: format!(
+                "only a reply that failed at Telegram can be retried; this message is {}",
+                if row.kind == "text" && row.direction == "out" {
+                    row.status.as_str()
+                } else {
+                    "not a reply"
+                }
+            ),
+        });
+    }
+    let status = Event::MessageStatus(MessageStatus {
+        message_id: message,
+        conversation_id: conversation,
+        status: DeliveryStatus::Queued,
+        tg_message_id: None,
+        error: None,
+        attempt: 0,
+        retry_at: None,
+        assignee_id: chat.assignee_id,
+    });
+    let send = Event::MessageOutgoing(MessageOutgoing {
+        message_id: message,
+        conversation_id: conversation,
+        tg_chat_id: chat.tg_chat_id,
+        text: row.text.clone(),
+        attachments: vec![],
+        assignee_id: chat.assignee_id,
+        resend: false,
+    });
+    schema::enqueue(&tx, &Envelope::new(status)).await?;
+    schema::enqueue(&tx, &Envelope::new(send)).await?;
+    crate::audit::Entry::new(
+        actor,
+        "message.retry",
+        crate::audit::Target::new("message", message),
+    )
+    .before(Some(serde_json::json!({"status": "failed"})))
+    .after(Some(
+        serde_json::json!({"status": "queued", "conversation_id": conversation}),
+    ))
+    .write(&tx)
+    .await?;
+    tx.commit().await?;
+    Ok(row)
+}
+
+/// The replies that failed at Telegram, oldest first, optionally of one
+/// conversation and failed at or after `since`: `(conversation, message)`.
+pub async fn failed_replies<C: ConnectionTrait>(
+    conn: &C,
+    conversation: Option<Uuid>,
+    since: Option<DateTime<Utc>>,
+) -> ApiResult<Vec<(Uuid, Uuid)>> {
+    use messages::Column;
+    let mut query = messages::Entity::find()
+        .filter(Column::Direction.eq("out"))
+        .filter(Column::Kind.eq("text"))
+        .filter(Column::Status.eq(DeliveryStatus::Failed.as_str()));
+    if let Some(c) = conversation {
+        query = query.filter(Column::ConversationId.eq(c));
+    }
+    if let Some(since) = since {
+        query = query.filter(Column::UpdatedAt.gte(since));
+    }
+    Ok(query
+        .order_by_asc(Column::CreatedAt)
+        .order_by_asc(Column::Id)
+        .select_only()
+        .columns([Column::ConversationId, Column::Id])
+        .into_tuple()
+        .all(conn)
+        .await?)
 }

@@ -8,6 +8,7 @@ pub mod contacts;
 pub mod conversations;
 pub mod health;
 pub mod messages;
+pub mod ops;
 pub mod roles;
 pub mod users;
 
@@ -152,6 +153,38 @@ fn routes() -> Vec<Route> {
             "/conversations/{id}/messages",
             Any(&[Perm::InboxReply]),
             messages::create,
+        ),
+        route(
+            M::POST,
+            "/conversations/{id}/messages/{message_id}/retry",
+            Any(&[Perm::InboxReply]),
+            ops::retry_message,
+        ),
+        route(M::GET, "/ops/outbox", Any(&[Perm::OpsOutbox]), ops::outbox),
+        route(
+            M::POST,
+            "/ops/outbox/retry-failed",
+            Any(&[Perm::OpsOutbox]),
+            ops::outbox_retry_failed,
+        ),
+        route(M::GET, "/ops/dlq", Any(&[Perm::OpsDlq]), ops::dlq_list),
+        route(
+            M::GET,
+            "/ops/dlq/{queue}/messages",
+            Any(&[Perm::OpsDlq]),
+            ops::dlq_peek,
+        ),
+        route(
+            M::POST,
+            "/ops/dlq/{queue}/replay",
+            Any(&[Perm::OpsDlq]),
+            ops::dlq_replay,
+        ),
+        route(
+            M::DELETE,
+            "/ops/dlq/{queue}/messages",
+            Any(&[Perm::OpsDlq]),
+            ops::dlq_purge,
         ),
     ]
 }

@@ -312,6 +312,7 @@ mod tests {
             death_reason: None,
             body,
             dead_lettered_from: None,
+            replays: 0,
         }
     }
 
@@ -323,6 +324,7 @@ mod tests {
             death_reason: Some(reason.to_owned()),
             body,
             dead_lettered_from: None,
+            replays: 0,
         }
     }
 
@@ -377,6 +379,7 @@ mod tests {
             death_reason: Some("rejected".into()),
             body: b"",
             dead_lettered_from: Some("inbound".into()),
+            replays: 0,
         };
         assert_eq!(retried.dead_lettered_from(), Some("inbound"));
         let f = classify(&outgoing(), &retried, &settings()).unwrap();

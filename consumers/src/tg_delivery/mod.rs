@@ -425,11 +425,12 @@ impl Handler for TgDelivery {
             tracing::info!(message_id = %msg.message_id, "already sent; nothing to do");
             return Ok(());
         }
-        if turn.status == DeliveryStatus::Failed.as_str() && msg.resend {
+        if turn.status == DeliveryStatus::Failed.as_str() && msg.resend && ctx.delivery.replays == 0
+        {
             // Given up on while it waited (by an operator): not revived by
             // its scheduled retry; its chat goes on without it. A replay
-            // from the dead-letter queue carries the original event and
-            // does send it again.
+            // from the dead-letter queue (of the original event, or of the
+            // `resend` that released it from hold) does send it again.
             tracing::info!(message_id = %msg.message_id, "given up while waiting; the chat goes on");
             if turn.held_after {
                 hand_on(tx, msg).await?;
@@ -439,16 +440,21 @@ impl Handler for TgDelivery {
         let mut attempts = turn.attempts;
         if turn.status == DeliveryStatus::Failed.as_str() {
             // A replay from the dead-letter queue: the reply starts over,
-            // queued in its place, with a fresh budget.
+            // queued in its place, with a fresh budget. In a transaction of
+            // its own: the `sending` mark below writes the row from another
+            // one, and would wait forever on this one's row lock.
             use messages::Column;
+            let reset = self.db.begin().await.map_err(Failure::from_db)?;
             messages::Entity::update_many()
                 .col_expr(Column::Status, Expr::value(DeliveryStatus::Queued.as_str()))
                 .col_expr(Column::Attempts, Expr::value(0))
                 .col_expr(Column::Error, Expr::value(Value::String(None)))
                 .col_expr(Column::RetryAt, Expr::value(Value::ChronoDateTimeUtc(None)))
                 .filter(Column::Id.eq(msg.message_id))
-                .exec(tx)
+                .filter(Column::Status.eq(DeliveryStatus::Failed.as_str()))
+                .exec(&reset)
                 .await?;
+            reset.commit().await?;
             attempts = 0;
         }
         // A `retrying` reply is tried whenever an event for it comes: its

@@ -10,6 +10,7 @@ mod cluster;
 mod faults;
 mod inbox;
 mod metrics;
+mod ops;
 mod ordering;
 mod pipeline;
 mod realtime;

@@ -48,6 +48,10 @@ pub struct FaultPlan {
     /// of `retry_after` seconds (once per chat).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub flood_wait_once_per_chat: bool,
+    /// Chats that blocked the account: every send to one answers the
+    /// permanent `user_blocked` until the plan changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocked_chats: Vec<i64>,
 }
 
 pub const DEFAULT_FLOOD_WAIT_SECS: u64 = 5;
@@ -78,6 +82,9 @@ impl FaultPlan {
         }
         if self.latency_ms.is_some_and(|ms| ms > 60_000) {
             return Err("latency_ms must be at most 60000".into());
+        }
+        if self.blocked_chats.len() > 10_000 {
+            return Err("blocked_chats holds at most 10000 chats".into());
         }
         if self.error_percent.is_some_and(|p| p > 100) {
             return Err("error_percent must be between 0 and 100".into());
@@ -130,6 +137,11 @@ impl Faults {
     /// Consumes one scripted failure for a send to `chat_id`, if any is due.
     pub fn take(&self, chat_id: i64) -> Option<Injected> {
         let mut plan = self.lock();
+        if plan.blocked_chats.contains(&chat_id) {
+            return Some(Injected::Before(SendError::Permanent {
+                code: "user_blocked".to_owned(),
+            }));
+        }
         if plan.flood_wait_once_per_chat
             && self
                 .flooded
@@ -179,6 +191,26 @@ impl Faults {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_blocked_chat_refuses_every_send_until_unblocked() {
+        let faults = Faults::default();
+        faults.set(FaultPlan {
+            blocked_chats: vec![7],
+            ..Default::default()
+        });
+        for _ in 0..3 {
+            assert_eq!(
+                faults.take(7),
+                Some(Injected::Before(SendError::Permanent {
+                    code: "user_blocked".into()
+                }))
+            );
+        }
+        assert_eq!(faults.take(8), None);
+        faults.clear();
+        assert_eq!(faults.take(7), None);
+    }
 
     #[test]
     fn next_n_sends_fail_then_pass() {

@@ -1,0 +1,649 @@
+//! On-call's tools against the real system: dead letters peeked, replayed
+//! (by `fastprep-ops` and by the API, killed mid-way and run again) and
+//! purged; failed replies sent again; the outbox retry against the
+//! runbook's SQL; the topology compared with the live broker.
+
+use std::time::Duration;
+
+use fastprep_tests::{TestEnv, system::System, wait_for};
+use lapin::{
+    options::QueueDeclareOptions,
+    types::{AMQPValue, FieldTable},
+};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+async fn depth(env: &TestEnv, queue: &str) -> u32 {
+    let conn = env.broker().await;
+    let ch = conn.create_channel().await.unwrap();
+    let q = ch
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let _ = conn.close(200, "bye".into()).await;
+    q.message_count()
+}
+
+async fn wait_depth(env: &TestEnv, queue: &str, n: u32, timeout: Duration) {
+    wait_for(&format!("{queue} to hold {n}"), timeout, || async move {
+        (depth(env, queue).await == n).then_some(())
+    })
+    .await;
+}
+
+/// Sends per idempotency key (message id) at the sandbox.
+fn sends(sent: &Value) -> std::collections::HashMap<String, i64> {
+    let mut out = std::collections::HashMap::new();
+    for m in sent["messages"].as_array().unwrap() {
+        *out.entry(m["idempotency_key"].as_str().unwrap().to_owned())
+            .or_default() += m["send_count"].as_i64().unwrap();
+    }
+    out
+}
+
+/// Runs `fastprep-ops --json ARGS` to its end; its exit code and JSON.
+fn ops(env: &TestEnv, args: &[&str]) -> (i32, Value) {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let (status, printed) = env.run_to_end(
+        "fastprep-ops",
+        &all,
+        &[("RABBITMQ_MANAGEMENT_URL", env.services.rabbit_mgmt.clone())],
+    );
+    let json_start = printed.find(['{', '[']).unwrap_or(0);
+    let value = serde_json::from_str(printed[json_start..].trim())
+        .unwrap_or_else(|e| panic!("fastprep-ops {args:?} printed no JSON ({e}): {printed}"));
+    (status.code().unwrap_or(-1), value)
+}
+
+async fn blocked_reply(env: &mut TestEnv, sys: &System, chat: i64, key: &str) -> String {
+    env.set_faults(&sys.adapter, json!({"blocked_chats": [chat]}))
+        .await;
+    let conv = env.conversation_for(sys, chat).await;
+    let msg = env.reply(sys, &conv, "your schedule for Monday", key).await;
+    let id = msg["id"].as_str().unwrap().to_owned();
+    let (_, _, _, error) = env
+        .wait_status(&id, "failed", Duration::from_secs(20))
+        .await;
+    assert_eq!(error.as_deref(), Some("user_blocked"));
+    id
+}
+
+#[tokio::test]
+async fn a_blocked_chats_reply_is_replayed_once_by_the_cli_and_by_the_api() {
+    let mut env = TestEnv::new().await;
+    let sys = env.start_system().await;
+    env.inject(&sys.adapter, 7001, 1, "hi").await;
+    let first = blocked_reply(&mut env, &sys, 7001, "k-1").await;
+    wait_depth(&env, "tg-delivery.dlq", 1, Duration::from_secs(10)).await;
+
+    // What on-call sees: the reason, where it came from, no customer text.
+    let (code, listed) = ops(&env, &["dlq", "list"]);
+    assert_eq!(code, 0);
+    let tg = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "tg-delivery.dlq")
+        .unwrap();
+    assert_eq!(tg["depth"], 1);
+    assert_eq!(tg["top_reasons"][0]["reason"], "user_blocked");
+    let (_, peeked) = ops(&env, &["dlq", "peek", "tg-delivery.dlq", "-n", "5"]);
+    let letter = &peeked[0];
+    assert_eq!(letter["source_queue"], "tg-delivery");
+    assert_eq!(letter["event_type"], "message.outgoing.v1");
+    assert_eq!(letter["failure"], "user_blocked");
+    assert_eq!(letter["reason"], "rejected");
+    assert_eq!(letter["payload"]["data"]["message_id"], first.as_str());
+    assert_eq!(letter["payload"]["data"]["text"], "<24 chars>");
+
+    // The cause is fixed; the replay sends it, once.
+    env.set_faults(&sys.adapter, json!({})).await;
+    let (code, summary) = ops(&env, &["dlq", "replay", "tg-delivery.dlq"]);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["replayed"], 1);
+    assert_eq!(summary["by_queue"]["tg-delivery"], 1);
+    env.wait_status(&first, "sent", Duration::from_secs(20))
+        .await;
+    assert_eq!(depth(&env, "tg-delivery.dlq").await, 0);
+
+    // The same through the API, audited with its actor.
+    env.inject(&sys.adapter, 7002, 1, "hi").await;
+    let second = blocked_reply(&mut env, &sys, 7002, "k-2").await;
+    wait_depth(&env, "tg-delivery.dlq", 1, Duration::from_secs(10)).await;
+    env.set_faults(&sys.adapter, json!({})).await;
+    let response = env
+        .http
+        .raw()
+        .post(format!(
+            "{}/api/ops/dlq/tg-delivery.dlq/replay",
+            sys.api.url
+        ))
+        .bearer_auth(&sys.token)
+        .json(&json!({"event_type": "message.outgoing.v1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    let lines: Vec<Value> = response
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let last = lines.last().unwrap();
+    assert_eq!(
+        (last["done"].clone(), last["replayed"].clone()),
+        (json!(true), json!(1)),
+        "{lines:?}"
+    );
+    env.wait_status(&second, "sent", Duration::from_secs(20))
+        .await;
+    assert_eq!(depth(&env, "tg-delivery.dlq").await, 0);
+    let (_, me) = env
+        .http
+        .call(
+            Method::GET,
+            &format!("{}/api/auth/me", sys.api.url),
+            Some(&sys.token),
+            None,
+        )
+        .await;
+    let (actor, after): (Option<uuid::Uuid>, Value) = sqlx::query_as(
+        "SELECT actor_id, after FROM audit_log WHERE action = 'dlq.replay' AND actor_id IS NOT NULL",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        actor.map(|a| a.to_string()),
+        me["id"].as_str().map(str::to_owned)
+    );
+    assert_eq!(after["outcome"], "done");
+    assert_eq!(after["summary"]["replayed"], 1);
+
+    // Nothing was sent twice, even after a while.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sent = sends(&env.sent(&sys.adapter).await);
+    assert_eq!((sent.get(&first), sent.get(&second)), (Some(&1), Some(&1)));
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_failed_reply_is_retried_from_the_inbox_and_its_dead_letter_then_sends_nothing() {
+    let mut env = TestEnv::new().await;
+    let sys = env.start_system().await;
+    env.inject(&sys.adapter, 7101, 1, "hi").await;
+    let id = blocked_reply(&mut env, &sys, 7101, "k-1").await;
+    let conv = env.conversation_for(&sys, 7101).await;
+    wait_depth(&env, "tg-delivery.dlq", 1, Duration::from_secs(10)).await;
+    let retry_url = format!(
+        "{}/api/conversations/{conv}/messages/{id}/retry",
+        sys.api.url
+    );
+    // Still blocked: refused again, failed again.
+    let (status, body) = env
+        .http
+        .call(Method::POST, &retry_url, Some(&sys.token), None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "queued");
+    env.wait_status(&id, "failed", Duration::from_secs(20))
+        .await;
+    env.set_faults(&sys.adapter, json!({})).await;
+    let (status, _) = env
+        .http
+        .call(Method::POST, &retry_url, Some(&sys.token), None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    env.wait_status(&id, "sent", Duration::from_secs(20)).await;
+    // A sent reply cannot be retried, nor can a note or an unknown id.
+    let (status, body) = env
+        .http
+        .call(Method::POST, &retry_url, Some(&sys.token), None)
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (StatusCode::CONFLICT, json!("not_failed"))
+    );
+    let (status, _) = env
+        .http
+        .call(
+            Method::POST,
+            &format!(
+                "{}/api/conversations/{conv}/messages/{}/retry",
+                sys.api.url,
+                uuid::Uuid::now_v7()
+            ),
+            Some(&sys.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Both dead letters replayed: the reply is sent already, nothing goes out.
+    wait_depth(&env, "tg-delivery.dlq", 2, Duration::from_secs(10)).await;
+    let (code, summary) = ops(&env, &["dlq", "replay", "tg-delivery.dlq"]);
+    assert_eq!((code, summary["replayed"].clone()), (0, json!(2)));
+    env.wait_outbox_drained(Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sends(&env.sent(&sys.adapter).await).get(&id), Some(&1));
+    let audited: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'message.retry'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(audited, 2);
+    env.cleanup().await;
+}
+
+/// Every message of `queue` as a peek sees it, without the broker's
+/// delivery count (which each peek raises).
+async fn snapshot(env: &TestEnv, queue: &str) -> Vec<Value> {
+    let conn = env.broker().await;
+    let letters = broker_config::dlq::peek(&conn, queue, 1000).await.unwrap();
+    let _ = conn.close(200, "bye".into()).await;
+    letters
+        .into_iter()
+        .map(|l| {
+            let mut v = serde_json::to_value(l).unwrap();
+            v.as_object_mut().unwrap().remove("delivery_count");
+            v["headers"]
+                .as_object_mut()
+                .unwrap()
+                .remove("x-delivery-count");
+            v
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn peeking_fifty_times_leaves_the_dlq_as_it_was() {
+    let mut env = TestEnv::new().await;
+    let adapter = env.start_adapter(&[]).await;
+    let api = env.start_api(&[]).await;
+    env.start_consumer("tg-delivery", Some(&adapter), &[]).await;
+    env.wait_consumers("tg-delivery", 1).await;
+    for i in 0..12 {
+        env.publish_raw(
+            "message.outgoing.v1",
+            format!("{{not json {i}").as_bytes(),
+            &format!("poison-{i}"),
+        )
+        .await;
+    }
+    wait_depth(&env, "tg-delivery.dlq", 12, Duration::from_secs(20)).await;
+    let before = snapshot(&env, "tg-delivery.dlq").await;
+    assert_eq!(before.len(), 12);
+    let ids: Vec<&str> = before
+        .iter()
+        .map(|l| l["message_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        (0..12).map(|i| format!("poison-{i}")).collect::<Vec<_>>()
+    );
+    assert!(
+        before[0]["failure"]
+            .as_str()
+            .unwrap()
+            .starts_with("undecodable")
+    );
+    let token = env
+        .http
+        .login(
+            &api.url,
+            fastprep_tests::env::ADMIN_EMAIL,
+            fastprep_tests::env::ADMIN_PASSWORD,
+        )
+        .await;
+    for n in [1, 5, 12, 50] {
+        for _ in 0..(50 / 4 + 1) {
+            let (status, body) = env
+                .http
+                .call(
+                    Method::GET,
+                    &format!("{}/api/ops/dlq/tg-delivery.dlq/messages?n={n}", api.url),
+                    Some(&token),
+                    None,
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert_eq!(body.as_array().unwrap().len(), n.min(12));
+        }
+    }
+    assert_eq!(snapshot(&env, "tg-delivery.dlq").await, before);
+    assert_eq!(depth(&env, "tg-delivery.dlq").await, 12);
+    // Unknown queues are not peeked, nor purged.
+    let (status, _) = env
+        .http
+        .call(
+            Method::GET,
+            &format!("{}/api/ops/dlq/tg-delivery/messages", api.url),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = env
+        .http
+        .call(
+            Method::DELETE,
+            &format!("{}/api/ops/dlq/tg-delivery.dlq/messages", api.url),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["purged"].clone()),
+        (StatusCode::OK, json!(12))
+    );
+    assert_eq!(depth(&env, "tg-delivery.dlq").await, 0);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_replay_goes_back_to_its_own_queue_only() {
+    let mut env = TestEnv::new().await;
+    let inbound = env.start_consumer("inbound", None, &[]).await;
+    let fanout = env.start_consumer("authz-fanout", None, &[]).await;
+    env.wait_consumers("inbound", 1).await;
+    env.wait_consumers("authz-fanout", 1).await;
+    env.publish_raw("tg.update.received.v1", b"{broken", "bad-inbound")
+        .await;
+    env.publish_raw("authz.user.updated.v1", b"{broken", "bad-authz")
+        .await;
+    wait_depth(&env, "inbound.dlq", 1, Duration::from_secs(20)).await;
+    wait_depth(&env, "authz-fanout.dlq", 1, Duration::from_secs(20)).await;
+    // Both dead letters also reached the alerts queue (nobody consumes it here).
+    wait_depth(&env, "alerts", 2, Duration::from_secs(10)).await;
+    env.proc(inbound.idx).kill();
+    env.proc(fanout.idx).kill();
+    for (dlq, queue) in [
+        ("inbound.dlq", "inbound"),
+        ("authz-fanout.dlq", "authz-fanout"),
+    ] {
+        let (code, summary) = ops(&env, &["dlq", "replay", dlq]);
+        assert_eq!(code, 0, "{summary}");
+        assert_eq!(summary["by_queue"][queue], 1, "{summary}");
+        wait_depth(&env, queue, 1, Duration::from_secs(10)).await;
+        assert_eq!(depth(&env, dlq).await, 0);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(depth(&env, "alerts").await, 2, "no second copy for alerts");
+    assert_eq!(depth(&env, "tg-delivery").await, 0);
+    // The replayed copy carries its replay count and none of its death.
+    let conn = env.broker().await;
+    let ch = conn.create_channel().await.unwrap();
+    let got = ch
+        // (A single-active-consumer queue such as inbound refuses basic.get.)
+        .basic_get(
+            "authz-fanout".into(),
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let headers = got.delivery.properties.headers().clone().unwrap();
+    assert_eq!(
+        headers.inner().get("x-fastprep-replays"),
+        Some(&AMQPValue::LongString("1".into()))
+    );
+    assert!(!headers.inner().contains_key("x-death"));
+    assert!(!headers.inner().contains_key("x-fastprep-failure"));
+    let _ = conn.close(200, "bye".into()).await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_message_replayed_too_often_stays_in_its_dlq() {
+    let mut env = TestEnv::new().await;
+    let inbound = env.start_consumer("inbound", None, &[]).await;
+    env.wait_consumers("inbound", 1).await;
+    env.publish_raw("tg.update.received.v1", b"{still broken", "loop")
+        .await;
+    wait_depth(&env, "inbound.dlq", 1, Duration::from_secs(20)).await;
+    let max = broker_config::dlq::MAX_REPLAYS;
+    for round in 1..=max {
+        let (_, summary) = ops(&env, &["dlq", "replay", "inbound.dlq"]);
+        assert_eq!(summary["replayed"], 1, "round {round}: {summary}");
+        // The consumer fails it again; it comes back with its count.
+        wait_depth(&env, "inbound.dlq", 1, Duration::from_secs(20)).await;
+    }
+    let (_, summary) = ops(&env, &["dlq", "replay", "inbound.dlq"]);
+    assert_eq!(
+        (
+            summary["replayed"].clone(),
+            summary["over_replay_cap"].clone()
+        ),
+        (json!(0), json!(1))
+    );
+    let (_, peeked) = ops(&env, &["dlq", "peek", "inbound.dlq"]);
+    assert_eq!(peeked[0]["replays"], max);
+    env.proc(inbound.idx).kill();
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_replay_killed_midway_and_run_again_sends_each_reply_once() {
+    const REPLIES: usize = 1000;
+    const CHATS: i64 = 50;
+    let mut env = TestEnv::new().await;
+    let sys = env.start_system().await;
+    let chats: Vec<i64> = (0..CHATS).map(|c| 7200 + c).collect();
+    for chat in &chats {
+        env.inject(&sys.adapter, *chat, 1, "hi").await;
+    }
+    let mut convs = Vec::new();
+    for chat in &chats {
+        convs.push(env.conversation_for(&sys, *chat).await);
+    }
+    env.set_faults(&sys.adapter, json!({"blocked_chats": chats}))
+        .await;
+    let mut ids = Vec::new();
+    for i in 0..REPLIES {
+        let conv = &convs[i % convs.len()];
+        let msg = env
+            .reply(&sys, conv, &format!("reply {i}"), &format!("k-{i}"))
+            .await;
+        ids.push(msg["id"].as_str().unwrap().to_owned());
+    }
+    wait_depth(
+        &env,
+        "tg-delivery.dlq",
+        REPLIES as u32,
+        Duration::from_secs(180),
+    )
+    .await;
+    env.set_faults(&sys.adapter, json!({})).await;
+
+    let replay = env.spawn("fastprep-ops", &["dlq", "replay", "tg-delivery.dlq"], &[]);
+    wait_for("the replay to be part-way", Duration::from_secs(60), || {
+        let env = &env;
+        async move { (depth(env, "tg-delivery.dlq").await < 800).then_some(()) }
+    })
+    .await;
+    env.proc(replay).kill();
+    let left = depth(&env, "tg-delivery.dlq").await;
+    assert!(left > 0, "the replay finished before it was killed");
+    let (code, summary) = ops(&env, &["dlq", "replay", "tg-delivery.dlq"]);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["remaining"], 0, "{summary}");
+    let pool = env.pool.clone();
+    wait_for("every reply sent", Duration::from_secs(180), || {
+        let pool = pool.clone();
+        async move {
+            let unsent: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM messages WHERE direction = 'out' AND status <> 'sent'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            (unsent == 0).then_some(())
+        }
+    })
+    .await;
+    env.wait_outbox_drained(Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sent = sends(&env.sent(&sys.adapter).await);
+    let twice: Vec<_> = ids.iter().filter(|id| sent.get(*id) != Some(&1)).collect();
+    assert!(
+        twice.is_empty(),
+        "not sent exactly once: {} of {REPLIES}, e.g. {:?}",
+        twice.len(),
+        twice.first()
+    );
+    assert_eq!(depth(&env, "tg-delivery.dlq").await, 0);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn outbox_retry_failed_matches_the_runbooks_sql() {
+    let env = TestEnv::new().await;
+    // Failed rows of two types, failed at two times, beside pending and done.
+    sqlx::query(
+        "INSERT INTO outbox (event_id, event_type, aggregate_type, aggregate_id, payload, headers, status, attempts, scheduled_at, created_at, updated_at, last_error)
+         SELECT gen_random_uuid(), CASE WHEN i % 2 = 0 THEN 'authz.user.updated.v1' ELSE 'conversation.updated.v1' END,
+                'test', i::text, '{}', '{}',
+                CASE WHEN i % 5 = 0 THEN 'done' WHEN i % 7 = 0 THEN 'pending' ELSE 'failed' END,
+                CASE WHEN i % 5 = 0 THEN 0 ELSE 10 END, now() + interval '1 hour', now() - interval '2 days',
+                now() - CASE WHEN i < 20 THEN interval '1 day' ELSE interval '1 minute' END, 'broker refused'
+         FROM generate_series(1, 40) AS i",
+    )
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    type Row = (i64, String, i32, bool);
+    let state = |pool: sqlx::PgPool| async move {
+        sqlx::query_as::<_, Row>(
+            "SELECT id, status, attempts, scheduled_at <= now() + interval '1 second' FROM outbox ORDER BY id",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    // What the runbook's SQL does, on the same rows, rolled back.
+    let mut tx = env.pool.begin().await.unwrap();
+    sqlx::query("UPDATE outbox SET status = 'pending', attempts = 0, scheduled_at = NOW() WHERE status = 'failed'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let by_runbook: Vec<Row> = sqlx::query_as(
+        "SELECT id, status, attempts, scheduled_at <= now() + interval '1 second' FROM outbox ORDER BY id",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    let before = state(env.pool.clone()).await;
+    assert_ne!(before, by_runbook);
+
+    // Scoped first: one type, then one id; the rest untouched.
+    let (_, stats) = ops(&env, &["outbox", "stats"]);
+    let failed_before = stats["counts"]["failed"].as_i64().unwrap();
+    let (code, out) = ops(
+        &env,
+        &[
+            "outbox",
+            "retry-failed",
+            "--type",
+            "authz.user.updated.v1",
+            "--since",
+            "1h",
+        ],
+    );
+    assert_eq!(code, 0);
+    let scoped: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE status = 'failed' AND event_type = 'authz.user.updated.v1' AND updated_at >= now() - interval '1 hour'",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(scoped, 0);
+    let retried = out["retried"].as_i64().unwrap();
+    assert!(retried > 0);
+    let (_, stats) = ops(&env, &["outbox", "stats"]);
+    assert_eq!(
+        stats["counts"]["failed"].as_i64().unwrap(),
+        failed_before - retried
+    );
+    // Unscoped: the runbook's result, row for row.
+    let (code, _) = ops(&env, &["outbox", "retry-failed"]);
+    assert_eq!(code, 0);
+    assert_eq!(state(env.pool.clone()).await, by_runbook);
+    let audited: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'outbox.retry_failed'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(audited, 2);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn topology_diff_names_what_the_broker_lacks() {
+    let env = TestEnv::new().await;
+    let (code, out) = ops(&env, &["topology", "apply"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, diff) = ops(&env, &["topology", "diff"]);
+    assert_eq!((code, diff.clone()), (0, json!([])));
+    // Someone removes a binding and adds a queue by hand.
+    let mgmt = &env.services.rabbit_mgmt;
+    let vhost = &env.vhost;
+    let http = env.http.raw();
+    http.delete(format!(
+        "{mgmt}/api/bindings/{vhost}/e/fastprep.events/q/authz-fanout/authz.%23"
+    ))
+    .send()
+    .await
+    .unwrap()
+    .error_for_status()
+    .unwrap();
+    http.put(format!("{mgmt}/api/queues/{vhost}/stray"))
+        .json(&json!({"durable": true}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let (code, diff) = ops(&env, &["topology", "diff"]);
+    assert_eq!(code, 1);
+    let found: Vec<(String, String)> = diff
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["kind"].as_str().unwrap().to_owned(),
+                d["object"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            ("unexpected".to_owned(), "queue stray".to_owned()),
+            (
+                "missing".to_owned(),
+                "binding fastprep.events -> authz-fanout (authz.#)".to_owned()
+            ),
+        ]
+    );
+    let (code, _) = ops(&env, &["topology", "apply"]);
+    assert_eq!(code, 0);
+    let (_, diff) = ops(&env, &["topology", "diff"]);
+    assert_eq!(
+        diff.as_array().unwrap().len(),
+        1,
+        "only the stray queue is left: {diff}"
+    );
+    env.cleanup().await;
+}
