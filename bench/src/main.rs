@@ -13,6 +13,9 @@
 //!
 //! `fastprep-bench alerts`: threshold crossing to Slack, and the alerts
 //! process's memory (see `alerts.rs`).
+//!
+//! `fastprep-bench replay`: `fastprep-ops dlq replay` of dead letters back
+//! to tg-delivery beside raw confirmed publishing (see `replay.rs`).
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -20,6 +23,7 @@ mod alerts;
 mod authz;
 mod ramp;
 mod realtime;
+mod replay;
 mod scale;
 
 use std::{
@@ -127,6 +131,16 @@ enum Bench {
         /// FAIL_ALERT_THRESHOLD of the run.
         #[arg(long, default_value_t = 5)]
         threshold: usize,
+    },
+    /// Replay of dead letters back to tg-delivery beside raw publishing,
+    /// and fastprep-ops's memory.
+    Replay {
+        /// Dead letters replayed per round.
+        #[arg(long, default_value_t = 10_000)]
+        letters: usize,
+        /// Rounds (raw publishing, then a replay, each).
+        #[arg(long, default_value_t = 3, value_parser = at_least_one)]
+        rounds: usize,
     },
     /// WebSocket memory, event fan-out and ep.update latency.
     Realtime {
@@ -372,6 +386,11 @@ async fn main() {
             })
             .await;
             write_figures("alerts", &results);
+            return;
+        }
+        Bench::Replay { letters, rounds } => {
+            let results = replay::run(replay::Args { letters, rounds }).await;
+            write_figures("replay", &results);
             return;
         }
         Bench::Realtime {

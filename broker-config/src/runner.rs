@@ -124,6 +124,10 @@ pub struct DeliveryInfo<'a> {
     pub dead_lettered_from: Option<String>,
     /// Times on-call replayed it from a dead-letter queue (0: never).
     pub replays: u32,
+    /// Whether it comes back from a dead-letter queue: replayed by
+    /// `fastprep-ops`, or moved by hand (a shovel keeps the dead letter's
+    /// headers).
+    pub from_dead_letter_queue: bool,
 }
 
 /// Carried by a dead letter that was parked in a retry tier: the queue that
@@ -184,6 +188,8 @@ impl DeliveryInfo<'_> {
             death_reason,
             body: &delivery.data,
             replays: crate::dlq::replays_of(delivery),
+            from_dead_letter_queue: crate::dlq::replays_of(delivery) > 0
+                || header(crate::dlq::SOURCE_HEADER).is_some(),
         }
     }
 }

@@ -313,6 +313,7 @@ mod tests {
             body,
             dead_lettered_from: None,
             replays: 0,
+            from_dead_letter_queue: false,
         }
     }
 
@@ -325,6 +326,7 @@ mod tests {
             body,
             dead_lettered_from: None,
             replays: 0,
+            from_dead_letter_queue: false,
         }
     }
 
@@ -380,6 +382,7 @@ mod tests {
             body: b"",
             dead_lettered_from: Some("inbound".into()),
             replays: 0,
+            from_dead_letter_queue: false,
         };
         assert_eq!(retried.dead_lettered_from(), Some("inbound"));
         let f = classify(&outgoing(), &retried, &settings()).unwrap();

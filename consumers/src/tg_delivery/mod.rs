@@ -425,7 +425,9 @@ impl Handler for TgDelivery {
             tracing::info!(message_id = %msg.message_id, "already sent; nothing to do");
             return Ok(());
         }
-        if turn.status == DeliveryStatus::Failed.as_str() && msg.resend && ctx.delivery.replays == 0
+        if turn.status == DeliveryStatus::Failed.as_str()
+            && msg.resend
+            && !ctx.delivery.from_dead_letter_queue
         {
             // Given up on while it waited (by an operator): not revived by
             // its scheduled retry; its chat goes on without it. A replay

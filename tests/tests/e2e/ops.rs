@@ -647,3 +647,99 @@ async fn topology_diff_names_what_the_broker_lacks() {
     );
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_shovel_from_the_dlq_also_sends_the_reply_once() {
+    let mut env = TestEnv::new().await;
+    let sys = env.start_system().await;
+    env.inject(&sys.adapter, 7301, 1, "hi").await;
+    let id = blocked_reply(&mut env, &sys, 7301, "k-1").await;
+    wait_depth(&env, "tg-delivery.dlq", 1, Duration::from_secs(10)).await;
+    env.set_faults(&sys.adapter, json!({})).await;
+    // The management UI's way: a dynamic shovel that moves the DLQ back
+    // into its queue and deletes itself (see the runbook).
+    let (mgmt, vhost) = (&env.services.rabbit_mgmt, &env.vhost);
+    let uri = format!("amqp:///{vhost}");
+    env.http
+        .raw()
+        .put(format!("{mgmt}/api/parameters/shovel/{vhost}/dlq-back"))
+        .json(&json!({"value": {
+            "src-protocol": "amqp091", "src-uri": uri, "src-queue": "tg-delivery.dlq",
+            "dest-protocol": "amqp091", "dest-uri": uri, "dest-queue": "tg-delivery",
+            "src-delete-after": "queue-length"
+        }}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    env.wait_status(&id, "sent", Duration::from_secs(30)).await;
+    wait_depth(&env, "tg-delivery.dlq", 0, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sends(&env.sent(&sys.adapter).await).get(&id), Some(&1));
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn authz_flush_ends_the_old_rights_of_one_user_or_all() {
+    let mut env = TestEnv::new().await;
+    let api = env.start_api(&[]).await;
+    let token = env
+        .http
+        .login(
+            &api.url,
+            fastprep_tests::env::ADMIN_EMAIL,
+            fastprep_tests::env::ADMIN_PASSWORD,
+        )
+        .await;
+    let me_url = format!("{}/api/auth/me", api.url);
+    let (status, me) = env
+        .http
+        .call(Method::GET, &me_url, Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let admin = me["id"].as_str().unwrap().to_owned();
+    let version = |pool: sqlx::PgPool, id: String| async move {
+        sqlx::query_scalar::<_, i64>("SELECT perm_version FROM users WHERE id = $1::uuid")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let before = version(env.pool.clone(), admin.clone()).await;
+    let (code, out) = ops(&env, &["authz", "flush", "--user", &admin]);
+    assert_eq!((code, out["flushed"].clone()), (0, json!(1)), "{out}");
+    assert_eq!(version(env.pool.clone(), admin.clone()).await, before + 1);
+    // The token signed before the flush no longer works; a new sign-in does.
+    let (status, _) = env
+        .http
+        .call(Method::GET, &me_url, Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let token = env
+        .http
+        .login(
+            &api.url,
+            fastprep_tests::env::ADMIN_EMAIL,
+            fastprep_tests::env::ADMIN_PASSWORD,
+        )
+        .await;
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    let (code, out) = ops(&env, &["authz", "flush"]);
+    assert_eq!((code, out["flushed"].clone()), (0, json!(users)), "{out}");
+    let (status, _) = env
+        .http
+        .call(Method::GET, &me_url, Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let audited: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'authz.flush'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(audited, 2);
+    env.cleanup().await;
+}
