@@ -243,6 +243,13 @@ async fn run(cli: &Cli) -> anyhow::Result<i32> {
 }
 
 async fn dlq(cmd: &DlqCommand, out: &Out) -> anyhow::Result<i32> {
+    if let DlqCommand::Peek { queue, .. }
+    | DlqCommand::Replay { queue, .. }
+    | DlqCommand::Purge { queue, .. } = cmd
+    {
+        // Named here, before anything connects: the error lists the DLQs.
+        broker_config::dlq::known(queue)?;
+    }
     let conn = broker().await?;
     let code = match cmd {
         DlqCommand::List => {
@@ -271,6 +278,9 @@ async fn dlq(cmd: &DlqCommand, out: &Out) -> anyhow::Result<i32> {
         DlqCommand::Peek { queue, n } => {
             let letters = super::dlq::peek(&conn, queue, *n).await?;
             out.print(&letters, || {
+                if letters.is_empty() {
+                    return format!("{queue} is empty");
+                }
                 let mut s = table(
                     &[
                         "#",
