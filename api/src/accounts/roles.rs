@@ -28,7 +28,7 @@ use crate::{
 };
 
 /// A role as `/api/roles` shows it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Role {
     pub id: Uuid,
     pub name: String,
@@ -39,7 +39,7 @@ pub struct Role {
 }
 
 /// A permission of the catalogue.
-#[derive(Debug, Serialize, Deserialize, FromQueryResult)]
+#[derive(Debug, Serialize, Deserialize, FromQueryResult, utoipa::ToSchema)]
 pub struct Permission {
     pub key: String,
     pub description: String,
@@ -219,7 +219,7 @@ async fn set_permissions<C: ConnectionTrait>(conn: &C, role: Uuid, keys: &[&str]
 }
 
 /// A new role.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewRole {
     pub name: String,
     #[serde(default)]
@@ -271,7 +271,7 @@ pub async fn create(ctx: Ctx<'_>, caller: Uuid, input: NewRole) -> ApiResult<Rol
 }
 
 /// An edit of a role's name and description.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RoleEdit {
     pub name: Option<String>,
     pub description: Option<String>,

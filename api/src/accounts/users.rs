@@ -23,14 +23,15 @@ use crate::{
     error::{ApiError, ApiResult},
 };
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// A role an account holds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct RoleRef {
     pub id: Uuid,
     pub name: String,
 }
 
 /// An account as `/api/users` shows it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct User {
     pub id: Uuid,
     pub email: String,
@@ -198,7 +199,7 @@ async fn set_roles<C: ConnectionTrait>(
 }
 
 /// A new account.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewUser {
     pub email: String,
     pub display_name: String,
@@ -242,7 +243,7 @@ pub async fn create(ctx: Ctx<'_>, caller: Uuid, input: NewUser) -> ApiResult<Use
 }
 
 /// An edit of an account: each field given is changed.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserEdit {
     pub email: Option<String>,
     pub display_name: Option<String>,

@@ -13,7 +13,8 @@ use uuid::Uuid;
 use super::InboxScope;
 use crate::error::{ApiError, ApiResult};
 
-#[derive(Debug, Serialize, Deserialize)]
+/// A Telegram contact and the conversations with them the caller may read.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Contact {
     pub id: Uuid,
     pub tg_user_id: i64,
@@ -24,7 +25,7 @@ pub struct Contact {
     pub conversations: Vec<ContactConversation>,
 }
 
-#[derive(Debug, Serialize, Deserialize, FromQueryResult)]
+#[derive(Debug, Serialize, Deserialize, FromQueryResult, utoipa::ToSchema)]
 pub struct ContactConversation {
     pub id: Uuid,
     pub title: String,
