@@ -221,6 +221,8 @@ async fn set_permissions<C: ConnectionTrait>(conn: &C, role: Uuid, keys: &[&str]
 /// A new role.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewRole {
+    /// 1 to 64 of a-z, 0-9, `_`, `-`, `.` (upper case is lowered).
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
     pub name: String,
     #[serde(default)]
     pub description: String,
@@ -273,6 +275,8 @@ pub async fn create(ctx: Ctx<'_>, caller: Uuid, input: NewRole) -> ApiResult<Rol
 /// An edit of a role's name and description.
 #[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RoleEdit {
+    /// 1 to 64 of a-z, 0-9, `_`, `-`, `.` (upper case is lowered).
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
     pub name: Option<String>,
     pub description: Option<String>,
 }

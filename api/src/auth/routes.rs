@@ -26,6 +26,7 @@ use crate::{
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct LoginIn {
+    #[schema(max_length = 254)]
     pub email: String,
     pub password: String,
 }
@@ -213,6 +214,8 @@ pub async fn logout(
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct PasswordIn {
     pub current_password: String,
+    /// 12 to 128 characters.
+    #[schema(min_length = 12, max_length = 128)]
     pub new_password: String,
 }
 

@@ -170,12 +170,14 @@ impl Kind {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Draft {
     /// 1 to 4096 characters, not only whitespace.
+    #[schema(min_length = 1, max_length = 4096)]
     pub text: String,
     /// Not accepted yet: must be empty.
     #[serde(default)]
     pub attachment_ids: Vec<Uuid>,
     /// The client's id for this message, 1 to 100 characters: a POST
     /// repeated with the same one answers the message it created.
+    #[schema(min_length = 1, max_length = 100)]
     pub client_msg_id: String,
 }
 

@@ -18,14 +18,17 @@ use crate::{
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Only entries about this kind of target (`user`, `role`, `conversation`, …).
+    #[param(max_length = 200)]
     pub target_type: Option<String>,
     /// Only entries about this target.
+    #[param(max_length = 200)]
     pub target_id: Option<String>,
     /// Only entries by this user.
     pub actor_id: Option<Uuid>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
 }
 

@@ -31,10 +31,12 @@ pub struct ListQuery {
     #[serde(default)]
     pub unread: bool,
     /// Text search over the contact's name, the title and message texts.
+    #[param(max_length = 200)]
     pub q: Option<String>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
 }
 
