@@ -34,6 +34,7 @@ pub struct Role {
     pub name: String,
     pub description: String,
     pub is_system: bool,
+    #[schema(value_type = Vec<crate::authz::Perm>)]
     pub permissions: Vec<String>,
     pub user_count: i64,
 }
@@ -227,6 +228,7 @@ pub struct NewRole {
     #[serde(default)]
     pub description: String,
     #[serde(default)]
+    #[schema(value_type = Vec<crate::authz::Perm>)]
     pub permissions: Vec<String>,
 }
 

@@ -311,7 +311,7 @@ pub async fn me(State(state): State<AppState>, caller: Principal) -> ApiResult<J
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct EpOut {
     /// Permission keys, e.g. `inbox.read_all`.
-    #[schema(value_type = Vec<String>)]
+    #[schema(value_type = Vec<crate::authz::Perm>)]
     pub permissions: Vec<&'static str>,
     pub perm_version: i64,
 }

@@ -29,6 +29,7 @@ pub struct Contact {
 pub struct ContactConversation {
     pub id: Uuid,
     pub title: String,
+    #[schema(value_type = super::ConversationStatus)]
     pub status: String,
     pub assignee_id: Option<Uuid>,
     pub last_message_at: DateTime<Utc>,

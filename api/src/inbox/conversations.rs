@@ -28,7 +28,7 @@ pub struct Conversation {
     pub id: Uuid,
     pub tg_chat_id: i64,
     pub title: String,
-    /// `open`, `pending`, `resolved` or `snoozed`.
+    #[schema(value_type = super::ConversationStatus)]
     pub status: String,
     pub assignee_id: Option<Uuid>,
     pub snoozed_until: Option<DateTime<Utc>>,

@@ -169,15 +169,24 @@ impl Kind {
 /// A reply or note as asked, before it is checked.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Draft {
-    /// 1 to 4096 characters, not only whitespace.
-    #[schema(min_length = 1, max_length = 4096)]
+    /// 1 to 4096 characters, not only whitespace, no NUL.
+    #[schema(
+        min_length = 1,
+        max_length = 4096,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    )]
     pub text: String,
     /// Not accepted yet: must be empty.
     #[serde(default)]
+    #[schema(max_items = 0)]
     pub attachment_ids: Vec<Uuid>,
     /// The client's id for this message, 1 to 100 characters: a POST
     /// repeated with the same one answers the message it created.
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub client_msg_id: String,
 }
 

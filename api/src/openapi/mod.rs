@@ -5,9 +5,11 @@
 //! statuses the handler itself answers. What is decided elsewhere is written
 //! in by [`spec`] so that it cannot drift: the route table's access (bearer
 //! security, `x-permissions`, 401/403, [`access`]) and what axum's
-//! extractors refuse (400/413/415/422, [`rejections`]).
+//! extractors refuse (400/413/415/422, [`rejections`]). Answers list every
+//! field as required, `null` where it may be ([`answers`]).
 
 mod access;
+mod answers;
 mod rejections;
 
 use std::sync::OnceLock;
@@ -88,6 +90,26 @@ Each operation names the access it needs (`x-permissions`: any one of them suffi
 )]
 struct ApiDoc;
 
+/// `utoipa::ToSchema` for a `platform::named_enum!`: a string, one of its
+/// names. (utoipa's derive would take the variants' Rust names: it does not
+/// read the `serde(rename)` the macro writes.)
+macro_rules! named_enum_schema {
+    ($ty:ty, $description:literal) => {
+        impl utoipa::PartialSchema for $ty {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .description(Some($description))
+                    .enum_values(Some(<$ty>::ALL.map(<$ty>::as_str)))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $ty {}
+    };
+}
+pub(crate) use named_enum_schema;
+
 /// The name of the bearer (JWT) security scheme.
 pub const BEARER: &str = "bearer";
 
@@ -120,7 +142,8 @@ pub fn spec() -> openapi::OpenApi {
 /// The document as checked in: pretty, keys sorted, a trailing newline.
 pub fn json() -> String {
     // Through `Value`, whose maps are sorted: some of utoipa's are hash maps.
-    let value = serde_json::to_value(spec()).unwrap_or_default();
+    let mut value = serde_json::to_value(spec()).unwrap_or_default();
+    answers::require_every_field(&mut value);
     let mut out = serde_json::to_string_pretty(&value).unwrap_or_default();
     out.push('\n');
     out

@@ -149,10 +149,44 @@ fn the_error_schema_is_what_errors_look_like() {
 }
 
 #[test]
+fn named_enums_are_their_wire_names() {
+    let doc = document();
+    let keys: Vec<&str> = crate::authz::Perm::ALL.map(|p| p.as_str()).to_vec();
+    assert_eq!(
+        doc["components"]["schemas"]["Perm"]["enum"],
+        serde_json::json!(keys)
+    );
+    assert_eq!(
+        doc["components"]["schemas"]["ConversationStatus"]["enum"],
+        serde_json::json!(["open", "pending", "resolved", "snoozed"])
+    );
+}
+
+#[test]
 fn committed_spec_is_current() {
     let committed = include_str!("../../../docs/openapi.json");
     assert!(
         committed == json(),
         "docs/openapi.json is stale: run `cargo run -p api --bin fastprep-api -- openapi > docs/openapi.json`"
     );
+}
+
+#[test]
+fn answers_require_every_field_and_requests_only_what_they_need() {
+    let doc = document();
+    let schemas = &doc["components"]["schemas"];
+    let required = |name: &str| -> Vec<String> {
+        schemas[name]["required"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    };
+    // An answer: `null` when unassigned, never absent.
+    assert!(required("Conversation").contains(&"assignee_id".to_owned()));
+    assert!(required("Page_Message").contains(&"next_cursor".to_owned()));
+    // A request: optional fields stay optional.
+    assert!(required("UserEdit").is_empty());
+    assert_eq!(required("Draft"), ["text", "client_msg_id"]);
 }

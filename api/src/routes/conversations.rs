@@ -23,7 +23,7 @@ use crate::{
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// `open`, `pending`, `resolved` or `snoozed`.
+    #[param(value_type = Option<ConversationStatus>)]
     pub status: Option<String>,
     /// `mine`, `unassigned` or a user id.
     pub assignee: Option<String>,
@@ -117,7 +117,7 @@ pub struct UpdateIn {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<Uuid>)]
     pub assignee_id: Option<Option<Uuid>>,
-    /// `open`, `pending`, `resolved` or `snoozed`.
+    #[schema(value_type = Option<ConversationStatus>)]
     pub status: Option<String>,
     /// With status `snoozed` (implied when given alone): when it reopens.
     pub snoozed_until: Option<DateTime<Utc>>,

@@ -111,6 +111,7 @@ pub async fn delete(
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct PermissionsIn {
     /// Permission keys (see `GET /api/permissions`).
+    #[schema(value_type = Vec<crate::authz::Perm>)]
     pub permissions: Vec<String>,
 }
 
