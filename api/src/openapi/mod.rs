@@ -34,7 +34,9 @@ use crate::{auth::routes as auth, error::ErrorBody, realtime::socket, routes};
 /// method, `/api` + the table's path, tag, body, params, and the statuses
 /// the handler answers, each error with `body = ErrorBody`), then name the
 /// handler below. Leave out what the table and the extractors decide
-/// (security, permissions, 401/403, malformed input): [`spec`] adds it. The
+/// (security, permissions, 401/403, malformed input): [`spec`] adds it. A
+/// `platform::named_enum!` in a body gets its schema from
+/// [`named_enum_schema!`]. The
 /// test `every_route_is_documented_once_with_its_access` fails until the
 /// table and this list agree; `committed_spec_is_current` until
 /// `docs/openapi.json` is regenerated.
