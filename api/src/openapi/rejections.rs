@@ -1,8 +1,9 @@
 //! What axum's extractors refuse before a handler runs, written into every
 //! operation that has the input they read: a JSON body (400 not JSON, 413
-//! too large, 415 not `application/json`, 422 the wrong shape), a path id
-//! (400 not a UUID) or query parameters (400 the wrong type). The error
-//! envelope gives each the uniform error body.
+//! too large, 415 not `application/json`, 422 the wrong shape), path
+//! parameters (400 the wrong type, e.g. an id that is not a UUID) or query
+//! parameters (400 the wrong type). The error envelope gives each the
+//! uniform error body.
 
 use utoipa::openapi::{
     ContentBuilder, OpenApi, Ref, RefOr, ResponseBuilder,
@@ -54,7 +55,11 @@ pub fn apply(doc: &mut OpenApi) {
         ];
         for op in ops.into_iter().flatten() {
             if has_parameter(op, ParameterIn::Path) {
-                add_error(op, 400, "`bad_request`: a path id is not a UUID");
+                add_error(
+                    op,
+                    400,
+                    "`bad_request`: a path parameter is not of its type (an id that is not a UUID)",
+                );
             }
             if has_parameter(op, ParameterIn::Query) {
                 add_error(
