@@ -93,7 +93,7 @@ impl Entry {
 }
 
 /// A row of the log as `GET /api/audit` shows it.
-#[derive(Debug, Serialize, Deserialize, FromQueryResult)]
+#[derive(Debug, Serialize, Deserialize, FromQueryResult, utoipa::ToSchema)]
 pub struct AuditRecord {
     pub id: i64,
     pub actor_id: Option<Uuid>,

@@ -18,6 +18,9 @@ enum Command {
     /// Create the admin account ADMIN_EMAIL / ADMIN_PASSWORD, or reset it
     /// (ending its sessions); with the same password it changes nothing.
     CreateAdmin,
+    /// Print the OpenAPI document (what `GET /api/openapi.json` serves):
+    /// `fastprep-api openapi > docs/openapi.json`.
+    Openapi,
 }
 
 /// Parses the command line and runs what it names.
@@ -26,6 +29,10 @@ pub async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let env = platform::Env::process();
     match cli.command.unwrap_or(Command::Serve) {
+        Command::Openapi => {
+            print!("{}", crate::openapi::json());
+            Ok(())
+        }
         Command::CreateAdmin => {
             let url: String = env.required("DATABASE_URL")?;
             let email: String = env.required("ADMIN_EMAIL")?;

@@ -9,7 +9,7 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -187,6 +187,23 @@ impl IntoResponse for ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// The body of every error answer: `{"error": {"code", "message", "request_id"}}`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong, for a program (`code`) and for a person (`message`).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable snake_case code, e.g. `not_found`, `invalid_token`, `email_taken`.
+    pub code: String,
+    /// What was wrong, in words; generic for server errors.
+    pub message: String,
+    /// The request's `x-request-id`, which names it in the logs.
+    pub request_id: String,
+}
+
 fn code_for(status: StatusCode) -> &'static str {
     match status.as_u16() {
         400 => "bad_request",
@@ -245,8 +262,13 @@ pub async fn error_envelope(req: Request, next: Next) -> Response {
         .as_ref()
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let body =
-        json!({"error": {"code": info.code, "message": info.message, "request_id": request_id}});
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: info.code.to_owned(),
+            message: info.message,
+            request_id: request_id.to_owned(),
+        },
+    };
     let mut resp = (parts.status, Json(body)).into_response();
     for (name, value) in parts.headers.iter() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {

@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod http_metrics;
 pub mod inbox;
+pub mod openapi;
 pub mod ops;
 pub mod page;
 pub mod realtime;

@@ -73,6 +73,10 @@ pub enum DlqError {
         "{0} is not a dead-letter queue of this system (one of: tg-delivery.dlq, authz-fanout.dlq, alerts.dlq, inbound.dlq)"
     )]
     UnknownQueue(String),
+    #[error(
+        "{0} is not declared on this broker (no consumer has started on this vhost yet?): `fastprep-ops topology apply` declares it"
+    )]
+    NotDeclared(String),
     #[error("broker: {0}")]
     Broker(#[from] lapin::Error),
     #[error("republishing failed: {0}")]
@@ -94,7 +98,7 @@ pub fn known(queue: &str) -> Result<(), DlqError> {
 }
 
 /// One dead letter as on-call sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     /// 1 is the head of the queue (the oldest).
     pub position: usize,
@@ -300,6 +304,11 @@ fn redact(v: &mut Value) {
     }
 }
 
+/// Whether the broker answered "no such queue".
+fn no_such_queue(e: &lapin::Error) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 404)
+}
+
 /// Messages in `queue` now (a passive declare: nothing is created).
 pub async fn depth(conn: &Connection, queue: &str) -> Result<u32, DlqError> {
     let channel = conn.create_channel().await?;
@@ -312,7 +321,14 @@ pub async fn depth(conn: &Connection, queue: &str) -> Result<u32, DlqError> {
             },
             FieldTable::default(),
         )
-        .await?;
+        .await
+        .map_err(|e| {
+            if no_such_queue(&e) {
+                DlqError::NotDeclared(queue.to_owned())
+            } else {
+                DlqError::Broker(e)
+            }
+        })?;
     let _ = channel.close(200, "depth".into()).await;
     Ok(q.message_count())
 }
@@ -374,6 +390,7 @@ async fn hand_back(channel: &Channel, held: Vec<Delivery>) -> Result<(), DlqErro
 /// of the queue.
 pub async fn peek(conn: &Connection, queue: &str, n: usize) -> Result<Vec<DeadLetter>, DlqError> {
     known(queue)?;
+    depth(conn, queue).await?;
     let channel = conn.create_channel().await?;
     let mut held = Vec::new();
     // To the end of the queue (the depth a declare reports can lag behind
@@ -388,9 +405,12 @@ pub async fn peek(conn: &Connection, queue: &str, n: usize) -> Result<Vec<DeadLe
 }
 
 /// One DLQ at a glance.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Summary {
     pub queue: String,
+    /// Whether the queue exists on the broker (every consumer declares the
+    /// topology when it starts).
+    pub declared: bool,
     pub depth: u32,
     pub oldest_died_at: Option<DateTime<Utc>>,
     pub oldest_age_seconds: Option<i64>,
@@ -398,7 +418,7 @@ pub struct Summary {
     pub top_reasons: Vec<Reason>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Reason {
     pub reason: String,
     pub count: usize,
@@ -411,7 +431,11 @@ pub const SAMPLE: usize = 100;
 pub async fn list(conn: &Connection) -> Result<Vec<Summary>, DlqError> {
     let mut out = Vec::new();
     for queue in queues() {
-        let depth = depth(conn, &queue).await?;
+        let (declared, depth) = match depth(conn, &queue).await {
+            Ok(n) => (true, n),
+            Err(DlqError::NotDeclared(_)) => (false, 0),
+            Err(e) => return Err(e),
+        };
         let sample = if depth > 0 {
             peek(conn, &queue, SAMPLE).await?
         } else {
@@ -430,6 +454,7 @@ pub async fn list(conn: &Connection) -> Result<Vec<Summary>, DlqError> {
         let oldest = sample.iter().filter_map(|l| l.died_at).min();
         out.push(Summary {
             queue,
+            declared,
             depth,
             oldest_died_at: oldest,
             oldest_age_seconds: oldest.map(|t| (Utc::now() - t).num_seconds().max(0)),
@@ -464,7 +489,7 @@ impl ReplayFilter {
 }
 
 /// Where a replay stands; the last one is its summary.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct ReplayProgress {
     pub queue: String,
     /// Messages in the DLQ when the replay began (as the broker counted
@@ -663,6 +688,7 @@ fn replay_headers(delivery: &Delivery, replays: u32) -> Vec<(String, String)> {
 /// Empties `queue`; returns how many messages it dropped.
 pub async fn purge(conn: &Connection, queue: &str) -> Result<u32, DlqError> {
     known(queue)?;
+    depth(conn, queue).await?;
     let channel = conn.create_channel().await?;
     let purged = channel
         .queue_purge(queue.into(), QueuePurgeOptions::default())

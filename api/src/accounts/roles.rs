@@ -28,18 +28,19 @@ use crate::{
 };
 
 /// A role as `/api/roles` shows it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Role {
     pub id: Uuid,
     pub name: String,
     pub description: String,
     pub is_system: bool,
+    #[schema(value_type = Vec<crate::authz::Perm>)]
     pub permissions: Vec<String>,
     pub user_count: i64,
 }
 
 /// A permission of the catalogue.
-#[derive(Debug, Serialize, Deserialize, FromQueryResult)]
+#[derive(Debug, Serialize, Deserialize, FromQueryResult, utoipa::ToSchema)]
 pub struct Permission {
     pub key: String,
     pub description: String,
@@ -219,12 +220,15 @@ async fn set_permissions<C: ConnectionTrait>(conn: &C, role: Uuid, keys: &[&str]
 }
 
 /// A new role.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewRole {
+    /// 1 to 64 of a-z, 0-9, `_`, `-`, `.` (upper case is lowered).
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
     pub name: String,
     #[serde(default)]
     pub description: String,
     #[serde(default)]
+    #[schema(value_type = Vec<crate::authz::Perm>)]
     pub permissions: Vec<String>,
 }
 
@@ -271,8 +275,10 @@ pub async fn create(ctx: Ctx<'_>, caller: Uuid, input: NewRole) -> ApiResult<Rol
 }
 
 /// An edit of a role's name and description.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RoleEdit {
+    /// 1 to 64 of a-z, 0-9, `_`, `-`, `.` (upper case is lowered).
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
     pub name: Option<String>,
     pub description: Option<String>,
 }

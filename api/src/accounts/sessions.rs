@@ -23,7 +23,7 @@ use crate::{
 };
 
 /// The signed-in account, as `GET /auth/me` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, FromQueryResult)]
+#[derive(Debug, Clone, Serialize, Deserialize, FromQueryResult, utoipa::ToSchema)]
 pub struct Me {
     pub id: Uuid,
     pub email: String,

@@ -23,14 +23,15 @@ use crate::{
     error::{ApiError, ApiResult},
 };
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// A role an account holds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct RoleRef {
     pub id: Uuid,
     pub name: String,
 }
 
 /// An account as `/api/users` shows it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct User {
     pub id: Uuid,
     pub email: String,
@@ -198,10 +199,16 @@ async fn set_roles<C: ConnectionTrait>(
 }
 
 /// A new account.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewUser {
+    /// An address: trimmed and lower-cased, at most 254 bytes.
+    #[schema(format = Email, min_length = 3, max_length = 254)]
     pub email: String,
+    /// 1 to 100 characters, none of them control characters.
+    #[schema(min_length = 1, max_length = 100)]
     pub display_name: String,
+    /// 12 to 128 characters.
+    #[schema(min_length = 12, max_length = 128)]
     pub password: String,
     #[serde(default)]
     pub role_ids: Vec<Uuid>,
@@ -242,10 +249,17 @@ pub async fn create(ctx: Ctx<'_>, caller: Uuid, input: NewUser) -> ApiResult<Use
 }
 
 /// An edit of an account: each field given is changed.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserEdit {
+    /// An address: trimmed and lower-cased, at most 254 bytes.
+    #[schema(format = Email, min_length = 3, max_length = 254)]
     pub email: Option<String>,
+    /// 1 to 100 characters, none of them control characters.
+    #[schema(min_length = 1, max_length = 100)]
     pub display_name: Option<String>,
+    /// A reset by someone else (one's own: `POST /api/auth/password`);
+    /// 12 to 128 characters.
+    #[schema(min_length = 12, max_length = 128)]
     pub password: Option<String>,
     pub is_active: Option<bool>,
 }

@@ -21,21 +21,28 @@ use crate::{
         sessions::{self, Ending, Me},
     },
     authz::pep::Principal,
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, ErrorBody},
 };
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct LoginIn {
+    #[schema(max_length = 254)]
     pub email: String,
     pub password: String,
 }
 
-#[derive(Serialize)]
+/// A new session: the access token for `Authorization: Bearer`, and the
+/// refresh token that gets the next one.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct TokensOut {
     pub access_token: String,
     pub refresh_token: String,
+    /// Always `Bearer`.
+    #[schema(value_type = String, example = "Bearer")]
     pub token_type: &'static str,
+    /// Seconds the access token lives.
     pub expires_in: u64,
+    /// Seconds the refresh token lives.
     pub refresh_expires_in: u64,
     pub user: Me,
 }
@@ -60,6 +67,21 @@ fn tokens(state: &AppState, user: Me, refresh_token: String) -> ApiResult<Tokens
 
 /// `POST /auth/login`. The attempt is reserved with the throttle before the
 /// password is hashed, and counts as a failure unless it succeeds.
+#[utoipa::path(
+    post,
+    path = "/api/auth/login",
+    tag = "auth",
+    summary = "Sign in with email and password",
+    request_body = LoginIn,
+    responses(
+        (status = 200, description = "Signed in: a new session", body = TokensOut),
+        (status = 401, description = "`invalid_credentials`: wrong email or password, or a deactivated account (which is not said)", body = ErrorBody),
+        (status = 422, description = "`invalid_email`: not an address", body = ErrorBody),
+        (status = 429, description = "`too_many_requests`: too many attempts for this account or from this address", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "`busy`: too many sign-ins are being checked; `unavailable`: the throttle's store is down", body = ErrorBody),
+    )
+)]
 pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -111,13 +133,26 @@ pub async fn login(
     Ok(Json(tokens(&state, me, refresh)?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct RefreshIn {
     pub refresh_token: String,
 }
 
 /// `POST /auth/refresh`: a new access token and a new refresh token; the
 /// presented one is spent.
+#[utoipa::path(
+    post,
+    path = "/api/auth/refresh",
+    tag = "auth",
+    summary = "Rotate a refresh token for a new session",
+    description = "The presented refresh token is spent. Presenting a spent one again ends its whole session family.",
+    request_body = RefreshIn,
+    responses(
+        (status = 200, description = "A new access token and refresh token", body = TokensOut),
+        (status = 401, description = "`invalid_refresh_token`, `refresh_expired`, `refresh_reused` (the family is ended), `account_disabled`", body = ErrorBody),
+        (status = 503, description = "`unavailable`: ending a reused family needs Redis, which is down", body = ErrorBody),
+    )
+)]
 pub async fn refresh(
     State(state): State<AppState>,
     Json(input): Json<RefreshIn>,
@@ -131,9 +166,11 @@ pub async fn refresh(
     Ok(Json(tokens(&state, me, secret)?))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 pub struct LogoutIn {
+    /// The session to end; required unless `all` is true.
     pub refresh_token: Option<String>,
+    /// End every session of the caller.
     #[serde(default)]
     pub all: bool,
 }
@@ -141,6 +178,18 @@ pub struct LogoutIn {
 /// `POST /auth/logout`: ends this session (the family of `refresh_token`)
 /// or, with `all`, every session of the caller. Access tokens already issued
 /// stop working at once.
+#[utoipa::path(
+    post,
+    path = "/api/auth/logout",
+    tag = "auth",
+    summary = "Sign out of this session, or of all",
+    request_body = LogoutIn,
+    responses(
+        (status = 204, description = "Signed out; the caller's access tokens stop working"),
+        (status = 422, description = "`missing_refresh_token`: neither `refresh_token` nor `all: true`", body = ErrorBody),
+        (status = 503, description = "`unavailable`: Redis is down, nothing was changed", body = ErrorBody),
+    )
+)]
 pub async fn logout(
     State(state): State<AppState>,
     caller: Principal,
@@ -162,15 +211,33 @@ pub async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct PasswordIn {
     pub current_password: String,
+    /// 12 to 128 characters.
+    #[schema(min_length = 12, max_length = 128)]
     pub new_password: String,
 }
 
 /// `POST /auth/password`: changes the caller's password, ends every session
 /// and returns a new one. Guesses of the current password are throttled
 /// like sign-ins.
+#[utoipa::path(
+    post,
+    path = "/api/auth/password",
+    tag = "auth",
+    summary = "Change one's own password",
+    description = "Ends every session of the caller and opens a new one.",
+    request_body = PasswordIn,
+    responses(
+        (status = 200, description = "Changed: the new session", body = TokensOut),
+        (status = 409, description = "`password_changed_meanwhile`: an administrator reset it meanwhile", body = ErrorBody),
+        (status = 422, description = "`weak_password`: the new password breaks the policy; `wrong_password`: the current one is not correct", body = ErrorBody),
+        (status = 429, description = "`too_many_requests`: too many guesses of the current password", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "`busy`: too many passwords are being checked; `unavailable`: Redis is down", body = ErrorBody),
+    )
+)]
 pub async fn change_password(
     State(state): State<AppState>,
     caller: Principal,
@@ -230,17 +297,33 @@ pub async fn change_password(
 }
 
 /// `GET /auth/me`.
+#[utoipa::path(
+    get,
+    path = "/api/auth/me",
+    tag = "auth",
+    summary = "The signed-in account",
+    responses((status = 200, description = "The caller's account", body = Me))
+)]
 pub async fn me(State(state): State<AppState>, caller: Principal) -> ApiResult<Json<Me>> {
     Ok(Json(sessions::me(&state.db, caller.id).await?))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct EpOut {
+    /// Permission keys, e.g. `inbox.read_all`.
+    #[schema(value_type = Vec<crate::authz::Perm>)]
     pub permissions: Vec<&'static str>,
     pub perm_version: i64,
 }
 
 /// `GET /auth/me/ep`: the caller's effective permissions.
+#[utoipa::path(
+    get,
+    path = "/api/auth/me/ep",
+    tag = "auth",
+    summary = "The caller's effective permissions",
+    responses((status = 200, description = "Permissions and the version they are at", body = EpOut))
+)]
 pub async fn me_ep(caller: Principal) -> Json<EpOut> {
     Json(EpOut {
         permissions: caller.ep.perms.keys(),

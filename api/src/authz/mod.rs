@@ -31,6 +31,8 @@ platform::named_enum! {
     }
 }
 
+crate::openapi::named_enum_schema!(Perm, "A permission key");
+
 impl Perm {
     fn bit(self) -> u32 {
         1 << (self as u32)

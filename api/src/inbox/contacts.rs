@@ -13,7 +13,8 @@ use uuid::Uuid;
 use super::InboxScope;
 use crate::error::{ApiError, ApiResult};
 
-#[derive(Debug, Serialize, Deserialize)]
+/// A Telegram contact and the conversations with them the caller may read.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Contact {
     pub id: Uuid,
     pub tg_user_id: i64,
@@ -24,10 +25,11 @@ pub struct Contact {
     pub conversations: Vec<ContactConversation>,
 }
 
-#[derive(Debug, Serialize, Deserialize, FromQueryResult)]
+#[derive(Debug, Serialize, Deserialize, FromQueryResult, utoipa::ToSchema)]
 pub struct ContactConversation {
     pub id: Uuid,
     pub title: String,
+    #[schema(value_type = super::ConversationStatus)]
     pub status: String,
     pub assignee_id: Option<Uuid>,
     pub last_message_at: DateTime<Utc>,

@@ -23,11 +23,12 @@ use crate::{
 };
 
 /// A conversation as the inbox shows it to one user.
-#[derive(Debug, Serialize, Deserialize, FromQueryResult)]
+#[derive(Debug, Serialize, Deserialize, FromQueryResult, utoipa::ToSchema)]
 pub struct Conversation {
     pub id: Uuid,
     pub tg_chat_id: i64,
     pub title: String,
+    #[schema(value_type = super::ConversationStatus)]
     pub status: String,
     pub assignee_id: Option<Uuid>,
     pub snoozed_until: Option<DateTime<Utc>>,

@@ -30,17 +30,21 @@ pub const MAX_TEXT_CHARS: usize = 4096;
 const MAX_CLIENT_MSG_ID: usize = 100;
 
 /// A message as the timeline shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, FromQueryResult)]
+#[derive(Debug, Clone, Serialize, Deserialize, FromQueryResult, utoipa::ToSchema)]
 pub struct Message {
     pub id: Uuid,
     pub conversation_id: Uuid,
+    /// `in` (from the customer) or `out`.
     pub direction: String,
+    /// `text` or `note` (kept for staff, never sent).
     pub kind: String,
     pub author_id: Option<Uuid>,
     /// The staff member who wrote it (outbound messages and notes).
     pub author_name: Option<String>,
     pub text: String,
     pub tg_message_id: Option<i64>,
+    /// Delivery state of a reply (`queued`, `sending`, `sent`, `failed`, …);
+    /// `internal` for a note.
     pub status: String,
     pub error: Option<String>,
     pub client_msg_id: Option<String>,
@@ -97,7 +101,7 @@ pub async fn list<C: ConnectionTrait>(
 }
 
 /// An earlier text of a message.
-#[derive(Debug, Serialize, Deserialize, FromQueryResult)]
+#[derive(Debug, Serialize, Deserialize, FromQueryResult, utoipa::ToSchema)]
 pub struct Version {
     pub text: String,
     /// When a later edit replaced this text.
@@ -105,7 +109,7 @@ pub struct Version {
 }
 
 /// A message's current text and every text it replaced.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Versions {
     pub message_id: Uuid,
     pub text: String,
@@ -163,11 +167,26 @@ impl Kind {
 }
 
 /// A reply or note as asked, before it is checked.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Draft {
+    /// 1 to 4096 characters, not only whitespace, no NUL.
+    #[schema(
+        min_length = 1,
+        max_length = 4096,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    )]
     pub text: String,
+    /// Not accepted yet: must be empty.
     #[serde(default)]
+    #[schema(max_items = 0)]
     pub attachment_ids: Vec<Uuid>,
+    /// The client's id for this message, 1 to 100 characters: a POST
+    /// repeated with the same one answers the message it created.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub client_msg_id: String,
 }
 

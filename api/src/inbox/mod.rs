@@ -19,5 +19,7 @@ platform::named_enum! {
     }
 }
 
+crate::openapi::named_enum_schema!(ConversationStatus, "Where a conversation stands");
+
 /// The message every refusal of an unknown status carries.
 pub const STATUS_CHOICES: &str = "status must be one of open, pending, resolved, snoozed";

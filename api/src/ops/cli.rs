@@ -261,7 +261,11 @@ async fn dlq(cmd: &DlqCommand, out: &Out) -> anyhow::Result<i32> {
                         .map(|s| {
                             vec![
                                 s.queue.clone(),
-                                s.depth.to_string(),
+                                if s.declared {
+                                    s.depth.to_string()
+                                } else {
+                                    "not declared".to_owned()
+                                },
                                 age(s.oldest_age_seconds),
                                 s.top_reasons
                                     .iter()

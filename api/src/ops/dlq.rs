@@ -21,6 +21,9 @@ impl From<DlqError> for ApiError {
             DlqError::UnknownQueue(_) => ApiError::NotFound {
                 what: "dead-letter queue",
             },
+            DlqError::NotDeclared(_) => ApiError::NotFound {
+                what: "dead-letter queue on this broker (not declared yet: no consumer has started)",
+            },
             other => ApiError::Unavailable {
                 what: "rabbitmq",
                 cause: other.to_string(),

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ApiResult;
 
 /// The outbox at a glance.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OutboxStats {
     /// Rows by status (`pending`, `done`, `failed`).
     pub counts: BTreeMap<String, i64>,
@@ -35,7 +35,7 @@ pub struct OutboxStats {
     pub failed: Vec<FailedGroup>,
 }
 
-#[derive(Debug, Serialize, Deserialize, FromQueryResult)]
+#[derive(Debug, Serialize, Deserialize, FromQueryResult, utoipa::ToSchema)]
 pub struct FailedGroup {
     pub event_type: String,
     pub last_error: Option<String>,

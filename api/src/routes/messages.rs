@@ -12,13 +12,27 @@ use uuid::Uuid;
 use crate::{
     AppState,
     authz::pep::Principal,
-    error::ApiResult,
+    error::{ApiResult, ErrorBody},
     inbox::messages::{self, Draft, Kind, Message, Versions, Writing, Written},
     page::{Page, PageRequest},
 };
 
 /// `GET /conversations/{id}/messages/{message_id}/versions`: a message's
 /// current text and every text it replaced.
+#[utoipa::path(
+    get,
+    path = "/api/conversations/{id}/messages/{message_id}/versions",
+    tag = "inbox",
+    summary = "A message's current text and every text it replaced",
+    params(
+        ("id" = Uuid, Path, description = "The conversation's id"),
+        ("message_id" = Uuid, Path, description = "The message's id"),
+    ),
+    responses(
+        (status = 200, description = "The texts", body = Versions),
+        (status = 404, description = "`not_found`: no such conversation or message, or not the caller's to read", body = ErrorBody),
+    )
+)]
 pub async fn versions(
     caller: Principal,
     State(state): State<AppState>,
@@ -30,13 +44,29 @@ pub async fn versions(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
 }
 
 /// Newest first; `next_cursor` pages towards older messages.
+#[utoipa::path(
+    get,
+    path = "/api/conversations/{id}/messages",
+    tag = "inbox",
+    summary = "A conversation's timeline, newest first",
+    params(("id" = Uuid, Path, description = "The conversation's id"), ListQuery),
+    responses(
+        (status = 200, description = "One page of messages; `next_cursor` pages towards older ones", body = Page<Message>),
+        (status = 400, description = "`invalid_limit`, `invalid_cursor`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such conversation, or not the caller's to read", body = ErrorBody),
+    )
+)]
 pub async fn list(
     caller: Principal,
     State(state): State<AppState>,
@@ -53,6 +83,22 @@ pub async fn list(
 /// `POST /conversations/{id}/messages` (`inbox.reply`, within the caller's
 /// inbox scope): 202 with the queued reply, or with the one an earlier POST
 /// of the same `client_msg_id` created.
+#[utoipa::path(
+    post,
+    path = "/api/conversations/{id}/messages",
+    tag = "inbox",
+    summary = "Send a reply to the customer",
+    description = "Queued for Telegram in the same transaction. Repeating the POST with the same `client_msg_id` answers the message the first one created.",
+    params(("id" = Uuid, Path, description = "The conversation's id")),
+    request_body = Draft,
+    responses(
+        (status = 202, description = "Queued: the reply, delivery pending", body = Message),
+        (status = 403, description = "`forbidden`: the caller may read no conversation", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such conversation, or not the caller's to read", body = ErrorBody),
+        (status = 409, description = "`client_msg_id_reused`: the id was used for a different message", body = ErrorBody),
+        (status = 422, description = "`empty_text`, `invalid_text`, `text_too_long`, `invalid_client_msg_id`, `attachments_unavailable`", body = ErrorBody),
+    )
+)]
 pub async fn create(
     caller: Principal,
     State(state): State<AppState>,
@@ -64,6 +110,22 @@ pub async fn create(
 }
 
 /// `POST /conversations/{id}/notes` (`inbox.reply`): a private note, 201.
+#[utoipa::path(
+    post,
+    path = "/api/conversations/{id}/notes",
+    tag = "inbox",
+    summary = "Add a private note for staff",
+    description = "Never sent to the customer. Repeating the POST with the same `client_msg_id` answers the note the first one created.",
+    params(("id" = Uuid, Path, description = "The conversation's id")),
+    request_body = Draft,
+    responses(
+        (status = 201, description = "The note", body = Message),
+        (status = 403, description = "`forbidden`: the caller may read no conversation", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such conversation, or not the caller's to read", body = ErrorBody),
+        (status = 409, description = "`client_msg_id_reused`: the id was used for a different message", body = ErrorBody),
+        (status = 422, description = "`empty_text`, `invalid_text`, `text_too_long`, `invalid_client_msg_id`, `attachments_unavailable`", body = ErrorBody),
+    )
+)]
 pub async fn create_note(
     caller: Principal,
     State(state): State<AppState>,

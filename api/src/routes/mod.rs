@@ -1,7 +1,9 @@
 //! REST routes, one module per resource, and the route table: every route
 //! with the access it requires. The router is built from the table alone and
 //! wraps each route in the PEP, so no route can exist without a declared
-//! access (the route-table test walks it).
+//! access (the route-table test walks it). Each handler is also documented
+//! with `#[utoipa::path]` and named in `crate::openapi`, which adds the
+//! access from this table (a test holds the two to each other).
 
 pub mod audit;
 pub mod contacts;
@@ -75,6 +77,12 @@ fn routes() -> Vec<Route> {
     use Method as M;
     vec![
         route(M::GET, "/health", Public, health::health),
+        route(
+            M::GET,
+            "/openapi.json",
+            Public,
+            crate::openapi::openapi_json,
+        ),
         route(M::GET, "/ws", FirstFrame, crate::realtime::socket::upgrade),
         route(M::POST, "/auth/login", Public, auth::login),
         route(M::POST, "/auth/refresh", Public, auth::refresh),

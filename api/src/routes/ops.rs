@@ -11,7 +11,7 @@ use axum::{
     http::{StatusCode, header},
     response::Response,
 };
-use broker_config::dlq::{DeadLetter, ReplayFilter, Summary};
+use broker_config::dlq::{DeadLetter, ReplayFilter, ReplayProgress, Summary};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -21,10 +21,26 @@ use uuid::Uuid;
 use crate::{
     AppState,
     authz::pep::Principal,
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, ErrorBody},
     inbox::messages::{self, Message},
     ops::{self, outbox::OutboxStats},
 };
+
+/// The name of a dead-letter queue, for the document: one of
+/// [`broker_config::dlq::queues`].
+pub struct DlqName;
+
+impl utoipa::PartialSchema for DlqName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some("A dead-letter queue of this system"))
+            .enum_values(Some(broker_config::dlq::queues()))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for DlqName {}
 
 async fn broker(state: &AppState) -> ApiResult<lapin::Connection> {
     state
@@ -42,26 +58,51 @@ async fn close(conn: lapin::Connection) {
 }
 
 /// `GET /ops/outbox`: counts by status, the oldest due row, failed rows.
+#[utoipa::path(
+    get,
+    path = "/api/ops/outbox",
+    tag = "ops",
+    summary = "The outbox: rows by status, the oldest due row, failed rows by type and error",
+    responses((status = 200, description = "The outbox at a glance", body = OutboxStats))
+)]
 pub async fn outbox(State(state): State<AppState>) -> ApiResult<Json<OutboxStats>> {
     Ok(Json(ops::outbox::stats(&state.db).await?))
 }
 
-#[derive(Debug, Deserialize)]
+/// Which failed outbox rows go back to pending; each field narrows it.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryFailedBody {
+    /// Only rows of this event type.
     pub event_type: Option<String>,
+    /// Only rows that failed at or after this time.
     pub since: Option<DateTime<Utc>>,
+    /// Only these rows.
     #[serde(default)]
+    #[schema(max_items = 10000)]
     pub ids: Vec<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Retried {
+    /// Rows put back to pending.
     pub retried: u64,
 }
 
 /// `POST /ops/outbox/retry-failed`: failed outbox rows back to pending,
 /// narrowed by type, time and ids; audited.
+#[utoipa::path(
+    post,
+    path = "/api/ops/outbox/retry-failed",
+    tag = "ops",
+    summary = "Put failed outbox rows back to pending (the runbook's SQL, narrowed); audited",
+    description = "A failed outbox row is an event the broker never took. Replies Telegram refused are not outbox rows: retry them with `POST /api/conversations/{id}/messages/{message_id}/retry`.",
+    request_body = RetryFailedBody,
+    responses(
+        (status = 200, description = "How many rows went back to pending", body = Retried),
+        (status = 400, description = "`too_many_ids`", body = ErrorBody),
+    )
+)]
 pub async fn outbox_retry_failed(
     caller: Principal,
     State(state): State<AppState>,
@@ -83,6 +124,16 @@ pub async fn outbox_retry_failed(
 }
 
 /// `GET /ops/dlq`: every DLQ with its depth, oldest age and top reasons.
+#[utoipa::path(
+    get,
+    path = "/api/ops/dlq",
+    tag = "ops",
+    summary = "Every dead-letter queue with its depth, oldest message and top reasons",
+    responses(
+        (status = 200, description = "One entry per dead-letter queue", body = Vec<Summary>),
+        (status = 503, description = "`unavailable`: RabbitMQ cannot be reached", body = ErrorBody),
+    )
+)]
 pub async fn dlq_list(State(state): State<AppState>) -> ApiResult<Json<Vec<Summary>>> {
     let conn = broker(&state).await?;
     let list = ops::dlq::list(&conn).await;
@@ -90,13 +141,30 @@ pub async fn dlq_list(State(state): State<AppState>) -> ApiResult<Json<Vec<Summa
     Ok(Json(list?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PeekQuery {
+    /// How many messages from the head (default 20).
+    #[param(minimum = 1, maximum = 1000)]
     pub n: Option<usize>,
 }
 
 /// `GET /ops/dlq/{queue}/messages?n=`: the first `n` (default 20) dead
 /// letters, the queue left as it was.
+#[utoipa::path(
+    get,
+    path = "/api/ops/dlq/{queue}/messages",
+    tag = "ops",
+    summary = "The first messages of a dead-letter queue, leaving the queue as it was",
+    description = "Texts in the events are replaced by their length. Each peek raises the messages' `x-delivery-count` by one.",
+    params(("queue" = DlqName, Path, description = "A dead-letter queue"), PeekQuery),
+    responses(
+        (status = 200, description = "The dead letters, head first", body = Vec<DeadLetter>),
+        (status = 400, description = "`invalid_limit`: n is not between 1 and 1000", body = ErrorBody),
+        (status = 404, description = "`not_found`: not a dead-letter queue of this system, or not declared on the broker yet", body = ErrorBody),
+        (status = 503, description = "`unavailable`: RabbitMQ cannot be reached", body = ErrorBody),
+    )
+)]
 pub async fn dlq_peek(
     State(state): State<AppState>,
     Path(queue): Path<String>,
@@ -109,12 +177,18 @@ pub async fn dlq_peek(
     Ok(Json(letters?))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Which dead letters a replay takes; every field is optional.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayBody {
+    /// Replay at most this many.
+    #[schema(minimum = 1)]
     pub limit: Option<usize>,
+    /// Only events of this type.
     pub event_type: Option<String>,
+    /// Only those that died at or after this time.
     pub since: Option<DateTime<Utc>>,
+    /// Count what would be replayed; replay nothing.
     #[serde(default)]
     pub dry_run: bool,
 }
@@ -123,6 +197,21 @@ pub struct ReplayBody {
 /// JSON lines (`application/x-ndjson`), one per batch replayed, the last
 /// with `"done": true` (or an `error`). The replay goes on to its end if the
 /// caller goes away; its audit row tells how it ended.
+#[utoipa::path(
+    post,
+    path = "/api/ops/dlq/{queue}/replay",
+    tag = "ops",
+    summary = "Send dead letters back to the queue each came from; audited",
+    description = "Each message goes back alone to its own work queue and leaves the DLQ once the broker confirmed the copy; a message replayed 5 times stays. The answer is a stream of JSON lines (`application/x-ndjson`), one `ReplayProgress` per batch, the last with `done: true` (or `done: false` and an `error`). The replay finishes even if the caller goes away.",
+    params(("queue" = DlqName, Path, description = "A dead-letter queue")),
+    request_body(content = ReplayBody, description = "Optional; no body replays everything"),
+    responses(
+        (status = 200, description = "Progress lines, then the summary", content_type = "application/x-ndjson", body = ReplayProgress),
+        (status = 400, description = "`invalid_limit`, `unknown_event_type`", body = ErrorBody),
+        (status = 404, description = "`not_found`: not a dead-letter queue of this system, or not declared on the broker yet", body = ErrorBody),
+        (status = 503, description = "`unavailable`: RabbitMQ cannot be reached", body = ErrorBody),
+    )
+)]
 pub async fn dlq_replay(
     caller: Principal,
     State(state): State<AppState>,
@@ -183,7 +272,7 @@ pub async fn dlq_replay(
         .map_err(|e| ApiError::Internal(e.into()))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Purged {
     pub queue: String,
     pub purged: u32,
@@ -191,6 +280,18 @@ pub struct Purged {
 
 /// `DELETE /ops/dlq/{queue}/messages`: drops every message; audited with
 /// the count.
+#[utoipa::path(
+    delete,
+    path = "/api/ops/dlq/{queue}/messages",
+    tag = "ops",
+    summary = "Drop every message of a dead-letter queue; audited with the count",
+    params(("queue" = DlqName, Path, description = "A dead-letter queue")),
+    responses(
+        (status = 200, description = "How many messages were dropped", body = Purged),
+        (status = 404, description = "`not_found`: not a dead-letter queue of this system, or not declared on the broker yet", body = ErrorBody),
+        (status = 503, description = "`unavailable`: RabbitMQ cannot be reached", body = ErrorBody),
+    )
+)]
 pub async fn dlq_purge(
     caller: Principal,
     State(state): State<AppState>,
@@ -208,6 +309,23 @@ pub async fn dlq_purge(
 
 /// `POST /conversations/{id}/messages/{message_id}/retry` (`inbox.reply`):
 /// 202 with the reply queued again; 409 `not_failed` unless it had failed.
+#[utoipa::path(
+    post,
+    path = "/api/conversations/{id}/messages/{message_id}/retry",
+    tag = "inbox",
+    summary = "Send again a reply that failed at Telegram; audited",
+    description = "The reply goes back to `queued` with a fresh attempt budget, in its place in its chat's order. It cannot be sent twice.",
+    params(
+        ("id" = Uuid, Path, description = "The conversation's id"),
+        ("message_id" = Uuid, Path, description = "The reply's id"),
+    ),
+    responses(
+        (status = 202, description = "Queued again", body = Message),
+        (status = 403, description = "`forbidden`: the caller may read no conversation", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such conversation or message, or not the caller's to read", body = ErrorBody),
+        (status = 409, description = "`not_failed`: only a reply that failed can be retried", body = ErrorBody),
+    )
+)]
 pub async fn retry_message(
     caller: Principal,
     State(state): State<AppState>,

@@ -16,15 +16,37 @@ use crate::{
         roles::{self, NewRole, Permission, Role, RoleEdit},
     },
     authz::pep::Principal,
-    error::ApiResult,
+    error::{ApiResult, ErrorBody},
 };
 
 /// `GET /roles`.
+#[utoipa::path(
+    get,
+    path = "/api/roles",
+    tag = "roles",
+    summary = "Every role with its permissions and holder count",
+    responses((status = 200, description = "Built-in roles first, then by name", body = Vec<Role>))
+)]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<Role>>> {
     Ok(Json(roles::list(&state.db).await?))
 }
 
 /// `POST /roles`.
+#[utoipa::path(
+    post,
+    path = "/api/roles",
+    tag = "roles",
+    summary = "Create a role",
+    description = "It may grant only permissions the caller holds.",
+    request_body = NewRole,
+    responses(
+        (status = 201, description = "Created", body = Role),
+        (status = 403, description = "`forbidden`: it grants a permission the caller lacks", body = ErrorBody),
+        (status = 409, description = "`role_name_taken`", body = ErrorBody),
+        (status = 422, description = "`invalid_role_name`, `unknown_permission`, `invalid_character`", body = ErrorBody),
+        (status = 503, description = "`unavailable`: Redis is down, nothing was changed", body = ErrorBody),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Principal,
@@ -35,6 +57,21 @@ pub async fn create(
 }
 
 /// `PATCH /roles/{id}`: name and description (rights are unchanged).
+#[utoipa::path(
+    patch,
+    path = "/api/roles/{id}",
+    tag = "roles",
+    summary = "Rename or redescribe a role",
+    params(("id" = Uuid, Path, description = "The role's id")),
+    request_body = RoleEdit,
+    responses(
+        (status = 200, description = "The role as changed", body = Role),
+        (status = 404, description = "`not_found`: no such role", body = ErrorBody),
+        (status = 409, description = "`system_role`: built-in roles keep their names; `role_name_taken`", body = ErrorBody),
+        (status = 422, description = "`invalid_role_name`, `invalid_character`", body = ErrorBody),
+        (status = 503, description = "`unavailable`: Redis is down, nothing was changed", body = ErrorBody),
+    )
+)]
 pub async fn update(
     State(state): State<AppState>,
     caller: Principal,
@@ -47,6 +84,21 @@ pub async fn update(
 }
 
 /// `DELETE /roles/{id}`: its holders lose what it gave them at once.
+#[utoipa::path(
+    delete,
+    path = "/api/roles/{id}",
+    tag = "roles",
+    summary = "Delete a role",
+    description = "Its holders lose what it gave them at once.",
+    params(("id" = Uuid, Path, description = "The role's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "`forbidden`: it has holders and grants a permission the caller lacks", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such role", body = ErrorBody),
+        (status = 409, description = "`system_role`: built-in roles cannot be deleted", body = ErrorBody),
+        (status = 503, description = "`unavailable`: Redis is down, nothing was changed", body = ErrorBody),
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Principal,
@@ -56,12 +108,31 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct PermissionsIn {
+    /// Permission keys (see `GET /api/permissions`).
+    #[schema(value_type = Vec<crate::authz::Perm>)]
     pub permissions: Vec<String>,
 }
 
 /// `PUT /roles/{id}/permissions`: replaces the role's permissions.
+#[utoipa::path(
+    put,
+    path = "/api/roles/{id}/permissions",
+    tag = "roles",
+    summary = "Replace a role's permissions",
+    description = "Every holder's rights change at once. The caller must hold each permission added or removed.",
+    params(("id" = Uuid, Path, description = "The role's id")),
+    request_body = PermissionsIn,
+    responses(
+        (status = 200, description = "The role with its new permissions", body = Role),
+        (status = 403, description = "`forbidden`: a permission added or removed is one the caller lacks", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such role", body = ErrorBody),
+        (status = 409, description = "`system_role`: admin always has every permission", body = ErrorBody),
+        (status = 422, description = "`unknown_permission`", body = ErrorBody),
+        (status = 503, description = "`unavailable`: Redis is down, nothing was changed", body = ErrorBody),
+    )
+)]
 pub async fn put_permissions(
     State(state): State<AppState>,
     caller: Principal,
@@ -74,6 +145,13 @@ pub async fn put_permissions(
 }
 
 /// `GET /permissions`: the catalogue.
+#[utoipa::path(
+    get,
+    path = "/api/permissions",
+    tag = "roles",
+    summary = "The permission catalogue",
+    responses((status = 200, description = "Every permission, by key", body = Vec<Permission>))
+)]
 pub async fn permissions(State(state): State<AppState>) -> ApiResult<Json<Vec<Permission>>> {
     Ok(Json(roles::permissions(&state.db).await?))
 }

@@ -296,3 +296,37 @@ fn urlencode(s: &str) -> String {
         .replace('|', "%7C")
         .replace(':', "%3A")
 }
+
+#[tokio::test]
+async fn the_api_serves_the_committed_openapi_document() {
+    let mut env = TestEnv::new().await;
+    let api = env.start_api(&[]).await;
+    let resp = env
+        .http
+        .raw()
+        .get(format!("{}/api/openapi.json", api.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/json",
+        "served as JSON"
+    );
+    let served = resp.text().await.unwrap();
+    let committed = include_str!("../../../docs/openapi.json");
+    assert!(
+        served == committed,
+        "GET /api/openapi.json differs from docs/openapi.json: run \
+         `cargo run -p api --bin fastprep-api -- openapi > docs/openapi.json` and rebuild"
+    );
+    let doc: serde_json::Value = serde_json::from_str(&served).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    // Public, and in its own document.
+    assert_eq!(
+        doc["paths"]["/api/openapi.json"]["get"]["x-access"],
+        "public"
+    );
+    env.cleanup().await;
+}

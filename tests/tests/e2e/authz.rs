@@ -558,7 +558,7 @@ async fn every_change_is_audited_with_before_and_after() {
 }
 
 #[tokio::test]
-async fn every_route_but_login_refresh_and_health_requires_its_permission() {
+async fn every_route_but_login_refresh_health_and_the_spec_requires_its_permission() {
     let mut env = TestEnv::new().await;
     let api = env.start_api(&[]).await;
     let admin = env.admin_session(&api.url).await.access;
@@ -572,6 +572,7 @@ async fn every_route_but_login_refresh_and_health_requires_its_permission() {
         public,
         [
             ("GET", "/health"),
+            ("GET", "/openapi.json"),
             ("POST", "/auth/login"),
             ("POST", "/auth/refresh")
         ]

@@ -18,7 +18,7 @@ pub mod close;
 mod hold;
 mod limit;
 mod session;
-mod upgrade;
+pub(crate) mod upgrade;
 
 use std::time::{Duration, Instant};
 

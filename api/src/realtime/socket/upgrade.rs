@@ -18,7 +18,11 @@ use axum::{
 };
 
 use super::Limits;
-use crate::{AppState, error::ApiError, realtime::hub::Hub};
+use crate::{
+    AppState,
+    error::{ApiError, ErrorBody},
+    realtime::hub::Hub,
+};
 
 /// The gateway's shared parts.
 pub struct Gateway {
@@ -114,6 +118,23 @@ impl Drop for Slot {
 }
 
 /// `GET /api/ws`.
+#[utoipa::path(
+    get,
+    path = "/api/ws",
+    tag = "system",
+    summary = "Open the realtime WebSocket",
+    description = "No token in the URL: the socket authenticates with its first frame, \
+`{\"type\":\"auth\",\"token\":\"<access token>\"}`, within 5 s. A refused token closes the \
+socket with a 4xxx close code, never an HTTP 401. Frames and close codes: docs/WEBSOCKET.md.",
+    responses(
+        (status = 101, description = "Switching protocols: the socket is open and waits for its `auth` frame"),
+        (status = 400, description = "`bad_request`: not a WebSocket handshake (`Connection: upgrade`, `Upgrade: websocket`, `Sec-WebSocket-Key` or `Sec-WebSocket-Version: 13` missing)", body = ErrorBody),
+        (status = 403, description = "`origin_not_allowed`: an `Origin` not in `CORS_ORIGINS`", body = ErrorBody),
+        (status = 429, description = "`too_many_requests`: this client holds too many sockets still to authenticate", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "`unavailable`: this instance holds as many sockets as it may", body = ErrorBody),
+    )
+)]
 pub async fn upgrade(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
