@@ -59,6 +59,13 @@ impl ApiError {
         }
     }
 
+    /// The code and message a client may see (generic for server errors),
+    /// for an error reported inside a streamed answer.
+    pub fn public(&self) -> (&'static str, String) {
+        let (_, code, message) = self.parts();
+        (code, message)
+    }
+
     fn parts(&self) -> (StatusCode, &'static str, String) {
         match self {
             ApiError::BadRequest { code, message } => {

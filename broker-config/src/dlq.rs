@@ -47,6 +47,9 @@ pub const FAILURE_HEADER: &str = "x-fastprep-failure";
 pub const DIED_AT_HEADER: &str = "x-fastprep-died-at";
 /// How many times the message was replayed from a DLQ.
 pub const REPLAYS_HEADER: &str = "x-fastprep-replays";
+/// The replay run that sent the message back last: a run leaves what it
+/// sent itself and that failed again.
+pub const REPLAY_RUN_HEADER: &str = "x-fastprep-replay-run";
 /// A message replayed this many times stays in its DLQ: it keeps failing,
 /// and only a fix of its cause (or a purge) ends the loop.
 pub const MAX_REPLAYS: u32 = 5;
@@ -55,7 +58,7 @@ pub const MAX_FAILURE_CHARS: usize = 500;
 
 /// Headers of a dead letter that describe its death, not the event: a replay
 /// drops them, and the broker's own delivery count with them.
-const DEATH_HEADERS: [&str; 9] = [
+const DEATH_HEADERS: [&str; 10] = [
     "x-death",
     "x-first-death-queue",
     "x-first-death-reason",
@@ -65,6 +68,7 @@ const DEATH_HEADERS: [&str; 9] = [
     FAILURE_HEADER,
     DIED_AT_HEADER,
     REPLAYS_HEADER,
+    REPLAY_RUN_HEADER,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +122,8 @@ pub struct DeadLetter {
     /// Times the DLQ handed it out (peeks included).
     pub delivery_count: u64,
     pub replays: u32,
+    /// The replay run that sent it back last, if any.
+    pub replay_run: Option<String>,
     /// The broker's `x-death` entries, newest first, when the broker
     /// dead-lettered it.
     pub x_death: Value,
@@ -140,10 +146,12 @@ impl DeadLetter {
         let text = |name: &str| headers.get(name).and_then(|v| amqp_str(v));
         let x_death = headers.get("x-death").map_or(Value::Null, |v| to_json(v));
         let newest_death = x_death.get(0);
-        let source_queue = text(SOURCE_HEADER)
-            .or_else(|| {
-                (delivery.exchange.as_str() == DLX).then(|| delivery.routing_key.to_string())
-            })
+        // `fastprep.dlx` routes by the name of the queue that dead-lettered
+        // it, whoever published it there; the header is for a copy moved
+        // elsewhere by hand.
+        let source_queue = (delivery.exchange.as_str() == DLX)
+            .then(|| delivery.routing_key.to_string())
+            .or_else(|| text(SOURCE_HEADER))
             .or_else(|| {
                 newest_death
                     .and_then(|d| d.get("queue"))
@@ -195,6 +203,7 @@ impl DeadLetter {
                 .and_then(|n| u64::try_from(n).ok())
                 .unwrap_or(0),
             replays: replays_of(delivery),
+            replay_run: text(REPLAY_RUN_HEADER),
             x_death,
             headers: Value::Object(other),
             payload: summary(&delivery.data),
@@ -411,6 +420,9 @@ pub struct Summary {
     /// Whether the queue exists on the broker (every consumer declares the
     /// topology when it starts).
     pub declared: bool,
+    /// A peek, replay or purge of it is running: the depth counts only the
+    /// messages it does not hold, and the rest is not shown.
+    pub busy: bool,
     pub depth: u32,
     pub oldest_died_at: Option<DateTime<Utc>>,
     pub oldest_age_seconds: Option<i64>,
@@ -431,37 +443,43 @@ pub const SAMPLE: usize = 100;
 pub async fn list(conn: &Connection) -> Result<Vec<Summary>, DlqError> {
     let mut out = Vec::new();
     for queue in queues() {
-        let (declared, depth) = match depth(conn, &queue).await {
-            Ok(n) => (true, n),
-            Err(DlqError::NotDeclared(_)) => (false, 0),
-            Err(e) => return Err(e),
-        };
-        let sample = if depth > 0 {
-            peek(conn, &queue, SAMPLE).await?
-        } else {
-            Vec::new()
-        };
-        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-        for letter in &sample {
-            *counts.entry(letter.cause()).or_default() += 1;
-        }
-        let mut top_reasons: Vec<Reason> = counts
-            .into_iter()
-            .map(|(reason, count)| Reason { reason, count })
-            .collect();
-        top_reasons.sort_by(|a, b| b.count.cmp(&a.count).then(a.reason.cmp(&b.reason)));
-        top_reasons.truncate(5);
-        let oldest = sample.iter().filter_map(|l| l.died_at).min();
-        out.push(Summary {
-            queue,
-            declared,
-            depth,
-            oldest_died_at: oldest,
-            oldest_age_seconds: oldest.map(|t| (Utc::now() - t).num_seconds().max(0)),
-            top_reasons,
-        });
+        out.push(summarize(conn, &queue).await?);
     }
     Ok(out)
+}
+
+/// One DLQ with its depth, the age of its oldest message and its top causes.
+pub async fn summarize(conn: &Connection, queue: &str) -> Result<Summary, DlqError> {
+    let (declared, depth) = match depth(conn, queue).await {
+        Ok(n) => (true, n),
+        Err(DlqError::NotDeclared(_)) => (false, 0),
+        Err(e) => return Err(e),
+    };
+    let sample = if depth > 0 {
+        peek(conn, queue, SAMPLE).await?
+    } else {
+        Vec::new()
+    };
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for letter in &sample {
+        *counts.entry(letter.cause()).or_default() += 1;
+    }
+    let mut top_reasons: Vec<Reason> = counts
+        .into_iter()
+        .map(|(reason, count)| Reason { reason, count })
+        .collect();
+    top_reasons.sort_by(|a, b| b.count.cmp(&a.count).then(a.reason.cmp(&b.reason)));
+    top_reasons.truncate(5);
+    let oldest = sample.iter().filter_map(|l| l.died_at).min();
+    Ok(Summary {
+        queue: queue.to_owned(),
+        declared,
+        busy: false,
+        depth,
+        oldest_died_at: oldest,
+        oldest_age_seconds: oldest.map(|t| (Utc::now() - t).num_seconds().max(0)),
+        top_reasons,
+    })
 }
 
 /// Which dead letters a replay takes.
@@ -505,8 +523,8 @@ pub struct ReplayProgress {
     pub over_replay_cap: usize,
     /// Left in place: no work queue of this system to go back to.
     pub unknown_source: usize,
-    /// Left in place: dead-lettered after the replay began (a replayed
-    /// message failing again is not replayed again in the same run).
+    /// Left in place: sent back by this run and dead-lettered again (it is
+    /// not replayed twice in one run).
     pub arrived_during: usize,
     /// Messages in the DLQ when the replay ended.
     pub remaining: u32,
@@ -529,7 +547,11 @@ pub async fn replay(
 ) -> Result<ReplayProgress, DlqError> {
     known(queue)?;
     let depth_at_start = depth(conn, queue).await?;
-    let started_at = Utc::now();
+    let run = uuid::Uuid::now_v7().to_string();
+    // Each DLQ takes only its own queue's dead letters (`fastprep.dlx`
+    // routes by the source queue's name), so that is where they go back,
+    // whatever a header says.
+    let target = queue.strip_suffix(".dlq").unwrap_or(queue).to_owned();
     let publisher = Publisher::new(conn).await?;
     let channel = conn.create_channel().await?;
     let mut state = ReplayProgress {
@@ -562,34 +584,45 @@ pub async fn replay(
                 };
                 state.examined += 1;
                 let letter = DeadLetter::of(&message.delivery, state.examined);
-                let target = letter
-                    .source_queue
-                    .clone()
-                    .filter(|s| WORK_QUEUES.iter().any(|q| q.name == s));
-                match target {
+                let known_target = WORK_QUEUES.iter().any(|q| q.name == target);
+                match () {
                     // Past the limit: held, so that the whole queue is
                     // handed back in order.
-                    _ if state.replayed + batch.len() >= limit => {}
-                    None => state.unknown_source += 1,
-                    Some(_) if letter.died_at.is_some_and(|d| d > started_at) => {
+                    () if state.replayed + batch.len() >= limit => {}
+                    () if !known_target => state.unknown_source += 1,
+                    () if letter.replay_run.as_deref() == Some(run.as_str()) => {
                         state.arrived_during += 1;
                     }
-                    Some(_) if !filter.takes(&letter) => state.filtered_out += 1,
-                    Some(_) if letter.replays >= MAX_REPLAYS => state.over_replay_cap += 1,
-                    Some(_) if filter.dry_run => state.replayed += 1,
-                    Some(target) => {
-                        batch.push((message.delivery, letter, target));
+                    () if !filter.takes(&letter) => state.filtered_out += 1,
+                    () if letter.replays >= MAX_REPLAYS => state.over_replay_cap += 1,
+                    () if filter.dry_run => state.replayed += 1,
+                    () => {
+                        batch.push((message.delivery, letter, target.clone()));
                         continue;
                     }
                 }
                 held.push(message.delivery);
             }
             if !batch.is_empty() {
-                republish(&publisher, &batch).await?;
-                for (delivery, _, target) in &batch {
-                    delivery.ack(BasicAckOptions::default()).await?;
-                    *state.by_queue.entry(target.clone()).or_default() += 1;
-                    state.replayed += 1;
+                // Every confirmed copy's dead letter is acked, even when
+                // another of the batch failed (that one stays, held).
+                let confirmed = republish(&publisher, &batch, &run).await?;
+                let mut failure = None;
+                for ((delivery, _, target), result) in batch.into_iter().zip(confirmed) {
+                    match result {
+                        Ok(()) => {
+                            delivery.ack(BasicAckOptions::default()).await?;
+                            *state.by_queue.entry(target).or_default() += 1;
+                            state.replayed += 1;
+                        }
+                        Err(e) => {
+                            held.push(delivery);
+                            failure.get_or_insert(e);
+                        }
+                    }
+                }
+                if let Some(e) = failure {
+                    return Err(DlqError::Publish(e));
                 }
             }
             progress(&state);
@@ -619,7 +652,8 @@ pub async fn replay(
 async fn republish(
     publisher: &Publisher,
     batch: &[(Delivery, DeadLetter, String)],
-) -> Result<(), DlqError> {
+    run: &str,
+) -> Result<Vec<Result<(), PublishError>>, DlqError> {
     /// What a replayed message carries beside its body.
     struct Prepared {
         headers: Vec<(String, String)>,
@@ -630,7 +664,7 @@ async fn republish(
     let prepared: Vec<Prepared> = batch
         .iter()
         .map(|(delivery, letter, _)| Prepared {
-            headers: replay_headers(delivery, letter.replays + 1),
+            headers: replay_headers(delivery, letter.replays + 1, run),
             id: letter.message_id.clone().unwrap_or_default(),
             kind: letter.event_type.clone().unwrap_or_default(),
             timestamp: delivery.properties.timestamp().unwrap_or_default(),
@@ -651,15 +685,12 @@ async fn republish(
             mandatory: true,
         })
         .collect();
-    for result in publisher.publish_batch(&outgoing).await? {
-        result?;
-    }
-    Ok(())
+    Ok(publisher.publish_batch(&outgoing).await?)
 }
 
 /// The headers a replayed message carries: its own string headers without
 /// those of its death, and the replay count.
-fn replay_headers(delivery: &Delivery, replays: u32) -> Vec<(String, String)> {
+fn replay_headers(delivery: &Delivery, replays: u32, run: &str) -> Vec<(String, String)> {
     let headers = delivery.properties.headers();
     // A dead letter as the alerts consumer saw it keeps the facts of its
     // first death; any other message starts its life afresh.
@@ -682,7 +713,26 @@ fn replay_headers(delivery: &Delivery, replays: u32) -> Vec<(String, String)> {
         })
         .unwrap_or_default();
     out.push((REPLAYS_HEADER.to_owned(), replays.to_string()));
+    out.push((REPLAY_RUN_HEADER.to_owned(), run.to_owned()));
     out
+}
+
+/// The headers that travel with a message through retry tiers and deaths:
+/// its replay count and its last replay run.
+pub fn carried_headers(delivery: &Delivery) -> Vec<(String, String)> {
+    let Some(headers) = delivery.properties.headers().as_ref() else {
+        return Vec::new();
+    };
+    [REPLAYS_HEADER, REPLAY_RUN_HEADER]
+        .into_iter()
+        .filter_map(|name| {
+            headers
+                .inner()
+                .get(name)
+                .and_then(amqp_str)
+                .map(|v| (name.to_owned(), v))
+        })
+        .collect()
 }
 
 /// Empties `queue`; returns how many messages it dropped.

@@ -678,6 +678,7 @@ impl<H: Handler> Shared<H> {
         let headers: Vec<(String, String)> = trace_headers(delivery)
             .into_iter()
             .chain(info.dead_letter_headers())
+            .chain(crate::dlq::carried_headers(delivery))
             .collect();
         let outgoing = Outgoing {
             exchange: "",
@@ -734,10 +735,7 @@ impl<H: Handler> Shared<H> {
         if info.dead_lettered_from().is_none() {
             headers.push((DEATH_REASON.to_owned(), "rejected".to_owned()));
         }
-        let replays = crate::dlq::replays_of(delivery);
-        if replays > 0 {
-            headers.push((crate::dlq::REPLAYS_HEADER.to_owned(), replays.to_string()));
-        }
+        headers.extend(crate::dlq::carried_headers(delivery));
         headers.push((crate::dlq::SOURCE_HEADER.to_owned(), queue.to_owned()));
         headers.push((
             crate::dlq::FAILURE_HEADER.to_owned(),

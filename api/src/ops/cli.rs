@@ -251,9 +251,11 @@ async fn dlq(cmd: &DlqCommand, out: &Out) -> anyhow::Result<i32> {
         broker_config::dlq::known(queue)?;
     }
     let conn = broker().await?;
+    // Each DLQ operation holds its queue's lock in PostgreSQL, and audits.
+    let db = db().await?;
     let code = match cmd {
         DlqCommand::List => {
-            let list = super::dlq::list(&conn).await?;
+            let list = super::dlq::list(&db, &conn).await?;
             out.print(&list, || {
                 table(
                     &["queue", "depth", "oldest", "top reasons (first 100)"],
@@ -261,10 +263,12 @@ async fn dlq(cmd: &DlqCommand, out: &Out) -> anyhow::Result<i32> {
                         .map(|s| {
                             vec![
                                 s.queue.clone(),
-                                if s.declared {
-                                    s.depth.to_string()
-                                } else {
-                                    "not declared".to_owned()
+                                match (s.declared, s.busy) {
+                                    (false, _) => "not declared".to_owned(),
+                                    (true, true) => {
+                                        format!("{} (busy: a peek, replay or purge runs)", s.depth)
+                                    }
+                                    (true, false) => s.depth.to_string(),
                                 },
                                 age(s.oldest_age_seconds),
                                 s.top_reasons
@@ -280,7 +284,7 @@ async fn dlq(cmd: &DlqCommand, out: &Out) -> anyhow::Result<i32> {
             0
         }
         DlqCommand::Peek { queue, n } => {
-            let letters = super::dlq::peek(&conn, queue, *n).await?;
+            let letters = super::dlq::peek(&db, &conn, queue, *n).await?;
             out.print(&letters, || {
                 if letters.is_empty() {
                     return format!("{queue} is empty");
@@ -329,7 +333,6 @@ async fn dlq(cmd: &DlqCommand, out: &Out) -> anyhow::Result<i32> {
                 since: filter.since,
                 dry_run: filter.dry_run,
             };
-            let db = db().await?;
             let bar = (!out.json && std::io::stderr().is_terminal()).then(|| {
                 let bar = ProgressBar::new(0);
                 bar.set_style(
@@ -340,13 +343,21 @@ async fn dlq(cmd: &DlqCommand, out: &Out) -> anyhow::Result<i32> {
                 );
                 bar
             });
-            let summary = super::dlq::replay(&db, &conn, None, queue, &filter, |p| {
-                if let Some(bar) = &bar {
-                    bar.set_length(u64::from(p.depth_at_start).max(p.examined as u64));
-                    bar.set_position(p.examined as u64);
-                    bar.set_message(format!("{} replayed", p.replayed));
-                }
-            })
+            let summary = super::dlq::replay(
+                &db,
+                super::dlq::hold(&db, queue).await?,
+                &conn,
+                None,
+                queue,
+                &filter,
+                |p| {
+                    if let Some(bar) = &bar {
+                        bar.set_length(u64::from(p.depth_at_start).max(p.examined as u64));
+                        bar.set_position(p.examined as u64);
+                        bar.set_message(format!("{} replayed", p.replayed));
+                    }
+                },
+            )
             .await;
             if let Some(bar) = bar {
                 bar.finish_and_clear();
@@ -396,7 +407,6 @@ async fn dlq(cmd: &DlqCommand, out: &Out) -> anyhow::Result<i32> {
                     return Ok(1);
                 }
             }
-            let db = db().await?;
             let purged = super::dlq::purge(&db, &conn, None, queue).await?;
             out.print(&json!({"queue": queue, "purged": purged}), || {
                 format!("purged {purged} messages from {queue}")
@@ -504,6 +514,7 @@ async fn retry_messages(
     let failed = crate::inbox::messages::failed_replies(&db, conversation, since).await?;
     let mut retried = Vec::new();
     let mut refused: Vec<Value> = Vec::new();
+    let mut errors: Vec<Value> = Vec::new();
     for (conversation, message) in failed {
         match crate::inbox::messages::retry(
             &db,
@@ -516,7 +527,12 @@ async fn retry_messages(
         {
             Ok(_) => retried.push(message),
             // Retried meanwhile by someone else: not failed any more.
-            Err(e) => refused.push(json!({"message_id": message, "error": e.to_string()})),
+            Err(e @ crate::error::ApiError::Conflict { .. }) => {
+                refused.push(json!({"message_id": message, "error": e.to_string()}));
+            }
+            Err(e) => {
+                errors.push(json!({"message_id": message, "error": e.to_string()}));
+            }
         }
     }
     if !retried.is_empty() {
@@ -524,15 +540,19 @@ async fn retry_messages(
             .execute_unprepared("SELECT pg_notify('outbox', '')")
             .await;
     }
-    let result = json!({"retried": retried.len(), "message_ids": retried, "skipped": refused});
+    let result = json!({"retried": retried.len(), "message_ids": retried, "skipped": refused, "errors": errors});
     out.print(&result, || {
-        format!(
-            "{} failed replies queued again; {} skipped",
+        let mut s = format!(
+            "{} failed replies queued again; {} skipped (no longer failed)",
             retried.len(),
             refused.len()
-        )
+        );
+        for e in &errors {
+            s.push_str(&format!("\nerror: {e}"));
+        }
+        s
     });
-    Ok(0)
+    Ok(i32::from(!errors.is_empty()))
 }
 
 fn management_url(env: &platform::Env, amqp_url: &str) -> anyhow::Result<url::Url> {

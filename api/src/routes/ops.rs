@@ -136,7 +136,7 @@ pub async fn outbox_retry_failed(
 )]
 pub async fn dlq_list(State(state): State<AppState>) -> ApiResult<Json<Vec<Summary>>> {
     let conn = broker(&state).await?;
-    let list = ops::dlq::list(&conn).await;
+    let list = ops::dlq::list(&state.db, &conn).await;
     close(conn).await;
     Ok(Json(list?))
 }
@@ -162,6 +162,7 @@ pub struct PeekQuery {
         (status = 200, description = "The dead letters, head first", body = Vec<DeadLetter>),
         (status = 400, description = "`invalid_limit`: n is not between 1 and 1000", body = ErrorBody),
         (status = 404, description = "`not_found`: not a dead-letter queue of this system, or not declared on the broker yet", body = ErrorBody),
+        (status = 409, description = "`dlq_busy`: another peek, replay or purge of this queue ran for 5 s and still runs", body = ErrorBody),
         (status = 503, description = "`unavailable`: RabbitMQ cannot be reached", body = ErrorBody),
     )
 )]
@@ -172,7 +173,7 @@ pub async fn dlq_peek(
 ) -> ApiResult<Json<Vec<DeadLetter>>> {
     broker_config::dlq::known(&queue)?;
     let conn = broker(&state).await?;
-    let letters = ops::dlq::peek(&conn, &queue, q.n.unwrap_or(20)).await;
+    let letters = ops::dlq::peek(&state.db, &conn, &queue, q.n.unwrap_or(20)).await;
     close(conn).await;
     Ok(Json(letters?))
 }
@@ -209,6 +210,7 @@ pub struct ReplayBody {
         (status = 200, description = "Progress lines, then the summary", content_type = "application/x-ndjson", body = ReplayProgress),
         (status = 400, description = "`invalid_limit`, `unknown_event_type`", body = ErrorBody),
         (status = 404, description = "`not_found`: not a dead-letter queue of this system, or not declared on the broker yet", body = ErrorBody),
+        (status = 409, description = "`dlq_busy`: another peek, replay or purge of this queue ran for 5 s and still runs", body = ErrorBody),
         (status = 503, description = "`unavailable`: RabbitMQ cannot be reached", body = ErrorBody),
     )
 )]
@@ -235,6 +237,19 @@ pub async fn dlq_replay(
         ));
     }
     let conn = broker(&state).await?;
+    // A queue not declared yet (404) or busy (409) answers here, not in the
+    // stream.
+    if let Err(e) = broker_config::dlq::depth(&conn, &queue).await {
+        close(conn).await;
+        return Err(e.into());
+    }
+    let held = match ops::dlq::hold(&state.db, &queue).await {
+        Ok(tx) => tx,
+        Err(e) => {
+            close(conn).await;
+            return Err(e);
+        }
+    };
     let filter = ReplayFilter {
         limit: body.limit,
         event_type: body.event_type,
@@ -251,7 +266,7 @@ pub async fn dlq_replay(
             Bytes::from(s)
         };
         let progress_tx = tx.clone();
-        let result = ops::dlq::replay(&db, &conn, Some(actor), &queue, &filter, |p| {
+        let result = ops::dlq::replay(&db, held, &conn, Some(actor), &queue, &filter, |p| {
             if !p.done {
                 let _ = progress_tx.try_send(line(serde_json::to_value(p).unwrap_or_default()));
             }
@@ -260,7 +275,11 @@ pub async fn dlq_replay(
         close(conn).await;
         let last = match result {
             Ok(summary) => serde_json::to_value(&summary).unwrap_or_default(),
-            Err(e) => json!({"done": false, "error": e.to_string()}),
+            Err(e) => {
+                tracing::warn!(error = %e, "dlq replay stopped");
+                let (code, message) = e.public();
+                json!({"done": false, "error": {"code": code, "message": message}})
+            }
         };
         let _ = tx.send(line(last)).await;
     });
@@ -289,6 +308,7 @@ pub struct Purged {
     responses(
         (status = 200, description = "How many messages were dropped", body = Purged),
         (status = 404, description = "`not_found`: not a dead-letter queue of this system, or not declared on the broker yet", body = ErrorBody),
+        (status = 409, description = "`dlq_busy`: another peek, replay or purge of this queue ran for 5 s and still runs", body = ErrorBody),
         (status = 503, description = "`unavailable`: RabbitMQ cannot be reached", body = ErrorBody),
     )
 )]

@@ -425,15 +425,12 @@ impl Handler for TgDelivery {
             tracing::info!(message_id = %msg.message_id, "already sent; nothing to do");
             return Ok(());
         }
-        if turn.status == DeliveryStatus::Failed.as_str()
-            && msg.resend
-            && !ctx.delivery.from_dead_letter_queue
-        {
-            // Given up on while it waited (by an operator): not revived by
-            // its scheduled retry; its chat goes on without it. A replay
-            // from the dead-letter queue (of the original event, or of the
-            // `resend` that released it from hold) does send it again.
-            tracing::info!(message_id = %msg.message_id, "given up while waiting; the chat goes on");
+        if turn.status == DeliveryStatus::Failed.as_str() && !ctx.delivery.from_dead_letter_queue {
+            // Failed for good, and not sent back from a dead-letter queue:
+            // the redelivery of the event that failed (its dead letter was
+            // published, its ack lost), or the scheduled retry of a reply an
+            // operator gave up on. Not sent again; its chat goes on.
+            tracing::info!(message_id = %msg.message_id, "failed for good; not sent again");
             if turn.held_after {
                 hand_on(tx, msg).await?;
             }
@@ -441,10 +438,12 @@ impl Handler for TgDelivery {
         }
         let mut attempts = turn.attempts;
         if turn.status == DeliveryStatus::Failed.as_str() {
-            // A replay from the dead-letter queue: the reply starts over,
-            // queued in its place, with a fresh budget. In a transaction of
-            // its own: the `sending` mark below writes the row from another
-            // one, and would wait forever on this one's row lock.
+            // A replay from the dead-letter queue (of the original event, or
+            // of the `resend` that released it from hold): the reply starts
+            // over, queued in its place, with a fresh budget, and the inbox
+            // is told. In a transaction of its own: the `sending` mark below
+            // writes the row from another one, and would wait forever on
+            // this one's row lock.
             use messages::Column;
             let reset = self.db.begin().await.map_err(Failure::from_db)?;
             messages::Entity::update_many()
@@ -456,7 +455,17 @@ impl Handler for TgDelivery {
                 .filter(Column::Status.eq(DeliveryStatus::Failed.as_str()))
                 .exec(&reset)
                 .await?;
+            set_status(
+                &reset,
+                msg,
+                StatusChange {
+                    counted: false,
+                    ..StatusChange::new(DeliveryStatus::Queued)
+                },
+            )
+            .await?;
             reset.commit().await?;
+            self.relay_wake.committed();
             attempts = 0;
         }
         // A `retrying` reply is tried whenever an event for it comes: its

@@ -743,3 +743,153 @@ async fn authz_flush_ends_the_old_rights_of_one_user_or_all() {
     assert_eq!(audited, 2);
     env.cleanup().await;
 }
+
+/// Publishes `n` dead letters of `source` to `fastprep.dlx`, as the runner
+/// does, with `headers` on each.
+async fn dead_letters(env: &TestEnv, source: &str, n: usize, headers: &[(&str, &str)]) {
+    use lapin::{
+        BasicProperties,
+        options::{BasicPublishOptions, ConfirmSelectOptions},
+        types::{LongString, ShortString},
+    };
+    let conn = env.broker().await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let mut confirms = Vec::new();
+    for i in 0..n {
+        let mut table = FieldTable::default();
+        for (k, v) in headers {
+            table.insert(
+                ShortString::from(*k),
+                AMQPValue::LongString(LongString::from(*v)),
+            );
+        }
+        let body = serde_json::to_vec(&json!({"id": uuid::Uuid::now_v7(), "type": "message.delivery_failed.v1",
+            "occurred_at": chrono::Utc::now(), "aggregate_type": "message", "aggregate_id": i.to_string(),
+            "data": {"message_id": uuid::Uuid::now_v7(), "conversation_id": uuid::Uuid::now_v7(), "error": "user_blocked", "attempts": 1}}))
+        .unwrap();
+        confirms.push(
+            ch.basic_publish(
+                "fastprep.dlx".into(),
+                source.into(),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_message_id(ShortString::from(format!("dl-{i}")))
+                    .with_type("message.delivery_failed.v1".into())
+                    .with_headers(table),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    for c in confirms {
+        assert!(c.await.unwrap().is_ack());
+    }
+    let _ = conn.close(200, "bye".into()).await;
+}
+
+#[tokio::test]
+async fn a_dead_letter_of_alerts_goes_back_to_alerts_whatever_its_headers_say() {
+    let env = TestEnv::new().await;
+    let (code, _) = ops(&env, &["topology", "apply"]);
+    assert_eq!(code, 0);
+    // A copy of a tg-delivery dead letter that the alerts consumer could not
+    // take, dead-lettered by the broker with the headers it came with.
+    dead_letters(
+        &env,
+        "alerts",
+        1,
+        &[("x-fastprep-dlq-source", "tg-delivery")],
+    )
+    .await;
+    wait_depth(&env, "alerts.dlq", 1, Duration::from_secs(10)).await;
+    let (_, peeked) = ops(&env, &["dlq", "peek", "alerts.dlq"]);
+    assert_eq!(peeked[0]["source_queue"], "alerts");
+    let (code, summary) = ops(&env, &["dlq", "replay", "alerts.dlq"]);
+    assert_eq!(
+        (code, summary["by_queue"].clone()),
+        (0, json!({"alerts": 1})),
+        "{summary}"
+    );
+    assert_eq!(depth(&env, "tg-delivery").await, 0);
+    assert_eq!(depth(&env, "alerts").await, 1);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_listing_during_a_replay_shows_the_queue_busy_and_a_second_replay_waits_its_turn() {
+    let mut env = TestEnv::new().await;
+    let api = env.start_api(&[]).await;
+    let (code, _) = ops(&env, &["topology", "apply"]);
+    assert_eq!(code, 0);
+    dead_letters(
+        &env,
+        "tg-delivery",
+        3000,
+        &[("x-fastprep-failure", "user_blocked")],
+    )
+    .await;
+    wait_depth(&env, "tg-delivery.dlq", 3000, Duration::from_secs(20)).await;
+    let token = env
+        .http
+        .login(
+            &api.url,
+            fastprep_tests::env::ADMIN_EMAIL,
+            fastprep_tests::env::ADMIN_PASSWORD,
+        )
+        .await;
+    let replay = env.spawn("fastprep-ops", &["dlq", "replay", "tg-delivery.dlq"], &[]);
+    let pool = env.pool.clone();
+    wait_for(
+        "the replay to hold the queue's lock",
+        Duration::from_secs(20),
+        || {
+            let pool = pool.clone();
+            async move {
+                let held: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                (held > 0).then_some(())
+            }
+        },
+    )
+    .await;
+    let (status, list) = env
+        .http
+        .call(
+            Method::GET,
+            &format!("{}/api/ops/dlq", api.url),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let tg = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "tg-delivery.dlq")
+        .unwrap()
+        .clone();
+    let finished = env.proc(replay).exited().is_some();
+    assert!(tg["busy"] == json!(true) || finished, "{tg}");
+    // A second replay waits for the first, then finds nothing left.
+    let (code, second) = ops(&env, &["dlq", "replay", "tg-delivery.dlq"]);
+    assert_eq!(code, 0, "{second}");
+    assert_eq!(second["replayed"], 0, "{second}");
+    wait_for("the first replay to end", Duration::from_secs(60), || {
+        let done = env.proc(replay).exited().is_some();
+        async move { done.then_some(()) }
+    })
+    .await;
+    assert_eq!(depth(&env, "tg-delivery").await, 3000);
+    assert_eq!(depth(&env, "tg-delivery.dlq").await, 0);
+    env.cleanup().await;
+}
