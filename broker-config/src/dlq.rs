@@ -20,14 +20,17 @@
 //! - A counter header, [`REPLAYS_HEADER`], travels with the message across
 //!   replays and deaths; at [`MAX_REPLAYS`] a message is no longer replayed.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
+
+use futures::StreamExt;
 
 use chrono::{DateTime, Utc};
 use lapin::{
     Channel, Connection,
     message::Delivery,
     options::{
-        BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions, QueuePurgeOptions,
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions,
+        BasicNackOptions, BasicQosOptions, QueueDeclareOptions, QueuePurgeOptions,
     },
     types::{AMQPValue, FieldTable},
 };
@@ -536,6 +539,20 @@ pub struct ReplayProgress {
 
 /// Messages republished before their confirms are awaited together.
 const REPLAY_BATCH: usize = 64;
+/// Unacked deliveries a replay takes at once (those it leaves in place
+/// count until it ends).
+const REPLAY_WINDOW: u16 = 10_000;
+/// Past the depth counted at the start, the end of the queue is this long
+/// without a delivery.
+const END_IDLE: Duration = Duration::from_millis(300);
+/// Before that depth, a replay gives up after this long without one (the
+/// queue was emptied by a purge, or its window is full of messages it left).
+const STALL_IDLE: Duration = Duration::from_secs(5);
+
+/// A delivery taken by a replay.
+struct ReplayDelivery {
+    delivery: Delivery,
+}
 
 /// Replays `queue` into the work queues its messages came from (see the
 /// module's documentation); `progress` is called after every batch.
@@ -564,25 +581,56 @@ pub async fn replay(
     let limit = filter.limit.unwrap_or(usize::MAX);
     // Messages left in place, handed back in order at the end.
     let mut held: Vec<Delivery> = Vec::new();
+    // A consumer with a window of unacked deliveries, not one basic.get
+    // (one queue command) per message: the queue streams the DLQ to us.
+    channel
+        .basic_qos(REPLAY_WINDOW, BasicQosOptions::default())
+        .await?;
+    let tag = format!("fastprep-ops-replay-{run}");
+    let mut consumer = channel
+        .basic_consume(
+            queue.into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
     let result = async {
         // To the end of the queue: the depth counted at the start can lag
-        // behind messages still being handed back (by a replay that died).
+        // behind messages still being handed back (by a replay that died),
+        // so the end is when nothing more comes.
         let most = depth_at_start as usize + MAX_PEEK_READ;
         while state.examined < most {
             // One batch: the next messages to go back, each with its
             // delivery, the others held unacked until the end.
             let mut batch: Vec<(Delivery, DeadLetter, String)> = Vec::new();
-            // The queue ran dry before its depth (another replay, a purge).
+            // Nothing more came: the end of the queue (or of the window,
+            // when it is full of messages left in place).
             let mut dry = false;
             while batch.len() < REPLAY_BATCH && state.examined < most {
-                let Some(message) = channel
-                    .basic_get(queue.into(), BasicGetOptions { no_ack: false })
-                    .await?
-                else {
-                    dry = true;
-                    break;
+                let wait = if !batch.is_empty() {
+                    // Send what is ready rather than wait for more.
+                    Duration::ZERO
+                } else if state.examined >= depth_at_start as usize {
+                    END_IDLE
+                } else {
+                    STALL_IDLE
+                };
+                let delivery = match tokio::time::timeout(wait, consumer.next()).await {
+                    Ok(Some(delivery)) => delivery?,
+                    // The channel is gone: the hand-back below says why.
+                    Ok(None) => {
+                        dry = true;
+                        break;
+                    }
+                    Err(_) if batch.is_empty() => {
+                        dry = true;
+                        break;
+                    }
+                    Err(_) => break,
                 };
                 state.examined += 1;
+                let message = ReplayDelivery { delivery };
                 let letter = DeadLetter::of(&message.delivery, state.examined);
                 let known_target = WORK_QUEUES.iter().any(|q| q.name == target);
                 match () {
@@ -633,6 +681,15 @@ pub async fn replay(
         Ok::<(), DlqError>(())
     }
     .await;
+    // No more deliveries; those already on their way are left in place too.
+    let _ = channel
+        .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+        .await;
+    while let Ok(Some(Ok(delivery))) =
+        tokio::time::timeout(Duration::from_millis(100), consumer.next()).await
+    {
+        held.push(delivery);
+    }
     // Hands back what was left in place, in order (and, after an error,
     // whatever the batch still held, with the channel).
     let returned = hand_back(&channel, held).await;

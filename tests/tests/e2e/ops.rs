@@ -893,3 +893,34 @@ async fn a_listing_during_a_replay_shows_the_queue_busy_and_a_second_replay_wait
     assert_eq!(depth(&env, "tg-delivery.dlq").await, 0);
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_limited_replay_leaves_the_rest_in_order() {
+    let env = TestEnv::new().await;
+    let (code, _) = ops(&env, &["topology", "apply"]);
+    assert_eq!(code, 0);
+    dead_letters(&env, "authz-fanout", 8, &[]).await;
+    wait_depth(&env, "authz-fanout.dlq", 8, Duration::from_secs(10)).await;
+    let (code, summary) = ops(&env, &["dlq", "replay", "authz-fanout.dlq", "--limit", "3"]);
+    assert_eq!(
+        (code, summary["replayed"].clone()),
+        (0, json!(3)),
+        "{summary}"
+    );
+    let (_, dry) = ops(&env, &["dlq", "replay", "authz-fanout.dlq", "--dry-run"]);
+    assert_eq!(
+        (dry["replayed"].clone(), dry["remaining"].clone()),
+        (json!(5), json!(5)),
+        "{dry}"
+    );
+    let (_, left) = ops(&env, &["dlq", "peek", "authz-fanout.dlq", "-n", "10"]);
+    let ids: Vec<&str> = left
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["message_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["dl-3", "dl-4", "dl-5", "dl-6", "dl-7"]);
+    assert_eq!(depth(&env, "authz-fanout").await, 3);
+    env.cleanup().await;
+}
