@@ -1,24 +1,26 @@
-//! Dead-letter queues, as on-call handles them (ADR 0015): list them, peek at
+//! Dead-letter queues, as on-call handles them (ADR 0016): list them, peek at
 //! what is in one without changing it, replay it into the queue it came from,
 //! or purge it.
 //!
-//! - **Peek** takes up to `n` messages from the head without acknowledging
-//!   any, then closes its channel: the broker hands every one back, in its
-//!   place. Nothing is consumed, moved or redelivered to a consumer (no
-//!   process consumes a DLQ). A quorum queue counts each hand-back in the
-//!   message's `x-delivery-count`; the DLQs have no delivery limit, so the
-//!   count is shown and never drops a message, and a replay does not carry
-//!   it on.
-//! - **Replay** republishes each message, confirmed, to the work queue that
-//!   dead-lettered it through the default exchange (never through
-//!   `fastprep.events`, which would fan it out to every bound queue again),
-//!   and only then acknowledges it in the DLQ. Messages it leaves (filtered
-//!   out, or replayed too often already) are handed back in place when it
+//! - **Peek** reads the whole queue without acknowledging anything, then
+//!   nacks every message back in the order it came: a quorum queue without a
+//!   delivery limit puts a nacked message at its back, so one full turn
+//!   leaves the order as it was. Nothing is consumed or redelivered to a
+//!   consumer (no process consumes a DLQ). The queue counts each hand-back
+//!   in the message's `x-delivery-count`; the DLQs have no delivery limit, so
+//!   the count is shown and drops nothing, and a replay does not carry it on.
+//! - **Replay** consumes the DLQ through a window of unacked deliveries and
+//!   republishes each message, confirmed, to the DLQ's own work queue through
+//!   the default exchange (never through `fastprep.events`, which would fan
+//!   it out to every bound queue again), and only then acknowledges it.
+//!   Messages it leaves (filtered out, past the limit, replayed too often,
+//!   or sent by this run and failed again) are handed back in order when it
 //!   ends. A crash between a confirm and its ack leaves the message in the
 //!   DLQ as well as in the work queue; the consumers' idempotency claim
 //!   makes the second copy a duplicate that does nothing.
 //! - A counter header, [`REPLAYS_HEADER`], travels with the message across
-//!   replays and deaths; at [`MAX_REPLAYS`] a message is no longer replayed.
+//!   replays, retry tiers and deaths; at [`MAX_REPLAYS`] a message is no
+//!   longer replayed.
 
 use std::{collections::BTreeMap, time::Duration};
 
