@@ -4,7 +4,6 @@
 use std::time::{Duration, Instant};
 
 use fastprep_tests::{TestEnv, system::System, wait_for};
-use lapin::{options::QueueDeclareOptions, types::FieldTable};
 use serde_json::{Value, json};
 
 fn sends_of(sent: &Value, key: &str) -> i64 {
@@ -18,23 +17,10 @@ fn sends_of(sent: &Value, key: &str) -> i64 {
 }
 
 async fn queue_depth(env: &TestEnv, queue: &str) -> u32 {
-    let conn = broker_config::connection::connect(&env.amqp_url(), "test")
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    let q = ch
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let conn = env.broker().await;
+    let n = broker_config::dlq::depth(&conn, queue).await.unwrap();
     let _ = conn.close(200, "bye".into()).await;
-    q.message_count()
+    n
 }
 
 async fn outbox_status(env: &TestEnv, event_type: &str, aggregate_id: &str) -> Vec<(String, i32)> {

@@ -6,29 +6,15 @@
 use std::time::Duration;
 
 use fastprep_tests::{TestEnv, system::System, wait_for};
-use lapin::{
-    options::QueueDeclareOptions,
-    types::{AMQPValue, FieldTable},
-};
+use lapin::types::{AMQPValue, FieldTable};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 async fn depth(env: &TestEnv, queue: &str) -> u32 {
     let conn = env.broker().await;
-    let ch = conn.create_channel().await.unwrap();
-    let q = ch
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let n = broker_config::dlq::depth(&conn, queue).await.unwrap();
     let _ = conn.close(200, "bye".into()).await;
-    q.message_count()
+    n
 }
 
 async fn wait_depth(env: &TestEnv, queue: &str, n: u32, timeout: Duration) {
