@@ -551,11 +551,6 @@ const END_IDLE: Duration = Duration::from_millis(300);
 /// queue was emptied by a purge, or its window is full of messages it left).
 const STALL_IDLE: Duration = Duration::from_secs(5);
 
-/// A delivery taken by a replay.
-struct ReplayDelivery {
-    delivery: Delivery,
-}
-
 /// Replays `queue` into the work queues its messages came from (see the
 /// module's documentation); `progress` is called after every batch.
 pub async fn replay(
@@ -632,8 +627,7 @@ pub async fn replay(
                     Err(_) => break,
                 };
                 state.examined += 1;
-                let message = ReplayDelivery { delivery };
-                let letter = DeadLetter::of(&message.delivery, state.examined);
+                let letter = DeadLetter::of(&delivery, state.examined);
                 let known_target = WORK_QUEUES.iter().any(|q| q.name == target);
                 match () {
                     // Past the limit: held, so that the whole queue is
@@ -647,11 +641,11 @@ pub async fn replay(
                     () if letter.replays >= MAX_REPLAYS => state.over_replay_cap += 1,
                     () if filter.dry_run => state.replayed += 1,
                     () => {
-                        batch.push((message.delivery, letter, target.clone()));
+                        batch.push((delivery, letter, target.clone()));
                         continue;
                     }
                 }
-                held.push(message.delivery);
+                held.push(delivery);
             }
             if !batch.is_empty() {
                 // Every confirmed copy's dead letter is acked, even when

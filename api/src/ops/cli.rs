@@ -20,10 +20,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::{
-    audit::{Entry, Target},
-    authz::change::AuthzChange,
-};
+use crate::{audit::Target, authz::change::AuthzChange};
 
 #[derive(Parser)]
 #[command(
@@ -214,6 +211,11 @@ fn age(secs: Option<i64>) -> String {
             humantime::format_duration(std::time::Duration::from_secs(s.unsigned_abs())).to_string()
         },
     )
+}
+
+/// Wakes the relay after this command wrote outbox rows (it polls anyway).
+async fn wake_relay(db: &DatabaseConnection) {
+    schema::outbox::notify_relay(db.get_postgres_connection_pool()).await;
 }
 
 async fn db() -> anyhow::Result<DatabaseConnection> {
@@ -466,7 +468,10 @@ async fn outbox(cmd: &OutboxCommand, out: &Out) -> anyhow::Result<i32> {
                 since: *since,
                 ids: ids.clone(),
             };
-            let retried = retry_outbox(&db, None, &scope).await?;
+            let retried = super::outbox::retry_failed_audited(&db, None, &scope).await?;
+            if retried > 0 {
+                wake_relay(&db).await;
+            }
             out.print(&json!({"retried": retried}), || {
                 format!("{retried} failed outbox rows put back to pending")
             });
@@ -474,36 +479,6 @@ async fn outbox(cmd: &OutboxCommand, out: &Out) -> anyhow::Result<i32> {
     }
     Ok(0)
 }
-
-/// The scoped outbox retry with its audit row, in one transaction; then
-/// the relay is woken.
-pub async fn retry_outbox(
-    db: &DatabaseConnection,
-    actor: Option<Uuid>,
-    scope: &super::outbox::RetryScope,
-) -> crate::error::ApiResult<u64> {
-    use sea_orm::TransactionTrait;
-    let tx = db.begin().await?;
-    let retried = super::outbox::retry_failed(&tx, scope).await?;
-    Entry::new(
-        actor,
-        "outbox.retry_failed",
-        Target::new("outbox", "failed"),
-    )
-    .before(Some(serde_json::to_value(scope).unwrap_or_default()))
-    .after(Some(json!({"retried": retried})))
-    .write(&tx)
-    .await?;
-    tx.commit().await?;
-    if retried > 0 {
-        let _ = db
-            .execute_unprepared("SELECT pg_notify('outbox', '')")
-            .await;
-    }
-    Ok(retried)
-}
-
-use sea_orm::ConnectionTrait as _;
 
 async fn retry_messages(
     conversation: Option<Uuid>,
@@ -536,9 +511,7 @@ async fn retry_messages(
         }
     }
     if !retried.is_empty() {
-        let _ = db
-            .execute_unprepared("SELECT pg_notify('outbox', '')")
-            .await;
+        wake_relay(&db).await;
     }
     let result = json!({"retried": retried.len(), "message_ids": retried, "skipped": refused, "errors": errors});
     out.print(&result, || {
@@ -686,9 +659,7 @@ async fn authz_flush(user: Option<Uuid>, out: &Out) -> anyhow::Result<i32> {
     change
         .commit(&authorizer, &schema::RelayWake::none())
         .await?;
-    let _ = db
-        .execute_unprepared("SELECT pg_notify('outbox', '')")
-        .await;
+    wake_relay(&db).await;
     let _ = fred::prelude::ClientLike::quit(&redis).await;
     out.print(&json!({"flushed": users.len(), "users": versions}), || {
         format!(

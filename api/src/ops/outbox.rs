@@ -130,3 +130,26 @@ pub async fn retry_failed<C: ConnectionTrait>(conn: &C, scope: &RetryScope) -> A
     }
     Ok(update.exec(conn).await?.rows_affected)
 }
+
+/// [`retry_failed`] with its audit row, in one transaction. The caller
+/// wakes the relay when rows went back.
+pub async fn retry_failed_audited(
+    db: &sea_orm::DatabaseConnection,
+    actor: Option<uuid::Uuid>,
+    scope: &RetryScope,
+) -> ApiResult<u64> {
+    use sea_orm::TransactionTrait;
+    let tx = db.begin().await?;
+    let retried = retry_failed(&tx, scope).await?;
+    crate::audit::Entry::new(
+        actor,
+        "outbox.retry_failed",
+        crate::audit::Target::new("outbox", "failed"),
+    )
+    .before(Some(serde_json::to_value(scope).unwrap_or_default()))
+    .after(Some(serde_json::json!({"retried": retried})))
+    .write(&tx)
+    .await?;
+    tx.commit().await?;
+    Ok(retried)
+}

@@ -119,7 +119,10 @@ pub async fn outbox_retry_failed(
         since: body.since,
         ids: body.ids,
     };
-    let retried = ops::cli::retry_outbox(&state.db, Some(caller.id), &scope).await?;
+    let retried = ops::outbox::retry_failed_audited(&state.db, Some(caller.id), &scope).await?;
+    if retried > 0 {
+        state.relay_wake.committed();
+    }
     Ok(Json(Retried { retried }))
 }
 

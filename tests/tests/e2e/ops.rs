@@ -49,7 +49,10 @@ fn ops(env: &TestEnv, args: &[&str]) -> (i32, Value) {
     (status.code().unwrap_or(-1), value)
 }
 
+/// A reply to `chat` (its conversation opened by an inbound message) that
+/// the sandbox refuses with `user_blocked`; its id once it is `failed`.
 async fn blocked_reply(env: &mut TestEnv, sys: &System, chat: i64, key: &str) -> String {
+    env.inject(&sys.adapter, chat, 1, "hi").await;
     env.set_faults(&sys.adapter, json!({"blocked_chats": [chat]}))
         .await;
     let conv = env.conversation_for(sys, chat).await;
@@ -66,7 +69,6 @@ async fn blocked_reply(env: &mut TestEnv, sys: &System, chat: i64, key: &str) ->
 async fn a_blocked_chats_reply_is_replayed_once_by_the_cli_and_by_the_api() {
     let mut env = TestEnv::new().await;
     let sys = env.start_system().await;
-    env.inject(&sys.adapter, 7001, 1, "hi").await;
     let first = blocked_reply(&mut env, &sys, 7001, "k-1").await;
     wait_depth(&env, "tg-delivery.dlq", 1, Duration::from_secs(10)).await;
 
@@ -101,7 +103,6 @@ async fn a_blocked_chats_reply_is_replayed_once_by_the_cli_and_by_the_api() {
     assert_eq!(depth(&env, "tg-delivery.dlq").await, 0);
 
     // The same through the API, audited with its actor.
-    env.inject(&sys.adapter, 7002, 1, "hi").await;
     let second = blocked_reply(&mut env, &sys, 7002, "k-2").await;
     wait_depth(&env, "tg-delivery.dlq", 1, Duration::from_secs(10)).await;
     env.set_faults(&sys.adapter, json!({})).await;
@@ -168,7 +169,6 @@ async fn a_blocked_chats_reply_is_replayed_once_by_the_cli_and_by_the_api() {
 async fn a_failed_reply_is_retried_from_the_inbox_and_its_dead_letter_then_sends_nothing() {
     let mut env = TestEnv::new().await;
     let sys = env.start_system().await;
-    env.inject(&sys.adapter, 7101, 1, "hi").await;
     let id = blocked_reply(&mut env, &sys, 7101, "k-1").await;
     let conv = env.conversation_for(&sys, 7101).await;
     wait_depth(&env, "tg-delivery.dlq", 1, Duration::from_secs(10)).await;
@@ -638,7 +638,6 @@ async fn topology_diff_names_what_the_broker_lacks() {
 async fn a_shovel_from_the_dlq_also_sends_the_reply_once() {
     let mut env = TestEnv::new().await;
     let sys = env.start_system().await;
-    env.inject(&sys.adapter, 7301, 1, "hi").await;
     let id = blocked_reply(&mut env, &sys, 7301, "k-1").await;
     wait_depth(&env, "tg-delivery.dlq", 1, Duration::from_secs(10)).await;
     env.set_faults(&sys.adapter, json!({})).await;
@@ -828,6 +827,52 @@ async fn a_listing_during_a_replay_shows_the_queue_busy_and_a_second_replay_wait
             fastprep_tests::env::ADMIN_PASSWORD,
         )
         .await;
+    // Another operation holds the queue (its lock, taken here by hand): a
+    // listing shows it busy at once, a peek waits 5 s and is refused.
+    let mut other = env.pool.begin().await.unwrap();
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended('fastprep-dlq:tg-delivery.dlq', 0))",
+    )
+    .execute(&mut *other)
+    .await
+    .unwrap();
+    let (status, list) = env
+        .http
+        .call(
+            Method::GET,
+            &format!("{}/api/ops/dlq", api.url),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let tg = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "tg-delivery.dlq")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (tg["busy"].clone(), tg["depth"].clone()),
+        (json!(true), json!(3000)),
+        "{tg}"
+    );
+    let (status, body) = env
+        .http
+        .call(
+            Method::GET,
+            &format!("{}/api/ops/dlq/tg-delivery.dlq/messages?n=5", api.url),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (StatusCode::CONFLICT, json!("dlq_busy"))
+    );
+    other.rollback().await.unwrap();
+
     let replay = env.spawn("fastprep-ops", &["dlq", "replay", "tg-delivery.dlq"], &[]);
     let pool = env.pool.clone();
     wait_for(
@@ -847,25 +892,6 @@ async fn a_listing_during_a_replay_shows_the_queue_busy_and_a_second_replay_wait
         },
     )
     .await;
-    let (status, list) = env
-        .http
-        .call(
-            Method::GET,
-            &format!("{}/api/ops/dlq", api.url),
-            Some(&token),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    let tg = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|q| q["queue"] == "tg-delivery.dlq")
-        .unwrap()
-        .clone();
-    let finished = env.proc(replay).exited().is_some();
-    assert!(tg["busy"] == json!(true) || finished, "{tg}");
     // A second replay waits for the first, then finds nothing left.
     let (code, second) = ops(&env, &["dlq", "replay", "tg-delivery.dlq"]);
     assert_eq!(code, 0, "{second}");
