@@ -352,6 +352,7 @@ pub async fn run(args: Args) -> Value {
                 author_id: author,
                 preview: text,
                 assignee_id: assignee,
+                view: None,
             }));
             schema::enqueue(&tx, &event).await.unwrap();
             tx.commit().await.unwrap();

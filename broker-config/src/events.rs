@@ -150,6 +150,12 @@ pub struct MessageOutgoing {
     /// an earlier reply to the chat finished. Realtime gateways skip it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub resend: bool,
+    /// The message as `GET /api/conversations/{id}/messages` rendered it in
+    /// the transaction that wrote it: realtime gateways send it as it is,
+    /// without reading the row back. Absent from resends and retries (the
+    /// gateways then load the row).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view: Option<serde_json::Value>,
 }
 
 platform::named_enum! {
@@ -215,6 +221,12 @@ pub struct MessageNoteAdded {
     /// every instance decides alike).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assignee_id: Option<Uuid>,
+    /// The message as `GET /api/conversations/{id}/messages` rendered it in
+    /// the transaction that wrote it: realtime gateways send it as it is,
+    /// without reading the row back. Absent from events written before it
+    /// existed (the gateways then load the row).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view: Option<serde_json::Value>,
 }
 
 /// A customer edited an inbound message: its text was replaced and the
@@ -361,6 +373,7 @@ mod tests {
             attachments: vec![],
             assignee_id: None,
             resend: false,
+            view: None,
         }))
     }
 

@@ -225,6 +225,14 @@ pub trait Handler: Send + Sync + 'static {
         None
     }
 
+    /// A transaction-scoped advisory lock (`pg_advisory_xact_lock` of the
+    /// key's hash) that [`handle`](Self::handle) needs before it reads
+    /// anything: the runner takes it in the claim's own statement, first,
+    /// which saves the handler a round trip. `None`: no lock.
+    fn claim_lock(&self, _envelope: &Envelope) -> Option<String> {
+        None
+    }
+
     /// Whether a delivery that can be retried waits in place, holding its
     /// ordering lane (and staying unacked), instead of going to a retry
     /// tier: a later delivery of the same key is then never handled before
@@ -579,15 +587,28 @@ impl<H: Handler> Shared<H> {
 
     async fn claim_and_handle(&self, ctx: &Context<'_>) -> Result<Step, DbErr> {
         let tx = self.db.begin().await?;
-        // The claim keeps its one statement (ADR 0014).
-        let claimed = tx
-            .execute_raw(Statement::from_sql_and_values(
+        // The claim keeps its one statement (ADR 0014), with the handler's
+        // lock taken first in it when it asks for one: a materialised CTE
+        // the insert reads before it forms its row.
+        let claim = match self.handler.claim_lock(ctx.envelope) {
+            None => Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 "INSERT INTO processed_messages (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
                 [self.handler.queue().into(), ctx.envelope.id.into()],
-            ))
-            .await?
-            .rows_affected();
+            ),
+            Some(key) => Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "WITH handler_lock AS MATERIALIZED (SELECT pg_advisory_xact_lock(hashtextextended($3, 0)))
+                 INSERT INTO processed_messages (consumer, message_id)
+                 SELECT $1, $2 FROM handler_lock ON CONFLICT DO NOTHING",
+                [
+                    self.handler.queue().into(),
+                    ctx.envelope.id.into(),
+                    key.into(),
+                ],
+            ),
+        };
+        let claimed = tx.execute_raw(claim).await?.rows_affected();
         if claimed == 0 {
             tx.rollback().await?;
             tracing::info!("duplicate delivery; already processed");

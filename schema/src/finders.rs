@@ -3,13 +3,25 @@
 
 use sea_orm::{
     ColumnTrait, Condition, EntityTrait, QueryFilter, Select,
-    sea_query::{Query, SelectStatement},
+    sea_query::{Expr, ExprTrait, Query, SelectStatement, extension::postgres::PgFunc},
 };
 use uuid::Uuid;
 
 use crate::entities::{
     conversations, messages, refresh_tokens, role_permissions, user_roles, users,
 };
+
+/// `column = ANY($1)`: the values travel as one array parameter, so the
+/// statement has one shape (and one prepared plan) for any number of them,
+/// where `IN` binds a parameter each.
+pub fn any_of<C, V>(column: C, values: &[V]) -> Expr
+where
+    C: ColumnTrait,
+    V: Clone,
+    Vec<V>: Into<sea_orm::Value>,
+{
+    Expr::col(column.as_column_ref()).eq(PgFunc::any(Expr::val(values.to_vec())))
+}
 
 impl conversations::Entity {
     /// Conversations a reader may see: every one, or (for a reader limited

@@ -79,7 +79,7 @@ async fn roles_of<C: ConnectionTrait>(
         .column(roles::Column::Id)
         .column(roles::Column::Name)
         .inner_join(roles::Entity)
-        .filter(user_roles::Column::UserId.is_in(ids.iter().copied()))
+        .filter(schema::finders::any_of(user_roles::Column::UserId, ids))
         .order_by_asc(roles::Column::Name)
         .into_tuple()
         .all(conn)

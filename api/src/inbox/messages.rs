@@ -9,12 +9,12 @@ use broker_config::{
     events::{DeliveryStatus, MessageNoteAdded, MessageOutgoing, MessageStatus},
 };
 use chrono::{DateTime, Utc};
-use schema::entities::{conversations, message_edits, messages, users};
+use schema::entities::{message_edits, messages, users};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, JoinType,
-    QueryFilter, QueryOrder, QuerySelect, RelationTrait, Select, Statement, TransactionSession,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, JoinType, QueryFilter,
+    QueryOrder, QuerySelect, RelationTrait, Select, Statement, TransactionSession,
     TransactionTrait,
-    sea_query::{Expr, ExprTrait, Query},
+    sea_query::{Expr, ExprTrait},
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -63,12 +63,27 @@ fn timeline(query: Select<messages::Entity>) -> Select<messages::Entity> {
         .column_as(users::Column::DisplayName, "author_name")
 }
 
-/// One message, for the realtime gateway.
+/// One message.
 pub async fn load<C: ConnectionTrait>(conn: &C, id: Uuid) -> ApiResult<Option<Message>> {
     Ok(timeline(messages::Entity::find_by_id(id))
         .into_model::<Message>()
         .one(conn)
         .await?)
+}
+
+/// Messages by id, for the realtime gateway (those that exist).
+pub async fn load_many<C: ConnectionTrait>(
+    conn: &C,
+    ids: &[Uuid],
+) -> ApiResult<std::collections::HashMap<Uuid, Message>> {
+    Ok(timeline(messages::Entity::find())
+        .filter(schema::finders::any_of(messages::Column::Id, ids))
+        .into_model::<Message>()
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|m| (m.id, m))
+        .collect())
 }
 
 /// Newest first; the cursor pages towards older messages.
@@ -252,14 +267,31 @@ pub enum Written {
     Repeated(Message),
 }
 
-/// The insert of a reply or note, with its author's name, in one round
-/// trip; a repeated `client_msg_id` inserts nothing.
-const INSERT: &str = "INSERT INTO messages (id, conversation_id, direction, kind, author_id, text, status, client_msg_id, created_at)
- VALUES ($1, $2, 'out', $6, $3, $4, $7, $5, clock_timestamp())
- ON CONFLICT (conversation_id, client_msg_id) DO NOTHING
- RETURNING id, conversation_id, direction, kind, author_id,
+/// The columns of an inserted message, as [`Message`] reads them.
+const RETURNING: &str = "RETURNING id, conversation_id, direction, kind, author_id,
    (SELECT display_name FROM users WHERE users.id = author_id) AS author_name,
    text, tg_message_id, status, error, client_msg_id, attempts, retry_at, created_at, sent_at, edited_at";
+
+/// The insert of a note, with its author's name, in one round trip; a
+/// repeated `client_msg_id` inserts nothing.
+const INSERT_NOTE: &str = "INSERT INTO messages (id, conversation_id, direction, kind, author_id, text, status, client_msg_id, created_at)
+ VALUES ($1, $2, 'out', $6, $3, $4, $7, $5, clock_timestamp())
+ ON CONFLICT (conversation_id, client_msg_id) DO NOTHING";
+
+/// A reply in one round trip: the conversation's bump (last activity), which
+/// also checks the caller's scope (`$8`: the assignee the caller is limited
+/// to) and reads the chat and assignee for the event, then the insert with
+/// its author's name. The bump's row lock orders concurrent replies to the
+/// chat: the insert reads the bump's row before it forms its own, so each
+/// reply is stamped with the clock once it holds the lock, and `created_at`
+/// is send order. No row back: out of scope, or a repeated `client_msg_id`.
+const INSERT_REPLY: &str = "WITH bump AS (
+   UPDATE conversations SET last_message_at = now(), updated_at = now()
+   WHERE id = $2 AND ($8::uuid IS NULL OR assignee_id = $8)
+   RETURNING tg_chat_id, assignee_id)
+ INSERT INTO messages (id, conversation_id, direction, kind, author_id, text, status, client_msg_id, created_at)
+ SELECT $1, $2, 'out', $6, $3, $4, $7, $5, clock_timestamp() FROM bump
+ ON CONFLICT (conversation_id, client_msg_id) DO NOTHING";
 
 /// Writes a reply or note by `author` into a conversation in the caller's
 /// scope, with its outbox event, in one transaction.
@@ -272,54 +304,57 @@ pub async fn write<C: TransactionTrait>(
     kind: Kind,
 ) -> ApiResult<Written> {
     let tx = db.begin().await?;
-    // A reply bumps the conversation's last activity; the same statement
-    // checks the caller's scope and reads the chat (one round trip). Its row
-    // lock orders concurrent replies to the chat: each is stamped with the
-    // clock once it holds the lock, so `created_at` is send order.
-    let (tg_chat_id, assignee_id) = match kind {
+    let (kind_col, status) = kind.columns();
+    let mut values: Vec<sea_orm::Value> = vec![
+        Uuid::now_v7().into(),
+        conversation.into(),
+        author.into(),
+        writing.text.clone().into(),
+        writing.client_msg_id.clone().into(),
+        kind_col.into(),
+        status.into(),
+    ];
+    // The new message with its chat and the conversation's assignee.
+    let inserted: Option<(Message, i64, Option<Uuid>)> = match kind {
         Kind::Reply => {
-            use conversations::Column;
-            // Only the two columns the event needs come back (the entity's
-            // update would return every column, on the hot path).
-            let mut bump = Query::update();
-            bump.table(conversations::Entity)
-                .value(Column::LastMessageAt, Expr::current_timestamp())
-                .value(Column::UpdatedAt, Expr::current_timestamp())
-                .cond_where(
-                    Condition::all()
-                        .add(Column::Id.eq(conversation))
-                        .add_option(scope.assignee().map(|a| Column::AssigneeId.eq(a))),
-                )
-                .returning(Query::returning().columns([Column::TgChatId, Column::AssigneeId]));
-            tx.query_one(&bump)
-                .await?
-                .ok_or(ApiError::NotFound {
-                    what: "conversation",
-                })?
-                .try_get_many_by_index::<(i64, Option<Uuid>)>()?
+            values.push(scope.assignee().into());
+            let row = tx
+                .query_one_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    format!(
+                        "{INSERT_REPLY} {RETURNING},
+   (SELECT tg_chat_id FROM bump) AS chat_tg_chat_id, (SELECT assignee_id FROM bump) AS chat_assignee_id"
+                    ),
+                    values,
+                ))
+                .await?;
+            match row {
+                Some(row) => Some((
+                    Message::from_query_result(&row, "")?,
+                    row.try_get("", "chat_tg_chat_id")?,
+                    row.try_get("", "chat_assignee_id")?,
+                )),
+                None => None,
+            }
         }
         Kind::Note => {
             let chat = visible_chat(&tx, conversation, scope).await?;
-            (chat.tg_chat_id, chat.assignee_id)
+            Message::find_by_statement(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                format!("{INSERT_NOTE} {RETURNING}"),
+                values,
+            ))
+            .one(&tx)
+            .await?
+            .map(|m| (m, chat.tg_chat_id, chat.assignee_id))
         }
     };
-    let (kind_col, status) = kind.columns();
-    let inserted = Message::find_by_statement(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        INSERT,
-        [
-            Uuid::now_v7().into(),
-            conversation.into(),
-            author.into(),
-            writing.text.clone().into(),
-            writing.client_msg_id.clone().into(),
-            kind_col.into(),
-            status.into(),
-        ],
-    ))
-    .one(&tx)
-    .await?;
-    let Some(message) = inserted else {
+    let Some((message, tg_chat_id, assignee_id)) = inserted else {
+        if kind == Kind::Reply {
+            // No row: a conversation out of the caller's scope (404), or a
+            // repeated POST of one in it.
+            visible_chat(&tx, conversation, scope).await?;
+        }
         let existing = timeline(messages::Entity::of_conversation(conversation))
             .filter(messages::Column::ClientMsgId.eq(writing.client_msg_id.as_str()))
             .into_model::<Message>()
@@ -335,6 +370,9 @@ pub async fn write<C: TransactionTrait>(
         }
         return Ok(Written::Repeated(existing));
     };
+    // The message as this POST answers it: realtime gateways send it as
+    // it is instead of reading the row back.
+    let view = serde_json::to_value(&message).ok();
     let event = match kind {
         Kind::Reply => Event::MessageOutgoing(MessageOutgoing {
             message_id: message.id,
@@ -344,6 +382,7 @@ pub async fn write<C: TransactionTrait>(
             attachments: vec![],
             assignee_id,
             resend: false,
+            view,
         }),
         Kind::Note => Event::MessageNoteAdded(MessageNoteAdded {
             message_id: message.id,
@@ -351,6 +390,7 @@ pub async fn write<C: TransactionTrait>(
             author_id: author,
             preview: message.text.chars().take(120).collect(),
             assignee_id,
+            view,
         }),
     };
     schema::enqueue(&tx, &Envelope::new(event)).await?;
@@ -431,6 +471,7 @@ pub async fn retry<C: TransactionTrait>(
         attachments: vec![],
         assignee_id: chat.assignee_id,
         resend: false,
+        view: None,
     });
     schema::enqueue(&tx, &Envelope::new(status)).await?;
     schema::enqueue(&tx, &Envelope::new(send)).await?;

@@ -36,10 +36,10 @@ pub enum ServerBody<'a> {
     /// A new message in a conversation (inbound, reply or note), as REST
     /// renders it.
     #[serde(rename = "message.created")]
-    MessageCreated(&'a Message),
+    MessageCreated(MessageData<'a>),
     /// A customer's edit of a message.
     #[serde(rename = "message.updated")]
-    MessageUpdated(&'a Message),
+    MessageUpdated(MessageData<'a>),
     /// A reply's delivery status changed.
     #[serde(rename = "message.status")]
     MessageStatus(StatusData),
@@ -68,6 +68,16 @@ pub enum ServerBody<'a> {
         code: &'static str,
         message: &'static str,
     },
+}
+
+/// `data` of a message frame: the message as REST renders it.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum MessageData<'a> {
+    /// Read from PostgreSQL.
+    Row(&'a Message),
+    /// As its writer rendered it, carried by the event (`view`).
+    Written(&'a serde_json::Value),
 }
 
 /// `data` of `message.status`.

@@ -10,12 +10,12 @@
 //! frames are dropped. A resume from below the floor is answered `resync`.
 
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, RwLock},
     time::Duration,
 };
 
-use super::frames::{ServerBody, ServerFrame};
+use super::frames::{MessageData, ServerBody, ServerFrame};
 use axum::extract::ws::Utf8Bytes;
 use broker_config::{
     Envelope, Event,
@@ -29,7 +29,6 @@ use lapin::{
 };
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{error::ApiError, inbox::messages};
@@ -212,7 +211,7 @@ impl Hub {
         let channel = conn.create_channel().await?;
         let queue = topology::declare_realtime_queue(&channel, instance).await?;
         channel.basic_qos(512, BasicQosOptions::default()).await?;
-        let mut consumer = channel
+        let consumer = channel
             .basic_consume(
                 queue.as_str().into(),
                 format!("gateway-{instance}").as_str().into(),
@@ -234,14 +233,73 @@ impl Hub {
         };
         self.reset(position);
         tracing::info!(queue, position, "realtime stream bound");
+        // Deliveries already at hand are taken together: their messages are
+        // loaded in one query and acked at once, so the cost per event falls
+        // as the rate rises.
+        let mut consumer = consumer.ready_chunks(BATCH);
         loop {
-            let delivery = tokio::select! {
+            let batch = tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
                 next = consumer.next() => match next {
-                    Some(Ok(d)) => d,
-                    Some(Err(e)) => return Err(e.into()),
+                    Some(batch) => batch,
                     None => anyhow::bail!("consumer cancelled"),
                 },
+            };
+            let mut deliveries = Vec::with_capacity(batch.len());
+            let mut failed = None;
+            for d in batch {
+                match d {
+                    Ok(d) => deliveries.push(d),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            let rendered = self.frames(&deliveries, &queue).await;
+            // Acked whatever happened to them: a frame that could not be
+            // rendered is lost to this stream, which then starts over.
+            if let Some(last) = deliveries.last() {
+                last.acker.ack(BasicAckOptions { multiple: true }).await?;
+            }
+            match rendered {
+                Ok(frames) => {
+                    for frame in frames {
+                        self.push(frame);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "realtime events not rendered; resetting the stream");
+                    return Err(e.into());
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
+        }
+    }
+
+    /// Renders deliveries in order, skipping events sockets do not get; the
+    /// messages they show are loaded in one query.
+    async fn frames(
+        &self,
+        deliveries: &[lapin::message::Delivery],
+        queue: &str,
+    ) -> Result<Vec<Frame>, ApiError> {
+        let events: Vec<_> = deliveries.iter().map(|d| (d, decode(d))).collect();
+        let wanted: Vec<Uuid> = events
+            .iter()
+            .filter_map(|(_, e)| e.as_ref().and_then(|(_, env)| shown_message(env)))
+            .collect();
+        let loaded = if wanted.is_empty() {
+            HashMap::new()
+        } else {
+            messages::load_many(&self.db, &wanted).await?
+        };
+        let mut frames = Vec::with_capacity(events.len());
+        for (delivery, event) in &events {
+            let Some((id, envelope)) = event else {
+                continue;
             };
             // With traces exported, rendering the frame continues the trace
             // of the event it shows.
@@ -256,101 +314,99 @@ impl Hub {
                 );
                 platform::trace::set_parent_from(
                     &span,
-                    &broker_config::runner::trace_headers(&delivery),
+                    &broker_config::runner::trace_headers(delivery),
                 );
                 span
             });
-            match self.frame(&delivery).instrument(span).await {
-                Ok(Some(frame)) => {
-                    self.push(frame);
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    // PostgreSQL could not answer: the frame is lost, so the
-                    // stream is no longer complete.
-                    tracing::warn!(error = %e, "realtime event not rendered; resetting the stream");
-                    delivery.ack(BasicAckOptions::default()).await?;
-                    return Err(e.into());
-                }
+            if let Some(frame) = span.in_scope(|| render(*id, envelope, &loaded)) {
+                frames.push(frame);
             }
-            delivery.ack(BasicAckOptions::default()).await?;
         }
-    }
-
-    /// Renders one delivery, or `None` for an event sockets do not get.
-    async fn frame(&self, delivery: &lapin::message::Delivery) -> Result<Option<Frame>, ApiError> {
-        let Some(id) = stream_id(delivery) else {
-            tracing::warn!("realtime event without a stream position ignored");
-            return Ok(None);
-        };
-        let envelope: Envelope = match serde_json::from_slice(&delivery.data) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(error = %e, "unreadable realtime event ignored");
-                return Ok(None);
-            }
-        };
-        // Each event names the conversation's assignee as of its write, so
-        // every instance filters it alike, whatever the order it reads in.
-        // Message frames carry the row as REST renders it.
-        let (assignees, body) = match &envelope.event {
-            // A retry or a chat's next turn: the message is not new.
-            Event::MessageOutgoing(e) if e.resend => return Ok(None),
-            Event::MessageOutgoing(e) => (
-                [e.assignee_id, None],
-                Body::Load(e.message_id, |m| ServerBody::MessageCreated(m)),
-            ),
-            Event::MessageReceived(e) => (
-                [e.assignee_id, None],
-                Body::Load(e.message_id, |m| ServerBody::MessageCreated(m)),
-            ),
-            Event::MessageNoteAdded(e) => (
-                [e.assignee_id, None],
-                Body::Load(e.message_id, |m| ServerBody::MessageCreated(m)),
-            ),
-            Event::MessageEdited(e) => (
-                [e.assignee_id, None],
-                Body::Load(e.message_id, |m| ServerBody::MessageUpdated(m)),
-            ),
-            Event::MessageStatus(e) => (
-                [e.assignee_id, None],
-                Body::Ready(ServerBody::MessageStatus(e.into())),
-            ),
-            Event::ConversationUpdated(e) => (
-                [e.assignee_id, e.previous_assignee_id],
-                Body::Ready(ServerBody::ConversationUpdated {
-                    conversation_id: e.conversation_id,
-                    changed: &e.changed,
-                }),
-            ),
-            _ => return Ok(None),
-        };
-        let loaded;
-        let body = match body {
-            Body::Ready(body) => body,
-            Body::Load(message, render) => {
-                let Some(m) = messages::load(&self.db, message).await? else {
-                    return Ok(None);
-                };
-                loaded = m;
-                render(&loaded)
-            }
-        };
-        let text = ServerFrame { id, body }.text();
-        Ok(Some(Frame {
-            id,
-            event_id: envelope.id,
-            assignees,
-            text: text.into(),
-        }))
+        Ok(frames)
     }
 }
 
-/// A frame's body: given by the event, or a message row to load.
-enum Body<'a> {
-    Ready(ServerBody<'a>),
-    /// The message to load, and the frame it makes.
-    Load(Uuid, fn(&messages::Message) -> ServerBody<'_>),
+/// Deliveries taken together at most.
+const BATCH: usize = 256;
+
+/// A delivery's stream position and event, or `None` (logged) for one
+/// sockets cannot use.
+fn decode(delivery: &lapin::message::Delivery) -> Option<(i64, Envelope)> {
+    let Some(id) = stream_id(delivery) else {
+        tracing::warn!("realtime event without a stream position ignored");
+        return None;
+    };
+    match serde_json::from_slice(&delivery.data) {
+        Ok(envelope) => Some((id, envelope)),
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable realtime event ignored");
+            None
+        }
+    }
+}
+
+/// The message a frame of this event shows, when it must be loaded: the
+/// event does not carry it as REST renders it (`view`).
+fn shown_message(envelope: &Envelope) -> Option<Uuid> {
+    match &envelope.event {
+        Event::MessageOutgoing(e) if !e.resend && e.view.is_none() => Some(e.message_id),
+        Event::MessageNoteAdded(e) if e.view.is_none() => Some(e.message_id),
+        Event::MessageReceived(e) => Some(e.message_id),
+        Event::MessageEdited(e) => Some(e.message_id),
+        _ => None,
+    }
+}
+
+/// One event's frame, or `None` for an event sockets do not get (or whose
+/// message is gone). Each event names the conversation's assignee as of its
+/// write, so every instance filters it alike, whatever the order it reads
+/// in. Message frames carry the row as REST renders it.
+fn render<'a>(
+    id: i64,
+    envelope: &'a Envelope,
+    loaded: &'a HashMap<Uuid, messages::Message>,
+) -> Option<Frame> {
+    // The event's own rendering of its message, else the loaded row.
+    let message = |id: &Uuid, view: Option<&'a serde_json::Value>| match view {
+        Some(v) => Some(MessageData::Written(v)),
+        None => loaded.get(id).map(MessageData::Row),
+    };
+    let (assignees, body) = match &envelope.event {
+        // A retry or a chat's next turn: the message is not new.
+        Event::MessageOutgoing(e) if e.resend => return None,
+        Event::MessageOutgoing(e) => (
+            [e.assignee_id, None],
+            ServerBody::MessageCreated(message(&e.message_id, e.view.as_ref())?),
+        ),
+        Event::MessageReceived(e) => (
+            [e.assignee_id, None],
+            ServerBody::MessageCreated(message(&e.message_id, None)?),
+        ),
+        Event::MessageNoteAdded(e) => (
+            [e.assignee_id, None],
+            ServerBody::MessageCreated(message(&e.message_id, e.view.as_ref())?),
+        ),
+        Event::MessageEdited(e) => (
+            [e.assignee_id, None],
+            ServerBody::MessageUpdated(message(&e.message_id, None)?),
+        ),
+        Event::MessageStatus(e) => ([e.assignee_id, None], ServerBody::MessageStatus(e.into())),
+        Event::ConversationUpdated(e) => (
+            [e.assignee_id, e.previous_assignee_id],
+            ServerBody::ConversationUpdated {
+                conversation_id: e.conversation_id,
+                changed: &e.changed,
+            },
+        ),
+        _ => return None,
+    };
+    let text = ServerFrame { id, body }.text();
+    Some(Frame {
+        id,
+        event_id: envelope.id,
+        assignees,
+        text: text.into(),
+    })
 }
 
 fn stream_id(delivery: &lapin::message::Delivery) -> Option<i64> {

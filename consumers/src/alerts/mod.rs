@@ -339,6 +339,7 @@ mod tests {
             attachments: vec![],
             assignee_id: None,
             resend: false,
+            view: None,
         }))
     }
 

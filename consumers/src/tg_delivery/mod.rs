@@ -199,15 +199,22 @@ async fn set_status<C: ConnectionTrait>(
     Ok(Some(attempt))
 }
 
-/// Takes the chat's turn for the rest of the handler's transaction: one
-/// send per chat at a time, whichever instance holds it. A second statement
-/// reads what the turn allows (a statement's snapshot predates any lock
-/// it waits for, so the lock must come first and alone).
+/// The advisory lock key of a chat's turn: one send per chat at a time,
+/// whichever instance holds it.
+fn turn_key(tg_chat_id: i64) -> String {
+    format!("tg-chat:{tg_chat_id}")
+}
+
+/// Takes the chat's turn for the rest of the transaction. The handler's
+/// turn is taken by the runner, in the claim's statement
+/// ([`Handler::claim_lock`]); a later statement reads what the turn allows
+/// (a statement's snapshot predates any lock it waits for, so the lock must
+/// come before the read, in a statement of its own).
 async fn take_turn<C: ConnectionTrait>(conn: &C, tg_chat_id: i64) -> Result<(), DbErr> {
     conn.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
-        "SELECT pg_advisory_xact_lock(hashtextextended('tg-chat:' || $1::text, 0))",
-        [tg_chat_id.into()],
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        [turn_key(tg_chat_id).into()],
     ))
     .await
     .map(|_| ())
@@ -317,6 +324,7 @@ async fn hand_on<C: ConnectionTrait>(conn: &C, msg: &MessageOutgoing) -> Result<
             attachments: vec![],
             assignee_id: msg.assignee_id,
             resend: true,
+            view: None,
         }));
         schema::enqueue(conn, &turn).await?;
     }
@@ -387,6 +395,7 @@ impl TgDelivery {
         .await?;
         let retry = Envelope::new(Event::MessageOutgoing(MessageOutgoing {
             resend: true,
+            view: None,
             ..msg.clone()
         }));
         schema::enqueue_at(tx, &retry, at).await?;
@@ -412,9 +421,15 @@ impl Handler for TgDelivery {
         outgoing(envelope).ok().map(|m| m.tg_chat_id.to_string())
     }
 
+    /// The chat's turn, taken with the claim.
+    fn claim_lock(&self, envelope: &Envelope) -> Option<String> {
+        outgoing(envelope).ok().map(|m| turn_key(m.tg_chat_id))
+    }
+
     async fn handle(&self, ctx: &Context<'_>, tx: &DatabaseTransaction) -> Result<(), Failure> {
         let msg = outgoing(ctx.envelope)?;
-        take_turn(tx, msg.tg_chat_id).await?;
+        // The chat's turn is held: the runner took it in the claim's
+        // statement (`claim_lock`).
         let Some(turn) = read_turn(tx, msg).await? else {
             return Err(Failure::permanent(format!(
                 "message {} is not an outgoing reply of conversation {} in chat {}",

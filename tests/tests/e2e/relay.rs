@@ -370,6 +370,7 @@ async fn refused_publishes_back_off_then_fail_and_the_runbook_retry_sends_them()
             attachments: vec![],
             assignee_id: None,
             resend: false,
+            view: None,
         },
     ));
     schema::enqueue(&schema::pool::orm(&env.pool), &event)
