@@ -668,6 +668,10 @@ pub async fn replay(
                 if let Some(e) = failure {
                     return Err(DlqError::Publish(e));
                 }
+                // Fault-injection point for the killed-replay test (compiled
+                // out without the `failpoints` feature): slows each batch so
+                // the test can kill the replay part-way.
+                fail::fail_point!("dlq-replay-batch");
             }
             progress(&state);
             if dry {
@@ -688,13 +692,16 @@ pub async fn replay(
     }
     // Hands back what was left in place, in order (and, after an error,
     // whatever the batch still held, with the channel).
+    let handed_back = u32::try_from(held.len()).unwrap_or(u32::MAX);
     let returned = hand_back(&channel, held).await;
     let closed = channel.close(200, "replayed".into()).await;
     let _ = publisher.close().await;
     result?;
     returned?;
     closed?;
-    state.remaining = depth(conn, queue).await?;
+    // What was handed back is in the queue, even when the depth read here
+    // comes before the broker has put every one back.
+    state.remaining = depth(conn, queue).await?.max(handed_back);
     state.done = true;
     progress(&state);
     Ok(state)

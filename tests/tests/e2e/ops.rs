@@ -451,7 +451,13 @@ async fn a_replay_killed_midway_and_run_again_sends_each_reply_once() {
     .await;
     env.set_faults(&sys.adapter, json!({})).await;
 
-    let replay = env.spawn("fastprep-ops", &["dlq", "replay", "tg-delivery.dlq"], &[]);
+    // Each batch of 64 slowed by 200 ms: the replay is still running when
+    // the test kills it, whatever the machine's speed.
+    let replay = env.spawn(
+        "fastprep-ops-failpoints",
+        &["dlq", "replay", "tg-delivery.dlq"],
+        &[("FAILPOINTS", "dlq-replay-batch=sleep(200)".to_owned())],
+    );
     wait_for("the replay to be part-way", Duration::from_secs(60), || {
         let env = &env;
         async move { (depth(env, "tg-delivery.dlq").await < 800).then_some(()) }
