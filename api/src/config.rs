@@ -28,6 +28,13 @@ pub struct Config {
     pub metrics_port: u16,
     /// `METRICS_BIND`: the address `/metrics` listens on (loopback by default).
     pub metrics_bind: std::net::IpAddr,
+    /// Where attachments live: `S3_*`, or a folder under `DATA_DIR`.
+    pub storage: storage::StorageConfig,
+    /// `ATTACHMENTS_URL_BASE`: the origin the local store's signed URLs
+    /// start with (the API as clients reach it); unused with S3.
+    pub attachments_url_base: url::Url,
+    /// `ATTACHMENT_MAX_BYTES` and `ATTACHMENT_CONTENT_TYPES`.
+    pub attachment_limits: crate::attachments::AttachmentLimits,
 }
 
 impl Config {
@@ -40,6 +47,7 @@ impl Config {
                 reason: "must be between 10s and 5m".into(),
             });
         }
+        let port = env.or("PORT", 8080)?;
         Ok(Self {
             database_url: env.required("DATABASE_URL")?,
             database_max_connections: env.or("DATABASE_MAX_CONNECTIONS", 16)?,
@@ -70,9 +78,62 @@ impl Config {
                 "REALTIME_REPLAY_EVENTS",
                 crate::realtime::hub::DEFAULT_REPLAY_EVENTS,
             )?,
-            port: env.or("PORT", 8080)?,
+            port,
             metrics_port: env.or("METRICS_PORT", 9090)?,
             metrics_bind: env.metrics_bind()?,
+            // Read last: the settings above are each process's first concern.
+            attachment_limits: attachment_limits(env)?,
+            attachments_url_base: env.or(
+                "ATTACHMENTS_URL_BASE",
+                url::Url::parse(&format!("http://127.0.0.1:{port}")).map_err(|e| {
+                    ConfigError::Invalid {
+                        name: "PORT".into(),
+                        reason: e.to_string(),
+                    }
+                })?,
+            )?,
+            storage: storage::StorageConfig::from_env(env)?,
         })
     }
+}
+
+/// `ATTACHMENT_MAX_BYTES` (at most Telegram's limit) and
+/// `ATTACHMENT_CONTENT_TYPES` (media types, comma-separated).
+fn attachment_limits(env: &Env) -> Result<crate::attachments::AttachmentLimits, ConfigError> {
+    use crate::attachments::{AttachmentLimits, TELEGRAM_MAX_BYTES};
+    let defaults = AttachmentLimits::default();
+    let max_bytes: u64 = env.or("ATTACHMENT_MAX_BYTES", defaults.max_bytes)?;
+    if max_bytes == 0 || max_bytes > TELEGRAM_MAX_BYTES {
+        return Err(ConfigError::Invalid {
+            name: "ATTACHMENT_MAX_BYTES".into(),
+            reason: format!("must be 1 to {TELEGRAM_MAX_BYTES} (Telegram's limit for a file)"),
+        });
+    }
+    let listed = env.list("ATTACHMENT_CONTENT_TYPES");
+    let content_types = if listed.is_empty() {
+        defaults.content_types
+    } else {
+        let mut types = Vec::with_capacity(listed.len());
+        for t in listed {
+            let t = t.trim().to_ascii_lowercase();
+            let valid = t.split_once('/').is_some_and(|(a, b)| {
+                !a.is_empty()
+                    && !b.is_empty()
+                    && t.bytes()
+                        .all(|c| c.is_ascii_graphic() && c != b';' && c != b',')
+            });
+            if !valid {
+                return Err(ConfigError::Invalid {
+                    name: "ATTACHMENT_CONTENT_TYPES".into(),
+                    reason: format!("{t:?} is not a media type (type/subtype)"),
+                });
+            }
+            types.push(t);
+        }
+        types
+    };
+    Ok(AttachmentLimits {
+        max_bytes,
+        content_types,
+    })
 }

@@ -33,6 +33,8 @@ pub enum ApiError {
     Conflict { code: &'static str, message: String },
     #[error("{message}")]
     Unprocessable { code: &'static str, message: String },
+    #[error("{message}")]
+    PayloadTooLarge { code: &'static str, message: String },
     #[error("too many requests")]
     TooManyRequests { retry_after_secs: u64 },
     #[error("{what} unavailable: {cause}")]
@@ -90,6 +92,9 @@ impl ApiError {
             ApiError::Conflict { code, message } => (StatusCode::CONFLICT, code, message.clone()),
             ApiError::Unprocessable { code, message } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, code, message.clone())
+            }
+            ApiError::PayloadTooLarge { code, message } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, code, message.clone())
             }
             ApiError::TooManyRequests { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,

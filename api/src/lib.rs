@@ -2,6 +2,7 @@
 //! `/api/ws`. `run` is what `main` and the tests both call.
 
 pub mod accounts;
+pub mod attachments;
 pub mod audit;
 pub mod auth;
 pub mod authz;
@@ -73,6 +74,10 @@ pub struct Services {
     pub relay_wake: schema::RelayWake,
     /// Cancelled when the instance stops (sockets close with 1012).
     pub shutdown: CancellationToken,
+    /// The attachment store and the limits on uploads.
+    pub attachments: attachments::Attachments,
+    /// The local store's signed blob routes (`None` with S3).
+    pub blob_routes: Option<Router>,
 }
 
 /// Builds the state: database pool, Redis client (connecting in the
@@ -153,7 +158,16 @@ pub async fn state(
         "snoozed conversations waker",
         wake_snoozed(db.clone(), relay_wake.clone(), shutdown.clone()),
     );
+    let opened = config
+        .storage
+        .open(config.attachments_url_base.clone(), None)
+        .map_err(|e| anyhow::anyhow!("attachment storage: {e}"))?;
     Ok(AppState(Arc::new(Services {
+        attachments: attachments::Attachments {
+            store: opened.store,
+            limits: config.attachment_limits.clone(),
+        },
+        blob_routes: opened.blob_routes,
         relay_wake,
         limiter: auth::ratelimit::LoginLimiter::new(
             redis.clone(),
@@ -245,12 +259,18 @@ pub fn router(state: AppState, config: &Config, metrics: http_metrics::HttpMetri
     // it: a layer given to `Router::layer` is stacked onto every route, and
     // each `from_fn` in such a stack clones all that it wraps on every
     // request.
-    let routes = api
+    let blobs = state.blob_routes.clone();
+    let mut routes = api
         .layer(middleware::from_fn_with_state(
             metrics,
             http_metrics::record,
         ))
         .with_state(state);
+    // The local store's signed URLs: the signature is their only
+    // authorisation, so they sit outside the PEP (ADR 0017).
+    if let Some(blobs) = blobs {
+        routes = routes.merge(blobs);
+    }
     let app = ServiceBuilder::new()
         .map_request(drop_unusable_request_id)
         .layer(SetRequestIdLayer::new(request_id.clone(), RandomRequestId))

@@ -54,6 +54,9 @@ impl TestEnv {
             ("LOGIN_ADDRESS_LIMIT", "1000000".to_owned()),
             ("LOGIN_ACCOUNT_LIMIT", "1000000".to_owned()),
             ("LOGIN_ACCOUNT_SLOW_AFTER", "1000000".to_owned()),
+            // Attachments in the local store, one folder for every API
+            // instance of the test (they serve each other's signed URLs).
+            ("DATA_DIR", self.dir.join("api-data").display().to_string()),
         ];
         vars.extend(extra.iter().cloned());
         let idx = self.spawn("fastprep-api", &["serve"], &vars);

@@ -79,6 +79,8 @@ Each operation names the access it needs (`x-permissions`: any one of them suffi
         routes::messages::list,
         routes::messages::versions,
         routes::messages::create,
+        routes::attachments::create,
+        routes::attachments::url,
         routes::ops::retry_message,
         routes::ops::outbox,
         routes::ops::outbox_retry_failed,
@@ -94,6 +96,7 @@ Each operation names the access it needs (`x-permissions`: any one of them suffi
         (name = "roles", description = "Roles and the permission catalogue"),
         (name = "inbox", description = "Conversations, messages, notes and contacts"),
         (name = "audit", description = "The audit log"),
+        (name = "attachments", description = "Files: uploads by presigned URL, download links after the permission check"),
         (name = "ops", description = "On-call: the outbox and the dead-letter queues"),
         (name = "system", description = "Health, the realtime socket and this document"),
     )

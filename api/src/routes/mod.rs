@@ -5,6 +5,7 @@
 //! with `#[utoipa::path]` and named in `crate::openapi`, which adds the
 //! access from this table (a test holds the two to each other).
 
+pub mod attachments;
 pub mod audit;
 pub mod contacts;
 pub mod conversations;
@@ -167,6 +168,18 @@ fn routes() -> Vec<Route> {
             "/conversations/{id}/messages/{message_id}/retry",
             Any(&[Perm::InboxReply]),
             ops::retry_message,
+        ),
+        route(
+            M::POST,
+            "/attachments",
+            Any(&[Perm::AttachmentsUpload]),
+            attachments::create,
+        ),
+        route(
+            M::GET,
+            "/attachments/{id}/url",
+            Any(&[Perm::AttachmentsRead, Perm::AttachmentsUpload]),
+            attachments::url,
         ),
         route(M::GET, "/ops/outbox", Any(&[Perm::OpsOutbox]), ops::outbox),
         route(

@@ -5,6 +5,7 @@
 
 mod alerts;
 mod api;
+mod attachments;
 mod authz;
 mod cluster;
 mod faults;

@@ -1,0 +1,365 @@
+//! Attachments (ADR 0017): an upload is a `pending` row and a presigned
+//! `PUT` of a key the server chose; a download URL is made on demand, after
+//! the caller was found allowed to read the file. The bucket stays private:
+//! nothing reaches an object but a URL signed here.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use chrono::{DateTime, Utc};
+use schema::entities::{attachments, messages};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ConnectionTrait, EntityTrait, QuerySelect};
+use serde::{Deserialize, Serialize};
+use storage::{AttachmentStore, GET_URL_TTL, ObjectKey, PUT_URL_TTL};
+use uuid::Uuid;
+
+use crate::{
+    authz::{Perm, pep::Principal},
+    error::{ApiError, ApiResult},
+};
+
+/// Telegram's limit on a file a user account sends (2,000 MiB): no
+/// configured maximum may exceed it.
+pub const TELEGRAM_MAX_BYTES: u64 = 2000 * 1024 * 1024;
+
+/// The maximum by default: 20 MiB, what most students' photos and
+/// documents fit in.
+pub const DEFAULT_MAX_BYTES: u64 = 20 * 1024 * 1024;
+
+/// Content types accepted by default: photos, documents, audio and video
+/// that Telegram shows in a chat.
+pub const DEFAULT_CONTENT_TYPES: &[&str] = &[
+    "image/jpeg",
+    "image/png",
+    "image/gif",
+    "image/webp",
+    "application/pdf",
+    "text/plain",
+    "application/msword",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.ms-excel",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "application/vnd.ms-powerpoint",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "application/zip",
+    "audio/mpeg",
+    "audio/ogg",
+    "video/mp4",
+];
+
+/// The longest file name kept, in characters.
+const MAX_FILENAME_CHARS: usize = 255;
+
+/// What uploads may be.
+#[derive(Debug, Clone)]
+pub struct AttachmentLimits {
+    /// `ATTACHMENT_MAX_BYTES`.
+    pub max_bytes: u64,
+    /// `ATTACHMENT_CONTENT_TYPES`, lowercase media types.
+    pub content_types: Vec<String>,
+}
+
+impl Default for AttachmentLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: DEFAULT_MAX_BYTES,
+            content_types: DEFAULT_CONTENT_TYPES
+                .iter()
+                .map(|t| (*t).to_owned())
+                .collect(),
+        }
+    }
+}
+
+/// The attachment store and its limits, as the API holds them.
+#[derive(Debug, Clone)]
+pub struct Attachments {
+    pub store: Arc<dyn AttachmentStore>,
+    pub limits: AttachmentLimits,
+}
+
+/// `POST /api/attachments`: the file about to be uploaded.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct UploadRequest {
+    /// The file's name as the recipient will see it: 1 to 255 characters,
+    /// no `/`, `\`, control characters, and not `.` or `..`.
+    #[schema(min_length = 1, max_length = 255)]
+    pub filename: String,
+    /// Its media type, one of the allowed ones (`ATTACHMENT_CONTENT_TYPES`).
+    pub content_type: String,
+    /// Its exact size in bytes, 1 to `ATTACHMENT_MAX_BYTES`.
+    #[schema(minimum = 1)]
+    pub size_bytes: i64,
+}
+
+/// Where and how to upload: send `method` to `upload_url` with exactly
+/// `headers`, within `expires_in` seconds.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Upload {
+    pub id: Uuid,
+    pub upload_url: String,
+    /// Always `PUT`.
+    pub method: String,
+    /// The headers the upload must carry, and with these values:
+    /// `Content-Type` and `Content-Length`.
+    pub headers: BTreeMap<String, String>,
+    /// Seconds the URL stays valid (600).
+    pub expires_in: u64,
+}
+
+/// `GET /api/attachments/{id}/url`: a download link.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Download {
+    pub url: String,
+    /// Seconds the URL stays valid (300).
+    pub expires_in: u64,
+}
+
+/// An attachment as the API shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Attachment {
+    pub id: Uuid,
+    pub filename: String,
+    pub content_type: String,
+    pub size_bytes: i64,
+    /// `pending` (not attached to a message yet) or `attached`.
+    pub status: String,
+    pub message_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<attachments::Model> for Attachment {
+    fn from(m: attachments::Model) -> Self {
+        Self {
+            id: m.id,
+            filename: m.filename,
+            content_type: m.content_type,
+            size_bytes: m.size_bytes,
+            status: m.status,
+            message_id: m.message_id,
+            created_at: m.created_at,
+        }
+    }
+}
+
+fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::Unprocessable {
+        code,
+        message: message.into(),
+    }
+}
+
+/// A file name as sent to Telegram and offered on download: never a path.
+fn check_filename(name: &str) -> ApiResult<()> {
+    let chars = name.chars().count();
+    if chars == 0 || chars > MAX_FILENAME_CHARS {
+        return Err(invalid(
+            "invalid_filename",
+            "filename must be 1 to 255 characters",
+        ));
+    }
+    if name.trim().is_empty()
+        || name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c == '\\' || c.is_control())
+    {
+        return Err(invalid(
+            "invalid_filename",
+            "filename must be a plain name: no '/', '\\', control characters, '.' or '..'",
+        ));
+    }
+    Ok(())
+}
+
+/// The media type of `declared` (lowercase, without parameters) when the
+/// limits allow it.
+fn allowed_type(limits: &AttachmentLimits, declared: &str) -> ApiResult<String> {
+    let essence = declared
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if limits.content_types.contains(&essence) {
+        Ok(essence)
+    } else {
+        Err(invalid(
+            "content_type_not_allowed",
+            format!(
+                "content_type {declared:?} is not accepted; allowed: {}",
+                limits.content_types.join(", ")
+            ),
+        ))
+    }
+}
+
+fn key_of(id: Uuid) -> ApiResult<ObjectKey> {
+    ObjectKey::new(format!("attachments/{id}"))
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("attachment key: {e}")))
+}
+
+fn storage_unavailable(e: storage::StorageError) -> ApiError {
+    ApiError::Unavailable {
+        what: "attachment storage",
+        cause: e.to_string(),
+    }
+}
+
+/// Checks the declaration, signs the upload, then writes the `pending` row:
+/// a refused or failed request leaves nothing behind.
+pub async fn create<C: ConnectionTrait>(
+    db: &C,
+    attachments: &Attachments,
+    uploader: Uuid,
+    request: UploadRequest,
+) -> ApiResult<Upload> {
+    check_filename(&request.filename)?;
+    let content_type = allowed_type(&attachments.limits, &request.content_type)?;
+    let max = attachments.limits.max_bytes;
+    let size = match u64::try_from(request.size_bytes) {
+        Ok(0) | Err(_) => {
+            return Err(invalid(
+                "invalid_size",
+                "size_bytes must be at least 1: an empty file cannot be sent",
+            ));
+        }
+        Ok(n) if n > max => {
+            return Err(ApiError::PayloadTooLarge {
+                code: "attachment_too_large",
+                message: format!("size_bytes must be at most {max}"),
+            });
+        }
+        Ok(n) => n,
+    };
+    let id = Uuid::now_v7();
+    let key = key_of(id)?;
+    let presigned = attachments
+        .store
+        .presign_put(&key, &content_type, size, PUT_URL_TTL)
+        .await
+        .map_err(storage_unavailable)?;
+    attachments::ActiveModel {
+        id: Set(id),
+        uploader_id: Set(Some(uploader)),
+        message_id: Set(None),
+        object_key: Set(key.as_str().to_owned()),
+        filename: Set(request.filename),
+        content_type: Set(content_type),
+        size_bytes: Set(request.size_bytes),
+        status: Set("pending".to_owned()),
+        created_at: Set(Utc::now()),
+    }
+    .insert(db)
+    .await?;
+    let headers = presigned
+        .headers
+        .iter()
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .collect();
+    Ok(Upload {
+        id,
+        upload_url: presigned.url.to_string(),
+        method: presigned.method.to_string(),
+        headers,
+        expires_in: PUT_URL_TTL.as_secs(),
+    })
+}
+
+/// A download URL for attachment `id`, if `caller` may read it: an attached
+/// file through its conversation's scope, an unattached one only by its
+/// uploader. Every other case is `404`, so nothing tells whether it exists.
+pub async fn download_url<C: ConnectionTrait>(
+    db: &C,
+    attachments: &Attachments,
+    caller: &Principal,
+    id: Uuid,
+) -> ApiResult<Download> {
+    let not_found = || ApiError::NotFound { what: "attachment" };
+    let row = attachments::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or_else(not_found)?;
+    let allowed = match row.message_id {
+        // A file of a message: readers of its conversation with
+        // `attachments.read`.
+        Some(message) => {
+            let Ok(scope) = caller.inbox_scope() else {
+                return Err(not_found());
+            };
+            if !caller.has(Perm::AttachmentsRead) {
+                return Err(not_found());
+            }
+            let conversation: Option<Uuid> = messages::Entity::find_by_id(message)
+                .select_only()
+                .column(messages::Column::ConversationId)
+                .into_tuple()
+                .one(db)
+                .await?;
+            match conversation {
+                Some(conversation) => {
+                    crate::inbox::conversations::visible_chat(db, conversation, scope)
+                        .await
+                        .is_ok()
+                }
+                None => false,
+            }
+        }
+        // Not attached yet: its uploader's alone.
+        None => row.uploader_id == Some(caller.id),
+    };
+    if !allowed {
+        return Err(not_found());
+    }
+    let key = ObjectKey::new(row.object_key.clone())
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored attachment key: {e}")))?;
+    let url = attachments
+        .store
+        .presign_get(&key, &row.content_type, &row.filename, GET_URL_TTL)
+        .await
+        .map_err(storage_unavailable)?;
+    Ok(Download {
+        url: url.to_string(),
+        expires_in: GET_URL_TTL.as_secs(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_plain_names() {
+        for good in ["photo.jpg", "Домашка 3.pdf", "a b", "..hidden", "x.."] {
+            assert!(check_filename(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            " ",
+            ".",
+            "..",
+            "../etc/passwd",
+            "a/b",
+            "a\\b",
+            "a\0b",
+            "line\nbreak",
+            &"x".repeat(256),
+        ] {
+            assert!(check_filename(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn content_types_are_compared_by_media_type() {
+        let limits = AttachmentLimits::default();
+        assert_eq!(
+            allowed_type(&limits, "Image/JPEG; q=1").unwrap(),
+            "image/jpeg"
+        );
+        assert!(allowed_type(&limits, "text/html").is_err());
+        assert!(allowed_type(&limits, "application/x-msdownload").is_err());
+        assert!(allowed_type(&limits, "").is_err());
+    }
+}
