@@ -7,7 +7,13 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use chrono::{DateTime, Utc};
 use schema::entities::{attachments, messages};
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ConnectionTrait, EntityTrait, QuerySelect};
+use sea_orm::{
+    ActiveModelTrait,
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionSession, TransactionTrait,
+    sea_query::{LockBehavior, LockType},
+};
 use serde::{Deserialize, Serialize};
 use storage::{AttachmentStore, GET_URL_TTL, ObjectKey, PUT_URL_TTL};
 use uuid::Uuid;
@@ -324,6 +330,58 @@ pub async fn download_url<C: ConnectionTrait>(
         url: url.to_string(),
         expires_in: GET_URL_TTL.as_secs(),
     })
+}
+
+/// An upload no message took within this long is deleted, object and row.
+pub const PENDING_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+/// Uploads deleted per transaction.
+const PURGE_BATCH: u64 = 100;
+
+/// Deletes the uploads no message took that are older than `before`: each
+/// object, then its row, in batches. Safe on every instance at once (a row
+/// is taken by one, `SKIP LOCKED`), and after a failure part-way: a row
+/// whose object is already gone is deleted on the next run. A message that
+/// tries to take an upload being purged waits for the purge and then finds
+/// no row.
+pub async fn purge_pending<C: TransactionTrait>(
+    db: &C,
+    store: &dyn AttachmentStore,
+    before: DateTime<Utc>,
+) -> ApiResult<u64> {
+    use attachments::Column;
+    let mut purged = 0;
+    loop {
+        let tx = db.begin().await?;
+        let batch: Vec<(Uuid, String)> = attachments::Entity::find()
+            .select_only()
+            .columns([Column::Id, Column::ObjectKey])
+            .filter(Column::MessageId.is_null())
+            .filter(Column::CreatedAt.lt(before))
+            .order_by_asc(Column::CreatedAt)
+            .limit(PURGE_BATCH)
+            .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+            .into_tuple()
+            .all(&tx)
+            .await?;
+        if batch.is_empty() {
+            tx.commit().await?;
+            return Ok(purged);
+        }
+        for (_, key) in &batch {
+            let key = ObjectKey::new(key.clone())
+                .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored attachment key: {e}")))?;
+            store.delete(&key).await.map_err(storage_unavailable)?;
+        }
+        let ids: Vec<Uuid> = batch.iter().map(|(id, _)| *id).collect();
+        let deleted = attachments::Entity::delete_many()
+            .filter(schema::finders::any_of(Column::Id, &ids))
+            .exec(&tx)
+            .await?
+            .rows_affected;
+        tx.commit().await?;
+        purged += deleted;
+    }
 }
 
 #[cfg(test)]

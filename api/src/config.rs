@@ -35,6 +35,9 @@ pub struct Config {
     pub attachments_url_base: url::Url,
     /// `ATTACHMENT_MAX_BYTES` and `ATTACHMENT_CONTENT_TYPES`.
     pub attachment_limits: crate::attachments::AttachmentLimits,
+    /// `ATTACHMENT_PURGE_INTERVAL`: how often uploads no message took for a
+    /// day are deleted.
+    pub attachment_purge_interval: Duration,
 }
 
 impl Config {
@@ -83,6 +86,8 @@ impl Config {
             metrics_bind: env.metrics_bind()?,
             // Read last: the settings above are each process's first concern.
             attachment_limits: attachment_limits(env)?,
+            attachment_purge_interval: env
+                .duration_or("ATTACHMENT_PURGE_INTERVAL", Duration::from_secs(3600))?,
             attachments_url_base: env.or(
                 "ATTACHMENTS_URL_BASE",
                 url::Url::parse(&format!("http://127.0.0.1:{port}")).map_err(|e| {

@@ -162,6 +162,15 @@ pub async fn state(
         .storage
         .open(config.attachments_url_base.clone(), None)
         .map_err(|e| anyhow::anyhow!("attachment storage: {e}"))?;
+    tasks.spawn(
+        "pending attachments purge",
+        purge_pending_attachments(
+            db.clone(),
+            opened.store.clone(),
+            config.attachment_purge_interval,
+            shutdown.clone(),
+        ),
+    );
     Ok(AppState(Arc::new(Services {
         attachments: attachments::Attachments {
             store: opened.store,
@@ -196,6 +205,33 @@ pub async fn state(
         gateway,
         shutdown,
     })))
+}
+
+/// Deletes the uploads no message took within a day, object and row, every
+/// `every` (`ATTACHMENT_PURGE_INTERVAL`).
+async fn purge_pending_attachments(
+    db: sea_orm::DatabaseConnection,
+    store: Arc<dyn storage::AttachmentStore>,
+    every: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every.max(std::time::Duration::from_secs(1)));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                let age = chrono::Duration::from_std(attachments::PENDING_MAX_AGE)
+                    .unwrap_or(chrono::Duration::days(1));
+                match attachments::purge_pending(&db, store.as_ref(), chrono::Utc::now() - age).await {
+                    Ok(purged) if purged > 0 => {
+                        tracing::info!(purged, "uploads no message took within a day deleted");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "purging pending uploads failed"),
+                }
+            }
+        }
+    }
 }
 
 /// Deletes refresh tokens a day past their expiry, hourly. Older tokens of a

@@ -331,3 +331,96 @@ async fn the_bucket_answers_nothing_unsigned() {
     env.cleanup().await;
     drop(store);
 }
+
+/// Uploads no message took within a day are deleted, object and row; a
+/// fresh upload and an attached file are kept.
+#[tokio::test]
+async fn uploads_left_pending_for_a_day_are_deleted_object_and_row() {
+    let mut env = TestEnv::new().await;
+    let api = env
+        .start_api(&[("ATTACHMENT_PURGE_INTERVAL", "1s".to_owned())])
+        .await;
+    let admin = env.admin_session(&api.url).await;
+    let mut uploads = Vec::new();
+    for name in ["old.txt", "fresh.txt", "attached.txt"] {
+        let (s, upload) = start_upload(&env, &api.url, &admin.access, name, "text/plain", 5).await;
+        assert_eq!(s, StatusCode::CREATED, "{upload}");
+        assert!(put(&upload, b"hello".to_vec(), None).await.is_success());
+        let (s, link) = download_url(
+            &env,
+            &api.url,
+            &admin.access,
+            upload["id"].as_str().unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{link}");
+        uploads.push((
+            upload["id"].as_str().unwrap().to_owned(),
+            link["url"].as_str().unwrap().to_owned(),
+        ));
+    }
+    let [(old, old_url), (fresh, fresh_url), (attached, attached_url)] =
+        <[(String, String); 3]>::try_from(uploads).unwrap();
+    let conv = env.insert_conversation(777, None).await;
+    let message = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO messages (id, conversation_id, direction, text, tg_message_id, status)
+         VALUES ($1, $2::uuid, 'in', '', 1, 'received')",
+    )
+    .bind(message)
+    .bind(&conv)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE attachments SET message_id = $2, status = 'attached',
+                created_at = now() - interval '2 days' WHERE id = $1::uuid",
+    )
+    .bind(&attached)
+    .bind(message)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE attachments SET created_at = now() - interval '25 hours' WHERE id = $1::uuid",
+    )
+    .bind(&old)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let pool = env.pool.clone();
+    let old_id = old.clone();
+    fastprep_tests::wait_for(
+        "the day-old upload purged",
+        std::time::Duration::from_secs(15),
+        || {
+            let pool = pool.clone();
+            let old = old_id.clone();
+            async move {
+                let left: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM attachments WHERE id = $1::uuid")
+                        .bind(&old)
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap();
+                (left == 0).then_some(())
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        reqwest::get(&old_url).await.unwrap().status(),
+        StatusCode::NOT_FOUND,
+        "its object is gone too"
+    );
+    for (id, url) in [(&fresh, &fresh_url), (&attached, &attached_url)] {
+        let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM attachments WHERE id = $1::uuid")
+            .bind(id)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+        assert_eq!(kept, 1, "{id} kept");
+        assert_eq!(reqwest::get(url).await.unwrap().status(), StatusCode::OK);
+    }
+    env.cleanup().await;
+}
