@@ -10,8 +10,8 @@ use schema::entities::{attachments, messages};
 use sea_orm::{
     ActiveModelTrait,
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionSession, TransactionTrait,
+    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionSession, TransactionTrait,
     sea_query::{LockBehavior, LockType},
 };
 use serde::{Deserialize, Serialize};
@@ -51,6 +51,9 @@ pub const DEFAULT_CONTENT_TYPES: &[&str] = &[
     "audio/ogg",
     "video/mp4",
 ];
+
+/// Uploads of one user no message took yet, at most.
+pub const MAX_PENDING_PER_UPLOADER: u64 = 50;
 
 /// The longest file name kept, in characters.
 const MAX_FILENAME_CHARS: usize = 255;
@@ -168,14 +171,23 @@ fn check_filename(name: &str) -> ApiResult<()> {
         || name == ".."
         || name
             .chars()
-            .any(|c| c == '/' || c == '\\' || c.is_control())
+            .any(|c| c == '/' || c == '\\' || c.is_control() || invisible(c))
     {
         return Err(invalid(
             "invalid_filename",
-            "filename must be a plain name: no '/', '\\', control characters, '.' or '..'",
+            "filename must be a plain name: no '/', '\\', control or invisible characters, '.' or '..'",
         ));
     }
     Ok(())
+}
+
+/// Characters that change how a name reads without being seen: direction
+/// overrides and isolates (which can show `invoice\u{202E}fdp.exe` as
+/// "invoiceexe.pdf") and zero-width characters.
+fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
 
 /// The media type of `declared` (lowercase, without parameters) when the
@@ -238,6 +250,21 @@ pub async fn create<C: ConnectionTrait>(
         }
         Ok(n) => n,
     };
+    // Unused uploads are capped per uploader: an upload URL does not bound
+    // what S3 stores, so each one is room for data until the purge.
+    let pending = attachments::Entity::find()
+        .filter(attachments::Column::UploaderId.eq(uploader))
+        .filter(attachments::Column::MessageId.is_null())
+        .count(db)
+        .await?;
+    if pending >= MAX_PENDING_PER_UPLOADER {
+        return Err(ApiError::Conflict {
+            code: "too_many_pending_uploads",
+            message: format!(
+                "{pending} uploads of yours are waiting for a message; send or drop them (they expire after a day)"
+            ),
+        });
+    }
     let id = Uuid::now_v7();
     let key = key_of(id)?;
     let presigned = attachments
@@ -306,9 +333,11 @@ pub async fn download_url<C: ConnectionTrait>(
                 .await?;
             match conversation {
                 Some(conversation) => {
-                    crate::inbox::conversations::visible_chat(db, conversation, scope)
-                        .await
-                        .is_ok()
+                    match crate::inbox::conversations::visible_chat(db, conversation, scope).await {
+                        Ok(_) => true,
+                        Err(ApiError::NotFound { .. }) => false,
+                        Err(e) => return Err(e),
+                    }
                 }
                 None => false,
             }
@@ -368,12 +397,27 @@ pub async fn purge_pending<C: TransactionTrait>(
             tx.commit().await?;
             return Ok(purged);
         }
-        for (_, key) in &batch {
-            let key = ObjectKey::new(key.clone())
-                .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored attachment key: {e}")))?;
-            store.delete(&key).await.map_err(storage_unavailable)?;
+        // A row goes with its object: one whose object cannot be deleted
+        // now stays for the next run, and does not hold up the others.
+        let mut ids = Vec::with_capacity(batch.len());
+        for (id, key) in &batch {
+            let deleted = match ObjectKey::new(key.clone()) {
+                Ok(key) => store.delete(&key).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match deleted {
+                Ok(()) => ids.push(*id),
+                Err(e) => tracing::warn!(
+                    attachment = %id,
+                    error = %e,
+                    "an unused upload's object could not be deleted; kept for the next run"
+                ),
+            }
         }
-        let ids: Vec<Uuid> = batch.iter().map(|(id, _)| *id).collect();
+        if ids.is_empty() {
+            tx.commit().await?;
+            return Ok(purged);
+        }
         let deleted = attachments::Entity::delete_many()
             .filter(schema::finders::any_of(Column::Id, &ids))
             .exec(&tx)
@@ -403,6 +447,8 @@ mod tests {
             "a\\b",
             "a\0b",
             "line\nbreak",
+            "invoice\u{202E}fdp.exe",
+            "zero\u{200B}width",
             &"x".repeat(256),
         ] {
             assert!(check_filename(bad).is_err(), "{bad:?}");

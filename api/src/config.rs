@@ -88,15 +88,7 @@ impl Config {
             attachment_limits: attachment_limits(env)?,
             attachment_purge_interval: env
                 .duration_or("ATTACHMENT_PURGE_INTERVAL", Duration::from_secs(3600))?,
-            attachments_url_base: env.or(
-                "ATTACHMENTS_URL_BASE",
-                url::Url::parse(&format!("http://127.0.0.1:{port}")).map_err(|e| {
-                    ConfigError::Invalid {
-                        name: "PORT".into(),
-                        reason: e.to_string(),
-                    }
-                })?,
-            )?,
+            attachments_url_base: attachments_url_base(env, port)?,
             storage: storage::StorageConfig::from_env(env)?,
         })
     }
@@ -141,4 +133,94 @@ fn attachment_limits(env: &Env) -> Result<crate::attachments::AttachmentLimits, 
         max_bytes,
         content_types,
     })
+}
+
+/// `ATTACHMENTS_URL_BASE`. The local store's URLs are handed to browsers,
+/// so outside development mode a local store needs it set: a default of
+/// loopback would give every client links that lead nowhere.
+fn attachments_url_base(env: &Env, port: u16) -> Result<url::Url, ConfigError> {
+    if let Some(base) = env.optional("ATTACHMENTS_URL_BASE")? {
+        return Ok(base);
+    }
+    let local = env.optional::<String>("S3_BUCKET")?.is_none();
+    if local && !env.is_development() {
+        return Err(ConfigError::Missing {
+            name: "ATTACHMENTS_URL_BASE".into(),
+        });
+    }
+    url::Url::parse(&format!("http://127.0.0.1:{port}")).map_err(|e| ConfigError::Invalid {
+        name: "PORT".into(),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: [(&str, &str); 4] = [
+        ("DATABASE_URL", "postgres://localhost/x"),
+        ("REDIS_URL", "redis://localhost"),
+        ("AMQP_URL", "amqp://localhost"),
+        (
+            "JWT_SECRET",
+            "a-long-random-secret-for-the-config-tests-0123456789",
+        ),
+    ];
+
+    fn config(extra: &[(&'static str, &'static str)]) -> Result<Config, ConfigError> {
+        Config::from_env(&Env::from_pairs(BASE.iter().chain(extra).copied()))
+    }
+
+    #[test]
+    fn a_local_store_outside_development_needs_its_public_origin() {
+        let missing = config(&[("DATA_DIR", "/data")]).unwrap_err();
+        assert!(
+            missing.to_string().contains("ATTACHMENTS_URL_BASE"),
+            "{missing}"
+        );
+        let dev = config(&[("DATA_DIR", "/data"), ("FASTPREP_ENV", "development")]).unwrap();
+        assert_eq!(dev.attachments_url_base.as_str(), "http://127.0.0.1:8080/");
+        let set = config(&[
+            ("DATA_DIR", "/data"),
+            ("ATTACHMENTS_URL_BASE", "https://api.example.com"),
+        ])
+        .unwrap();
+        assert_eq!(
+            set.attachments_url_base.as_str(),
+            "https://api.example.com/"
+        );
+    }
+
+    #[test]
+    fn attachment_limits_stay_within_telegrams() {
+        let dev = [("DATA_DIR", "/data"), ("FASTPREP_ENV", "development")];
+        let too_big = [dev[0], dev[1], ("ATTACHMENT_MAX_BYTES", "2097152001")];
+        assert!(
+            config(&too_big)
+                .unwrap_err()
+                .to_string()
+                .contains("ATTACHMENT_MAX_BYTES")
+        );
+        let odd_type = [
+            dev[0],
+            dev[1],
+            ("ATTACHMENT_CONTENT_TYPES", "image/png,notatype"),
+        ];
+        assert!(
+            config(&odd_type)
+                .unwrap_err()
+                .to_string()
+                .contains("ATTACHMENT_CONTENT_TYPES")
+        );
+        let types = [
+            dev[0],
+            dev[1],
+            ("ATTACHMENT_CONTENT_TYPES", "Image/PNG, application/pdf"),
+        ];
+        assert_eq!(
+            config(&types).unwrap().attachment_limits.content_types,
+            ["image/png", "application/pdf"]
+        );
+    }
 }

@@ -27,7 +27,7 @@ mod write;
 use std::{fmt, time::Duration};
 
 use async_trait::async_trait;
-use axum::http::{HeaderMap, Method};
+use axum::http::{HeaderMap, HeaderValue, Method};
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use url::Url;
@@ -114,6 +114,20 @@ pub struct Presigned {
     /// `Content-Type` and `Content-Length`. A browser's `fetch` sets
     /// `Content-Length` itself from the body it sends.
     pub headers: HeaderMap,
+}
+
+impl Presigned {
+    /// An upload of `size` bytes of `content_type` to `url`.
+    pub(crate) fn put(url: Url, content_type: HeaderValue, size: u64) -> Self {
+        let mut headers = HeaderMap::new();
+        headers.insert(axum::http::header::CONTENT_TYPE, content_type);
+        headers.insert(axum::http::header::CONTENT_LENGTH, HeaderValue::from(size));
+        Self {
+            url,
+            method: Method::PUT,
+            headers,
+        }
+    }
 }
 
 /// What [`AttachmentStore::head`] learns of an object.

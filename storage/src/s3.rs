@@ -4,10 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use axum::http::{
-    HeaderMap, HeaderValue, Method,
-    header::{CONTENT_LENGTH, CONTENT_TYPE},
-};
+use axum::http::{HeaderValue, Method, header::CONTENT_TYPE};
 use futures::{StreamExt, TryStreamExt};
 use object_store::{
     Attribute, Attributes, GetOptions, ObjectStore, ObjectStoreExt,
@@ -74,14 +71,7 @@ impl AttachmentStore for S3Store {
             .s3
             .signed_url_opts(Method::PUT, &key.to_path(), ttl, &options)
             .await?;
-        let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, content_type);
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(size));
-        Ok(Presigned {
-            url,
-            method: Method::PUT,
-            headers,
-        })
+        Ok(Presigned::put(url, content_type, size))
     }
 
     async fn presign_get(
@@ -164,6 +154,7 @@ fn info(size: u64, attributes: &Attributes) -> ObjectInfo {
 
 #[cfg(test)]
 mod tests {
+    use axum::http::header::CONTENT_LENGTH;
     use secrecy::SecretString;
 
     use super::*;

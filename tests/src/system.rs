@@ -55,8 +55,10 @@ impl TestEnv {
             ("LOGIN_ACCOUNT_LIMIT", "1000000".to_owned()),
             ("LOGIN_ACCOUNT_SLOW_AFTER", "1000000".to_owned()),
             // Attachments in the local store, one folder for every API
-            // instance of the test (they serve each other's signed URLs).
+            // instance of the test (they serve each other's signed URLs),
+            // and the origin its URLs start with, as a deployment sets it.
             ("DATA_DIR", self.dir.join("api-data").display().to_string()),
+            ("ATTACHMENTS_URL_BASE", format!("http://127.0.0.1:{port}")),
         ];
         vars.extend(extra.iter().cloned());
         let idx = self.spawn("fastprep-api", &["serve"], &vars);

@@ -22,10 +22,11 @@ use crate::{
     path = "/api/attachments",
     tag = "attachments",
     summary = "Start an upload",
-    description = "Checks the file's name, declared size and content type, records a pending attachment under a key the server chooses, and answers a URL valid 600 s. Upload the file with `method` to `upload_url`, sending exactly `headers`. The upload is checked against this declaration before a message may take it.",
+    description = "Checks the file's name, declared size and content type, records a pending attachment under a key the server chooses, and answers a URL valid 600 s. Upload the file with `method` to `upload_url`, sending exactly `headers`. Replies cannot take attachments yet.",
     request_body = UploadRequest,
     responses(
         (status = 201, description = "The pending attachment and where to upload it", body = Upload),
+        (status = 409, description = "`too_many_pending_uploads`: 50 uploads of the caller's wait for a message", body = ErrorBody),
         (status = 413, description = "`attachment_too_large`: over `ATTACHMENT_MAX_BYTES`", body = ErrorBody),
         (status = 422, description = "`invalid_filename`, `content_type_not_allowed`, `invalid_size`", body = ErrorBody),
         (status = 503, description = "`unavailable`: the storage could not sign the upload; nothing was recorded", body = ErrorBody),

@@ -21,7 +21,7 @@ pub const KEY_FILE: &str = ".url-key";
 /// there (32 random bytes, mode 0600, atomically) when missing.
 ///
 /// The API signs upload and download URLs and serves them; the consumers
-/// (tg-delivery) sign download URLs for the TG adapter. Both must use the
+/// (tg-delivery, once it sends files) sign download URLs for the TG adapter. Both must use the
 /// same key, and in local mode they share `DATA_DIR` (the local backend is
 /// single-host by nature), so this file is how they agree without a new
 /// setting. A key file that others may read is refused: whoever reads it can

@@ -13,10 +13,7 @@ mod signing;
 use std::{path::Path, sync::Arc, time::Duration, time::SystemTime};
 
 use async_trait::async_trait;
-use axum::http::{
-    HeaderMap, HeaderValue, Method,
-    header::{CONTENT_LENGTH, CONTENT_TYPE},
-};
+use axum::http::HeaderValue;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectStore, ObjectStoreExt, local::LocalFileSystem, path::Path as ObjectPath};
@@ -200,14 +197,7 @@ impl AttachmentStore for LocalStore {
             },
             ttl,
         );
-        let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, header);
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(size));
-        Ok(Presigned {
-            url,
-            method: Method::PUT,
-            headers,
-        })
+        Ok(Presigned::put(url, header, size))
     }
 
     async fn presign_get(

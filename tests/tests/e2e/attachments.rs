@@ -107,6 +107,27 @@ fn tampered(url: &str) -> url::Url {
     url
 }
 
+/// Attaches upload `id` to a new inbound message of `conv`, as inbound
+/// media are stored.
+async fn attach_to_inbound(env: &TestEnv, id: &str, conv: &str) {
+    let message = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO messages (id, conversation_id, direction, text, tg_message_id, status)
+         VALUES ($1, $2::uuid, 'in', '', 1, 'received')",
+    )
+    .bind(message)
+    .bind(conv)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE attachments SET message_id = $2, status = 'attached' WHERE id = $1::uuid")
+        .bind(id)
+        .bind(message)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+}
+
 async fn rows(env: &TestEnv) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM attachments")
         .fetch_one(&env.pool)
@@ -144,6 +165,16 @@ async fn upload_and_download(store: Store) {
         &[OPERATOR_ROLE],
     )
     .await;
+    let upload_only = env
+        .create_role(
+            &api.url,
+            &admin.access,
+            "upload-only",
+            &["inbox.read_all", "attachments.upload"],
+        )
+        .await;
+    env.create_user(&api.url, &admin.access, "up@fastprep.test", &[&upload_only])
+        .await;
     env.create_user(&api.url, &admin.access, "vi@fastprep.test", &[VIEWER_ROLE])
         .await;
     let ana = env
@@ -154,6 +185,9 @@ async fn upload_and_download(store: Store) {
         .await;
     let vi = env
         .sign_in(&api.url, "vi@fastprep.test", USER_PASSWORD)
+        .await;
+    let up = env
+        .sign_in(&api.url, "up@fastprep.test", USER_PASSWORD)
         .await;
     let olga = env
         .sign_in(&api.url, "olga@fastprep.test", USER_PASSWORD)
@@ -169,6 +203,13 @@ async fn upload_and_download(store: Store) {
             "invalid_filename",
         ),
         ("a\\b.txt", "text/plain", 10, 422, "invalid_filename"),
+        (
+            "bill\u{202E}fdp.exe",
+            "application/pdf",
+            10,
+            422,
+            "invalid_filename",
+        ),
         ("..", "text/plain", 10, 422, "invalid_filename"),
         (
             "page.html",
@@ -270,26 +311,17 @@ async fn upload_and_download(store: Store) {
     // conversation's scope: an operator limited to assigned conversations
     // sees it only while the conversation is theirs.
     let conv = env.insert_conversation(4242, Some(&bo.user_id)).await;
-    let message = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO messages (id, conversation_id, direction, text, tg_message_id, status)
-         VALUES ($1, $2::uuid, 'in', '', 1, 'received')",
-    )
-    .bind(message)
-    .bind(&conv)
-    .execute(&env.pool)
-    .await
-    .unwrap();
-    sqlx::query("UPDATE attachments SET message_id = $2, status = 'attached' WHERE id = $1::uuid")
-        .bind(&id)
-        .bind(message)
-        .execute(&env.pool)
-        .await
-        .unwrap();
+    attach_to_inbound(&env, &id, &conv).await;
     let (s, _) = download_url(&env, &api.url, &bo.access, &id).await;
     assert_eq!(s, StatusCode::OK, "the assignee reads it");
     let (s, _) = download_url(&env, &api.url, &vi.access, &id).await;
     assert_eq!(s, StatusCode::OK, "a reader of every conversation reads it");
+    let (s, _) = download_url(&env, &api.url, &up.access, &id).await;
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "a reader of the conversation without attachments.read"
+    );
     let (s, _) = download_url(&env, &api.url, &ana.access, &id).await;
     assert_eq!(
         s,
@@ -362,22 +394,11 @@ async fn uploads_left_pending_for_a_day_are_deleted_object_and_row() {
     let [(old, old_url), (fresh, fresh_url), (attached, attached_url)] =
         <[(String, String); 3]>::try_from(uploads).unwrap();
     let conv = env.insert_conversation(777, None).await;
-    let message = Uuid::now_v7();
+    attach_to_inbound(&env, &attached, &conv).await;
     sqlx::query(
-        "INSERT INTO messages (id, conversation_id, direction, text, tg_message_id, status)
-         VALUES ($1, $2::uuid, 'in', '', 1, 'received')",
-    )
-    .bind(message)
-    .bind(&conv)
-    .execute(&env.pool)
-    .await
-    .unwrap();
-    sqlx::query(
-        "UPDATE attachments SET message_id = $2, status = 'attached',
-                created_at = now() - interval '2 days' WHERE id = $1::uuid",
+        "UPDATE attachments SET created_at = now() - interval '2 days' WHERE id = $1::uuid",
     )
     .bind(&attached)
-    .bind(message)
     .execute(&env.pool)
     .await
     .unwrap();
@@ -422,5 +443,34 @@ async fn uploads_left_pending_for_a_day_are_deleted_object_and_row() {
         assert_eq!(kept, 1, "{id} kept");
         assert_eq!(reqwest::get(url).await.unwrap().status(), StatusCode::OK);
     }
+    env.cleanup().await;
+}
+
+/// Unused uploads are capped per user: an S3 upload URL does not bound what
+/// is stored, so each is room for data until the purge.
+#[tokio::test]
+async fn a_user_with_fifty_unused_uploads_is_refused_more() {
+    let mut env = TestEnv::new().await;
+    let api = env.start_api(&[]).await;
+    let admin = env.admin_session(&api.url).await;
+    for i in 0..50 {
+        let (s, body) = start_upload(
+            &env,
+            &api.url,
+            &admin.access,
+            &format!("{i}.txt"),
+            "text/plain",
+            1,
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+    }
+    let (s, body) = start_upload(&env, &api.url, &admin.access, "51.txt", "text/plain", 1).await;
+    assert_eq!(
+        (s, body["error"]["code"].clone()),
+        (StatusCode::CONFLICT, json!("too_many_pending_uploads")),
+        "{body}"
+    );
+    assert_eq!(rows(&env).await, 50, "the refused one recorded nothing");
     env.cleanup().await;
 }
