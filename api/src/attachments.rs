@@ -123,33 +123,6 @@ pub struct Download {
     pub expires_in: u64,
 }
 
-/// An attachment as the API shows it.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Attachment {
-    pub id: Uuid,
-    pub filename: String,
-    pub content_type: String,
-    pub size_bytes: i64,
-    /// `pending` (not attached to a message yet) or `attached`.
-    pub status: String,
-    pub message_id: Option<Uuid>,
-    pub created_at: DateTime<Utc>,
-}
-
-impl From<attachments::Model> for Attachment {
-    fn from(m: attachments::Model) -> Self {
-        Self {
-            id: m.id,
-            filename: m.filename,
-            content_type: m.content_type,
-            size_bytes: m.size_bytes,
-            status: m.status,
-            message_id: m.message_id,
-            created_at: m.created_at,
-        }
-    }
-}
-
 fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::Unprocessable {
         code,

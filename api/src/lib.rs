@@ -20,6 +20,8 @@ pub mod routes;
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use axum::{Router, http::HeaderName, middleware};
 use fred::{
     interfaces::ClientLike,
@@ -151,12 +153,18 @@ pub async fn state(
     );
     tasks.spawn(
         "expired sessions purge",
-        purge_expired_sessions(db.clone(), shutdown.clone()),
+        periodically(Duration::from_secs(3600), shutdown.clone(), {
+            let db = db.clone();
+            move || purge_expired_sessions(db.clone())
+        }),
     );
     let relay_wake = schema::RelayWake::start(&pool, tasks);
     tasks.spawn(
         "snoozed conversations waker",
-        wake_snoozed(db.clone(), relay_wake.clone(), shutdown.clone()),
+        periodically(Duration::from_secs(15), shutdown.clone(), {
+            let (db, wake) = (db.clone(), relay_wake.clone());
+            move || wake_snoozed(db.clone(), wake.clone())
+        }),
     );
     let opened = config
         .storage
@@ -164,12 +172,10 @@ pub async fn state(
         .map_err(|e| anyhow::anyhow!("attachment storage: {e}"))?;
     tasks.spawn(
         "pending attachments purge",
-        purge_pending_attachments(
-            db.clone(),
-            opened.store.clone(),
-            config.attachment_purge_interval,
-            shutdown.clone(),
-        ),
+        periodically(config.attachment_purge_interval, shutdown.clone(), {
+            let (db, store) = (db.clone(), opened.store.clone());
+            move || purge_pending_attachments(db.clone(), store.clone())
+        }),
     );
     Ok(AppState(Arc::new(Services {
         attachments: attachments::Attachments {
@@ -207,73 +213,61 @@ pub async fn state(
     })))
 }
 
-/// Deletes the uploads no message took within a day, object and row, every
-/// `every` (`ATTACHMENT_PURGE_INTERVAL`).
+/// Runs `job` every `period` until `shutdown`: the API's housekeeping
+/// (each run logs its own outcome).
+async fn periodically<F, Fut>(period: Duration, shutdown: CancellationToken, mut job: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(period.max(Duration::from_secs(1)));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => job().await,
+        }
+    }
+}
+
+/// Deletes the uploads no message took within a day, object and row
+/// (every `ATTACHMENT_PURGE_INTERVAL`).
 async fn purge_pending_attachments(
     db: sea_orm::DatabaseConnection,
     store: Arc<dyn storage::AttachmentStore>,
-    every: std::time::Duration,
-    shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(every.max(std::time::Duration::from_secs(1)));
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {
-                let age = chrono::Duration::from_std(attachments::PENDING_MAX_AGE)
-                    .unwrap_or(chrono::Duration::days(1));
-                match attachments::purge_pending(&db, store.as_ref(), chrono::Utc::now() - age).await {
-                    Ok(purged) if purged > 0 => {
-                        tracing::info!(purged, "uploads no message took within a day deleted");
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "purging pending uploads failed"),
-                }
-            }
+    let age = chrono::Duration::from_std(attachments::PENDING_MAX_AGE)
+        .unwrap_or(chrono::Duration::days(1));
+    match attachments::purge_pending(&db, store.as_ref(), chrono::Utc::now() - age).await {
+        Ok(purged) if purged > 0 => {
+            tracing::info!(purged, "uploads no message took within a day deleted");
         }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "purging pending uploads failed"),
     }
 }
 
-/// Deletes refresh tokens a day past their expiry, hourly. Older tokens of a
-/// family point at newer ones and expire first, so one statement removes
+/// Deletes refresh tokens a day past their expiry (hourly). Older tokens of
+/// a family point at newer ones and expire first, so one statement removes
 /// whole chains without breaking a reference.
-async fn purge_expired_sessions(db: sea_orm::DatabaseConnection, shutdown: CancellationToken) {
-    let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = every.tick() => {
-                match auth::session::purge_expired(&db).await {
-                    Ok(deleted) if deleted > 0 => {
-                        tracing::info!(deleted, "expired refresh tokens purged");
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "purging expired refresh tokens failed"),
-                }
-            }
+async fn purge_expired_sessions(db: sea_orm::DatabaseConnection) {
+    match auth::session::purge_expired(&db).await {
+        Ok(deleted) if deleted > 0 => {
+            tracing::info!(deleted, "expired refresh tokens purged");
         }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "purging expired refresh tokens failed"),
     }
 }
 
-/// Reopens snoozed conversations when their time comes, every 15 s.
-async fn wake_snoozed(
-    db: sea_orm::DatabaseConnection,
-    wake: schema::RelayWake,
-    shutdown: CancellationToken,
-) {
-    let mut every = tokio::time::interval(std::time::Duration::from_secs(15));
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = every.tick() => match inbox::conversations::wake_snoozed(&db).await {
-                Ok(0) => {}
-                Ok(n) => {
-                    wake.committed();
-                    tracing::info!(reopened = n, "snoozed conversations reopened");
-                }
-                Err(e) => tracing::warn!(error = %e, "waking snoozed conversations failed"),
-            },
+/// Reopens snoozed conversations whose time came (every 15 s).
+async fn wake_snoozed(db: sea_orm::DatabaseConnection, wake: schema::RelayWake) {
+    match inbox::conversations::wake_snoozed(&db).await {
+        Ok(0) => {}
+        Ok(n) => {
+            wake.committed();
+            tracing::info!(reopened = n, "snoozed conversations reopened");
         }
+        Err(e) => tracing::warn!(error = %e, "waking snoozed conversations failed"),
     }
 }
 

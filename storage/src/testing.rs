@@ -181,3 +181,22 @@ fn tail(log: &Path) -> String {
     let start = lines.len().saturating_sub(40);
     format!("--- s3s-fs log ---\n{}", lines[start..].join("\n"))
 }
+
+/// `url` with the first character of its signature (`X-Amz-Signature` on
+/// S3, `sig` on the local store) changed: the same length and still
+/// well-formed, so the signature comparison itself must refuse it.
+pub fn tamper(url: &Url) -> Url {
+    let text = url.as_str();
+    let at = ["X-Amz-Signature=", "sig="]
+        .iter()
+        .find_map(|p| text.find(p).map(|i| i + p.len()))
+        .unwrap_or_else(|| panic!("no signature in {url}"));
+    let mut bytes = text.as_bytes().to_vec();
+    bytes[at] = if bytes[at] == b'a' { b'b' } else { b'a' };
+    let tampered = std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|t| Url::parse(t).ok())
+        .unwrap_or_else(|| panic!("tampering {url} broke it"));
+    assert_ne!(&tampered, url);
+    tampered
+}

@@ -167,20 +167,6 @@ pub fn http_client() -> reqwest::Client {
         .unwrap()
 }
 
-/// `url` with one character of its signature changed.
-pub fn tamper(url: &Url) -> Url {
-    let text = url.as_str();
-    let at = ["X-Amz-Signature=", "sig="]
-        .iter()
-        .find_map(|p| text.find(p).map(|i| i + p.len()))
-        .unwrap_or_else(|| panic!("no signature in {url}"));
-    let mut bytes = text.as_bytes().to_vec();
-    bytes[at] = if bytes[at] == b'a' { b'b' } else { b'a' };
-    let tampered = Url::parse(std::str::from_utf8(&bytes).unwrap()).unwrap();
-    assert_ne!(&tampered, url);
-    tampered
-}
-
 /// Some bytes of a given length that are not all alike.
 pub fn bytes_of(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 31 % 251) as u8).collect()

@@ -83,30 +83,6 @@ async fn download_url(env: &TestEnv, api: &str, token: &str, id: &str) -> (Statu
         .await
 }
 
-/// `url` with the last character of its signature changed (same length).
-fn tampered(url: &str) -> url::Url {
-    let mut url = url::Url::parse(url).unwrap();
-    let pairs: Vec<(String, String)> = url
-        .query_pairs()
-        .map(|(k, v)| {
-            let mut v = v.into_owned();
-            if k == "X-Amz-Signature" || k == "sig" {
-                let last = v.pop().unwrap();
-                v.push(if last == 'a' { 'b' } else { 'a' });
-            }
-            (k.into_owned(), v)
-        })
-        .collect();
-    assert!(
-        pairs
-            .iter()
-            .any(|(k, _)| k == "X-Amz-Signature" || k == "sig"),
-        "a signed URL: {url}"
-    );
-    url.query_pairs_mut().clear().extend_pairs(pairs);
-    url
-}
-
 /// Attaches upload `id` to a new inbound message of `conv`, as inbound
 /// media are stored.
 async fn attach_to_inbound(env: &TestEnv, id: &str, conv: &str) {
@@ -288,10 +264,12 @@ async fn upload_and_download(store: Store) {
     assert_eq!(got.bytes().await.unwrap().to_vec(), photo);
     // A link whose signature was altered is refused.
     assert_eq!(
-        reqwest::get(tampered(link["url"].as_str().unwrap()))
-            .await
-            .unwrap()
-            .status(),
+        reqwest::get(storage::testing::tamper(
+            &url::Url::parse(link["url"].as_str().unwrap()).unwrap(),
+        ))
+        .await
+        .unwrap()
+        .status(),
         StatusCode::FORBIDDEN
     );
 
