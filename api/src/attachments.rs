@@ -255,6 +255,7 @@ pub async fn create<C: ConnectionTrait>(
         size_bytes: Set(request.size_bytes),
         status: Set("pending".to_owned()),
         created_at: Set(Utc::now()),
+        position: Set(None),
     }
     .insert(db)
     .await?;
@@ -334,6 +335,179 @@ pub async fn download_url<C: ConnectionTrait>(
     })
 }
 
+/// The most files one message carries (Telegram's album).
+pub const MAX_PER_MESSAGE: usize = 10;
+
+/// An upload checked for a message and pinned: its object copied to a key
+/// no upload URL names, so what was checked is what is sent.
+#[derive(Debug, Clone)]
+pub struct Pinned {
+    pub id: Uuid,
+    pub filename: String,
+    pub content_type: String,
+    pub size: i64,
+    upload_key: ObjectKey,
+    pinned_key: ObjectKey,
+}
+
+/// Where an attached file lives: written once, from the server side.
+fn pinned_key_of(id: Uuid) -> ApiResult<ObjectKey> {
+    ObjectKey::new(format!("attached/{id}"))
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("attachment key: {e}")))
+}
+
+fn refused(id: Uuid, code: &'static str, why: impl std::fmt::Display) -> ApiError {
+    invalid(code, format!("attachment {id}: {why}"))
+}
+
+/// Checks the uploads `ids` of `uploader` for a message, before its
+/// transaction: each is the uploader's own, attached to nothing, and its
+/// object is there with the declared size and type. Each is checked on a
+/// server-side copy under a key of its own (the HEAD of the copy): the
+/// upload URL stays valid for a while, and could otherwise replace the file
+/// between the check and the send. The first that fails is named in a 422;
+/// the copies made so far are removed then.
+pub async fn pin<C: ConnectionTrait>(
+    db: &C,
+    attachments: &Attachments,
+    uploader: Uuid,
+    ids: &[Uuid],
+) -> ApiResult<Vec<Pinned>> {
+    let rows = attachments::Entity::find()
+        .filter(schema::finders::any_of(attachments::Column::Id, ids))
+        .all(db)
+        .await?;
+    let mut pinned: Vec<Pinned> = Vec::with_capacity(ids.len());
+    for id in ids {
+        match pin_one(attachments, uploader, *id, &rows).await {
+            Ok(p) => pinned.push(p),
+            Err(e) => {
+                unpin(attachments.store.as_ref(), &pinned).await;
+                return Err(e);
+            }
+        }
+    }
+    Ok(pinned)
+}
+
+async fn pin_one(
+    attachments: &Attachments,
+    uploader: Uuid,
+    id: Uuid,
+    rows: &[attachments::Model],
+) -> ApiResult<Pinned> {
+    // Another user's upload reads as one that does not exist.
+    let Some(row) = rows
+        .iter()
+        .find(|r| r.id == id && r.uploader_id == Some(uploader))
+    else {
+        return Err(refused(
+            id,
+            "attachment_not_found",
+            "not among your uploads",
+        ));
+    };
+    if row.message_id.is_some() {
+        return Err(refused(
+            id,
+            "attachment_in_use",
+            "already attached to a message",
+        ));
+    }
+    let upload_key = ObjectKey::new(row.object_key.clone())
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored attachment key: {e}")))?;
+    let pinned_key = pinned_key_of(id)?;
+    let store = attachments.store.as_ref();
+    let copied = store
+        .copy(&upload_key, &pinned_key)
+        .await
+        .map_err(storage_unavailable)?;
+    let declared = u64::try_from(row.size_bytes).unwrap_or(0);
+    match copied {
+        None => Err(refused(
+            id,
+            "attachment_not_uploaded",
+            "nothing was uploaded for it (or the upload did not finish)",
+        )),
+        Some(info) if !info.matches(declared, &row.content_type) => {
+            let _ = store.delete(&pinned_key).await;
+            Err(refused(
+                id,
+                "attachment_mismatch",
+                format!(
+                    "the uploaded file is {} bytes of {}, but {} bytes of {} were declared",
+                    info.size,
+                    info.content_type.as_deref().unwrap_or("no stated type"),
+                    row.size_bytes,
+                    row.content_type
+                ),
+            ))
+        }
+        Some(_) => Ok(Pinned {
+            id,
+            filename: row.filename.clone(),
+            content_type: row.content_type.clone(),
+            size: row.size_bytes,
+            upload_key,
+            pinned_key,
+        }),
+    }
+}
+
+/// Removes the copies of a message that was not written.
+pub async fn unpin(store: &dyn AttachmentStore, pinned: &[Pinned]) {
+    for p in pinned {
+        if let Err(e) = store.delete(&p.pinned_key).await {
+            tracing::warn!(attachment = %p.id, error = %e, "a pinned copy could not be removed; the purge of pending uploads removes it");
+        }
+    }
+}
+
+/// Attaches the pinned uploads to `message`, inside its transaction: each
+/// row points at its pinned copy. An upload another message took
+/// meanwhile, or the purge removed, fails the whole message (409).
+pub async fn attach<C: ConnectionTrait>(
+    tx: &C,
+    uploader: Uuid,
+    message: Uuid,
+    pinned: &[Pinned],
+) -> ApiResult<()> {
+    if pinned.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = pinned.iter().map(|p| p.id).collect();
+    let taken = tx
+        .execute_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "UPDATE attachments SET message_id = $1, status = 'attached',
+               object_key = 'attached/' || id::text,
+               position = array_position($2::uuid[], id) - 1
+             WHERE id = ANY($2) AND uploader_id = $3 AND message_id IS NULL",
+            [message.into(), ids.clone().into(), uploader.into()],
+        ))
+        .await?
+        .rows_affected();
+    if taken != ids.len() as u64 {
+        return Err(ApiError::Conflict {
+            code: "attachment_in_use",
+            message:
+                "an attachment was taken by another message (or expired) meanwhile; upload it again"
+                    .into(),
+        });
+    }
+    Ok(())
+}
+
+/// After the message committed: the uploads' original objects are not
+/// needed any more (their rows point at the pinned copies).
+pub async fn release_uploads(store: &dyn AttachmentStore, pinned: &[Pinned]) {
+    for p in pinned {
+        if let Err(e) = store.delete(&p.upload_key).await {
+            tracing::warn!(attachment = %p.id, error = %e, "an attached upload's original object could not be removed");
+        }
+    }
+}
+
 /// An upload no message took within this long is deleted, object and row.
 pub const PENDING_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(86_400);
 
@@ -374,9 +548,14 @@ pub async fn purge_pending<C: TransactionTrait>(
         // now stays for the next run, and does not hold up the others.
         let mut ids = Vec::with_capacity(batch.len());
         for (id, key) in &batch {
-            let deleted = match ObjectKey::new(key.clone()) {
-                Ok(key) => store.delete(&key).await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+            // With the copy a message that was not written may have left.
+            let deleted = match (ObjectKey::new(key.clone()), pinned_key_of(*id)) {
+                (Ok(key), Ok(pinned)) => match store.delete(&pinned).await {
+                    Ok(()) => store.delete(&key).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+                (Err(e), _) => Err(e.to_string()),
+                (_, Err(e)) => Err(e.to_string()),
             };
             match deleted {
                 Ok(()) => ids.push(*id),

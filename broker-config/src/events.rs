@@ -133,14 +133,26 @@ pub struct AttachmentRef {
     pub size: i64,
 }
 
+/// A file of a message, as events name it: no URL (one is made when the
+/// file is sent or opened, and expires).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AttachedFile {
+    pub id: Uuid,
+    pub filename: String,
+    pub content_type: String,
+    pub size: i64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct MessageOutgoing {
     pub message_id: Uuid,
     pub conversation_id: Uuid,
     pub tg_chat_id: i64,
     pub text: String,
+    /// The files sent with the text, in order. tg-delivery sends the files
+    /// attached to the message's row, whatever this copy says.
     #[serde(default)]
-    pub attachments: Vec<AttachmentRef>,
+    pub attachments: Vec<AttachedFile>,
     /// The conversation's assignee when the event was written: who sees it
     /// under `inbox.read_assigned` (the realtime gateways filter by it, so
     /// every instance decides alike).

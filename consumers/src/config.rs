@@ -33,6 +33,35 @@ pub struct Config {
     pub alerts: crate::alerts::AlertSettings,
     /// `SLACK_WEBHOOK_URL`: where alerts go; unset, they are logged only.
     pub slack_webhook_url: Option<SecretString>,
+    /// Where tg-delivery finds replies' files, with the origin the local
+    /// store's URLs start with: the API's store (`S3_*`, or `DATA_DIR` and
+    /// `ATTACHMENTS_URL_BASE` as the API has them). Neither set: a reply
+    /// with files fails (`attachment_storage_unconfigured`).
+    pub attachments: Option<(storage::StorageConfig, url::Url)>,
+}
+
+/// `S3_*`, or `DATA_DIR` with `ATTACHMENTS_URL_BASE`: the API's attachment
+/// store, as tg-delivery reaches it.
+fn attachments(env: &Env) -> Result<Option<(storage::StorageConfig, url::Url)>, ConfigError> {
+    let s3 = env.optional::<String>("S3_BUCKET")?.is_some();
+    if !s3 && env.optional::<String>("DATA_DIR")?.is_none() {
+        return Ok(None);
+    }
+    let storage = storage::StorageConfig::from_env(env)?;
+    let base = match env.optional::<url::Url>("ATTACHMENTS_URL_BASE")? {
+        Some(base) => base,
+        // Unused by S3, whose URLs are the bucket's.
+        None if s3 => url::Url::parse("http://127.0.0.1/").map_err(|e| ConfigError::Invalid {
+            name: "ATTACHMENTS_URL_BASE".into(),
+            reason: e.to_string(),
+        })?,
+        None => {
+            return Err(ConfigError::Missing {
+                name: "ATTACHMENTS_URL_BASE".into(),
+            });
+        }
+    };
+    Ok(Some((storage, base)))
 }
 
 /// Settings of the outbox relay (DESIGN §5).
@@ -123,6 +152,7 @@ impl Config {
             tg_adapter_token: env.optional_strong_secret("TG_ADAPTER_TOKEN", 16)?,
             tg_adapter_timeout: env.duration_or("TG_ADAPTER_TIMEOUT", Duration::from_secs(10))?,
             tg_sending_after: env.duration_or("TG_SENDING_AFTER", Duration::from_millis(250))?,
+            attachments: attachments(env)?,
             alerts: crate::alerts::AlertSettings {
                 threshold: match env.or("FAIL_ALERT_THRESHOLD", 5u32)? {
                     0 => {

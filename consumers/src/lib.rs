@@ -104,6 +104,11 @@ pub async fn run(
         let (metrics, latency) = tg_delivery::DeliveryMetrics::new(&meter);
         let adapter =
             tg_delivery::AdapterClient::new(&url, token, config.tg_adapter_timeout, latency)?;
+        // Replies' files: the store the API keeps them in.
+        let files = match &config.attachments {
+            Some((storage, url_base)) => Some(storage.open(url_base.clone(), None)?.store),
+            None => None,
+        };
         let handler = Arc::new(tg_delivery::TgDelivery::new(
             db.clone(),
             adapter,
@@ -114,6 +119,7 @@ pub async fn run(
                 retry: config.retry.clone(),
                 clock_scale: config.retry_clock_scale,
             },
+            files,
         ));
         tasks.spawn_fallible(
             "tg-delivery",

@@ -8,4 +8,4 @@ pub mod outbox;
 pub mod pool;
 
 pub use migrations::Migrator;
-pub use outbox::{RelayWake, enqueue, enqueue_at};
+pub use outbox::{RelayWake, enqueue, enqueue_at, enqueue_with_change};

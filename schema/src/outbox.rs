@@ -70,6 +70,73 @@ async fn enqueue_scheduled<C: ConnectionTrait>(
     row.try_get_by_index(0)
 }
 
+/// Runs `change`, a data-modifying statement with a `RETURNING` clause that
+/// yields at most one row (its parameters `$1`..`$n` are `values`), and
+/// writes `envelope` to the outbox in the same statement: one round trip
+/// where [`enqueue`] after the change would take two. The event's payload is
+/// completed from the changed row: each `(key, column)` of `fields` sets
+/// `key` in the event's data to that `RETURNING` column (left out when it is
+/// null, as the events' optional members are).
+///
+/// Returns the changed row, or `None` when `change` changed nothing, in
+/// which case no event is written either. The aggregate's lock is taken
+/// after the change, as it is when the two statements run one after the
+/// other.
+pub async fn enqueue_with_change<C: ConnectionTrait>(
+    conn: &C,
+    change: &str,
+    mut values: Vec<Value>,
+    envelope: &Envelope,
+    fields: &[(&str, &str)],
+) -> Result<Option<sea_orm::QueryResult>, DbErr> {
+    let (span, headers) = producer_span(envelope);
+    let payload = envelope
+        .event
+        .data_json()
+        .map_err(|e| DbErr::Custom(format!("event {} does not encode: {e}", envelope.id)))?;
+    let n = values.len();
+    let p = |i: usize| format!("${}", n + i);
+    let completed = fields
+        .iter()
+        .map(|(key, column)| format!("'{key}', change.{column}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "WITH change AS ({change}),
+ aggregate_lock AS MATERIALIZED (
+   SELECT pg_advisory_xact_lock(hashtextextended({at} || ':' || {aid}, 0)) FROM change),
+ written AS (
+   INSERT INTO outbox (event_id, event_type, aggregate_type, aggregate_id, payload, headers, created_at, scheduled_at)
+   SELECT {id}, {ty}, {at}, {aid}, {payload}::jsonb || jsonb_strip_nulls(jsonb_build_object({completed})),
+          {headers}, {occurred}, now()
+   FROM change, aggregate_lock RETURNING id)
+ SELECT change.* FROM change, written",
+        id = p(1),
+        ty = p(2),
+        at = p(3),
+        aid = p(4),
+        payload = p(5),
+        headers = p(6),
+        occurred = p(7),
+    );
+    values.extend([
+        envelope.id.into(),
+        envelope.event_type().into(),
+        envelope.aggregate_type.clone().into(),
+        envelope.aggregate_id.clone().into(),
+        payload.into(),
+        headers.into(),
+        envelope.occurred_at.into(),
+    ]);
+    conn.query_one_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        sql,
+        values,
+    ))
+    .instrument(span)
+    .await
+}
+
 /// The `outbox.enqueue` span and the trace headers the row carries.
 fn producer_span(envelope: &Envelope) -> (tracing::Span, serde_json::Value) {
     let span = platform::trace::span_if_enabled(|| {

@@ -91,6 +91,18 @@ pub trait AttachmentStore: Send + Sync + fmt::Debug {
     /// The object's bytes, or `None` when there is no object under `key`.
     async fn get(&self, key: &ObjectKey) -> Result<Option<Object>, StorageError>;
 
+    /// Copies the object under `from` to `to` on the store's side (no bytes
+    /// pass through the caller), replacing what `to` held. Returns the
+    /// copy's size and content type as stored, or `None` when there is no
+    /// object under `from`. A copy under a key no upload URL names is a
+    /// pinned version of what was uploaded: the upload URL, still valid,
+    /// cannot change it.
+    async fn copy(
+        &self,
+        from: &ObjectKey,
+        to: &ObjectKey,
+    ) -> Result<Option<ObjectInfo>, StorageError>;
+
     /// Removes the object; a missing object is not an error.
     async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError>;
 

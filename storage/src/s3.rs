@@ -135,6 +135,18 @@ impl AttachmentStore for S3Store {
         }
     }
 
+    async fn copy(
+        &self,
+        from: &ObjectKey,
+        to: &ObjectKey,
+    ) -> Result<Option<ObjectInfo>, StorageError> {
+        match self.s3.copy(&from.to_path(), &to.to_path()).await {
+            Ok(()) => self.head(to).await,
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
         match self.s3.delete(&key.to_path()).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

@@ -6,7 +6,7 @@
 
 use broker_config::{
     Envelope, Event,
-    events::{DeliveryStatus, MessageNoteAdded, MessageOutgoing, MessageStatus},
+    events::{AttachedFile, DeliveryStatus, MessageNoteAdded, MessageOutgoing, MessageStatus},
 };
 use chrono::{DateTime, Utc};
 use schema::entities::{message_edits, messages, users};
@@ -184,16 +184,16 @@ impl Kind {
 /// A reply or note as asked, before it is checked.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Draft {
-    /// 1 to 4096 characters, not only whitespace, no NUL.
-    #[schema(
-        min_length = 1,
-        max_length = 4096,
-        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
-    )]
-    pub text: String,
-    /// Not accepted yet: must be empty.
+    /// Up to 4096 characters, no NUL; not only whitespace unless the
+    /// reply carries files.
     #[serde(default)]
-    #[schema(max_items = 0)]
+    #[schema(max_length = 4096, pattern = r"^[^\x00]*$")]
+    pub text: String,
+    /// Files to send with a reply (not with a note), in order: up to 10
+    /// distinct uploads of the caller's (`POST /api/attachments`) that no
+    /// message took yet. With files, `text` may be empty.
+    #[serde(default)]
+    #[schema(max_items = 10)]
     pub attachment_ids: Vec<Uuid>,
     /// The client's id for this message, 1 to 100 characters: a POST
     /// repeated with the same one answers the message it created.
@@ -210,6 +210,7 @@ pub struct Draft {
 pub struct Writing {
     text: String,
     client_msg_id: String,
+    attachment_ids: Vec<Uuid>,
 }
 
 impl TryFrom<Draft> for Writing {
@@ -220,13 +221,22 @@ impl TryFrom<Draft> for Writing {
             code,
             message: message.to_owned(),
         };
-        if !input.attachment_ids.is_empty() {
+        if input.attachment_ids.len() > crate::attachments::MAX_PER_MESSAGE {
             return Err(invalid(
-                "attachments_unavailable",
-                "attachments cannot be sent yet; send text only",
+                "too_many_attachments",
+                "a message carries at most 10 attachments",
             ));
         }
-        if input.text.trim().is_empty() {
+        let mut distinct = input.attachment_ids.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() != input.attachment_ids.len() {
+            return Err(invalid(
+                "duplicate_attachment",
+                "an attachment is listed twice",
+            ));
+        }
+        if input.text.trim().is_empty() && input.attachment_ids.is_empty() {
             return Err(invalid("empty_text", "text must not be empty"));
         }
         if input.text.contains('\0') {
@@ -235,7 +245,13 @@ impl TryFrom<Draft> for Writing {
                 "text must not contain NUL characters",
             ));
         }
-        if input.text.chars().count() > MAX_TEXT_CHARS {
+        // A reply of files alone has no text, rather than blanks.
+        let text = if input.text.trim().is_empty() {
+            String::new()
+        } else {
+            input.text
+        };
+        if text.chars().count() > MAX_TEXT_CHARS {
             return Err(invalid(
                 "text_too_long",
                 "text is longer than Telegram's 4096 characters",
@@ -252,8 +268,9 @@ impl TryFrom<Draft> for Writing {
             ));
         }
         Ok(Writing {
-            text: input.text,
+            text,
             client_msg_id,
+            attachment_ids: input.attachment_ids,
         })
     }
 }
@@ -293,15 +310,85 @@ const INSERT_REPLY: &str = "WITH bump AS (
  SELECT $1, $2, 'out', $6, $3, $4, $7, $5, clock_timestamp() FROM bump
  ON CONFLICT (conversation_id, client_msg_id) DO NOTHING";
 
+/// The message an earlier POST with `writing`'s `client_msg_id` created in
+/// the conversation, once the conversation is found in the caller's scope;
+/// 409 when that id was used for a different message.
+async fn earlier<C: ConnectionTrait>(
+    conn: &C,
+    conversation: Uuid,
+    scope: InboxScope,
+    writing: &Writing,
+    kind: Kind,
+) -> ApiResult<Option<Message>> {
+    visible_chat(conn, conversation, scope).await?;
+    let existing = timeline(messages::Entity::of_conversation(conversation))
+        .filter(messages::Column::ClientMsgId.eq(writing.client_msg_id.as_str()))
+        .into_model::<Message>()
+        .one(conn)
+        .await?;
+    match existing {
+        Some(existing) if existing.text != writing.text || existing.kind != kind.columns().0 => {
+            Err(ApiError::Conflict {
+                code: "client_msg_id_reused",
+                message: "client_msg_id was already used for a different message".into(),
+            })
+        }
+        other => Ok(other),
+    }
+}
+
 /// Writes a reply or note by `author` into a conversation in the caller's
-/// scope, with its outbox event, in one transaction.
-pub async fn write<C: TransactionTrait>(
+/// scope, with its outbox event, in one transaction. A reply's files are
+/// checked and pinned first ([`crate::attachments::pin`]) and attached in
+/// the same transaction; a message not written leaves no copy behind.
+pub async fn write<C: TransactionTrait + ConnectionTrait>(
+    db: &C,
+    files: &crate::attachments::Attachments,
+    author: Uuid,
+    conversation: Uuid,
+    scope: InboxScope,
+    writing: Writing,
+    kind: Kind,
+) -> ApiResult<Written> {
+    if writing.attachment_ids.is_empty() {
+        return write_message(db, author, conversation, scope, writing, kind, &[]).await;
+    }
+    if kind == Kind::Note {
+        return Err(ApiError::Unprocessable {
+            code: "attachments_on_note",
+            message: "a note carries text only; send files with a reply".into(),
+        });
+    }
+    // A repeated POST answers what the first one created: its files are
+    // that message's by now.
+    if let Some(existing) = earlier(db, conversation, scope, &writing, kind).await? {
+        return Ok(Written::Repeated(existing));
+    }
+    let pinned = crate::attachments::pin(db, files, author, &writing.attachment_ids).await?;
+    match write_message(db, author, conversation, scope, writing, kind, &pinned).await {
+        Ok(written) => {
+            if matches!(written, Written::Created(_)) {
+                crate::attachments::release_uploads(files.store.as_ref(), &pinned).await;
+            } else {
+                crate::attachments::unpin(files.store.as_ref(), &pinned).await;
+            }
+            Ok(written)
+        }
+        Err(e) => {
+            crate::attachments::unpin(files.store.as_ref(), &pinned).await;
+            Err(e)
+        }
+    }
+}
+
+async fn write_message<C: TransactionTrait>(
     db: &C,
     author: Uuid,
     conversation: Uuid,
     scope: InboxScope,
     writing: Writing,
     kind: Kind,
+    pinned: &[crate::attachments::Pinned],
 ) -> ApiResult<Written> {
     let tx = db.begin().await?;
     let (kind_col, status) = kind.columns();
@@ -350,26 +437,15 @@ pub async fn write<C: TransactionTrait>(
         }
     };
     let Some((message, tg_chat_id, assignee_id)) = inserted else {
-        if kind == Kind::Reply {
-            // No row: a conversation out of the caller's scope (404), or a
-            // repeated POST of one in it.
-            visible_chat(&tx, conversation, scope).await?;
-        }
-        let existing = timeline(messages::Entity::of_conversation(conversation))
-            .filter(messages::Column::ClientMsgId.eq(writing.client_msg_id.as_str()))
-            .into_model::<Message>()
-            .one(&tx)
+        // No row: a conversation out of the caller's scope (404), or a
+        // repeated POST of one in it.
+        let existing = earlier(&tx, conversation, scope, &writing, kind)
             .await?
             .ok_or(ApiError::NotFound { what: "message" })?;
         tx.rollback().await?;
-        if existing.text != writing.text || existing.kind != kind_col {
-            return Err(ApiError::Conflict {
-                code: "client_msg_id_reused",
-                message: "client_msg_id was already used for a different message".into(),
-            });
-        }
         return Ok(Written::Repeated(existing));
     };
+    crate::attachments::attach(&tx, author, message.id, pinned).await?;
     // The message as this POST answers it: realtime gateways send it as
     // it is instead of reading the row back.
     let view = serde_json::to_value(&message).ok();
@@ -379,7 +455,15 @@ pub async fn write<C: TransactionTrait>(
             conversation_id: conversation,
             tg_chat_id,
             text: message.text.clone(),
-            attachments: vec![],
+            attachments: pinned
+                .iter()
+                .map(|p| AttachedFile {
+                    id: p.id,
+                    filename: p.filename.clone(),
+                    content_type: p.content_type.clone(),
+                    size: p.size,
+                })
+                .collect(),
             assignee_id,
             resend: false,
             view,

@@ -188,5 +188,5 @@ fn answers_require_every_field_and_requests_only_what_they_need() {
     assert!(required("Page_Message").contains(&"next_cursor".to_owned()));
     // A request: optional fields stay optional.
     assert!(required("UserEdit").is_empty());
-    assert_eq!(required("Draft"), ["text", "client_msg_id"]);
+    assert_eq!(required("Draft"), ["client_msg_id"]);
 }

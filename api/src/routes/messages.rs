@@ -95,8 +95,8 @@ pub async fn list(
         (status = 202, description = "Queued: the reply, delivery pending", body = Message),
         (status = 403, description = "`forbidden`: the caller may read no conversation", body = ErrorBody),
         (status = 404, description = "`not_found`: no such conversation, or not the caller's to read", body = ErrorBody),
-        (status = 409, description = "`client_msg_id_reused`: the id was used for a different message", body = ErrorBody),
-        (status = 422, description = "`empty_text`, `invalid_text`, `text_too_long`, `invalid_client_msg_id`, `attachments_unavailable`", body = ErrorBody),
+        (status = 409, description = "`client_msg_id_reused`: the id was used for a different message; `attachment_in_use`: a file was taken by another message meanwhile", body = ErrorBody),
+        (status = 422, description = "`empty_text`, `invalid_text`, `text_too_long`, `invalid_client_msg_id`, `too_many_attachments`, `duplicate_attachment`; for a file: `attachment_not_found`, `attachment_in_use`, `attachment_not_uploaded`, `attachment_mismatch` (the message names the file and why)", body = ErrorBody),
     )
 )]
 pub async fn create(
@@ -123,7 +123,7 @@ pub async fn create(
         (status = 403, description = "`forbidden`: the caller may read no conversation", body = ErrorBody),
         (status = 404, description = "`not_found`: no such conversation, or not the caller's to read", body = ErrorBody),
         (status = 409, description = "`client_msg_id_reused`: the id was used for a different message", body = ErrorBody),
-        (status = 422, description = "`empty_text`, `invalid_text`, `text_too_long`, `invalid_client_msg_id`, `attachments_unavailable`", body = ErrorBody),
+        (status = 422, description = "`empty_text`, `invalid_text`, `text_too_long`, `invalid_client_msg_id`, `attachments_on_note`", body = ErrorBody),
     )
 )]
 pub async fn create_note(
@@ -145,7 +145,17 @@ async fn write(
 ) -> ApiResult<Message> {
     let scope = caller.inbox_scope()?;
     let writing = Writing::try_from(input)?;
-    match messages::write(&state.db, caller.id, conversation_id, scope, writing, kind).await? {
+    match messages::write(
+        &state.db,
+        &state.attachments,
+        caller.id,
+        conversation_id,
+        scope,
+        writing,
+        kind,
+    )
+    .await?
+    {
         Written::Created(m) => {
             state.relay_wake.committed();
             Ok(m)

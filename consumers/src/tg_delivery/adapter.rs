@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 use opentelemetry::metrics::Histogram;
 use secrecy::{ExposeSecret, SecretString};
 use tracing::Instrument;
-use uuid::Uuid;
 
 /// What the adapter said.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,8 +53,9 @@ impl AdapterClient {
         })
     }
 
-    /// Sends `body` with `Idempotency-Key: <message_id>`.
-    pub async fn send(&self, message_id: Uuid, body: &SendRequest) -> SendResult {
+    /// Sends `body` with `Idempotency-Key: <key>`: the message's id for its
+    /// first part, `<message id>/<attachment id>` for each further file.
+    pub async fn send(&self, key: &str, body: &SendRequest) -> SendResult {
         let span = platform::trace::span_if_enabled(|| {
             tracing::info_span!(
                 "adapter.send",
@@ -66,23 +66,18 @@ impl AdapterClient {
                 http.response.status_code = tracing::field::Empty,
             )
         });
-        self.send_in(message_id, body, &span)
+        self.send_in(key, body, &span)
             .instrument(span.clone())
             .await
     }
 
-    async fn send_in(
-        &self,
-        message_id: Uuid,
-        body: &SendRequest,
-        span: &tracing::Span,
-    ) -> SendResult {
+    async fn send_in(&self, key: &str, body: &SendRequest, span: &tracing::Span) -> SendResult {
         let started = Instant::now();
         let mut request = self
             .http
             .post(format!("{}{MESSAGES_PATH}", self.base))
             .bearer_auth(self.token.expose_secret())
-            .header(IDEMPOTENCY_KEY, message_id.to_string());
+            .header(IDEMPOTENCY_KEY, key);
         for (name, value) in platform::trace::inject(span) {
             request = request.header(name, value);
         }

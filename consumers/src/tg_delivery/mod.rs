@@ -15,12 +15,14 @@
 mod adapter;
 
 use async_trait::async_trait;
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use broker_config::{
     Context, Envelope, Event, Failure, Handler, Next, RetryPolicy,
     adapter_api::SendRequest,
-    events::{DeliveryStatus, MessageDeliveryFailed, MessageOutgoing, MessageStatus},
+    events::{
+        AttachmentRef, DeliveryStatus, MessageDeliveryFailed, MessageOutgoing, MessageStatus,
+    },
     topology::TG_DELIVERY,
 };
 use chrono::{DateTime, Utc};
@@ -31,12 +33,13 @@ use opentelemetry::{
 use schema::entities::{messages, outbox};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    EntityTrait, FromQueryResult, QueryFilter, Statement, TransactionTrait, Value,
+    EntityTrait, FromQueryResult, QueryFilter, QueryOrder, Statement, TransactionTrait, Value,
     sea_query::{Expr, ExprTrait},
 };
 use uuid::Uuid;
 
 pub use adapter::{AdapterClient, SendResult};
+use storage::AttachmentStore;
 
 /// Instruments kept from the original runbook (DESIGN §11).
 #[derive(Clone)]
@@ -83,6 +86,9 @@ pub struct TgDelivery {
     metrics: DeliveryMetrics,
     relay_wake: schema::RelayWake,
     settings: DeliverySettings,
+    /// Where replies' files are: the adapter gets short-lived download URLs
+    /// of them. `None`: replies with files fail (`attachment_storage_unconfigured`).
+    files: Option<Arc<dyn AttachmentStore>>,
 }
 
 impl TgDelivery {
@@ -92,6 +98,7 @@ impl TgDelivery {
         metrics: DeliveryMetrics,
         relay_wake: schema::RelayWake,
         settings: DeliverySettings,
+        files: Option<Arc<dyn AttachmentStore>>,
     ) -> Self {
         Self {
             db,
@@ -99,8 +106,70 @@ impl TgDelivery {
             metrics,
             relay_wake,
             settings,
+            files,
         }
     }
+}
+
+/// Telegram's longest caption, in characters: a longer text goes as a
+/// message of its own before the files.
+pub const MAX_CAPTION_CHARS: usize = 1024;
+
+/// One adapter call of a reply, under an idempotency key of its own: a
+/// retry after a partial send sends only the parts that did not go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Part {
+    pub key: String,
+    pub request: SendRequest,
+}
+
+/// A stored file of a reply, with the download URL the adapter fetches it
+/// from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileToSend {
+    pub id: Uuid,
+    pub file: AttachmentRef,
+}
+
+/// How a reply goes out: its text alone; or its files, the first carrying
+/// the text as its caption when Telegram allows one that long, else the
+/// text first and then each file. The first part's key is the message's id
+/// (so a reply without files keeps the key it always had); each further
+/// file's is `<message id>/<attachment id>`.
+pub fn parts(message_id: Uuid, chat_id: i64, text: &str, files: Vec<FileToSend>) -> Vec<Part> {
+    let first_key = message_id.to_string();
+    let mut parts = Vec::with_capacity(files.len() + 1);
+    let caption_fits = text.chars().count() <= MAX_CAPTION_CHARS;
+    if files.is_empty() || !caption_fits {
+        parts.push(Part {
+            key: first_key.clone(),
+            request: SendRequest {
+                chat_id,
+                text: text.to_owned(),
+                attachments: vec![],
+            },
+        });
+    }
+    for (i, f) in files.into_iter().enumerate() {
+        let captioned = i == 0 && caption_fits;
+        parts.push(Part {
+            key: if captioned {
+                first_key.clone()
+            } else {
+                format!("{message_id}/{}", f.id)
+            },
+            request: SendRequest {
+                chat_id,
+                text: if captioned {
+                    text.to_owned()
+                } else {
+                    String::new()
+                },
+                attachments: vec![f.file],
+            },
+        });
+    }
+    parts
 }
 
 fn outgoing(env: &Envelope) -> Result<&MessageOutgoing, Failure> {
@@ -139,8 +208,8 @@ impl StatusChange<'_> {
 }
 
 /// Sets a message's status and writes the matching `message.status.v1`, in
-/// one statement for the row (which also reads the attempt number and the
-/// conversation's assignee) and one for the outbox row. Returns the attempt,
+/// one statement (the update also reads the attempt number and the
+/// conversation's assignee, which the event carries). Returns the attempt,
 /// or `None` (writing nothing) when the event names no outgoing text reply
 /// of its conversation and chat.
 ///
@@ -167,35 +236,38 @@ async fn set_status<C: ConnectionTrait>(
         msg.conversation_id.into(),
         msg.tg_chat_id.into(),
     ];
-    let row = conn
-        .query_one_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "UPDATE messages SET status = $2, tg_message_id = COALESCE($3, tg_message_id),
-           sent_at = COALESCE($4, sent_at), error = $5, retry_at = $6, updated_at = now(), held = false,
-           attempts = GREATEST(attempts + CASE
-             WHEN $7 THEN CASE WHEN $2 = 'sending' OR status <> 'sending' THEN 1 ELSE 0 END
-             ELSE CASE WHEN status = 'sending' THEN -1 ELSE 0 END END, 0)
-         WHERE id = $1 AND conversation_id = $8 AND direction = 'out' AND kind = 'text'
-           AND EXISTS (SELECT 1 FROM conversations c WHERE c.id = $8 AND c.tg_chat_id = $9)
-         RETURNING attempts, (SELECT assignee_id FROM conversations c WHERE c.id = messages.conversation_id)",
-            values,
-        ))
-        .await?;
-    let Some(row) = row else {
-        return Ok(None);
-    };
-    let (attempt, assignee_id): (i32, Option<Uuid>) = row.try_get_many_by_index()?;
+    // The attempt and the assignee are the row's, read by the update: the
+    // event's copies are filled in from it, in the same statement.
     let event = Envelope::new(Event::MessageStatus(MessageStatus {
         message_id: msg.message_id,
         conversation_id: msg.conversation_id,
         status: change.status,
         tg_message_id: change.tg_message_id,
         error: change.error.map(str::to_owned),
-        attempt,
+        attempt: 0,
         retry_at: change.retry_at,
-        assignee_id,
+        assignee_id: None,
     }));
-    schema::enqueue(conn, &event).await?;
+    let row = schema::enqueue_with_change(
+        conn,
+        "UPDATE messages SET status = $2, tg_message_id = COALESCE($3, tg_message_id),
+           sent_at = COALESCE($4, sent_at), error = $5, retry_at = $6, updated_at = now(), held = false,
+           attempts = GREATEST(attempts + CASE
+             WHEN $7 THEN CASE WHEN $2 = 'sending' OR status <> 'sending' THEN 1 ELSE 0 END
+             ELSE CASE WHEN status = 'sending' THEN -1 ELSE 0 END END, 0)
+         WHERE id = $1 AND conversation_id = $8 AND direction = 'out' AND kind = 'text'
+           AND EXISTS (SELECT 1 FROM conversations c WHERE c.id = $8 AND c.tg_chat_id = $9)
+         RETURNING attempts,
+           (SELECT assignee_id FROM conversations c WHERE c.id = messages.conversation_id) AS assignee_id",
+        values.into(),
+        &event,
+        &[("attempt", "attempts"), ("assignee_id", "assignee_id")],
+    )
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let attempt: i32 = row.try_get_by_index(0)?;
     Ok(Some(attempt))
 }
 
@@ -233,6 +305,8 @@ struct Turn {
     /// Only a handler holding the chat's turn writes `held`, so this stays
     /// true to the end of the transaction.
     held_after: bool,
+    /// Files attached to the reply.
+    files: i64,
 }
 
 /// The message of `msg` as its chat's turn finds it; `None` unless it is an
@@ -254,7 +328,8 @@ async fn read_turn<C: ConnectionTrait>(
                 EXISTS (SELECT 1 FROM messages h
                         WHERE h.conversation_id = m.conversation_id AND h.direction = 'out'
                           AND h.status IN ('queued', 'sending', 'retrying')
-                          AND h.held AND h.id <> m.id) AS held_after
+                          AND h.held AND h.id <> m.id) AS held_after,
+                (SELECT count(*) FROM attachments a WHERE a.message_id = m.id) AS files
          FROM messages m JOIN conversations c ON c.id = m.conversation_id
          WHERE m.id = $1 AND m.direction = 'out' AND m.kind = 'text'
            AND m.conversation_id = $2 AND c.tg_chat_id = $3",
@@ -342,16 +417,84 @@ impl TgDelivery {
         Ok(())
     }
 
+    /// The files of the reply in their order, each with a download URL
+    /// that lives as long as the adapter may take to fetch it.
+    async fn files_of(
+        &self,
+        tx: &DatabaseTransaction,
+        msg: &MessageOutgoing,
+    ) -> Result<Vec<FileToSend>, Failure> {
+        use schema::entities::attachments::{Column, Entity};
+        let Some(store) = &self.files else {
+            return Err(Failure::permanent("attachment_storage_unconfigured"));
+        };
+        let rows = Entity::find()
+            .filter(Column::MessageId.eq(msg.message_id))
+            .order_by_asc(Column::Position)
+            .order_by_asc(Column::Id)
+            .all(tx)
+            .await?;
+        let mut files = Vec::with_capacity(rows.len());
+        for row in rows {
+            let key = storage::ObjectKey::new(row.object_key.clone())
+                .map_err(|e| Failure::permanent(format!("attachment {}: {e}", row.id)))?;
+            let url = store
+                .presign_get(&key, &row.content_type, &row.filename, storage::GET_URL_TTL)
+                .await
+                .map_err(|e| Failure::retryable(format!("attachment storage: {e}")))?;
+            files.push(FileToSend {
+                id: row.id,
+                file: AttachmentRef {
+                    url: url.to_string(),
+                    filename: row.filename,
+                    content_type: row.content_type,
+                    size: row.size_bytes,
+                },
+            });
+        }
+        Ok(files)
+    }
+
+    /// Sends the parts in order, each under its own idempotency key, and
+    /// stops at the first that does not go: a later try sends again only
+    /// what did not go (the adapter answers a known key with its first
+    /// result). The reply's Telegram id is its first part's.
+    async fn send_parts(&self, parts: &[Part]) -> SendResult {
+        let mut first: Option<i64> = None;
+        let mut last = None;
+        for part in parts {
+            match self.adapter.send(&part.key, &part.request).await {
+                SendResult::Sent {
+                    tg_message_id,
+                    sent_at,
+                } => {
+                    first.get_or_insert(tg_message_id);
+                    last = Some(sent_at);
+                }
+                other => return other,
+            }
+        }
+        match (first, last) {
+            (Some(tg_message_id), Some(sent_at)) => SendResult::Sent {
+                tg_message_id,
+                sent_at,
+            },
+            _ => SendResult::Permanent {
+                code: "empty_message".into(),
+            },
+        }
+    }
+
     /// Calls the adapter; a call still running after `sending_after` marks
     /// the message `sending` meanwhile. Returns the adapter's answer.
-    async fn send(&self, msg: &MessageOutgoing, body: &SendRequest) -> Result<SendResult, Failure> {
+    async fn send(&self, msg: &MessageOutgoing, parts: &[Part]) -> Result<SendResult, Failure> {
         let sending_after = self.settings.sending_after;
         if sending_after.is_zero() {
             // Every send is marked, before the call (not racing a timer).
             self.mark_sending(msg).await?;
-            return Ok(self.adapter.send(msg.message_id, body).await);
+            return Ok(self.send_parts(parts).await);
         }
-        let call = self.adapter.send(msg.message_id, body);
+        let call = self.send_parts(parts);
         tokio::pin!(call);
         tokio::select! {
             result = &mut call => Ok(result),
@@ -503,14 +646,15 @@ impl Handler for TgDelivery {
         }
         let attempt = u32::try_from(attempts).unwrap_or(0) + 1;
         let policy = &self.settings.retry;
-        // The stored text goes out, not the event's copy of it: an event is
-        // only a request to send the reply it names.
-        let body = SendRequest {
-            chat_id: msg.tg_chat_id,
-            text: turn.text,
-            attachments: vec![],
+        // The stored text and files go out, not the event's copies of them:
+        // an event is only a request to send the reply it names.
+        let files = if turn.files > 0 {
+            self.files_of(tx, msg).await?
+        } else {
+            Vec::new()
         };
-        match self.send(msg, &body).await? {
+        let parts = parts(msg.message_id, msg.tg_chat_id, &turn.text, files);
+        match self.send(msg, &parts).await? {
             SendResult::Sent {
                 tg_message_id,
                 sent_at,
@@ -607,5 +751,63 @@ impl Handler for TgDelivery {
             self.metrics.count("failed");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(n: u128) -> FileToSend {
+        FileToSend {
+            id: Uuid::from_u128(n),
+            file: AttachmentRef {
+                url: format!("http://files/{n}"),
+                filename: format!("{n}.pdf"),
+                content_type: "application/pdf".into(),
+                size: 10,
+            },
+        }
+    }
+
+    #[test]
+    fn a_text_reply_is_one_part_under_the_message_id() {
+        let id = Uuid::from_u128(7);
+        let p = parts(id, 42, "hi", vec![]);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].key, id.to_string());
+        assert_eq!(p[0].request.text, "hi");
+        assert!(p[0].request.attachments.is_empty());
+    }
+
+    #[test]
+    fn a_short_text_is_the_first_files_caption() {
+        let id = Uuid::from_u128(7);
+        let p = parts(id, 42, "homework", vec![file(1), file(2)]);
+        let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [id.to_string(), format!("{id}/{}", Uuid::from_u128(2))]
+        );
+        assert_eq!(p[0].request.text, "homework");
+        assert_eq!(p[0].request.attachments[0].filename, "1.pdf");
+        assert_eq!(p[1].request.text, "");
+        assert_eq!(p[1].request.attachments[0].filename, "2.pdf");
+    }
+
+    #[test]
+    fn a_text_longer_than_a_caption_goes_first_on_its_own() {
+        let id = Uuid::from_u128(7);
+        let long = "x".repeat(MAX_CAPTION_CHARS + 1);
+        let p = parts(id, 42, &long, vec![file(1)]);
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].key, id.to_string());
+        assert_eq!(p[0].request.text, long);
+        assert!(p[0].request.attachments.is_empty());
+        assert_eq!(p[1].key, format!("{id}/{}", Uuid::from_u128(1)));
+        assert_eq!(p[1].request.text, "");
+        // Exactly a caption's length still rides on the file.
+        let fits = "y".repeat(MAX_CAPTION_CHARS);
+        assert_eq!(parts(id, 42, &fits, vec![file(1)]).len(), 1);
     }
 }

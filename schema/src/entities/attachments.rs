@@ -21,6 +21,8 @@ pub struct Model {
     #[sea_orm(column_type = "Text")]
     pub status: String,
     pub created_at: DateTimeUtc,
+    /// Its place among its message's files (0 first); `None` until attached.
+    pub position: Option<i16>,
 }
 
 // One line per relation: read as a table.

@@ -41,6 +41,10 @@ impl MigratorTrait for Migrator {
                 name: "m0008_chat_turns",
                 sql: include_str!("m0008_chat_turns.sql"),
             }),
+            Box::new(SqlMigration {
+                name: "m0009_attachment_order",
+                sql: include_str!("m0009_attachment_order.sql"),
+            }),
         ]
     }
 }

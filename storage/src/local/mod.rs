@@ -259,6 +259,32 @@ impl AttachmentStore for LocalStore {
         }
     }
 
+    async fn copy(
+        &self,
+        from: &ObjectKey,
+        to: &ObjectKey,
+    ) -> Result<Option<ObjectInfo>, StorageError> {
+        // The content type first, as a write puts it: when the copy
+        // appears, its type is already beside it.
+        match self.inner.fs.copy(&meta_path(from), &meta_path(to)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        match self
+            .inner
+            .fs
+            .copy(&object_path(from), &object_path(to))
+            .await
+        {
+            Ok(()) => self.head(to).await,
+            Err(object_store::Error::NotFound { .. }) => {
+                let _ = self.inner.fs.delete(&meta_path(to)).await;
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
         for path in [object_path(key), meta_path(key)] {
             match self.inner.fs.delete(&path).await {

@@ -46,6 +46,7 @@ contract!(
     head_of_a_missing_key_is_none,
     delete_twice_is_fine,
     a_server_side_put_can_be_downloaded,
+    a_copy_pins_the_upload,
 );
 
 async fn an_upload_with_the_signed_headers_is_stored(b: &Backend) {
@@ -290,6 +291,31 @@ async fn a_server_side_put_can_be_downloaded(b: &Backend) {
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "image/jpeg");
     assert_eq!(response.bytes().await.unwrap(), expected);
+}
+
+async fn a_copy_pins_the_upload(b: &Backend) {
+    let (from, to) = (new_key(), new_key());
+    assert_eq!(b.store.copy(&from, &to).await.unwrap(), None);
+    assert_eq!(b.store.head(&to).await.unwrap(), None);
+    let first = bytes_of(2000);
+    let presigned = b
+        .store
+        .presign_put(&from, "application/pdf", 2000, PUT_URL_TTL)
+        .await
+        .unwrap();
+    let response = send(&presigned, first.clone(), &[], &[]).await;
+    assert_eq!(response.status(), 200, "{}", b.log());
+    let copied = b.store.copy(&from, &to).await.unwrap().unwrap();
+    assert!(copied.matches(2000, "application/pdf"), "{copied:?}");
+    // The upload URL is still valid: what it uploads now changes the
+    // original, not the copy.
+    let second = vec![b'z'; 2000];
+    let response = send(&presigned, second.clone(), &[], &[]).await;
+    assert_eq!(response.status(), 200, "{}", b.log());
+    let pinned = b.store.get(&to).await.unwrap().unwrap();
+    assert_eq!(collect(pinned.body).await, first);
+    let original = b.store.get(&from).await.unwrap().unwrap();
+    assert_eq!(collect(original.body).await, second);
 }
 
 async fn collect(mut body: storage::ByteStream) -> Vec<u8> {

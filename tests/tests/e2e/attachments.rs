@@ -452,3 +452,370 @@ async fn a_user_with_fifty_unused_uploads_is_refused_more() {
     assert_eq!(rows(&env).await, 50, "the refused one recorded nothing");
     env.cleanup().await;
 }
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// The API, relay, tg-delivery and the sandbox adapter, all on `store`.
+async fn delivery_system(
+    env: &mut TestEnv,
+    store: &Store,
+) -> (
+    fastprep_tests::system::Started,
+    fastprep_tests::system::Started,
+) {
+    let adapter = env.start_adapter(&[]).await;
+    let api = env.start_api(&store.vars()).await;
+    let mut delivery_env = store.vars();
+    if matches!(store, Store::Local) {
+        // The API's folder and origin: tg-delivery signs the same URLs.
+        delivery_env.push(("DATA_DIR", env.dir.join("api-data").display().to_string()));
+        delivery_env.push(("ATTACHMENTS_URL_BASE", api.url.clone()));
+    }
+    // A broken send is tried again soon.
+    delivery_env.push(("RETRY_CLOCK_SCALE", "0.002".to_owned()));
+    env.start_consumer("relay", None, &[]).await;
+    env.start_consumer("tg-delivery", Some(&adapter), &delivery_env)
+        .await;
+    (api, adapter)
+}
+
+/// An upload of `body`, put to its URL; returns the upload's answer.
+async fn uploaded(
+    env: &TestEnv,
+    api: &str,
+    token: &str,
+    name: &str,
+    ct: &str,
+    body: &[u8],
+) -> Value {
+    let (s, upload) = start_upload(env, api, token, name, ct, body.len()).await;
+    assert_eq!(s, StatusCode::CREATED, "{upload}");
+    assert!(put(&upload, body.to_vec(), None).await.is_success());
+    upload
+}
+
+async fn reply(
+    env: &TestEnv,
+    api: &str,
+    token: &str,
+    conv: &str,
+    text: &str,
+    files: &[&str],
+    client_msg_id: &str,
+) -> (StatusCode, Value) {
+    env.http
+        .call(
+            Method::POST,
+            &format!("{api}/api/conversations/{conv}/messages"),
+            Some(token),
+            Some(json!({"text": text, "attachment_ids": files, "client_msg_id": client_msg_id})),
+        )
+        .await
+}
+
+/// What the sandbox sent to `chat`, oldest first.
+async fn sent_to(
+    env: &TestEnv,
+    adapter: &fastprep_tests::system::Started,
+    chat: i64,
+) -> Vec<Value> {
+    env.sent(adapter).await["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["chat_id"] == chat)
+        .cloned()
+        .collect()
+}
+
+async fn wait_sent(env: &TestEnv, message_id: &str) {
+    let pool = env.pool.clone();
+    let id = message_id.to_owned();
+    fastprep_tests::wait_for("the reply sent", std::time::Duration::from_secs(30), || {
+        let (pool, id) = (pool.clone(), id.clone());
+        async move {
+            let status: String =
+                sqlx::query_scalar("SELECT status FROM messages WHERE id = $1::uuid")
+                    .bind(&id)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            (status == "sent").then_some(())
+        }
+    })
+    .await;
+}
+
+/// A reply with files: every refusal names the file and why and leaves the
+/// uploads as they were; an accepted reply reaches Telegram as its caption
+/// on the first file and then the second file, each once, with the bytes
+/// that were checked, even when the upload URL is used again afterwards.
+async fn replies_carry_files(store: Store) {
+    let mut env = TestEnv::new().await;
+    let (api, adapter) = delivery_system(&mut env, &store).await;
+    let admin = env.admin_session(&api.url).await;
+    env.create_user(
+        &api.url,
+        &admin.access,
+        "olga@fastprep.test",
+        &[OPERATOR_ROLE],
+    )
+    .await;
+    let olga = env
+        .sign_in(&api.url, "olga@fastprep.test", USER_PASSWORD)
+        .await;
+    let chat = 5151;
+    let conv = env.insert_conversation(chat, None).await;
+
+    let photo: Vec<u8> = (0..70_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let pdf: Vec<u8> = (0..3_000u32).map(|i| (i % 13) as u8).collect();
+    let a = uploaded(
+        &env,
+        &api.url,
+        &admin.access,
+        "photo.jpg",
+        "image/jpeg",
+        &photo,
+    )
+    .await;
+    let b = uploaded(
+        &env,
+        &api.url,
+        &admin.access,
+        "notes.pdf",
+        "application/pdf",
+        &pdf,
+    )
+    .await;
+    let (a_id, b_id) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+    // Declared, never uploaded.
+    let (_, never) = start_upload(&env, &api.url, &admin.access, "x.txt", "text/plain", 4).await;
+    let never_id = never["id"].as_str().unwrap();
+    // Another operator's upload.
+    let theirs = uploaded(&env, &api.url, &olga.access, "o.txt", "text/plain", b"olga").await;
+    let theirs_id = theirs["id"].as_str().unwrap();
+    let guessed = Uuid::now_v7().to_string();
+
+    let mut refusals = vec![
+        (vec![a_id, never_id], "attachment_not_uploaded", never_id),
+        (vec![a_id, theirs_id], "attachment_not_found", theirs_id),
+        (
+            vec![guessed.as_str()],
+            "attachment_not_found",
+            guessed.as_str(),
+        ),
+    ];
+    // S3 cannot bind an upload's length to its URL: a shorter body than
+    // declared is stored, and the server-side check refuses it.
+    let short;
+    if matches!(store, Store::S3(_)) {
+        let (_, s) = start_upload(&env, &api.url, &admin.access, "s.txt", "text/plain", 10).await;
+        let mut req = reqwest::Client::new()
+            .put(s["upload_url"].as_str().unwrap())
+            .header("content-type", "text/plain");
+        req = req.body(b"123456789".to_vec());
+        assert!(req.send().await.unwrap().status().is_success());
+        short = s["id"].as_str().unwrap().to_owned();
+        refusals.push((
+            vec![a_id, short.as_str()],
+            "attachment_mismatch",
+            short.as_str(),
+        ));
+    }
+    for (i, (files, code, named)) in refusals.iter().enumerate() {
+        let (s, body) = reply(
+            &env,
+            &api.url,
+            &admin.access,
+            &conv,
+            "hi",
+            files,
+            &format!("r{i}"),
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{code}: {body}");
+        assert_eq!(body["error"]["code"], *code, "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(named),
+            "{body}"
+        );
+    }
+    let (s, body) = env
+        .http
+        .call(
+            Method::POST,
+            &format!("{}/api/conversations/{conv}/notes", api.url),
+            Some(&admin.access),
+            Some(json!({"text": "see", "attachment_ids": [a_id], "client_msg_id": "n1"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "attachments_on_note");
+    let written: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM messages WHERE conversation_id = $1::uuid")
+            .bind(&conv)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(written, 0, "a refused reply writes nothing");
+    let attached: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM attachments WHERE message_id IS NOT NULL")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(attached, 0, "and attaches nothing");
+
+    // Accepted: the caption rides on the first file.
+    let (s, message) = reply(
+        &env,
+        &api.url,
+        &admin.access,
+        &conv,
+        "Your homework",
+        &[a_id, b_id],
+        "ok",
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{message}");
+    let message_id = message["id"].as_str().unwrap().to_owned();
+    // The upload URL is still valid: what it uploads now is not what goes.
+    assert!(put(&a, vec![b'z'; photo.len()], None).await.is_success());
+    wait_sent(&env, &message_id).await;
+    let sent = sent_to(&env, &adapter, chat).await;
+    assert_eq!(sent.len(), 2, "{sent:#?}");
+    assert_eq!(sent[0]["idempotency_key"], message_id.as_str());
+    assert_eq!(sent[0]["text"], "Your homework");
+    assert_eq!(sent[0]["files"][0]["filename"], "photo.jpg");
+    assert_eq!(sent[0]["files"][0]["size"], photo.len());
+    assert_eq!(sent[0]["files"][0]["sha256"], sha256(&photo));
+    assert_eq!(sent[1]["idempotency_key"], format!("{message_id}/{b_id}"));
+    assert_eq!(sent[1]["text"], "");
+    assert_eq!(sent[1]["files"][0]["filename"], "notes.pdf");
+    assert_eq!(sent[1]["files"][0]["sha256"], sha256(&pdf));
+    assert!(sent.iter().all(|m| m["send_count"] == 1), "{sent:#?}");
+
+    // The file as sent is the one its link serves.
+    let (s, link) = download_url(&env, &api.url, &admin.access, a_id).await;
+    assert_eq!(s, StatusCode::OK, "{link}");
+    let got = reqwest::get(link["url"].as_str().unwrap()).await.unwrap();
+    assert_eq!(got.bytes().await.unwrap().to_vec(), photo);
+    // Attached once: the same POST again answers the same message, and
+    // another reply cannot take the file.
+    let (s, again) = reply(
+        &env,
+        &api.url,
+        &admin.access,
+        &conv,
+        "Your homework",
+        &[a_id, b_id],
+        "ok",
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{again}");
+    assert_eq!(again["id"], message_id.as_str());
+    let (s, body) = reply(
+        &env,
+        &api.url,
+        &admin.access,
+        &conv,
+        "again",
+        &[b_id],
+        "other",
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "attachment_in_use");
+    let positions: Vec<(String, i16)> = sqlx::query_as(
+        "SELECT object_key, position FROM attachments WHERE message_id = $1::uuid ORDER BY position",
+    )
+    .bind(&message_id)
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        positions,
+        vec![
+            (format!("attached/{a_id}"), 0),
+            (format!("attached/{b_id}"), 1)
+        ]
+    );
+    env.cleanup().await;
+    drop(store);
+}
+
+#[tokio::test]
+async fn replies_carry_files_on_the_local_store() {
+    replies_carry_files(Store::Local).await;
+}
+
+#[tokio::test]
+async fn replies_carry_files_on_s3() {
+    replies_carry_files(Store::S3(S3sFs::start().await)).await;
+}
+
+/// The adapter dies between a reply's two files: after it comes back, the
+/// reply is finished and each part reached Telegram once.
+#[tokio::test]
+async fn a_reply_with_two_files_goes_once_though_the_adapter_dies_between_them() {
+    let store = Store::S3(S3sFs::start().await);
+    let mut env = TestEnv::new().await;
+    let (api, adapter) = delivery_system(&mut env, &store).await;
+    let admin = env.admin_session(&api.url).await;
+    let chat = 6161;
+    let conv = env.insert_conversation(chat, None).await;
+    let one = vec![1u8; 4000];
+    let two = vec![2u8; 5000];
+    let a = uploaded(
+        &env,
+        &api.url,
+        &admin.access,
+        "1.pdf",
+        "application/pdf",
+        &one,
+    )
+    .await;
+    let b = uploaded(
+        &env,
+        &api.url,
+        &admin.access,
+        "2.pdf",
+        "application/pdf",
+        &two,
+    )
+    .await;
+    // Each send takes a while: time to die between the two.
+    env.set_faults(&adapter, json!({"latency_ms": 1500})).await;
+    let (s, message) = reply(
+        &env,
+        &api.url,
+        &admin.access,
+        &conv,
+        "both",
+        &[a["id"].as_str().unwrap(), b["id"].as_str().unwrap()],
+        "k1",
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{message}");
+    let message_id = message["id"].as_str().unwrap().to_owned();
+    let env_ref = &env;
+    let adapter_ref = &adapter;
+    fastprep_tests::wait_for(
+        "the first part sent",
+        std::time::Duration::from_secs(20),
+        || async move { (sent_to(env_ref, adapter_ref, chat).await.len() == 1).then_some(()) },
+    )
+    .await;
+    env.proc(adapter.idx).kill();
+    env.proc(adapter.idx).restart_with(&[]);
+    wait_sent(&env, &message_id).await;
+    let sent = sent_to(&env, &adapter, chat).await;
+    assert_eq!(sent.len(), 2, "{sent:#?}");
+    assert_eq!(sent[0]["files"][0]["sha256"], sha256(&one));
+    assert_eq!(sent[1]["files"][0]["sha256"], sha256(&two));
+    assert!(sent.iter().all(|m| m["send_count"] == 1), "{sent:#?}");
+    env.cleanup().await;
+    drop(store);
+}

@@ -24,8 +24,21 @@ pub struct SentRecord {
     pub chat_id: i64,
     pub text: String,
     pub attachments: Vec<AttachmentRef>,
+    /// The files as the sandbox fetched them from their URLs.
+    #[serde(default)]
+    pub files: Vec<ReceivedFile>,
     pub tg_message_id: i64,
     pub received_at: DateTime<Utc>,
+}
+
+/// A file the sandbox received: what it was called and what arrived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceivedFile {
+    pub filename: String,
+    pub content_type: String,
+    pub size: u64,
+    /// SHA-256 of the bytes, lowercase hex.
+    pub sha256: String,
 }
 
 /// The two sandbox tables of the store.
@@ -56,7 +69,11 @@ impl SentLog {
 
     /// Records a send unless its `random_id` is known. Returns the result and
     /// whether this call actually sent (`false`: de-duplicated).
-    pub async fn record(&self, request: &SendRequest) -> Result<(Sent, bool), StoreError> {
+    pub async fn record(
+        &self,
+        request: &SendRequest,
+        files: Vec<ReceivedFile>,
+    ) -> Result<(Sent, bool), StoreError> {
         let request = request.clone();
         self.store
             .write(move |txn| {
@@ -82,6 +99,8 @@ impl SentLog {
                                 chat_id: request.chat_id,
                                 text: request.text.clone(),
                                 attachments: request.attachments.clone(),
+                                // A group commit may run this again.
+                                files: files.clone(),
                                 tg_message_id: next_id(&mut meta)?,
                                 received_at: Utc::now().trunc_subsecs(6),
                             };

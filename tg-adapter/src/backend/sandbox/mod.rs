@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 pub use faults::{FaultMode, FaultPlan, Faults};
-pub use log::{SentLog, SentRecord};
+pub use log::{ReceivedFile, SentLog, SentRecord};
 
 use super::{
     Backend, InboundUpdate, PublishFailed, SendError, SendRequest, Sent, SessionState,
@@ -37,6 +37,8 @@ pub struct SandboxBackend {
     updates_rx: Mutex<Option<mpsc::Receiver<InboundUpdate>>>,
     /// The simulated session, scripted with `POST /sandbox/session`.
     session: std::sync::Arc<watch::Sender<SessionStatus>>,
+    /// Fetches the files of sends, as Telegram's upload would read them.
+    http: reqwest::Client,
 }
 
 /// An inbound message to inject (`POST /sandbox/inbound`).
@@ -69,6 +71,8 @@ pub struct SentEntry {
     pub chat_id: i64,
     pub text: String,
     pub attachments: Vec<AttachmentRef>,
+    /// The files as fetched: name, type, size and SHA-256.
+    pub files: Vec<ReceivedFile>,
     pub tg_message_id: i64,
     /// RFC 3339 with microseconds.
     pub received_at: String,
@@ -101,6 +105,11 @@ impl SandboxBackend {
                 session: SessionState::Authorized,
                 until: None,
             })),
+            http: reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(3))
+                .timeout(std::time::Duration::from_secs(300))
+                .build()
+                .unwrap_or_default(),
         }
     }
 
@@ -167,6 +176,7 @@ impl SandboxBackend {
                 chat_id: r.chat_id,
                 text: r.text.clone(),
                 attachments: r.attachments.clone(),
+                files: r.files.clone(),
                 tg_message_id: r.tg_message_id,
                 received_at: r.received_at.to_rfc3339_opts(SecondsFormat::Micros, true),
                 send_count: per_key
@@ -232,6 +242,52 @@ fn check_attachments(attachments: &[AttachmentRef]) -> Result<(), SendError> {
     Ok(())
 }
 
+/// Reads a file from its URL as an upload to Telegram would: chunk by
+/// chunk, never whole in memory, hashing what arrives. A URL that does not
+/// answer with the file is worth another try (tg-delivery makes fresh URLs
+/// for it); a file of another size than declared is not.
+async fn fetch(http: &reqwest::Client, file: &AttachmentRef) -> Result<ReceivedFile, SendError> {
+    use sha2::Digest;
+    let transient = |reason: String| SendError::Transient { reason };
+    let mut response = http.get(&file.url).send().await.map_err(|e| {
+        transient(format!(
+            "file {:?} unreachable: {}",
+            file.filename,
+            e.without_url()
+        ))
+    })?;
+    if !response.status().is_success() {
+        return Err(transient(format!(
+            "file {:?}: its URL answered {}",
+            file.filename,
+            response.status().as_u16()
+        )));
+    }
+    let mut hasher = sha2::Sha256::new();
+    let mut size: u64 = 0;
+    while let Some(chunk) = response.chunk().await.map_err(|e| {
+        transient(format!(
+            "file {:?} cut off: {}",
+            file.filename,
+            e.without_url()
+        ))
+    })? {
+        size += chunk.len() as u64;
+        hasher.update(&chunk);
+    }
+    if i64::try_from(size).ok() != Some(file.size) {
+        return Err(SendError::Permanent {
+            code: "file_size_mismatch".into(),
+        });
+    }
+    Ok(ReceivedFile {
+        filename: file.filename.clone(),
+        content_type: file.content_type.clone(),
+        size,
+        sha256: hex::encode(hasher.finalize()),
+    })
+}
+
 #[async_trait]
 impl Backend for SandboxBackend {
     async fn send_message(&self, request: &SendRequest) -> Result<Sent, SendError> {
@@ -246,13 +302,17 @@ impl Backend for SandboxBackend {
             return Err(error);
         }
         check_attachments(&request.attachments)?;
-        let (sent, _fresh) = self
-            .log
-            .record(request)
-            .await
-            .map_err(|e| SendError::Transient {
-                reason: format!("sandbox store: {e}"),
-            })?;
+        let mut files = Vec::with_capacity(request.attachments.len());
+        for file in &request.attachments {
+            files.push(fetch(&self.http, file).await?);
+        }
+        let (sent, _fresh) =
+            self.log
+                .record(request, files)
+                .await
+                .map_err(|e| SendError::Transient {
+                    reason: format!("sandbox store: {e}"),
+                })?;
         if let Some(Injected::AfterRecord(error)) = injected {
             return Err(error);
         }
