@@ -9,6 +9,8 @@ use crate::events::AttachmentRef;
 
 /// The send route.
 pub const MESSAGES_PATH: &str = "/v1/messages";
+/// `GET {MEDIA_PATH}/{file_id}`: the bytes of an inbound file.
+pub const MEDIA_PATH: &str = "/v1/media";
 
 /// The header naming a send's idempotency key (the message id).
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";

@@ -8,21 +8,24 @@
 //! that cannot be stored yet waits in place: each chat's messages are
 //! stored and announced in the order Telegram gave them (ADR 0012).
 
-use std::borrow::Cow;
+use std::{borrow::Cow, sync::Arc};
 
 use async_trait::async_trait;
+use broker_config::adapter_api::MEDIA_PATH;
 use broker_config::{
     Context, Envelope, Event, Failure, Handler,
     events::{MessageEdited, MessageReceived, TgUpdateReceived},
     topology::INBOUND,
 };
-use schema::entities::{message_edits, messages};
+use schema::entities::{attachments, message_edits, messages};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter,
     QuerySelect, Statement, Value,
     sea_query::Expr,
 };
+use secrecy::{ExposeSecret, SecretString};
+use storage::{AttachmentStore, ObjectKey};
 use uuid::Uuid;
 
 /// Characters of the text carried in `message.received.v1`.
@@ -30,11 +33,161 @@ const PREVIEW_CHARS: usize = 120;
 
 pub struct Inbound {
     relay_wake: schema::RelayWake,
+    media: Option<InboundMedia>,
 }
 
 impl Inbound {
-    pub fn new(relay_wake: schema::RelayWake) -> Self {
-        Self { relay_wake }
+    /// Without `media`, an update that carries a file fails to the
+    /// dead-letter queue (`inbound_media_unconfigured`), to be replayed once
+    /// it is configured.
+    pub fn new(relay_wake: schema::RelayWake, media: Option<InboundMedia>) -> Self {
+        Self { relay_wake, media }
+    }
+}
+
+/// Where customers' files go: read from the TG adapter
+/// (`GET /v1/media/{file_id}`) as a stream and written to the attachment
+/// store, then linked to their message in its transaction.
+pub struct InboundMedia {
+    pub store: Arc<dyn AttachmentStore>,
+    pub http: reqwest::Client,
+    pub adapter_url: String,
+    pub token: SecretString,
+}
+
+impl InboundMedia {
+    /// Keeps the files of new message `message_id`. Each goes under a key
+    /// of its update's own (`inbound/<chat>/<message>/<n>`): a try after a
+    /// failure writes the same object again, and the row, keyed by that
+    /// object, is written once.
+    async fn keep(
+        &self,
+        tx: &DatabaseTransaction,
+        u: &TgUpdateReceived,
+        message_id: Uuid,
+    ) -> Result<(), Failure> {
+        use futures::TryStreamExt;
+        for (n, media) in u.media.iter().enumerate() {
+            let Some(file_id) = &media.file_id else {
+                tracing::warn!(tg_chat_id = u.chat.id, tg_message_id = u.tg_message_id, kind = %media.kind, "a file without file_id cannot be fetched; skipped");
+                continue;
+            };
+            let key = ObjectKey::new(format!("inbound/{}/{}/{n}", u.chat.id, u.tg_message_id))
+                .map_err(|e| Failure::permanent(format!("inbound file key: {e}")))?;
+            let content_type = media
+                .content_type
+                .as_deref()
+                .map(str::to_ascii_lowercase)
+                .filter(|ct| plausible_media_type(ct))
+                .unwrap_or_else(|| default_media_type(&media.kind).to_owned());
+            let url = format!(
+                "{}{MEDIA_PATH}/{}",
+                self.adapter_url.trim_end_matches('/'),
+                utf8_percent(file_id)
+            );
+            let response = self
+                .http
+                .get(url)
+                .bearer_auth(self.token.expose_secret())
+                .send()
+                .await
+                .map_err(|_| Failure::retryable("the TG adapter is unreachable for a file"))?;
+            match response.status().as_u16() {
+                200 => {}
+                404 => {
+                    return Err(Failure::permanent(format!(
+                        "inbound file {file_id} not found at the TG adapter"
+                    )));
+                }
+                status => {
+                    return Err(Failure::retryable(format!(
+                        "the TG adapter answered {status} for a file"
+                    )));
+                }
+            }
+            let body = response.bytes_stream().map_err(std::io::Error::other);
+            let size = self
+                .store
+                .put(&key, Box::pin(body), &content_type)
+                .await
+                .map_err(|e| Failure::retryable(format!("attachment storage: {e}")))?;
+            attachments::Entity::insert(attachments::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                uploader_id: Set(None),
+                message_id: Set(Some(message_id)),
+                object_key: Set(key.as_str().to_owned()),
+                filename: Set(file_name(media)),
+                content_type: Set(content_type),
+                size_bytes: Set(i64::try_from(size).unwrap_or(i64::MAX)),
+                status: Set("attached".to_owned()),
+                created_at: Set(chrono::Utc::now()),
+                position: Set(i16::try_from(n).ok()),
+            })
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::column(attachments::Column::ObjectKey)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(tx)
+            .await
+            .map_err(Failure::from_db)?;
+        }
+        Ok(())
+    }
+}
+
+/// A `file_id` as one path segment.
+fn utf8_percent(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+/// `type/subtype` in visible ASCII, without parameters.
+fn plausible_media_type(ct: &str) -> bool {
+    ct.len() <= 100
+        && ct.bytes().all(|b| b.is_ascii_graphic() && b != b';')
+        && matches!(ct.split_once('/'), Some((t, s)) if !t.is_empty() && !s.is_empty() && !s.contains('/'))
+}
+
+fn default_media_type(kind: &str) -> &'static str {
+    match kind {
+        "photo" => "image/jpeg",
+        "voice" => "audio/ogg",
+        "audio" => "audio/mpeg",
+        "video" => "video/mp4",
+        _ => "application/octet-stream",
+    }
+}
+
+/// The name a file is offered under: Telegram's, made a plain name, or one
+/// after its kind.
+fn file_name(media: &broker_config::events::TgMedia) -> String {
+    let given: String = media
+        .filename
+        .as_deref()
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c == '/' || c == '\\' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .take(255)
+        .collect();
+    if given.trim().is_empty() || given == "." || given == ".." {
+        match media.kind.as_str() {
+            "photo" => "photo.jpg",
+            "voice" => "voice.ogg",
+            "audio" => "audio.mp3",
+            "video" => "video.mp4",
+            _ => "file",
+        }
+        .to_owned()
+    } else {
+        given
     }
 }
 
@@ -69,7 +222,17 @@ impl Handler for Inbound {
         };
         // Refused data goes to the dead-letter queue at once rather than
         // hold its chat through the whole retry schedule.
-        store(update, tx).await.map_err(Failure::from_db)?;
+        let stored = store(update, tx).await.map_err(Failure::from_db)?;
+        // A new message's files (an edit keeps the files it had).
+        if let Some(message_id) = stored
+            && update.edited_at.is_none()
+            && !update.media.is_empty()
+        {
+            let Some(media) = &self.media else {
+                return Err(Failure::permanent("inbound_media_unconfigured"));
+            };
+            media.keep(tx, update, message_id).await?;
+        }
         Ok(())
     }
 }
@@ -281,4 +444,50 @@ async fn one<C: ConnectionTrait, T: sea_orm::TryGetableMany>(
     .await?
     .map(|row| row.try_get_many_by_index())
     .transpose()
+}
+
+#[cfg(test)]
+mod media_tests {
+    use super::*;
+    use broker_config::events::TgMedia;
+
+    fn media(kind: &str, filename: Option<&str>) -> TgMedia {
+        TgMedia {
+            kind: kind.into(),
+            file_id: Some("f".into()),
+            filename: filename.map(str::to_owned),
+            size: None,
+            content_type: None,
+        }
+    }
+
+    #[test]
+    fn a_file_name_is_never_a_path() {
+        assert_eq!(
+            file_name(&media("document", Some("../a/b.pdf"))),
+            ".._a_b.pdf"
+        );
+        assert_eq!(
+            file_name(&media("document", Some("a\\b\n.txt"))),
+            "a_b_.txt"
+        );
+        assert_eq!(file_name(&media("document", Some(".."))), "file");
+        assert_eq!(file_name(&media("photo", None)), "photo.jpg");
+        assert_eq!(file_name(&media("voice", Some("  "))), "voice.ogg");
+        assert_eq!(
+            file_name(&media("document", Some(&"x".repeat(300)))).len(),
+            255
+        );
+    }
+
+    #[test]
+    fn only_plain_media_types_are_kept() {
+        assert!(plausible_media_type("image/jpeg"));
+        assert!(!plausible_media_type("image/jpeg; q=1"));
+        assert!(!plausible_media_type("text/html\r\nx: y"));
+        assert!(!plausible_media_type("jpeg"));
+        assert!(!plausible_media_type("a/b/c"));
+        assert_eq!(default_media_type("voice"), "audio/ogg");
+        assert_eq!(default_media_type("sticker"), "application/octet-stream");
+    }
 }

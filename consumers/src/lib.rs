@@ -136,9 +136,10 @@ pub async fn run(
         tasks.spawn_fallible(
             "inbound",
             runner::run(
-                Arc::new(inbound::Inbound::new(schema::RelayWake::start(
-                    &pool, &tasks,
-                ))),
+                Arc::new(inbound::Inbound::new(
+                    schema::RelayWake::start(&pool, &tasks),
+                    inbound_media(&config)?,
+                )),
                 db.clone(),
                 runner_config.clone(),
                 consumer_metrics.clone(),
@@ -225,6 +226,28 @@ fn redis_client(config: &Config) -> anyhow::Result<fred::prelude::Client> {
         .build()?;
     fred::interfaces::ClientLike::connect(&redis);
     Ok(redis)
+}
+
+/// Where inbound's files go: the attachment store, fed from the TG adapter.
+/// `None` without either.
+fn inbound_media(config: &Config) -> anyhow::Result<Option<inbound::InboundMedia>> {
+    let (Some((storage, url_base)), Some(adapter_url), Some(token)) = (
+        &config.attachments,
+        &config.tg_adapter_url,
+        &config.tg_adapter_token,
+    ) else {
+        return Ok(None);
+    };
+    let http = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .read_timeout(config.tg_adapter_timeout)
+        .build()?;
+    Ok(Some(inbound::InboundMedia {
+        store: storage.open(url_base.clone(), None)?.store,
+        http,
+        adapter_url: adapter_url.clone(),
+        token: token.clone(),
+    }))
 }
 
 #[cfg(test)]

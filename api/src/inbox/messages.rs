@@ -54,6 +54,52 @@ pub struct Message {
     pub sent_at: Option<DateTime<Utc>>,
     /// Set when the customer edited it; earlier texts are at `…/versions`.
     pub edited_at: Option<DateTime<Utc>>,
+    /// Its files, in order: a link to one is `GET /api/attachments/{id}/url`.
+    #[sea_orm(skip)]
+    #[serde(default)]
+    pub attachments: Vec<MessageFile>,
+}
+
+/// A file of a message.
+#[derive(Debug, Clone, Serialize, Deserialize, FromQueryResult, utoipa::ToSchema)]
+pub struct MessageFile {
+    pub id: Uuid,
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub message_id: Uuid,
+    pub filename: String,
+    pub content_type: String,
+    pub size_bytes: i64,
+}
+
+/// Fills in the files of `messages`, with one query for all of them.
+async fn with_files<C: ConnectionTrait>(conn: &C, messages: &mut [Message]) -> ApiResult<()> {
+    use schema::entities::attachments::{Column, Entity};
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = messages.iter().map(|m| m.id).collect();
+    let files = Entity::find()
+        .select_only()
+        .columns([
+            Column::Id,
+            Column::MessageId,
+            Column::Filename,
+            Column::ContentType,
+            Column::SizeBytes,
+        ])
+        .filter(schema::finders::any_of(Column::MessageId, &ids))
+        .order_by_asc(Column::Position)
+        .order_by_asc(Column::Id)
+        .into_model::<MessageFile>()
+        .all(conn)
+        .await?;
+    for file in files {
+        if let Some(m) = messages.iter_mut().find(|m| m.id == file.message_id) {
+            m.attachments.push(file);
+        }
+    }
+    Ok(())
 }
 
 /// Messages with their author's name, as [`Message`] reads them.
@@ -65,10 +111,17 @@ fn timeline(query: Select<messages::Entity>) -> Select<messages::Entity> {
 
 /// One message.
 pub async fn load<C: ConnectionTrait>(conn: &C, id: Uuid) -> ApiResult<Option<Message>> {
-    Ok(timeline(messages::Entity::find_by_id(id))
+    let Some(message) = timeline(messages::Entity::find_by_id(id))
         .into_model::<Message>()
         .one(conn)
-        .await?)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut one = [message];
+    with_files(conn, &mut one).await?;
+    let [message] = one;
+    Ok(Some(message))
 }
 
 /// Messages by id, for the realtime gateway (those that exist).
@@ -76,14 +129,13 @@ pub async fn load_many<C: ConnectionTrait>(
     conn: &C,
     ids: &[Uuid],
 ) -> ApiResult<std::collections::HashMap<Uuid, Message>> {
-    Ok(timeline(messages::Entity::find())
+    let mut found = timeline(messages::Entity::find())
         .filter(schema::finders::any_of(messages::Column::Id, ids))
         .into_model::<Message>()
         .all(conn)
-        .await?
-        .into_iter()
-        .map(|m| (m.id, m))
-        .collect())
+        .await?;
+    with_files(conn, &mut found).await?;
+    Ok(found.into_iter().map(|m| (m.id, m)).collect())
 }
 
 /// Newest first; the cursor pages towards older messages.
@@ -105,13 +157,14 @@ pub async fn list<C: ConnectionTrait>(
             .lt(Expr::tuple([Expr::value(at), Expr::value(id)])),
         );
     }
-    let rows = timeline(query)
+    let mut rows = timeline(query)
         .order_by_desc(Column::CreatedAt)
         .order_by_desc(Column::Id)
         .limit(page.fetch())
         .into_model::<Message>()
         .all(conn)
         .await?;
+    with_files(conn, &mut rows).await?;
     Ok(page.page(rows, |m| page::encode((m.created_at, m.id))))
 }
 
@@ -333,7 +386,13 @@ async fn earlier<C: ConnectionTrait>(
                 message: "client_msg_id was already used for a different message".into(),
             })
         }
-        other => Ok(other),
+        Some(existing) => {
+            let mut one = [existing];
+            with_files(conn, &mut one).await?;
+            let [existing] = one;
+            Ok(Some(existing))
+        }
+        None => Ok(None),
     }
 }
 
@@ -446,6 +505,17 @@ async fn write_message<C: TransactionTrait>(
         return Ok(Written::Repeated(existing));
     };
     crate::attachments::attach(&tx, author, message.id, pinned).await?;
+    let mut message = message;
+    message.attachments = pinned
+        .iter()
+        .map(|p| MessageFile {
+            id: p.id,
+            message_id: message.id,
+            filename: p.filename.clone(),
+            content_type: p.content_type.clone(),
+            size_bytes: p.size,
+        })
+        .collect();
     // The message as this POST answers it: realtime gateways send it as
     // it is instead of reading the row back.
     let view = serde_json::to_value(&message).ok();

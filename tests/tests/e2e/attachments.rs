@@ -819,3 +819,116 @@ async fn a_reply_with_two_files_goes_once_though_the_adapter_dies_between_them()
     env.cleanup().await;
     drop(store);
 }
+
+/// A customer's photo and document become attachments of their message,
+/// listed with it and downloadable by whoever reads the conversation; the
+/// same update again stores nothing twice.
+async fn inbound_files_are_kept(store: Store) {
+    use base64::Engine;
+    let mut env = TestEnv::new().await;
+    let adapter = env.start_adapter(&[]).await;
+    let api = env.start_api(&store.vars()).await;
+    let mut consumer_env = store.vars();
+    if matches!(store, Store::Local) {
+        consumer_env.push(("DATA_DIR", env.dir.join("api-data").display().to_string()));
+        consumer_env.push(("ATTACHMENTS_URL_BASE", api.url.clone()));
+    }
+    env.start_consumer("relay", None, &[]).await;
+    env.start_consumer("inbound", Some(&adapter), &consumer_env)
+        .await;
+    let admin = env.admin_session(&api.url).await;
+    let photo: Vec<u8> = (0..300_000u32).map(|i| (i * 13 % 256) as u8).collect();
+    let doc = b"%PDF-1.4 homework".to_vec();
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let chat = 7171;
+    let update = json!({
+        "chat_id": chat,
+        "tg_message_id": 41,
+        "text": "my homework",
+        "sender": {"id": chat, "first_name": "Kim"},
+        "media": [
+            {"kind": "photo", "data_base64": b64(&photo)},
+            {"kind": "document", "filename": "../../hw\u{0007}.pdf", "content_type": "application/pdf", "data_base64": b64(&doc)},
+        ],
+    });
+    for _ in 0..2 {
+        let (s, body) = env
+            .http
+            .sandbox(
+                &adapter.url,
+                Method::POST,
+                "/sandbox/inbound",
+                Some(update.clone()),
+            )
+            .await;
+        assert!(s.is_success(), "{s} {body}");
+    }
+    let pool = env.pool.clone();
+    let conv: String = fastprep_tests::wait_for(
+        "the message stored",
+        std::time::Duration::from_secs(20),
+        || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, String>(
+                    "SELECT c.id::text FROM messages m JOIN conversations c ON c.id = m.conversation_id
+                     WHERE c.tg_chat_id = $1 AND m.tg_message_id = 41",
+                )
+                .bind(chat)
+                .fetch_optional(&pool)
+                .await
+                .unwrap()
+            }
+        },
+    )
+    .await;
+    // Both updates handled: the second found the message stored.
+    env.wait_count(
+        "both updates handled",
+        "SELECT count(*) FROM processed_messages WHERE consumer = 'inbound'",
+        std::time::Duration::from_secs(20),
+        |n| n == 2,
+    )
+    .await;
+    let files: i64 = sqlx::query_scalar("SELECT count(*) FROM attachments")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(files, 2, "stored once");
+    let (s, page) = env
+        .http
+        .call(
+            Method::GET,
+            &format!("{}/api/conversations/{conv}/messages", api.url),
+            Some(&admin.access),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{page}");
+    let listed = page["items"][0]["attachments"].as_array().unwrap().clone();
+    assert_eq!(listed.len(), 2, "{page}");
+    assert_eq!(listed[0]["filename"], "photo.jpg");
+    assert_eq!(listed[0]["content_type"], "image/jpeg");
+    assert_eq!(listed[0]["size_bytes"], photo.len());
+    assert_eq!(listed[1]["filename"], ".._.._hw_.pdf");
+    for (file, bytes) in listed.iter().zip([&photo, &doc]) {
+        let (s, link) =
+            download_url(&env, &api.url, &admin.access, file["id"].as_str().unwrap()).await;
+        assert_eq!(s, StatusCode::OK, "{link}");
+        let got = reqwest::get(link["url"].as_str().unwrap()).await.unwrap();
+        assert_eq!(got.status(), StatusCode::OK);
+        assert_eq!(&got.bytes().await.unwrap().to_vec(), bytes);
+    }
+    env.cleanup().await;
+    drop(store);
+}
+
+#[tokio::test]
+async fn inbound_files_are_kept_on_the_local_store() {
+    inbound_files_are_kept(Store::Local).await;
+}
+
+#[tokio::test]
+async fn inbound_files_are_kept_on_s3() {
+    inbound_files_are_kept(Store::S3(S3sFs::start().await)).await;
+}

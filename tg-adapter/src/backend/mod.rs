@@ -86,4 +86,15 @@ pub trait Backend: Send + Sync + 'static {
 
     /// The stream of inbound updates; `Some` only for the first caller.
     fn take_updates(&self) -> Option<mpsc::Receiver<InboundUpdate>>;
+
+    /// The bytes of an inbound file named by an update's `file_id`, as a
+    /// stream; `None` when Telegram has no such file.
+    async fn download(&self, file_id: &str) -> Result<Option<Download>, SendError>;
+}
+
+/// An inbound file being read.
+pub struct Download {
+    pub size: u64,
+    pub content_type: Option<String>,
+    pub body: futures::stream::BoxStream<'static, Result<bytes::Bytes, std::io::Error>>,
 }

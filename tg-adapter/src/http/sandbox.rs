@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use axum::{
     Json, Router,
+    extract::DefaultBodyLimit,
     extract::{
         Query, State,
         rejection::{JsonRejection, QueryRejection},
@@ -13,6 +14,7 @@ use axum::{
     http::StatusCode,
     routing::{get, post},
 };
+use base64::Engine;
 use broker_config::events::{TgChat, TgMedia, TgSender};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -21,12 +23,16 @@ use uuid::Uuid;
 use super::error::ApiError;
 use crate::backend::{
     Backend, SessionState, SessionStatus,
-    sandbox::{FaultPlan, InjectMessage, SandboxBackend, SentListing},
+    sandbox::{FaultPlan, InjectMedia, InjectMessage, SandboxBackend, SentListing},
 };
 
 pub fn router(sandbox: Arc<SandboxBackend>) -> Router {
     Router::new()
-        .route("/sandbox/inbound", post(inbound))
+        // Room for an injected file of 20 MiB, in base64.
+        .route(
+            "/sandbox/inbound",
+            post(inbound).layer(DefaultBodyLimit::max(MAX_INJECT_BODY)),
+        )
         .route("/sandbox/sent", get(sent))
         .route(
             "/sandbox/faults",
@@ -35,6 +41,29 @@ pub fn router(sandbox: Arc<SandboxBackend>) -> Router {
         .route("/sandbox/session", get(get_session).post(set_session))
         .route("/sandbox/reset", post(reset))
         .with_state(sandbox)
+}
+
+/// The largest `POST /sandbox/inbound` body.
+const MAX_INJECT_BODY: usize = 40 * 1024 * 1024;
+
+/// A file of an injected message.
+#[derive(Debug, Deserialize)]
+pub struct MediaIn {
+    /// `photo`, `document`, `voice`, `audio` or `video`.
+    pub kind: String,
+    #[serde(default)]
+    pub filename: Option<String>,
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// The file's bytes: the sandbox keeps them and serves them at
+    /// `GET /v1/media/{file_id}`. Without them the update only describes a
+    /// file (`file_id`, `size`), as before.
+    #[serde(default)]
+    pub data_base64: Option<String>,
+    #[serde(default)]
+    pub file_id: Option<String>,
+    #[serde(default)]
+    pub size: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -49,7 +78,7 @@ pub struct InboundIn {
     #[serde(default)]
     pub text: String,
     #[serde(default)]
-    pub media: Vec<TgMedia>,
+    pub media: Vec<MediaIn>,
     #[serde(default)]
     pub tg_message_id: Option<i64>,
     #[serde(default)]
@@ -96,6 +125,38 @@ async fn inbound(
             "chat_kind must be private, group or channel",
         ));
     }
+    let mut media = Vec::with_capacity(body.media.len());
+    for m in body.media {
+        if !matches!(
+            m.kind.as_str(),
+            "photo" | "document" | "voice" | "audio" | "video"
+        ) {
+            return Err(ApiError::bad_request(
+                "invalid_media",
+                "media kind must be photo, document, voice, audio or video",
+            ));
+        }
+        let bytes = match m.data_base64 {
+            Some(data) => Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(data)
+                    .map_err(|_| {
+                        ApiError::bad_request("invalid_media", "data_base64 is not base64")
+                    })?,
+            ),
+            None => None,
+        };
+        media.push(InjectMedia {
+            media: TgMedia {
+                kind: m.kind,
+                file_id: m.file_id,
+                filename: m.filename,
+                size: m.size,
+                content_type: m.content_type,
+            },
+            bytes,
+        });
+    }
     let message = InjectMessage {
         chat: TgChat {
             id: body.chat_id,
@@ -104,7 +165,7 @@ async fn inbound(
         },
         sender: body.sender,
         text: body.text,
-        media: body.media,
+        media,
         tg_message_id: body.tg_message_id,
         date: body.date,
         edit: body.edit,

@@ -5,12 +5,13 @@ use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    extract::{State, rejection::JsonRejection},
-    http::{HeaderMap, HeaderValue, StatusCode},
+    body::Body,
+    extract::{Path, State, rejection::JsonRejection},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use broker_config::adapter_api::{MESSAGES_PATH, SendRequest, SendResponse};
+use broker_config::adapter_api::{MEDIA_PATH, MESSAGES_PATH, SendRequest, SendResponse};
 use tokio_util::task::TaskTracker;
 
 use super::error::ApiError;
@@ -38,7 +39,34 @@ pub fn router(state: V1State) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route(MESSAGES_PATH, post(send_message))
+        .route(&format!("{MEDIA_PATH}/{{file_id}}"), get(media))
         .with_state(state)
+}
+
+/// The bytes of an inbound file, streamed as Telegram hands them out.
+async fn media(
+    State(state): State<V1State>,
+    Path(file_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let Some(download) = state.backend.download(&file_id).await? else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "file_not_found",
+            "no file with this file_id",
+        ));
+    };
+    let content_type = download
+        .content_type
+        .and_then(|ct| HeaderValue::from_str(&ct).ok())
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_LENGTH, HeaderValue::from(download.size)),
+        ],
+        Body::from_stream(download.body),
+    )
+        .into_response())
 }
 
 async fn status(State(state): State<V1State>) -> Json<SessionStatus> {

@@ -12,6 +12,9 @@ use crate::store::{Store, StoreError};
 
 const SENT: TableDefinition<i64, &[u8]> = TableDefinition::new("sandbox_sent");
 const META: TableDefinition<&str, i64> = TableDefinition::new("sandbox_meta");
+/// Files of injected inbound messages, by `file_id`: content type, then the
+/// bytes.
+const MEDIA: TableDefinition<&str, (&str, &[u8])> = TableDefinition::new("sandbox_media");
 const NEXT_MESSAGE_ID: &str = "next_message_id";
 /// Telegram message ids start at 1 in a fresh account.
 const FIRST_MESSAGE_ID: i64 = 1;
@@ -60,7 +63,39 @@ impl SentLog {
     pub fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
         txn.open_table(SENT)?;
         txn.open_table(META)?;
+        txn.open_table(MEDIA)?;
         Ok(())
+    }
+
+    /// Keeps an injected file under `file_id`.
+    pub async fn put_media(
+        &self,
+        file_id: String,
+        content_type: String,
+        bytes: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        self.store
+            .write(move |txn| {
+                txn.open_table(MEDIA)?
+                    .insert(file_id.as_str(), (content_type.as_str(), bytes.as_slice()))?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// An injected file: its content type and bytes.
+    pub async fn media(&self, file_id: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        let file_id = file_id.to_owned();
+        self.store
+            .blocking(move |db| {
+                let txn = db.begin_read()?;
+                let table = txn.open_table(MEDIA)?;
+                Ok(table.get(file_id.as_str())?.map(|v| {
+                    let (ct, bytes) = v.value();
+                    (ct.to_owned(), bytes.to_vec())
+                }))
+            })
+            .await
     }
 
     pub fn new(store: Store) -> Self {

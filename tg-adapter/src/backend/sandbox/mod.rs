@@ -18,7 +18,7 @@ pub use faults::{FaultMode, FaultPlan, Faults};
 pub use log::{ReceivedFile, SentLog, SentRecord};
 
 use super::{
-    Backend, InboundUpdate, PublishFailed, SendError, SendRequest, Sent, SessionState,
+    Backend, Download, InboundUpdate, PublishFailed, SendError, SendRequest, Sent, SessionState,
     SessionStatus,
 };
 use crate::store::{Store, StoreError};
@@ -41,13 +41,21 @@ pub struct SandboxBackend {
     http: reqwest::Client,
 }
 
+/// A file of an injected message: as Telegram describes it, with the bytes
+/// the sandbox then serves from `GET /v1/media/{file_id}`.
+#[derive(Debug, Clone)]
+pub struct InjectMedia {
+    pub media: TgMedia,
+    pub bytes: Option<Vec<u8>>,
+}
+
 /// An inbound message to inject (`POST /sandbox/inbound`).
 #[derive(Debug, Clone)]
 pub struct InjectMessage {
     pub chat: TgChat,
     pub sender: TgSender,
     pub text: String,
-    pub media: Vec<TgMedia>,
+    pub media: Vec<InjectMedia>,
     pub tg_message_id: Option<i64>,
     pub date: Option<DateTime<Utc>>,
     /// An edit of `tg_message_id` rather than a new message.
@@ -207,13 +215,33 @@ impl SandboxBackend {
             }
             None => self.log.allocate_message_id().await?,
         };
+        let mut media = Vec::with_capacity(message.media.len());
+        for item in message.media {
+            let mut described = item.media;
+            if let Some(bytes) = item.bytes {
+                let file_id = described
+                    .file_id
+                    .clone()
+                    .unwrap_or_else(|| Uuid::new_v4().simple().to_string());
+                described.size = Some(bytes.len() as i64);
+                let content_type = described
+                    .content_type
+                    .clone()
+                    .unwrap_or_else(|| "application/octet-stream".to_owned());
+                self.log
+                    .put_media(file_id.clone(), content_type, bytes)
+                    .await?;
+                described.file_id = Some(file_id);
+            }
+            media.push(described);
+        }
         let now = Utc::now().trunc_subsecs(0);
         let update = TgUpdateReceived {
             chat: message.chat,
             sender: message.sender,
             tg_message_id,
             text: message.text,
-            media: message.media,
+            media,
             date: message.date.unwrap_or(now),
             edited_at: message.edit.then(Utc::now),
         };
@@ -332,6 +360,29 @@ impl Backend for SandboxBackend {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
+    }
+
+    async fn download(&self, file_id: &str) -> Result<Option<Download>, SendError> {
+        let found = self
+            .log
+            .media(file_id)
+            .await
+            .map_err(|e| SendError::Transient {
+                reason: format!("sandbox store: {e}"),
+            })?;
+        Ok(found.map(|(content_type, bytes)| {
+            let size = bytes.len() as u64;
+            // In chunks, as Telegram's upload.getFile hands out a file.
+            let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = bytes::Bytes::from(bytes)
+                .chunks(512 * 1024)
+                .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+                .collect();
+            Download {
+                size,
+                content_type: Some(content_type),
+                body: Box::pin(futures::stream::iter(chunks)),
+            }
+        }))
     }
 }
 
