@@ -104,7 +104,7 @@ async fn check_latency(env: &TestEnv, token: &str, n: usize) -> Value {
 }
 
 /// Runs wrk; returns (requests/s, p99 ms).
-fn wrk(url: &str, seconds: u64, token: Option<&str>) -> (f64, f64) {
+pub fn wrk(url: &str, seconds: u64, token: Option<&str>) -> (f64, f64) {
     let mut cmd = Command::new("wrk");
     cmd.args(["-t2", "-c50", &format!("-d{seconds}s"), "--latency"]);
     if let Some(t) = token {

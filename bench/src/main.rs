@@ -14,12 +14,17 @@
 //! `fastprep-bench alerts`: threshold crossing to Slack, and the alerts
 //! process's memory (see `alerts.rs`).
 //!
+//! `fastprep-bench attachments`: presigning under 50 connections, and a
+//! file from upload to the sandbox at 1, 20 and 100 MiB with each process's
+//! memory (see `attachments.rs`).
+//!
 //! `fastprep-bench replay`: `fastprep-ops dlq replay` of dead letters back
 //! to tg-delivery beside raw confirmed publishing (see `replay.rs`).
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod alerts;
+mod attachments;
 mod authz;
 mod ramp;
 mod realtime;
@@ -131,6 +136,22 @@ enum Bench {
         /// FAIL_ALERT_THRESHOLD of the run.
         #[arg(long, default_value_t = 5)]
         threshold: usize,
+    },
+    /// Presigning rate and latency; a file from upload to the sandbox at
+    /// 1, 20 and 100 MiB with the memory of the api, tg-delivery and adapter.
+    Attachments {
+        /// Length of each wrk round, seconds.
+        #[arg(long, default_value_t = 8)]
+        wrk_seconds: u64,
+        /// wrk rounds of the download link.
+        #[arg(long, default_value_t = 3, value_parser = at_least_one)]
+        rounds: usize,
+        /// Users uploading at once (one connection each).
+        #[arg(long, default_value_t = 50)]
+        uploaders: usize,
+        /// Uploads each (at most 50: the cap of unused uploads).
+        #[arg(long, default_value_t = 40)]
+        uploads_each: usize,
     },
     /// Replay of dead letters back to tg-delivery beside raw publishing,
     /// and fastprep-ops's memory.
@@ -386,6 +407,22 @@ async fn main() {
             })
             .await;
             write_figures("alerts", &results);
+            return;
+        }
+        Bench::Attachments {
+            wrk_seconds,
+            rounds,
+            uploaders,
+            uploads_each,
+        } => {
+            let results = attachments::run(attachments::Args {
+                wrk_seconds,
+                rounds,
+                uploaders,
+                uploads_each: uploads_each.min(50),
+            })
+            .await;
+            write_figures("attachments", &results);
             return;
         }
         Bench::Replay { letters, rounds } => {

@@ -115,12 +115,19 @@ impl AttachmentStore for S3Store {
             .into_iter()
             .collect();
         let store: Arc<dyn ObjectStore> = self.s3.clone();
-        write_stream(store, key.to_path(), attributes, body, None)
-            .await
-            .map_err(|e| match e {
-                WriteError::Body(e) | WriteError::Store(e) => StorageError::Io(e),
-                other => StorageError::Io(std::io::Error::other(other)),
-            })
+        write_stream(
+            store,
+            key.to_path(),
+            attributes,
+            body,
+            None,
+            crate::write::S3_PART_SIZE,
+        )
+        .await
+        .map_err(|e| match e {
+            WriteError::Body(e) | WriteError::Store(e) => StorageError::Io(e),
+            other => StorageError::Io(std::io::Error::other(other)),
+        })
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Option<Object>, StorageError> {

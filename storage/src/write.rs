@@ -12,9 +12,12 @@ use tokio::io::AsyncWriteExt;
 
 use crate::ByteStream;
 
-/// Bytes held in memory before switching to a multipart upload; also the
-/// part size (S3 wants at least 5 MiB per part but the last).
-const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Bytes held in memory before switching to a multipart upload, and the
+/// part size, for S3 (which wants at least 5 MiB per part but the last).
+pub(crate) const S3_PART_SIZE: usize = 8 * 1024 * 1024;
+/// The same for the local file system, which takes parts of any size: what
+/// an upload holds in memory stays small.
+pub(crate) const LOCAL_PART_SIZE: usize = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum WriteError {
@@ -28,17 +31,19 @@ pub(crate) enum WriteError {
     Store(io::Error),
 }
 
-/// Writes `body` to `path`. With `expected`, a body of any other length is
-/// refused (and nothing is written); reading stops at the first byte past it.
-/// Returns the length written.
+/// Writes `body` to `path`, holding at most about `part_size` bytes (times
+/// the parts in flight) in memory. With `expected`, a body of any other
+/// length is refused (and nothing is written); reading stops at the first
+/// byte past it. Returns the length written.
 pub(crate) async fn write_stream(
     store: Arc<dyn ObjectStore>,
     path: Path,
     attributes: Attributes,
     mut body: ByteStream,
     expected: Option<u64>,
+    part_size: usize,
 ) -> Result<u64, WriteError> {
-    let mut writer = BufWriter::with_capacity(store, path, PART_SIZE);
+    let mut writer = BufWriter::with_capacity(store, path, part_size);
     if !attributes.is_empty() {
         writer = writer.with_attributes(attributes);
     }

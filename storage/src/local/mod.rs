@@ -136,7 +136,15 @@ impl LocalStore {
             .await
             .map_err(|e| WriteError::Store(e.into()))?;
         let fs: Arc<dyn ObjectStore> = self.inner.fs.clone();
-        let written = write_stream(fs, object_path(key), Default::default(), body, expected).await;
+        let written = write_stream(
+            fs,
+            object_path(key),
+            Default::default(),
+            body,
+            expected,
+            crate::write::LOCAL_PART_SIZE,
+        )
+        .await;
         // A refused first upload leaves no content type behind either.
         if written.is_err()
             && matches!(

@@ -758,9 +758,7 @@ async fn replies_carry_files_on_s3() {
 
 /// The adapter dies between a reply's two files: after it comes back, the
 /// reply is finished and each part reached Telegram once.
-#[tokio::test]
-async fn a_reply_with_two_files_goes_once_though_the_adapter_dies_between_them() {
-    let store = Store::S3(S3sFs::start().await);
+async fn adapter_dies_between_two_files(store: Store) {
     let mut env = TestEnv::new().await;
     let (api, adapter) = delivery_system(&mut env, &store).await;
     let admin = env.admin_session(&api.url).await;
@@ -931,4 +929,14 @@ async fn inbound_files_are_kept_on_the_local_store() {
 #[tokio::test]
 async fn inbound_files_are_kept_on_s3() {
     inbound_files_are_kept(Store::S3(S3sFs::start().await)).await;
+}
+
+#[tokio::test]
+async fn a_reply_with_two_files_goes_once_though_the_adapter_dies_between_them_on_s3() {
+    adapter_dies_between_two_files(Store::S3(S3sFs::start().await)).await;
+}
+
+#[tokio::test]
+async fn a_reply_with_two_files_goes_once_though_the_adapter_dies_between_them_locally() {
+    adapter_dies_between_two_files(Store::Local).await;
 }
