@@ -350,9 +350,12 @@ pub struct Pinned {
     pinned_key: ObjectKey,
 }
 
-/// Where an attached file lives: written once, from the server side.
-fn pinned_key_of(id: Uuid) -> ApiResult<ObjectKey> {
-    ObjectKey::new(format!("attached/{id}"))
+/// Where an attached file lives: a key of this attempt's own, written once
+/// from the server side. Two requests taking the same upload (a retried
+/// POST, a double click) each copy to their own key, so the one that loses
+/// removes only its own copy, never the file the winner attached.
+fn new_pinned_key() -> ApiResult<ObjectKey> {
+    ObjectKey::new(format!("attached/{}", Uuid::now_v7()))
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("attachment key: {e}")))
 }
 
@@ -416,7 +419,7 @@ async fn pin_one(
     }
     let upload_key = ObjectKey::new(row.object_key.clone())
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored attachment key: {e}")))?;
-    let pinned_key = pinned_key_of(id)?;
+    let pinned_key = new_pinned_key()?;
     let store = attachments.store.as_ref();
     let copied = store
         .copy(&upload_key, &pinned_key)
@@ -476,24 +479,31 @@ pub async fn attach<C: ConnectionTrait>(
         return Ok(());
     }
     let ids: Vec<Uuid> = pinned.iter().map(|p| p.id).collect();
+    let keys: Vec<String> = pinned
+        .iter()
+        .map(|p| p.pinned_key.as_str().to_owned())
+        .collect();
     let taken = tx
         .execute_raw(sea_orm::Statement::from_sql_and_values(
             sea_orm::DbBackend::Postgres,
-            "UPDATE attachments SET message_id = $1, status = 'attached',
-               object_key = 'attached/' || id::text,
-               position = array_position($2::uuid[], id) - 1
-             WHERE id = ANY($2) AND uploader_id = $3 AND message_id IS NULL",
-            [message.into(), ids.clone().into(), uploader.into()],
+            "UPDATE attachments a SET message_id = $1, status = 'attached',
+               object_key = f.key, position = f.n - 1
+             FROM unnest($2::uuid[], $4::text[]) WITH ORDINALITY AS f(id, key, n)
+             WHERE a.id = f.id AND a.uploader_id = $3 AND a.message_id IS NULL",
+            [
+                message.into(),
+                ids.clone().into(),
+                uploader.into(),
+                keys.into(),
+            ],
         ))
         .await?
         .rows_affected();
     if taken != ids.len() as u64 {
-        return Err(ApiError::Conflict {
-            code: "attachment_in_use",
-            message:
-                "an attachment was taken by another message (or expired) meanwhile; upload it again"
-                    .into(),
-        });
+        return Err(invalid(
+            "attachment_in_use",
+            "an attachment was taken by another message (or expired) meanwhile",
+        ));
     }
     Ok(())
 }
@@ -548,14 +558,9 @@ pub async fn purge_pending<C: TransactionTrait>(
         // now stays for the next run, and does not hold up the others.
         let mut ids = Vec::with_capacity(batch.len());
         for (id, key) in &batch {
-            // With the copy a message that was not written may have left.
-            let deleted = match (ObjectKey::new(key.clone()), pinned_key_of(*id)) {
-                (Ok(key), Ok(pinned)) => match store.delete(&pinned).await {
-                    Ok(()) => store.delete(&key).await.map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                },
-                (Err(e), _) => Err(e.to_string()),
-                (_, Err(e)) => Err(e.to_string()),
+            let deleted = match ObjectKey::new(key.clone()) {
+                Ok(key) => store.delete(&key).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
             };
             match deleted {
                 Ok(()) => ids.push(*id),

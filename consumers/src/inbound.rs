@@ -55,18 +55,25 @@ pub struct InboundMedia {
     pub token: SecretString,
 }
 
+/// A customer's file, kept in the store, to link to its message.
+struct KeptFile {
+    key: ObjectKey,
+    filename: String,
+    content_type: String,
+    size: u64,
+    position: usize,
+}
+
 impl InboundMedia {
-    /// Keeps the files of new message `message_id`. Each goes under a key
-    /// of its update's own (`inbound/<chat>/<message>/<n>`): a try after a
-    /// failure writes the same object again, and the row, keyed by that
-    /// object, is written once.
-    async fn keep(
-        &self,
-        tx: &DatabaseTransaction,
-        u: &TgUpdateReceived,
-        message_id: Uuid,
-    ) -> Result<(), Failure> {
+    /// Streams the files of `u` from the adapter into the store, before the
+    /// message's rows are written (so no row of its conversation is locked
+    /// while a file travels). Each goes under a key of its update's own
+    /// (`inbound/<chat>/<message>/<n>`): a try after a failure writes the
+    /// same object again. A file the adapter no longer has is skipped (the
+    /// message is kept without it, and the log says so).
+    async fn fetch(&self, u: &TgUpdateReceived) -> Result<Vec<KeptFile>, Failure> {
         use futures::TryStreamExt;
+        let mut kept = Vec::with_capacity(u.media.len());
         for (n, media) in u.media.iter().enumerate() {
             let Some(file_id) = &media.file_id else {
                 tracing::warn!(tg_chat_id = u.chat.id, tg_message_id = u.tg_message_id, kind = %media.kind, "a file without file_id cannot be fetched; skipped");
@@ -78,12 +85,12 @@ impl InboundMedia {
                 .content_type
                 .as_deref()
                 .map(str::to_ascii_lowercase)
-                .filter(|ct| plausible_media_type(ct))
+                .filter(|ct| plausible_media_type(ct) && storage::check_content_type(ct).is_ok())
                 .unwrap_or_else(|| default_media_type(&media.kind).to_owned());
             let url = format!(
                 "{}{MEDIA_PATH}/{}",
                 self.adapter_url.trim_end_matches('/'),
-                utf8_percent(file_id)
+                path_segment(file_id)
             );
             let response = self
                 .http
@@ -95,9 +102,8 @@ impl InboundMedia {
             match response.status().as_u16() {
                 200 => {}
                 404 => {
-                    return Err(Failure::permanent(format!(
-                        "inbound file {file_id} not found at the TG adapter"
-                    )));
+                    tracing::warn!(tg_chat_id = u.chat.id, tg_message_id = u.tg_message_id, %file_id, "the TG adapter no longer has a file of this message; the message is kept without it");
+                    continue;
                 }
                 status => {
                     return Err(Failure::retryable(format!(
@@ -111,17 +117,36 @@ impl InboundMedia {
                 .put(&key, Box::pin(body), &content_type)
                 .await
                 .map_err(|e| Failure::retryable(format!("attachment storage: {e}")))?;
+            kept.push(KeptFile {
+                key,
+                filename: file_name(media),
+                content_type,
+                size,
+                position: n,
+            });
+        }
+        Ok(kept)
+    }
+
+    /// Links the kept files to new message `message_id`, in its
+    /// transaction; a row is written once per object.
+    async fn link(
+        tx: &DatabaseTransaction,
+        message_id: Uuid,
+        files: Vec<KeptFile>,
+    ) -> Result<(), Failure> {
+        for f in files {
             attachments::Entity::insert(attachments::ActiveModel {
                 id: Set(Uuid::now_v7()),
                 uploader_id: Set(None),
                 message_id: Set(Some(message_id)),
-                object_key: Set(key.as_str().to_owned()),
-                filename: Set(file_name(media)),
-                content_type: Set(content_type),
-                size_bytes: Set(i64::try_from(size).unwrap_or(i64::MAX)),
+                object_key: Set(f.key.as_str().to_owned()),
+                filename: Set(f.filename),
+                content_type: Set(f.content_type),
+                size_bytes: Set(i64::try_from(f.size).unwrap_or(i64::MAX)),
                 status: Set("attached".to_owned()),
                 created_at: Set(chrono::Utc::now()),
-                position: Set(i16::try_from(n).ok()),
+                position: Set(i16::try_from(f.position).ok()),
             })
             .on_conflict(
                 sea_orm::sea_query::OnConflict::column(attachments::Column::ObjectKey)
@@ -136,11 +161,30 @@ impl InboundMedia {
     }
 }
 
-/// A `file_id` as one path segment.
-fn utf8_percent(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes())
-        .collect::<String>()
-        .replace('+', "%20")
+/// Whether the message of `u` is stored already (the same update again).
+async fn already_stored<C: ConnectionTrait>(tx: &C, u: &TgUpdateReceived) -> Result<bool, DbErr> {
+    let found: Option<(bool,)> = one(
+        tx,
+        "SELECT EXISTS (SELECT 1 FROM messages m JOIN conversations c ON c.id = m.conversation_id
+                        WHERE c.tg_chat_id = $1 AND m.direction = 'in' AND m.tg_message_id = $2)",
+        [u.chat.id.into(), u.tg_message_id.into()],
+    )
+    .await?;
+    Ok(found.is_some_and(|(b,)| b))
+}
+
+/// A `file_id` as one path segment: every byte but letters and digits
+/// escaped (no `.` or `..` left for a URL to resolve).
+fn path_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// `type/subtype` in visible ASCII, without parameters.
@@ -222,16 +266,22 @@ impl Handler for Inbound {
         };
         // Refused data goes to the dead-letter queue at once rather than
         // hold its chat through the whole retry schedule.
-        let stored = store(update, tx).await.map_err(Failure::from_db)?;
-        // A new message's files (an edit keeps the files it had).
-        if let Some(message_id) = stored
-            && update.edited_at.is_none()
-            && !update.media.is_empty()
-        {
+        // A new message's files (an edit keeps the files it had), fetched
+        // before its rows are written.
+        let mut files = Vec::new();
+        if update.edited_at.is_none() && !update.media.is_empty() {
             let Some(media) = &self.media else {
                 return Err(Failure::permanent("inbound_media_unconfigured"));
             };
-            media.keep(tx, update, message_id).await?;
+            if !already_stored(tx, update).await.map_err(Failure::from_db)? {
+                files = media.fetch(update).await?;
+            }
+        }
+        let stored = store(update, tx).await.map_err(Failure::from_db)?;
+        if let Some(message_id) = stored
+            && !files.is_empty()
+        {
+            InboundMedia::link(tx, message_id, files).await?;
         }
         Ok(())
     }

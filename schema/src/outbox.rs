@@ -70,13 +70,17 @@ async fn enqueue_scheduled<C: ConnectionTrait>(
     row.try_get_by_index(0)
 }
 
-/// Runs `change`, a data-modifying statement with a `RETURNING` clause that
-/// yields at most one row (its parameters `$1`..`$n` are `values`), and
-/// writes `envelope` to the outbox in the same statement: one round trip
-/// where [`enqueue`] after the change would take two. The event's payload is
-/// completed from the changed row: each `(key, column)` of `fields` sets
-/// `key` in the event's data to that `RETURNING` column (left out when it is
-/// null, as the events' optional members are).
+/// Makes a change and writes `envelope` to the outbox in one statement: one
+/// round trip where [`enqueue`] after the change would take two, and, run
+/// outside a transaction, a whole atomic write in one round trip.
+///
+/// `ctes` are common table expressions whose last is named `change`: a
+/// data-modifying statement with a `RETURNING` clause that yields at most one
+/// row (their parameters `$1`..`$n` are `values`). The event's payload is
+/// completed from that row: each `(key, expression)` of `fields` sets `key`
+/// in the event's data to the SQL expression, which may read `change.*`
+/// (a key whose value is null is left out, as the events' optional members
+/// are; nulls inside a value stay).
 ///
 /// Returns the changed row, or `None` when `change` changed nothing, in
 /// which case no event is written either. The aggregate's lock is taken
@@ -84,10 +88,10 @@ async fn enqueue_scheduled<C: ConnectionTrait>(
 /// other.
 pub async fn enqueue_with_change<C: ConnectionTrait>(
     conn: &C,
-    change: &str,
+    ctes: &str,
     mut values: Vec<Value>,
     envelope: &Envelope,
-    fields: &[(&str, &str)],
+    fields: &[(&'static str, &str)],
 ) -> Result<Option<sea_orm::QueryResult>, DbErr> {
     let (span, headers) = producer_span(envelope);
     let payload = envelope
@@ -98,16 +102,20 @@ pub async fn enqueue_with_change<C: ConnectionTrait>(
     let p = |i: usize| format!("${}", n + i);
     let completed = fields
         .iter()
-        .map(|(key, column)| format!("'{key}', change.{column}"))
+        .map(|(key, expression)| format!("'{key}', {expression}"))
         .collect::<Vec<_>>()
         .join(", ");
     let sql = format!(
-        "WITH change AS ({change}),
+        "WITH {ctes},
  aggregate_lock AS MATERIALIZED (
    SELECT pg_advisory_xact_lock(hashtextextended({at} || ':' || {aid}, 0)) FROM change),
  written AS (
    INSERT INTO outbox (event_id, event_type, aggregate_type, aggregate_id, payload, headers, created_at, scheduled_at)
-   SELECT {id}, {ty}, {at}, {aid}, {payload}::jsonb || jsonb_strip_nulls(jsonb_build_object({completed})),
+   SELECT {id}, {ty}, {at}, {aid},
+          {payload}::jsonb || COALESCE(
+            (SELECT jsonb_object_agg(f.key, f.value)
+             FROM jsonb_each(jsonb_build_object({completed})) AS f
+             WHERE f.value <> 'null'::jsonb), '{{}}'::jsonb),
           {headers}, {occurred}, now()
    FROM change, aggregate_lock RETURNING id)
  SELECT change.* FROM change, written",

@@ -11,7 +11,7 @@ const MAX_NAME_CHARS: usize = 255;
 
 /// Checks that `content_type` is a media type (`type/subtype`, optional
 /// parameters) that can travel as a header value and in a signature.
-pub(crate) fn check_content_type(content_type: &str) -> Result<(), StorageError> {
+pub fn check_content_type(content_type: &str) -> Result<(), StorageError> {
     let invalid = || StorageError::InvalidContentType(content_type.to_owned());
     if content_type.is_empty()
         || content_type.len() > MAX_CONTENT_TYPE

@@ -33,7 +33,7 @@ use futures::stream::BoxStream;
 use url::Url;
 
 pub use config::{Opened, S3Config, StorageConfig};
-pub use headers::{content_disposition, essence_matches};
+pub use headers::{check_content_type, content_disposition, essence_matches};
 pub use key::{KeyError, ObjectKey};
 pub use local::{BLOB_ROUTE, KEY_FILE, LocalStore, load_or_create_key};
 pub use s3::S3Store;

@@ -379,21 +379,24 @@ async fn earlier<C: ConnectionTrait>(
         .into_model::<Message>()
         .one(conn)
         .await?;
-    match existing {
-        Some(existing) if existing.text != writing.text || existing.kind != kind.columns().0 => {
-            Err(ApiError::Conflict {
-                code: "client_msg_id_reused",
-                message: "client_msg_id was already used for a different message".into(),
-            })
-        }
-        Some(existing) => {
-            let mut one = [existing];
-            with_files(conn, &mut one).await?;
-            let [existing] = one;
-            Ok(Some(existing))
-        }
-        None => Ok(None),
+    let Some(existing) = existing else {
+        return Ok(None);
+    };
+    let mut one = [existing];
+    with_files(conn, &mut one).await?;
+    let [existing] = one;
+    let same_files = existing
+        .attachments
+        .iter()
+        .map(|f| f.id)
+        .eq(writing.attachment_ids.iter().copied());
+    if existing.text != writing.text || existing.kind != kind.columns().0 || !same_files {
+        return Err(ApiError::Conflict {
+            code: "client_msg_id_reused",
+            message: "client_msg_id was already used for a different message".into(),
+        });
     }
+    Ok(Some(existing))
 }
 
 /// Writes a reply or note by `author` into a conversation in the caller's
@@ -423,7 +426,17 @@ pub async fn write<C: TransactionTrait + ConnectionTrait>(
     if let Some(existing) = earlier(db, conversation, scope, &writing, kind).await? {
         return Ok(Written::Repeated(existing));
     }
-    let pinned = crate::attachments::pin(db, files, author, &writing.attachment_ids).await?;
+    let pinned = match crate::attachments::pin(db, files, author, &writing.attachment_ids).await {
+        Ok(pinned) => pinned,
+        // The same POST racing this one may have taken the files: then
+        // this one answers what it created.
+        Err(refused) => {
+            return match earlier(db, conversation, scope, &writing, kind).await? {
+                Some(existing) => Ok(Written::Repeated(existing)),
+                None => Err(refused),
+            };
+        }
+    };
     match write_message(db, author, conversation, scope, writing, kind, &pinned).await {
         Ok(written) => {
             if matches!(written, Written::Created(_)) {
@@ -440,7 +453,113 @@ pub async fn write<C: TransactionTrait + ConnectionTrait>(
     }
 }
 
-async fn write_message<C: TransactionTrait>(
+/// A UTC time as the API's JSON writes it (chrono's RFC 3339: no fraction,
+/// or 3 or 6 digits, whichever is shortest and exact, then `Z`), as a SQL
+/// expression of the `timestamptz` expression `t` (null for null).
+pub fn json_time(t: &str) -> String {
+    let us = format!("extract(microseconds FROM {t})::bigint % 1000000");
+    format!(
+        "(to_char({t} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE \
+         WHEN {us} = 0 THEN '' \
+         WHEN {us} % 1000 = 0 THEN '.' || lpad(({us} / 1000)::text, 3, '0') \
+         ELSE '.' || lpad(({us})::text, 6, '0') END || 'Z')"
+    )
+}
+
+/// A reply as [`Message`] renders it, in SQL, from the `change` row of
+/// [`REPLY_IN_ONE`]: the event's `view`. The e2e test
+/// `a_replys_view_is_its_json` holds the two together.
+static REPLY_VIEW: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "jsonb_build_object('id', change.id, 'conversation_id', change.conversation_id, \
+         'direction', change.direction, 'kind', change.kind, 'author_id', change.author_id, \
+         'author_name', change.author_name, 'text', change.text, 'tg_message_id', change.tg_message_id, \
+         'status', change.status, 'error', change.error, 'client_msg_id', change.client_msg_id, \
+         'attempts', change.attempts, 'retry_at', {}, 'created_at', {}, 'sent_at', {}, \
+         'edited_at', {}, 'attachments', '[]'::jsonb)",
+        json_time("change.retry_at"),
+        json_time("change.created_at"),
+        json_time("change.sent_at"),
+        json_time("change.edited_at"),
+    )
+});
+
+/// A reply without files in one statement, outside any transaction (so one
+/// round trip in all, its commit included): the conversation's bump, the
+/// insert and, through [`schema::enqueue_with_change`], its outbox row. The
+/// bump skips a repeated `client_msg_id` (it would otherwise move the
+/// conversation's last activity for a message that is not new).
+const REPLY_IN_ONE: &str = "bump AS (
+   UPDATE conversations SET last_message_at = now(), updated_at = now()
+   WHERE id = $2 AND ($8::uuid IS NULL OR assignee_id = $8)
+     AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = $2 AND m.client_msg_id = $5)
+   RETURNING tg_chat_id, assignee_id),
+ change AS (
+   INSERT INTO messages (id, conversation_id, direction, kind, author_id, text, status, client_msg_id, created_at)
+   SELECT $1, $2, 'out', $6, $3, $4, $7, $5, clock_timestamp() FROM bump
+   ON CONFLICT (conversation_id, client_msg_id) DO NOTHING
+   RETURNING id, conversation_id, direction, kind, author_id,
+     (SELECT display_name FROM users WHERE users.id = author_id) AS author_name,
+     text, tg_message_id, status, error, client_msg_id, attempts, retry_at, created_at, sent_at, edited_at,
+     (SELECT tg_chat_id FROM bump) AS chat_tg_chat_id, (SELECT assignee_id FROM bump) AS chat_assignee_id)";
+
+/// A reply without files: [`REPLY_IN_ONE`], then, only when it wrote
+/// nothing, the read that tells a repeated POST from a conversation out of
+/// scope.
+async fn write_reply_in_one<C: ConnectionTrait>(
+    db: &C,
+    author: Uuid,
+    conversation: Uuid,
+    scope: InboxScope,
+    writing: Writing,
+) -> ApiResult<Written> {
+    let (kind_col, status) = Kind::Reply.columns();
+    let id = Uuid::now_v7();
+    let values: Vec<sea_orm::Value> = vec![
+        id.into(),
+        conversation.into(),
+        author.into(),
+        writing.text.clone().into(),
+        writing.client_msg_id.clone().into(),
+        kind_col.into(),
+        status.into(),
+        scope.assignee().into(),
+    ];
+    // The chat, the assignee and the rendering come from the row.
+    let event = Envelope::new(Event::MessageOutgoing(MessageOutgoing {
+        message_id: id,
+        conversation_id: conversation,
+        tg_chat_id: 0,
+        text: writing.text.clone(),
+        attachments: vec![],
+        assignee_id: None,
+        resend: false,
+        view: None,
+    }));
+    let row = schema::enqueue_with_change(
+        db,
+        REPLY_IN_ONE,
+        values,
+        &event,
+        &[
+            ("tg_chat_id", "change.chat_tg_chat_id"),
+            ("assignee_id", "change.chat_assignee_id"),
+            ("view", REPLY_VIEW.as_str()),
+        ],
+    )
+    .await?;
+    match row {
+        Some(row) => Ok(Written::Created(Message::from_query_result(&row, "")?)),
+        None => {
+            let existing = earlier(db, conversation, scope, &writing, Kind::Reply)
+                .await?
+                .ok_or(ApiError::NotFound { what: "message" })?;
+            Ok(Written::Repeated(existing))
+        }
+    }
+}
+
+async fn write_message<C: TransactionTrait + ConnectionTrait>(
     db: &C,
     author: Uuid,
     conversation: Uuid,
@@ -449,6 +568,9 @@ async fn write_message<C: TransactionTrait>(
     kind: Kind,
     pinned: &[crate::attachments::Pinned],
 ) -> ApiResult<Written> {
+    if kind == Kind::Reply && pinned.is_empty() {
+        return write_reply_in_one(db, author, conversation, scope, writing).await;
+    }
     let tx = db.begin().await?;
     let (kind_col, status) = kind.columns();
     let mut values: Vec<sea_orm::Value> = vec![

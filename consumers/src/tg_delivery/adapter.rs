@@ -28,6 +28,7 @@ pub enum SendResult {
 #[derive(Clone)]
 pub struct AdapterClient {
     http: reqwest::Client,
+    timeout: Duration,
     base: String,
     token: SecretString,
     latency: Histogram<f64>,
@@ -47,6 +48,7 @@ impl AdapterClient {
             .build()?;
         Ok(Self {
             http,
+            timeout,
             base: base.trim_end_matches('/').to_owned(),
             token,
             latency,
@@ -55,7 +57,8 @@ impl AdapterClient {
 
     /// Sends `body` with `Idempotency-Key: <key>`: the message's id for its
     /// first part, `<message id>/<attachment id>` for each further file.
-    pub async fn send(&self, key: &str, body: &SendRequest) -> SendResult {
+    /// The call may take `TG_ADAPTER_TIMEOUT` plus `extra` (a file's fetch).
+    pub async fn send(&self, key: &str, body: &SendRequest, extra: Duration) -> SendResult {
         let span = platform::trace::span_if_enabled(|| {
             tracing::info_span!(
                 "adapter.send",
@@ -66,17 +69,24 @@ impl AdapterClient {
                 http.response.status_code = tracing::field::Empty,
             )
         });
-        self.send_in(key, body, &span)
+        self.send_in(key, body, extra, &span)
             .instrument(span.clone())
             .await
     }
 
-    async fn send_in(&self, key: &str, body: &SendRequest, span: &tracing::Span) -> SendResult {
+    async fn send_in(
+        &self,
+        key: &str,
+        body: &SendRequest,
+        extra: Duration,
+        span: &tracing::Span,
+    ) -> SendResult {
         let started = Instant::now();
         let mut request = self
             .http
             .post(format!("{}{MESSAGES_PATH}", self.base))
             .bearer_auth(self.token.expose_secret())
+            .timeout(self.timeout + extra)
             .header(IDEMPOTENCY_KEY, key);
         for (name, value) in platform::trace::inject(span) {
             request = request.header(name, value);

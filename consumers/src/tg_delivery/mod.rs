@@ -111,24 +111,30 @@ impl TgDelivery {
     }
 }
 
-/// Telegram's longest caption, in characters: a longer text goes as a
-/// message of its own before the files.
-pub const MAX_CAPTION_CHARS: usize = 1024;
+/// Telegram's longest caption, in UTF-16 code units (as Telegram counts):
+/// a longer text goes as a message of its own before the files.
+pub const MAX_CAPTION_UTF16: usize = 1024;
 
 /// One adapter call of a reply, under an idempotency key of its own: a
 /// retry after a partial send sends only the parts that did not go.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Part {
     pub key: String,
+    /// The request, its file's `url` still empty: a download URL is made
+    /// right before the part is sent.
     pub request: SendRequest,
+    /// The object key of the part's file.
+    pub file_key: Option<String>,
 }
 
-/// A stored file of a reply, with the download URL the adapter fetches it
-/// from.
+/// A stored file of a reply: where it is and how the recipient sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileToSend {
     pub id: Uuid,
-    pub file: AttachmentRef,
+    pub object_key: String,
+    pub filename: String,
+    pub content_type: String,
+    pub size: i64,
 }
 
 /// How a reply goes out: its text alone; or its files, the first carrying
@@ -139,7 +145,7 @@ pub struct FileToSend {
 pub fn parts(message_id: Uuid, chat_id: i64, text: &str, files: Vec<FileToSend>) -> Vec<Part> {
     let first_key = message_id.to_string();
     let mut parts = Vec::with_capacity(files.len() + 1);
-    let caption_fits = text.chars().count() <= MAX_CAPTION_CHARS;
+    let caption_fits = text.encode_utf16().count() <= MAX_CAPTION_UTF16;
     if files.is_empty() || !caption_fits {
         parts.push(Part {
             key: first_key.clone(),
@@ -148,6 +154,7 @@ pub fn parts(message_id: Uuid, chat_id: i64, text: &str, files: Vec<FileToSend>)
                 text: text.to_owned(),
                 attachments: vec![],
             },
+            file_key: None,
         });
     }
     for (i, f) in files.into_iter().enumerate() {
@@ -165,8 +172,14 @@ pub fn parts(message_id: Uuid, chat_id: i64, text: &str, files: Vec<FileToSend>)
                 } else {
                     String::new()
                 },
-                attachments: vec![f.file],
+                attachments: vec![AttachmentRef {
+                    url: String::new(),
+                    filename: f.filename,
+                    content_type: f.content_type,
+                    size: f.size,
+                }],
             },
+            file_key: Some(f.object_key),
         });
     }
     parts
@@ -250,7 +263,7 @@ async fn set_status<C: ConnectionTrait>(
     }));
     let row = schema::enqueue_with_change(
         conn,
-        "UPDATE messages SET status = $2, tg_message_id = COALESCE($3, tg_message_id),
+        "change AS (UPDATE messages SET status = $2, tg_message_id = COALESCE($3, tg_message_id),
            sent_at = COALESCE($4, sent_at), error = $5, retry_at = $6, updated_at = now(), held = false,
            attempts = GREATEST(attempts + CASE
              WHEN $7 THEN CASE WHEN $2 = 'sending' OR status <> 'sending' THEN 1 ELSE 0 END
@@ -258,10 +271,13 @@ async fn set_status<C: ConnectionTrait>(
          WHERE id = $1 AND conversation_id = $8 AND direction = 'out' AND kind = 'text'
            AND EXISTS (SELECT 1 FROM conversations c WHERE c.id = $8 AND c.tg_chat_id = $9)
          RETURNING attempts,
-           (SELECT assignee_id FROM conversations c WHERE c.id = messages.conversation_id) AS assignee_id",
+           (SELECT assignee_id FROM conversations c WHERE c.id = messages.conversation_id) AS assignee_id)",
         values.into(),
         &event,
-        &[("attempt", "attempts"), ("assignee_id", "assignee_id")],
+        &[
+            ("attempt", "change.attempts"),
+            ("assignee_id", "change.assignee_id"),
+        ],
     )
     .await?;
     let Some(row) = row else {
@@ -417,42 +433,65 @@ impl TgDelivery {
         Ok(())
     }
 
-    /// The files of the reply in their order, each with a download URL
-    /// that lives as long as the adapter may take to fetch it.
+    /// The files of the reply, in their order.
     async fn files_of(
         &self,
         tx: &DatabaseTransaction,
         msg: &MessageOutgoing,
     ) -> Result<Vec<FileToSend>, Failure> {
         use schema::entities::attachments::{Column, Entity};
-        let Some(store) = &self.files else {
-            return Err(Failure::permanent("attachment_storage_unconfigured"));
-        };
         let rows = Entity::find()
             .filter(Column::MessageId.eq(msg.message_id))
             .order_by_asc(Column::Position)
             .order_by_asc(Column::Id)
             .all(tx)
             .await?;
-        let mut files = Vec::with_capacity(rows.len());
-        for row in rows {
-            let key = storage::ObjectKey::new(row.object_key.clone())
-                .map_err(|e| Failure::permanent(format!("attachment {}: {e}", row.id)))?;
-            let url = store
-                .presign_get(&key, &row.content_type, &row.filename, storage::GET_URL_TTL)
-                .await
-                .map_err(|e| Failure::retryable(format!("attachment storage: {e}")))?;
-            files.push(FileToSend {
+        Ok(rows
+            .into_iter()
+            .map(|row| FileToSend {
                 id: row.id,
-                file: AttachmentRef {
-                    url: url.to_string(),
-                    filename: row.filename,
-                    content_type: row.content_type,
-                    size: row.size_bytes,
-                },
+                object_key: row.object_key,
+                filename: row.filename,
+                content_type: row.content_type,
+                size: row.size_bytes,
+            })
+            .collect())
+    }
+
+    /// The part as the adapter gets it: its file's download URL made now
+    /// (valid 300 s), and the time the call may take (the adapter fetches
+    /// the file within it).
+    async fn ready(&self, part: &Part) -> Result<(SendRequest, Duration), SendResult> {
+        let mut request = part.request.clone();
+        let Some(key) = &part.file_key else {
+            return Ok((request, Duration::ZERO));
+        };
+        let Some(store) = &self.files else {
+            // Settings can be fixed: the send is tried again, not given up.
+            return Err(SendResult::Transient {
+                reason: "attachment_storage_unconfigured".into(),
             });
+        };
+        let transient = |e: String| SendResult::Transient {
+            reason: format!("attachment storage: {e}"),
+        };
+        let key = storage::ObjectKey::new(key.clone()).map_err(|e| transient(e.to_string()))?;
+        let mut extra = Duration::ZERO;
+        for file in &mut request.attachments {
+            let url = store
+                .presign_get(
+                    &key,
+                    &file.content_type,
+                    &file.filename,
+                    storage::GET_URL_TTL,
+                )
+                .await
+                .map_err(|e| transient(e.to_string()))?;
+            file.url = url.to_string();
+            // At least 512 KiB/s for the adapter to fetch and send it.
+            extra += Duration::from_secs(u64::try_from(file.size).unwrap_or(0) / (512 * 1024));
         }
-        Ok(files)
+        Ok((request, extra))
     }
 
     /// Sends the parts in order, each under its own idempotency key, and
@@ -463,7 +502,11 @@ impl TgDelivery {
         let mut first: Option<i64> = None;
         let mut last = None;
         for part in parts {
-            match self.adapter.send(&part.key, &part.request).await {
+            let (request, extra) = match self.ready(part).await {
+                Ok(ready) => ready,
+                Err(not_ready) => return not_ready,
+            };
+            match self.adapter.send(&part.key, &request, extra).await {
                 SendResult::Sent {
                     tg_message_id,
                     sent_at,
@@ -761,12 +804,10 @@ mod tests {
     fn file(n: u128) -> FileToSend {
         FileToSend {
             id: Uuid::from_u128(n),
-            file: AttachmentRef {
-                url: format!("http://files/{n}"),
-                filename: format!("{n}.pdf"),
-                content_type: "application/pdf".into(),
-                size: 10,
-            },
+            object_key: format!("attached/{n}"),
+            filename: format!("{n}.pdf"),
+            content_type: "application/pdf".into(),
+            size: 10,
         }
     }
 
@@ -798,7 +839,7 @@ mod tests {
     #[test]
     fn a_text_longer_than_a_caption_goes_first_on_its_own() {
         let id = Uuid::from_u128(7);
-        let long = "x".repeat(MAX_CAPTION_CHARS + 1);
+        let long = "x".repeat(MAX_CAPTION_UTF16 + 1);
         let p = parts(id, 42, &long, vec![file(1)]);
         assert_eq!(p.len(), 2);
         assert_eq!(p[0].key, id.to_string());
@@ -806,8 +847,12 @@ mod tests {
         assert!(p[0].request.attachments.is_empty());
         assert_eq!(p[1].key, format!("{id}/{}", Uuid::from_u128(1)));
         assert_eq!(p[1].request.text, "");
-        // Exactly a caption's length still rides on the file.
-        let fits = "y".repeat(MAX_CAPTION_CHARS);
+        assert_eq!(p[1].file_key.as_deref(), Some("attached/1"));
+        // Exactly a caption's length still rides on the file; Telegram
+        // counts UTF-16 units, so 600 emoji (1,200 units) do not.
+        let fits = "y".repeat(MAX_CAPTION_UTF16);
         assert_eq!(parts(id, 42, &fits, vec![file(1)]).len(), 1);
+        let emoji = "😀".repeat(600);
+        assert_eq!(parts(id, 42, &emoji, vec![file(1)]).len(), 2);
     }
 }

@@ -681,6 +681,13 @@ async fn replies_carry_files(store: Store) {
     .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{message}");
     let message_id = message["id"].as_str().unwrap().to_owned();
+    let listed: Vec<&str> = message["attachments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [a_id, b_id], "the answer lists the files in order");
     // The upload URL is still valid: what it uploads now is not what goes.
     assert!(put(&a, vec![b'z'; photo.len()], None).await.is_success());
     wait_sent(&env, &message_id).await;
@@ -728,6 +735,74 @@ async fn replies_carry_files(store: Store) {
     .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["error"]["code"], "attachment_in_use");
+    // The same client_msg_id with other files is another message.
+    let (s, body) = reply(
+        &env,
+        &api.url,
+        &admin.access,
+        &conv,
+        "Your homework",
+        &[a_id],
+        "ok",
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "client_msg_id_reused");
+
+    // Two replies take one upload at the same moment: one gets it, and the
+    // loser's clean-up leaves the winner's file whole.
+    let raced: Vec<u8> = (0..40_000u32).map(|i| (i % 199) as u8).collect();
+    let c = uploaded(
+        &env,
+        &api.url,
+        &admin.access,
+        "race.pdf",
+        "application/pdf",
+        &raced,
+    )
+    .await;
+    let c_id = c["id"].as_str().unwrap();
+    let race = [c_id];
+    let (first, second) = tokio::join!(
+        reply(
+            &env,
+            &api.url,
+            &admin.access,
+            &conv,
+            "race one",
+            &race,
+            "race-1"
+        ),
+        reply(
+            &env,
+            &api.url,
+            &admin.access,
+            &conv,
+            "race two",
+            &race,
+            "race-2"
+        ),
+    );
+    let mut outcomes = [first.0.as_u16(), second.0.as_u16()];
+    outcomes.sort_unstable();
+    assert_eq!(outcomes, [202, 422], "{first:?} {second:?}");
+    let winner = if first.0 == StatusCode::ACCEPTED {
+        &first.1
+    } else {
+        &second.1
+    };
+    wait_sent(&env, winner["id"].as_str().unwrap()).await;
+    let (s, link) = download_url(&env, &api.url, &admin.access, c_id).await;
+    assert_eq!(s, StatusCode::OK, "{link}");
+    let got = reqwest::get(link["url"].as_str().unwrap()).await.unwrap();
+    assert_eq!(
+        got.bytes().await.unwrap().to_vec(),
+        raced,
+        "the winner's file is whole"
+    );
+    let sent = sent_to(&env, &adapter, chat).await;
+    assert_eq!(sent.len(), 3, "{sent:#?}");
+    assert_eq!(sent[2]["files"][0]["sha256"], sha256(&raced));
     let positions: Vec<(String, i16)> = sqlx::query_as(
         "SELECT object_key, position FROM attachments WHERE message_id = $1::uuid ORDER BY position",
     )
@@ -735,13 +810,13 @@ async fn replies_carry_files(store: Store) {
     .fetch_all(&env.pool)
     .await
     .unwrap();
-    assert_eq!(
-        positions,
-        vec![
-            (format!("attached/{a_id}"), 0),
-            (format!("attached/{b_id}"), 1)
-        ]
-    );
+    // Each at a pinned key of its own, in the order listed.
+    assert_eq!(positions.len(), 2);
+    for (i, (key, position)) in positions.iter().enumerate() {
+        assert!(key.starts_with("attached/"), "{key}");
+        assert_eq!(*position as usize, i);
+    }
+    assert_ne!(positions[0].0, positions[1].0);
     env.cleanup().await;
     drop(store);
 }

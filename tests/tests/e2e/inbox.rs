@@ -514,3 +514,90 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+/// A reply is written in one statement that renders its `view` for the
+/// realtime gateways in SQL: that rendering is the reply's JSON as the
+/// `POST` answers it, field for field, and a repeated `POST` writes nothing
+/// (not even the conversation's last activity).
+#[tokio::test]
+async fn a_replys_view_is_its_json() {
+    let mut env = TestEnv::new().await;
+    let api = env.start_api(&[]).await;
+    let admin = env.admin_session(&api.url).await;
+    let chat = 3131;
+    let conv = env.insert_conversation(chat, None).await;
+    for i in 0..25 {
+        let text = format!("reply {i} «ünï» \"quoted\" \\ {}", "x".repeat(i));
+        let (s, answer) = env
+            .http
+            .call(
+                Method::POST,
+                &format!("{}/api/conversations/{conv}/messages", api.url),
+                Some(&admin.access),
+                Some(json!({"text": text, "client_msg_id": format!("v{i}")})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{answer}");
+        let payload: Value = sqlx::query_scalar(
+            "SELECT payload FROM outbox WHERE event_type = 'message.outgoing.v1' AND aggregate_id = $1",
+        )
+        .bind(answer["id"].as_str().unwrap())
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+        assert_eq!(payload["view"], answer, "the view is the POST's answer");
+        assert_eq!(payload["tg_chat_id"], chat);
+        assert_eq!(payload["text"], text.as_str());
+        assert!(payload.get("assignee_id").is_none(), "{payload}");
+    }
+    let last = |pool: sqlx::PgPool, conv: String| async move {
+        sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>(
+            "SELECT last_message_at FROM conversations WHERE id = $1::uuid",
+        )
+        .bind(conv)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let before = last(env.pool.clone(), conv.clone()).await;
+    let (s, again) = env
+        .http
+        .call(
+            Method::POST,
+            &format!("{}/api/conversations/{conv}/messages", api.url),
+            Some(&admin.access),
+            Some(json!({"text": "reply 0 «ünï» \"quoted\" \\ ", "client_msg_id": "v0"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{again}");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE aggregate_id = $1")
+        .bind(again["id"].as_str().unwrap())
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1, "a repeated POST writes no event");
+    assert_eq!(last(env.pool.clone(), conv.clone()).await, before);
+
+    // The SQL rendering of a time is chrono's, whatever its fraction.
+    let sql = format!(
+        "SELECT {}",
+        api::inbox::messages::json_time("$1::timestamptz")
+    );
+    for t in [
+        "2026-12-06T10:00:00Z",
+        "2026-12-06T10:00:00.120Z",
+        "2026-12-06T10:00:00.000100Z",
+        "2026-12-06T10:00:00.123456Z",
+        "1999-01-02T03:04:05.000001Z",
+    ] {
+        let t: chrono::DateTime<chrono::Utc> = t.parse().unwrap();
+        // The expression is the API's own, over a bind parameter.
+        let rendered: String = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(t)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+        assert_eq!(json!(rendered), json!(t), "{t}");
+    }
+    env.cleanup().await;
+}

@@ -291,6 +291,13 @@ async fn fetch(http: &reqwest::Client, file: &AttachmentRef) -> Result<ReceivedF
             response.status().as_u16()
         )));
     }
+    // The type the file is served with, as Telegram would see it.
+    let served_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(&file.content_type)
+        .to_owned();
     let mut hasher = sha2::Sha256::new();
     let mut size: u64 = 0;
     while let Some(chunk) = response.chunk().await.map_err(|e| {
@@ -310,7 +317,7 @@ async fn fetch(http: &reqwest::Client, file: &AttachmentRef) -> Result<ReceivedF
     }
     Ok(ReceivedFile {
         filename: file.filename.clone(),
-        content_type: file.content_type.clone(),
+        content_type: served_type,
         size,
         sha256: hex::encode(hasher.finalize()),
     })
