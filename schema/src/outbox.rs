@@ -43,21 +43,9 @@ async fn enqueue_scheduled<C: ConnectionTrait>(
     envelope: &Envelope,
     at: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<i64, DbErr> {
-    let (span, headers) = producer_span(envelope);
-    let payload = envelope
-        .event
-        .data_json()
-        .map_err(|e| DbErr::Custom(format!("event {} does not encode: {e}", envelope.id)))?;
-    let values: Vec<Value> = vec![
-        envelope.id.into(),
-        envelope.event_type().into(),
-        envelope.aggregate_type.clone().into(),
-        envelope.aggregate_id.clone().into(),
-        payload.into(),
-        headers.into(),
-        envelope.occurred_at.into(),
-        at.into(),
-    ];
+    let (span, row) = row_values(envelope)?;
+    let mut values = Vec::from(row);
+    values.push(at.into());
     let row = conn
         .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -93,11 +81,7 @@ pub async fn enqueue_with_change<C: ConnectionTrait>(
     envelope: &Envelope,
     fields: &[(&'static str, &str)],
 ) -> Result<Option<sea_orm::QueryResult>, DbErr> {
-    let (span, headers) = producer_span(envelope);
-    let payload = envelope
-        .event
-        .data_json()
-        .map_err(|e| DbErr::Custom(format!("event {} does not encode: {e}", envelope.id)))?;
+    let (span, row) = row_values(envelope)?;
     let n = values.len();
     let p = |i: usize| format!("${}", n + i);
     let completed = fields
@@ -127,15 +111,7 @@ pub async fn enqueue_with_change<C: ConnectionTrait>(
         headers = p(6),
         occurred = p(7),
     );
-    values.extend([
-        envelope.id.into(),
-        envelope.event_type().into(),
-        envelope.aggregate_type.clone().into(),
-        envelope.aggregate_id.clone().into(),
-        payload.into(),
-        headers.into(),
-        envelope.occurred_at.into(),
-    ]);
+    values.extend(row);
     conn.query_one_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
         sql,
@@ -143,6 +119,28 @@ pub async fn enqueue_with_change<C: ConnectionTrait>(
     ))
     .instrument(span)
     .await
+}
+
+/// The span of the write and the outbox row's values: event id, type,
+/// aggregate type and id, payload, headers, occurred at.
+fn row_values(envelope: &Envelope) -> Result<(tracing::Span, [Value; 7]), DbErr> {
+    let (span, headers) = producer_span(envelope);
+    let payload = envelope
+        .event
+        .data_json()
+        .map_err(|e| DbErr::Custom(format!("event {} does not encode: {e}", envelope.id)))?;
+    Ok((
+        span,
+        [
+            envelope.id.into(),
+            envelope.event_type().into(),
+            envelope.aggregate_type.clone().into(),
+            envelope.aggregate_id.clone().into(),
+            payload.into(),
+            headers.into(),
+            envelope.occurred_at.into(),
+        ],
+    ))
 }
 
 /// The `outbox.enqueue` span and the trace headers the row carries.

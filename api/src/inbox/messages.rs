@@ -503,6 +503,27 @@ const REPLY_IN_ONE: &str = "bump AS (
      text, tg_message_id, status, error, client_msg_id, attempts, retry_at, created_at, sent_at, edited_at,
      (SELECT tg_chat_id FROM bump) AS chat_tg_chat_id, (SELECT assignee_id FROM bump) AS chat_assignee_id)";
 
+/// `$1`..`$7` of the inserts of a message: id, conversation, author, text,
+/// client_msg_id, kind, status.
+fn message_values(
+    id: Uuid,
+    conversation: Uuid,
+    author: Uuid,
+    writing: &Writing,
+    kind: Kind,
+) -> Vec<sea_orm::Value> {
+    let (kind_col, status) = kind.columns();
+    vec![
+        id.into(),
+        conversation.into(),
+        author.into(),
+        writing.text.clone().into(),
+        writing.client_msg_id.clone().into(),
+        kind_col.into(),
+        status.into(),
+    ]
+}
+
 /// A reply without files: [`REPLY_IN_ONE`], then, only when it wrote
 /// nothing, the read that tells a repeated POST from a conversation out of
 /// scope.
@@ -513,18 +534,9 @@ async fn write_reply_in_one<C: ConnectionTrait>(
     scope: InboxScope,
     writing: Writing,
 ) -> ApiResult<Written> {
-    let (kind_col, status) = Kind::Reply.columns();
     let id = Uuid::now_v7();
-    let values: Vec<sea_orm::Value> = vec![
-        id.into(),
-        conversation.into(),
-        author.into(),
-        writing.text.clone().into(),
-        writing.client_msg_id.clone().into(),
-        kind_col.into(),
-        status.into(),
-        scope.assignee().into(),
-    ];
+    let mut values = message_values(id, conversation, author, &writing, Kind::Reply);
+    values.push(scope.assignee().into());
     // The chat, the assignee and the rendering come from the row.
     let event = Envelope::new(Event::MessageOutgoing(MessageOutgoing {
         message_id: id,
@@ -572,16 +584,7 @@ async fn write_message<C: TransactionTrait + ConnectionTrait>(
         return write_reply_in_one(db, author, conversation, scope, writing).await;
     }
     let tx = db.begin().await?;
-    let (kind_col, status) = kind.columns();
-    let mut values: Vec<sea_orm::Value> = vec![
-        Uuid::now_v7().into(),
-        conversation.into(),
-        author.into(),
-        writing.text.clone().into(),
-        writing.client_msg_id.clone().into(),
-        kind_col.into(),
-        status.into(),
-    ];
+    let mut values = message_values(Uuid::now_v7(), conversation, author, &writing, kind);
     // The new message with its chat and the conversation's assignee.
     let inserted: Option<(Message, i64, Option<Uuid>)> = match kind {
         Kind::Reply => {
