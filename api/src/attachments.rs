@@ -185,9 +185,10 @@ fn allowed_type(limits: &AttachmentLimits, declared: &str) -> ApiResult<String> 
     }
 }
 
-fn key_of(id: Uuid) -> ApiResult<ObjectKey> {
-    ObjectKey::new(format!("attachments/{id}"))
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("attachment key: {e}")))
+/// A key the server made (or stored): one that does not validate is a bug
+/// of ours.
+fn server_key(key: Result<ObjectKey, storage::KeyError>) -> ApiResult<ObjectKey> {
+    key.map_err(|e| ApiError::Internal(anyhow::anyhow!("attachment key: {e}")))
 }
 
 fn storage_unavailable(e: storage::StorageError) -> ApiError {
@@ -239,7 +240,7 @@ pub async fn create<C: ConnectionTrait>(
         });
     }
     let id = Uuid::now_v7();
-    let key = key_of(id)?;
+    let key = server_key(ObjectKey::attachment(id))?;
     let presigned = attachments
         .store
         .presign_put(&key, &content_type, size, PUT_URL_TTL)
@@ -322,8 +323,7 @@ pub async fn download_url<C: ConnectionTrait>(
     if !allowed {
         return Err(not_found());
     }
-    let key = ObjectKey::new(row.object_key.clone())
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored attachment key: {e}")))?;
+    let key = server_key(ObjectKey::new(row.object_key.clone()))?;
     let url = attachments
         .store
         .presign_get(&key, &row.content_type, &row.filename, GET_URL_TTL)
@@ -355,8 +355,7 @@ pub struct Pinned {
 /// POST, a double click) each copy to their own key, so the one that loses
 /// removes only its own copy, never the file the winner attached.
 fn new_pinned_key() -> ApiResult<ObjectKey> {
-    ObjectKey::new(format!("attached/{}", Uuid::now_v7()))
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("attachment key: {e}")))
+    server_key(ObjectKey::new(format!("attached/{}", Uuid::now_v7())))
 }
 
 fn refused(id: Uuid, code: &'static str, why: impl std::fmt::Display) -> ApiError {
@@ -417,8 +416,7 @@ async fn pin_one(
             "already attached to a message",
         ));
     }
-    let upload_key = ObjectKey::new(row.object_key.clone())
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored attachment key: {e}")))?;
+    let upload_key = server_key(ObjectKey::new(row.object_key.clone()))?;
     let pinned_key = new_pinned_key()?;
     let store = attachments.store.as_ref();
     let copied = store
@@ -459,16 +457,28 @@ async fn pin_one(
 
 /// Removes the copies of a message that was not written.
 pub async fn unpin(store: &dyn AttachmentStore, pinned: &[Pinned]) {
+    remove(store, pinned, |p| &p.pinned_key, "a pinned copy").await;
+}
+
+/// Deletes one object of each of `pinned`; a failure is logged (the object
+/// stays), never the caller's error.
+async fn remove(
+    store: &dyn AttachmentStore,
+    pinned: &[Pinned],
+    key: impl Fn(&Pinned) -> &ObjectKey,
+    what: &str,
+) {
     for p in pinned {
-        if let Err(e) = store.delete(&p.pinned_key).await {
-            tracing::warn!(attachment = %p.id, error = %e, "a pinned copy could not be removed; the purge of pending uploads removes it");
+        if let Err(e) = store.delete(key(p)).await {
+            tracing::warn!(attachment = %p.id, key = %key(p), error = %e, "{what} could not be removed; it stays in the store");
         }
     }
 }
 
 /// Attaches the pinned uploads to `message`, inside its transaction: each
 /// row points at its pinned copy. An upload another message took
-/// meanwhile, or the purge removed, fails the whole message (409).
+/// meanwhile, or the purge removed, fails the whole message (422
+/// `attachment_in_use`).
 pub async fn attach<C: ConnectionTrait>(
     tx: &C,
     uploader: Uuid,
@@ -511,11 +521,13 @@ pub async fn attach<C: ConnectionTrait>(
 /// After the message committed: the uploads' original objects are not
 /// needed any more (their rows point at the pinned copies).
 pub async fn release_uploads(store: &dyn AttachmentStore, pinned: &[Pinned]) {
-    for p in pinned {
-        if let Err(e) = store.delete(&p.upload_key).await {
-            tracing::warn!(attachment = %p.id, error = %e, "an attached upload's original object could not be removed");
-        }
-    }
+    remove(
+        store,
+        pinned,
+        |p| &p.upload_key,
+        "an attached upload's original object",
+    )
+    .await;
 }
 
 /// An upload no message took within this long is deleted, object and row.

@@ -118,6 +118,15 @@ pub trait AttachmentStore: Send + Sync + fmt::Debug {
     }
 }
 
+/// A store's answer with a missing object as `None`.
+pub(crate) fn found<T>(result: object_store::Result<T>) -> Result<Option<T>, StorageError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// A presigned request: send `method` to `url` with exactly `headers`.
 #[derive(Debug, Clone)]
 pub struct Presigned {

@@ -16,7 +16,7 @@ use url::Url;
 
 use crate::{
     AttachmentStore, ByteStream, Object, ObjectInfo, ObjectKey, Presigned, S3Config, StorageError,
-    content_disposition,
+    content_disposition, found,
     headers::check_content_type,
     write::{WriteError, write_stream},
 };
@@ -97,11 +97,8 @@ impl AttachmentStore for S3Store {
 
     async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectInfo>, StorageError> {
         let options = GetOptions::new().with_head(true);
-        match self.s3.get_opts(&key.to_path(), options).await {
-            Ok(result) => Ok(Some(info(result.meta.size, &result.attributes))),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        Ok(found(self.s3.get_opts(&key.to_path(), options).await)?
+            .map(|result| info(result.meta.size, &result.attributes)))
     }
 
     async fn put(
@@ -131,15 +128,11 @@ impl AttachmentStore for S3Store {
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Option<Object>, StorageError> {
-        match self.s3.get(&key.to_path()).await {
-            Ok(result) => {
-                let info = info(result.meta.size, &result.attributes);
-                let body = result.into_stream().map_err(std::io::Error::from).boxed();
-                Ok(Some(Object { info, body }))
-            }
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        Ok(found(self.s3.get(&key.to_path()).await)?.map(|result| {
+            let info = info(result.meta.size, &result.attributes);
+            let body = result.into_stream().map_err(std::io::Error::from).boxed();
+            Object { info, body }
+        }))
     }
 
     async fn copy(
@@ -147,18 +140,14 @@ impl AttachmentStore for S3Store {
         from: &ObjectKey,
         to: &ObjectKey,
     ) -> Result<Option<ObjectInfo>, StorageError> {
-        match self.s3.copy(&from.to_path(), &to.to_path()).await {
-            Ok(()) => self.head(to).await,
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
+        match found(self.s3.copy(&from.to_path(), &to.to_path()).await)? {
+            Some(()) => self.head(to).await,
+            None => Ok(None),
         }
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
-        match self.s3.delete(&key.to_path()).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        found(self.s3.delete(&key.to_path()).await).map(|_| ())
     }
 }
 

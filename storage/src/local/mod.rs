@@ -24,7 +24,7 @@ pub use http::BLOB_ROUTE;
 pub use key_file::{KEY_FILE, load_or_create_key};
 
 use crate::{
-    AttachmentStore, ByteStream, Object, ObjectInfo, ObjectKey, Presigned, StorageError,
+    AttachmentStore, ByteStream, Object, ObjectInfo, ObjectKey, Presigned, StorageError, found,
     headers::check_content_type,
     write::{WriteError, write_stream},
 };
@@ -227,14 +227,13 @@ impl AttachmentStore for LocalStore {
     }
 
     async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectInfo>, StorageError> {
-        match self.inner.fs.head(&object_path(key)).await {
-            Ok(meta) => Ok(Some(ObjectInfo {
-                size: meta.size,
-                content_type: self.content_type(key).await,
-            })),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        let Some(meta) = found(self.inner.fs.head(&object_path(key)).await)? else {
+            return Ok(None);
+        };
+        Ok(Some(ObjectInfo {
+            size: meta.size,
+            content_type: self.content_type(key).await,
+        }))
     }
 
     async fn put(
@@ -253,18 +252,15 @@ impl AttachmentStore for LocalStore {
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Option<Object>, StorageError> {
-        match self.inner.fs.get(&object_path(key)).await {
-            Ok(result) => {
-                let info = ObjectInfo {
-                    size: result.meta.size,
-                    content_type: self.content_type(key).await,
-                };
-                let body = result.into_stream().map_err(std::io::Error::from).boxed();
-                Ok(Some(Object { info, body }))
-            }
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        let Some(result) = found(self.inner.fs.get(&object_path(key)).await)? else {
+            return Ok(None);
+        };
+        let info = ObjectInfo {
+            size: result.meta.size,
+            content_type: self.content_type(key).await,
+        };
+        let body = result.into_stream().map_err(std::io::Error::from).boxed();
+        Ok(Some(Object { info, body }))
     }
 
     async fn copy(
@@ -274,31 +270,24 @@ impl AttachmentStore for LocalStore {
     ) -> Result<Option<ObjectInfo>, StorageError> {
         // The content type first, as a write puts it: when the copy
         // appears, its type is already beside it.
-        match self.inner.fs.copy(&meta_path(from), &meta_path(to)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
-        match self
-            .inner
-            .fs
-            .copy(&object_path(from), &object_path(to))
-            .await
-        {
-            Ok(()) => self.head(to).await,
-            Err(object_store::Error::NotFound { .. }) => {
+        found(self.inner.fs.copy(&meta_path(from), &meta_path(to)).await)?;
+        match found(
+            self.inner
+                .fs
+                .copy(&object_path(from), &object_path(to))
+                .await,
+        )? {
+            Some(()) => self.head(to).await,
+            None => {
                 let _ = self.inner.fs.delete(&meta_path(to)).await;
                 Ok(None)
             }
-            Err(e) => Err(e.into()),
         }
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
         for path in [object_path(key), meta_path(key)] {
-            match self.inner.fs.delete(&path).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
+            found(self.inner.fs.delete(&path).await)?;
         }
         Ok(())
     }
