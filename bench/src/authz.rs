@@ -43,7 +43,12 @@ fn micros(sorted: &[f64]) -> Value {
 
 /// (a) The PEP's decision for a cached user, timed call by call.
 async fn check_latency(env: &TestEnv, token: &str, n: usize) -> Value {
-    let vars = env.base_env();
+    let mut vars = env.base_env();
+    // The API keeps uploads somewhere; this state serves none.
+    vars.insert(
+        "DATA_DIR".into(),
+        env.dir.join("bench-api-data").display().to_string(),
+    );
     let config = api::Config::from_env(&platform::Env::from_pairs(vars)).unwrap();
     let meter = opentelemetry::global::meter("bench");
     let shutdown = tokio_util::sync::CancellationToken::new();

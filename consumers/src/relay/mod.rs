@@ -130,8 +130,11 @@ async fn leadership(
             // the whole table, per read. This session never wants those, nor
             // JIT compilation, which the cost of a disabled plan node would
             // trigger on every read (half a second of LLVM per statement).
+            // Its read is planned once per `rows::REPLAN_EVERY`, not per
+            // execution (`rows::read`).
             for setting in [
                 "SET jit = off",
+                "SET plan_cache_mode = force_generic_plan",
                 "SET enable_seqscan = off",
                 "SET enable_bitmapscan = off",
                 "SET enable_sort = off",

@@ -109,7 +109,8 @@ impl Marker {
 }
 
 /// The marker's connection: rows by primary key, whatever stale statistics
-/// say; a lost commit only means a republish.
+/// say, with the plan made once (it was planned afresh at every mark); a
+/// lost commit only means a republish.
 async fn marking_connection(pool: &PgPool) -> Result<PgConnection, sqlx::Error> {
     use sqlx::ConnectOptions;
     let mut conn = pool.connect_options().connect().await?;
@@ -117,6 +118,7 @@ async fn marking_connection(pool: &PgPool) -> Result<PgConnection, sqlx::Error> 
         "SET enable_seqscan = off",
         "SET enable_bitmapscan = off",
         "SET synchronous_commit = off",
+        "SET plan_cache_mode = force_generic_plan",
     ] {
         sqlx::query(setting).execute(&mut conn).await?;
     }
@@ -210,7 +212,13 @@ async fn run_pipeline(
     let mut cursor = 0_i64;
     let mut pass_over = false;
     let mut published_in_pass = false;
+    // Whether the pass ended on a short read, and whether any read of it held
+    // rows back: a pass that read to the end and held nothing back published
+    // every row due when its last read began (see the end of the loop).
+    let mut ended_short = false;
+    let mut held_in_pass = false;
     let mut pass_started = Instant::now();
+    let mut planned = Instant::now();
     let mut published = Published::default();
     loop {
         if shutdown.is_cancelled() && in_flight.is_empty() {
@@ -233,10 +241,12 @@ async fn run_pipeline(
             };
             let Some(last) = read.last else {
                 pass_over = true;
+                ended_short = true;
                 continue;
             };
             cursor = last;
             let read_all = (read.count as i64) < config.batch_size;
+            held_in_pass |= read.rows.len() < read.count;
             let rows = read.rows;
             // A read that could publish nothing after this pass published
             // something is held back by rows in flight: reading on would
@@ -246,6 +256,7 @@ async fn run_pipeline(
             pass_over = read_all
                 || (rows.is_empty() && published_in_pass)
                 || pass_started.elapsed() >= config.poll_interval;
+            ended_short = read_all;
             if rows.is_empty() {
                 continue;
             }
@@ -326,15 +337,27 @@ async fn run_pipeline(
             continue;
         }
         // Nothing in flight and the pass is over: once every mark is written
-        // (so no confirmed row is read again), start a new pass, and sleep
-        // first if the last pass published nothing (it found no rows, or
-        // only rows held back behind one that is not yet due).
+        // (so no confirmed row is read again), start a new pass. Wait for a
+        // wake first (or the poll interval) if the last pass published
+        // nothing (it found no rows, or only rows held back behind one that
+        // is not yet due), and also if it read to the end and held nothing
+        // back: it published every row due when its last read began, and a
+        // row committed since comes with a wake, which writers send after
+        // their commit and which `wake.changed()` returns at once when it
+        // came during the pass. Under a steady stream that wake is already
+        // there; between bursts it saves a read that would find nothing.
         marker.flush().await?;
-        let idle = !published_in_pass;
+        if planned.elapsed() >= rows::REPLAN_EVERY {
+            rows::replan(conn).await?;
+            planned = Instant::now();
+        }
+        let idle = !published_in_pass || (ended_short && !held_in_pass);
         cursor = 0;
         published.clear();
         pass_over = false;
         published_in_pass = false;
+        ended_short = false;
+        held_in_pass = false;
         pass_started = Instant::now();
         if idle {
             tokio::select! {

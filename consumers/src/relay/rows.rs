@@ -134,10 +134,12 @@ pub async fn read(
     limit: i64,
     published: &mut Published,
 ) -> Result<Read, sqlx::Error> {
-    // Planned at every execution: a plan cached while the outbox was small
-    // (a fresh deploy) would keep walking it the wrong way once it is large.
+    // Prepared once and planned generically (the leader session's
+    // `plan_cache_mode`): planning took four times the read's own execution
+    // on a short backlog. The pipeline drops the plan every
+    // [`REPLAN_EVERY`], so one made while the outbox was small (a fresh
+    // deploy) does not keep walking it the wrong way once it is large.
     let mut rows: Vec<Row> = sqlx::query_as(READ)
-        .persistent(false)
         .bind(after)
         .bind(limit)
         .fetch_all(&mut *conn)
@@ -163,6 +165,15 @@ pub async fn read(
     Ok(Read { rows, last, count })
 }
 
+/// How long the leader keeps its plan of the read before planning it
+/// again, from the outbox's size and statistics at that time.
+pub const REPLAN_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Drops the leader session's plan of the read: the next read plans again.
+pub async fn replan(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::Connection::clear_cached_statements(conn).await
+}
+
 /// Refreshes the planner's statistics of the outbox.
 pub async fn analyze(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     sqlx::query("SET statement_timeout = 0")
@@ -170,7 +181,8 @@ pub async fn analyze(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
         .await?;
     let analysed = sqlx::query("ANALYZE outbox").execute(&mut *conn).await;
     sqlx::query(READ_TIMEOUT).execute(&mut *conn).await?;
-    analysed.map(|_| ())
+    analysed?;
+    replan(conn).await
 }
 
 /// Whether a statement was cancelled by `statement_timeout`.
