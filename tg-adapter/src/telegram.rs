@@ -18,6 +18,9 @@ use crate::{
     config::MtprotoConfig,
 };
 
+/// Answers of our own calls waiting for the update stream.
+const OWN_CALLS_BUFFER: usize = 100;
+
 /// The running account: the backend and its two long-lived tasks.
 pub struct Telegram {
     pub backend: Arc<MtprotoBackend>,
@@ -54,14 +57,18 @@ pub fn start(
     } = pool;
     let client = Client::new(handle.clone());
     let rpc = Arc::new(PoolRpc::new(handle.thin.clone(), session.clone()));
-    let backend = Arc::new(MtprotoBackend::new(
-        rpc,
-        session.clone(),
-        ApiCredentials {
-            api_id: config.api_id,
-            api_hash: config.api_hash.clone(),
-        },
-    ));
+    let (own_calls, own_calls_rx) = tokio::sync::mpsc::channel(OWN_CALLS_BUFFER);
+    let backend = Arc::new(
+        MtprotoBackend::new(
+            rpc,
+            session.clone(),
+            ApiCredentials {
+                api_id: config.api_id,
+                api_hash: config.api_hash.clone(),
+            },
+        )
+        .with_update_feed(own_calls),
+    );
     let quit = handle.thin.clone();
     let connections_stop = stop.clone();
     let connections = Box::pin(async move {
@@ -73,6 +80,7 @@ pub fn start(
     let updates = Box::pin(updates::pump(
         client,
         network,
+        own_calls_rx,
         backend.inbound_sender(),
         session,
         backend.session(),

@@ -24,6 +24,7 @@ use grammers_mtsender::InvocationError;
 use grammers_session::{
     Session,
     types::{PeerId, PeerKind},
+    updates::UpdatesLike,
 };
 use grammers_tl_types as tl;
 use secrecy::SecretString;
@@ -56,6 +57,9 @@ pub struct MtprotoBackend {
     /// One login step at a time.
     login_lock: tokio::sync::Mutex<()>,
     dcs: ExportedDcs,
+    /// Where the answers of our own calls go into the update stream, so
+    /// the sequence they advance has no gap to fetch.
+    feed: Option<mpsc::Sender<UpdatesLike>>,
 }
 
 impl MtprotoBackend {
@@ -85,6 +89,21 @@ impl MtprotoBackend {
                 .unwrap_or_default(),
             login_lock: tokio::sync::Mutex::new(()),
             dcs: ExportedDcs::default(),
+            feed: None,
+        }
+    }
+
+    /// Hands the answers of sends, edits, deletes and read marks to the
+    /// update stream through `feed`.
+    pub fn with_update_feed(mut self, feed: mpsc::Sender<UpdatesLike>) -> Self {
+        self.feed = Some(feed);
+        self
+    }
+
+    /// Never waits: a full feed only means the stream fetches the gap.
+    fn feed(&self, updates: UpdatesLike) {
+        if let Some(feed) = &self.feed {
+            let _ = feed.try_send(updates);
         }
     }
 
@@ -427,7 +446,7 @@ impl Backend for MtprotoBackend {
         }
         let (_, peer) = self.input_peer(request.chat_id).await?;
         let updates = if request.attachments.is_empty() {
-            self.call(&tl::functions::messages::SendMessage {
+            let send = tl::functions::messages::SendMessage {
                 no_webpage: true,
                 silent: false,
                 background: false,
@@ -450,10 +469,22 @@ impl Backend for MtprotoBackend {
                 allow_paid_stars: None,
                 suggested_post: None,
                 rich_message: None,
-            })
-            .await?
+            };
+            let updates = self.call(&send).await?;
+            match &updates {
+                tl::enums::Updates::UpdateShortSentMessage(short) => {
+                    self.feed(UpdatesLike::ShortSentMessage {
+                        request: send,
+                        update: short.clone(),
+                    });
+                }
+                other => self.feed(UpdatesLike::Updates(other.clone())),
+            }
+            updates
         } else {
-            self.send_media(peer, request).await?
+            let updates = self.send_media(peer, request).await?;
+            self.feed(UpdatesLike::Updates(updates.clone()));
+            updates
         };
         self.remember(&updates).await;
         let (tg_message_id, date) =
@@ -492,6 +523,7 @@ impl Backend for MtprotoBackend {
         match result {
             Ok(updates) => {
                 self.remember(&updates).await;
+                self.feed(UpdatesLike::Updates(updates));
                 Ok(Utc::now())
             }
             // The text is already this: a retried edit.
@@ -510,23 +542,31 @@ impl Backend for MtprotoBackend {
             .map(|&m| message_id(m))
             .collect::<Result<Vec<_>, _>>()?;
         if let (PeerKind::Channel, tl::enums::InputPeer::Channel(c)) = (id.kind(), peer) {
-            self.call(&tl::functions::channels::DeleteMessages {
-                channel: tl::types::InputChannel {
-                    channel_id: c.channel_id,
-                    access_hash: c.access_hash,
-                }
-                .into(),
-                id: ids,
-            })
-            .await?;
+            let tl::enums::messages::AffectedMessages::Messages(affected) = self
+                .call(&tl::functions::channels::DeleteMessages {
+                    channel: tl::types::InputChannel {
+                        channel_id: c.channel_id,
+                        access_hash: c.access_hash,
+                    }
+                    .into(),
+                    id: ids.clone(),
+                })
+                .await?;
+            self.feed(UpdatesLike::AffectedChannelMessages {
+                affected,
+                channel_id: c.channel_id,
+                message_ids: ids,
+            });
         } else {
             // Private chats and small groups: ids are the account's own
             // numbering, so the chat is not named.
-            self.call(&tl::functions::messages::DeleteMessages {
-                revoke: true,
-                id: ids,
-            })
-            .await?;
+            let tl::enums::messages::AffectedMessages::Messages(affected) = self
+                .call(&tl::functions::messages::DeleteMessages {
+                    revoke: true,
+                    id: ids,
+                })
+                .await?;
+            self.feed(UpdatesLike::AffectedMessages(affected));
         }
         Ok(())
     }
@@ -548,8 +588,10 @@ impl Backend for MtprotoBackend {
             })
             .await?;
         } else {
-            self.call(&tl::functions::messages::ReadHistory { peer, max_id })
+            let tl::enums::messages::AffectedMessages::Messages(affected) = self
+                .call(&tl::functions::messages::ReadHistory { peer, max_id })
                 .await?;
+            self.feed(UpdatesLike::AffectedMessages(affected));
         }
         Ok(())
     }

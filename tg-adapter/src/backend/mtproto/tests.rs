@@ -303,3 +303,33 @@ async fn login_without_a_password_and_flood_on_the_phone() {
     assert_eq!(backend.status().await.session, SessionState::Authorized);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn answers_of_our_own_calls_go_to_the_update_stream() {
+    let dir = temp_dir();
+    let (backend, _fake) = logged_in_mtproto(&dir).await;
+    let (feed, mut fed) = tokio::sync::mpsc::channel(8);
+    let backend = backend.with_update_feed(feed);
+    let sent = backend.send_message(&text(CHAT, 1)).await.unwrap();
+    let Ok(grammers_session::updates::UpdatesLike::ShortSentMessage { request, update }) =
+        fed.try_recv()
+    else {
+        panic!("the send's answer was not fed");
+    };
+    assert_eq!(request.random_id, 1);
+    assert_eq!(i64::from(update.id), sent.tg_message_id);
+    backend
+        .delete_messages(CHAT, &[sent.tg_message_id])
+        .await
+        .unwrap();
+    assert!(matches!(
+        fed.try_recv(),
+        Ok(grammers_session::updates::UpdatesLike::AffectedMessages(_))
+    ));
+    backend.mark_read(CHAT, sent.tg_message_id).await.unwrap();
+    assert!(matches!(
+        fed.try_recv(),
+        Ok(grammers_session::updates::UpdatesLike::AffectedMessages(_))
+    ));
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -315,6 +315,8 @@ pub async fn publish_then_checkpoint(
 
 /// How long a failed publish waits before the same update is tried again.
 const REPUBLISH_AFTER: Duration = Duration::from_secs(2);
+/// The longest wait before the update stream is started again.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Runs the update stream while the account is authorized: catches up
 /// from the checkpoint, and forwards each update until confirmed. A stream
@@ -322,6 +324,7 @@ const REPUBLISH_AFTER: Duration = Duration::from_secs(2);
 pub async fn pump(
     client: Client,
     mut network: mpsc::Receiver<UpdatesLike>,
+    mut own_calls: mpsc::Receiver<UpdatesLike>,
     forwarder: mpsc::Sender<InboundUpdate>,
     session: Arc<SessionFile>,
     mut status: watch::Receiver<SessionStatus>,
@@ -337,6 +340,7 @@ pub async fn pump(
                 let raw = tokio::select! {
                     _ = stop.cancelled() => return,
                     raw = network.recv() => raw,
+                    Some(raw) = own_calls.recv() => Some(raw),
                 };
                 let Some(raw) = raw else { return };
                 let tx = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -347,6 +351,9 @@ pub async fn pump(
         }
     };
     let streams = async move {
+        // Consecutive failures of the stream (Telegram unreachable) wait
+        // longer each time, up to a minute.
+        let mut backoff = REPUBLISH_AFTER;
         loop {
             // Updates need an account: wait for a login.
             while status.borrow_and_update().session == SessionState::NeedsLogin {
@@ -366,7 +373,10 @@ pub async fn pump(
                     tracing::warn!(error = %e, "could not start the update stream; retrying");
                     tokio::select! {
                         _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(REPUBLISH_AFTER) => continue,
+                        _ = tokio::time::sleep(backoff) => {
+                            backoff = (backoff * 2).min(MAX_BACKOFF);
+                            continue;
+                        }
                     }
                 }
             };
@@ -381,9 +391,21 @@ pub async fn pump(
                     next = stream.next_raw() => next,
                 };
                 let (update, state, peers) = match next {
-                    Ok(n) => n,
+                    Ok(n) => {
+                        backoff = REPUBLISH_AFTER;
+                        n
+                    }
                     Err(e) => {
-                        tracing::warn!(error = %e, "update stream failed; restarting it from the checkpoint");
+                        tracing::warn!(
+                            error = %e,
+                            retry_in = ?backoff,
+                            "update stream failed; restarting it from the checkpoint"
+                        );
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
                         break;
                     }
                 };
