@@ -94,6 +94,11 @@ impl FileRef {
     }
 }
 
+/// Maps a failed call; the backend's own also moves the session's state
+/// (a FLOOD_WAIT holds later sends, a 401 asks for a login).
+pub type OnFailure<'a> =
+    &'a (dyn Fn(&grammers_mtsender::InvocationError) -> SendError + Send + Sync);
+
 fn send_error(e: &grammers_mtsender::InvocationError) -> SendError {
     classify(e).into_send_error()
 }
@@ -104,6 +109,7 @@ pub async fn upload(
     rpc: &dyn Rpc,
     http: &reqwest::Client,
     file: &AttachmentRef,
+    fail: OnFailure<'_>,
 ) -> Result<tl::enums::InputMedia, SendError> {
     use rand::Rng;
     let transient = |reason: String| SendError::Transient { reason };
@@ -156,7 +162,7 @@ pub async fn upload(
             )
             .await
         }
-        .map_err(|e| send_error(&e))?;
+        .map_err(|e| fail(&e))?;
         if saved {
             Ok(())
         } else {
@@ -234,7 +240,7 @@ pub struct ExportedDcs(Mutex<HashSet<i32>>);
 
 impl ExportedDcs {
     /// Makes the account authorized in `dc` (where a file lives).
-    async fn ensure(&self, rpc: &dyn Rpc, dc: i32) -> Result<(), SendError> {
+    async fn ensure(&self, rpc: &dyn Rpc, dc: i32, fail: OnFailure<'_>) -> Result<(), SendError> {
         if dc == rpc.home_dc() {
             return Ok(());
         }
@@ -245,7 +251,7 @@ impl ExportedDcs {
         let tl::enums::auth::ExportedAuthorization::Authorization(exported) =
             invoke(rpc, &tl::functions::auth::ExportAuthorization { dc_id: dc })
                 .await
-                .map_err(|e| send_error(&e))?;
+                .map_err(|e| fail(&e))?;
         invoke_in(
             rpc,
             dc,
@@ -255,7 +261,7 @@ impl ExportedDcs {
             },
         )
         .await
-        .map_err(|e| send_error(&e))?;
+        .map_err(|e| fail(&e))?;
         done.insert(dc);
         Ok(())
     }
@@ -267,14 +273,15 @@ pub async fn download(
     rpc: Arc<dyn Rpc>,
     dcs: &ExportedDcs,
     file_id: &str,
+    fail: OnFailure<'_>,
 ) -> Result<Option<Download>, SendError> {
     let Some(file) = FileRef::decode(file_id) else {
         return Ok(None);
     };
-    dcs.ensure(rpc.as_ref(), file.dc_id).await?;
+    dcs.ensure(rpc.as_ref(), file.dc_id, fail).await?;
     let location = file.location();
     let limit = PART as i32;
-    let first = get_part(rpc.as_ref(), file.dc_id, &location, 0, limit).await;
+    let first = get_part(rpc.as_ref(), file.dc_id, &location, 0, limit, fail).await;
     let first = match first {
         Ok(bytes) => bytes,
         Err(SendError::Permanent { .. }) => return Ok(None),
@@ -292,7 +299,8 @@ pub async fn download(
             if done {
                 return None;
             }
-            match get_part(rpc.as_ref(), dc, &location, offset, limit).await {
+            // Later parts fail the body's stream; the table still names why.
+            match get_part(rpc.as_ref(), dc, &location, offset, limit, &send_error).await {
                 Ok(bytes) => {
                     let last = bytes.len() < PART;
                     if bytes.is_empty() {
@@ -323,6 +331,7 @@ async fn get_part(
     location: &tl::enums::InputFileLocation,
     offset: i64,
     limit: i32,
+    fail: OnFailure<'_>,
 ) -> Result<Bytes, SendError> {
     let request = tl::functions::upload::GetFile {
         precise: false,
@@ -336,7 +345,7 @@ async fn get_part(
     } else {
         invoke_in(rpc, dc, &request).await
     };
-    match result.map_err(|e| send_error(&e))? {
+    match result.map_err(|e| fail(&e))? {
         tl::enums::upload::File::File(f) => Ok(Bytes::from(f.bytes)),
         tl::enums::upload::File::CdnRedirect(_) => Err(SendError::Transient {
             reason: "Telegram redirected a download to its CDN, which this adapter does not use"

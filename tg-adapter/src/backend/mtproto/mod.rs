@@ -284,7 +284,8 @@ impl MtprotoBackend {
     ) -> Result<tl::enums::Updates, SendError> {
         let mut media = Vec::with_capacity(request.attachments.len());
         for file in &request.attachments {
-            media.push(files::upload(self.rpc.as_ref(), &self.http, file).await?);
+            let fail = |e: &InvocationError| self.fail(e);
+            media.push(files::upload(self.rpc.as_ref(), &self.http, file, &fail).await?);
         }
         if media.len() == 1 {
             let media = media.pop().ok_or_else(|| SendError::Transient {
@@ -619,7 +620,8 @@ impl Backend for MtprotoBackend {
         if let Some(SendError::NeedsLogin) = self.refusal() {
             return Err(SendError::NeedsLogin);
         }
-        files::download(self.rpc.clone(), &self.dcs, file_id).await
+        let fail = |e: &InvocationError| self.fail(e);
+        files::download(self.rpc.clone(), &self.dcs, file_id, &fail).await
     }
 }
 

@@ -333,3 +333,27 @@ async fn answers_of_our_own_calls_go_to_the_update_stream() {
     ));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_flood_wait_during_an_upload_holds_the_account_too() {
+    let dir = temp_dir();
+    let (backend, fake) = logged_in_mtproto(&dir).await;
+    let url = file_server(vec![7u8; 2048]).await;
+    let mut request = text(CHAT, 11);
+    request.attachments = vec![AttachmentRef {
+        url,
+        filename: "a.txt".into(),
+        content_type: "text/plain".into(),
+        size: 2048,
+    }];
+    fake.fail_next::<tl::functions::upload::SaveFilePart>(rpc_error(420, "FLOOD_WAIT_7"));
+    assert_eq!(
+        backend.send_message(&request).await.unwrap_err(),
+        SendError::FloodWait {
+            retry_after_secs: 7
+        }
+    );
+    assert_eq!(backend.status().await.session, SessionState::FloodWait);
+    assert_eq!(fake.calls::<tl::functions::messages::SendMedia>(), 0);
+    let _ = std::fs::remove_dir_all(dir);
+}
