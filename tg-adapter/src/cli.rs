@@ -84,3 +84,45 @@ pub async fn login(env: &Env) -> anyhow::Result<()> {
     let _ = connections.await;
     result
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn rotate_key_re_seals_the_session_under_the_new_key() {
+        let dir = std::env::temp_dir().join(format!("tg-cli-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let old = "Vq3nT8wL1xR6bY0cK5mJ9hF2dS7gA4pZ";
+        let new = "Hx6cN1vB8mQ3wE5rT0yU7iO2pA9sD4fG";
+        SessionFile::open(&dir, &SecretString::from(old))
+            .unwrap()
+            .set_pending_login(Some(crate::backend::mtproto::session::PendingLogin::Code {
+                phone: "+15550100".into(),
+                phone_code_hash: "h".into(),
+            }))
+            .unwrap();
+        let data_dir = dir.to_string_lossy().into_owned();
+        let env = |old: &str, new: &str| {
+            Env::from_pairs([
+                ("DATA_DIR", data_dir.clone()),
+                ("TDLIB_ENCRYPTION_KEY", old.to_owned()),
+                ("TDLIB_ENCRYPTION_KEY_NEW", new.to_owned()),
+            ])
+        };
+        // A weak new key is refused before anything is read.
+        let err = rotate_key(&env(old, "short")).unwrap_err().to_string();
+        assert!(err.contains("TDLIB_ENCRYPTION_KEY_NEW"), "{err}");
+        // The wrong old key changes nothing.
+        let before = std::fs::read(dir.join("telegram.session")).unwrap();
+        assert!(rotate_key(&env(new, old)).is_err());
+        assert_eq!(std::fs::read(dir.join("telegram.session")).unwrap(), before);
+
+        rotate_key(&env(old, new)).unwrap();
+        assert!(SessionFile::open(&dir, &SecretString::from(old)).is_err());
+        let session = SessionFile::open(&dir, &SecretString::from(new)).unwrap();
+        assert!(session.pending_login().unwrap().is_some());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

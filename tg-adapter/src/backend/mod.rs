@@ -2,7 +2,7 @@
 //! layer, budgets and idempotency never depend on which Telegram is behind them.
 
 #[cfg(test)]
-mod contract;
+pub(crate) mod contract;
 pub mod mtproto;
 pub mod sandbox;
 

@@ -5,6 +5,8 @@ pub mod auth;
 mod auth_routes;
 pub mod error;
 pub mod sandbox;
+#[cfg(test)]
+mod tests;
 pub mod v1;
 
 use std::sync::Arc;
