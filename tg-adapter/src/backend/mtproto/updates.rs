@@ -105,10 +105,10 @@ pub async fn pump(
     mut status: watch::Receiver<SessionStatus>,
     stop: CancellationToken,
 ) {
-    // The network's updates go to whichever stream runs now.
-    let current: Arc<std::sync::Mutex<Option<mpsc::Sender<UpdatesLike>>>> = Arc::default();
+    // The network's updates go to whichever stream runs now; before the
+    // first one starts they wait (the pool's channel holds the rest).
+    let (current, mut current_rx) = watch::channel::<Option<mpsc::Sender<UpdatesLike>>>(None);
     let relay = {
-        let current = current.clone();
         let stop = stop.clone();
         async move {
             loop {
@@ -118,7 +118,13 @@ pub async fn pump(
                     Some(raw) = own_calls.recv() => Some(raw),
                 };
                 let Some(raw) = raw else { return };
-                let tx = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let tx = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    tx = current_rx.wait_for(Option::is_some) => match tx {
+                        Ok(tx) => tx.clone(),
+                        Err(_) => return,
+                    },
+                };
                 if let Some(tx) = tx {
                     let _ = tx.send(raw).await;
                 }
@@ -138,7 +144,7 @@ pub async fn pump(
                 }
             }
             let (tx, rx) = mpsc::channel(100);
-            *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+            current.send_replace(Some(tx));
             let mut stream = match client
                 .stream_updates(rx, UpdatesConfiguration { catch_up: true })
                 .await
@@ -366,6 +372,87 @@ mod tests {
             session.cached(42).unwrap().unwrap().auth(),
             Some(PeerAuth::from_hash(4242))
         );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The whole pump, offline: an update from the network side is
+    /// published, the first publish fails and the checkpoint stays, the
+    /// retry is confirmed and only then the checkpoint moves.
+    #[tokio::test]
+    async fn the_pump_retries_a_failed_publish_and_checkpoints_after_the_confirm() {
+        let (dir, session) = session();
+        session
+            .cache_peer(grammers_session::types::PeerInfo::User {
+                id: 5_000_001,
+                auth: Some(PeerAuth::from_hash(77)),
+                bot: Some(false),
+                is_self: Some(true),
+            })
+            .await
+            .unwrap();
+        let grammers_mtsender::SenderPool { runner, handle, .. } =
+            grammers_mtsender::SenderPool::new(session.clone(), 1);
+        drop(runner);
+        let client = Client::new(handle);
+        let (network, network_rx) = mpsc::channel(4);
+        let (_own, own_rx) = mpsc::channel(4);
+        let (forwarder_tx, mut forwarder_rx) = mpsc::channel::<InboundUpdate>(4);
+        let status = watch::Sender::new(SessionStatus {
+            session: SessionState::Authorized,
+            until: None,
+        });
+        let stop = CancellationToken::new();
+        let pump = tokio::spawn(pump(
+            client,
+            network_rx,
+            own_rx,
+            forwarder_tx,
+            session.clone(),
+            status.subscribe(),
+            stop.clone(),
+        ));
+        network
+            .send(UpdatesLike::Updates(
+                tl::types::Updates {
+                    updates: vec![new_message(message(
+                        7,
+                        private(42),
+                        None,
+                        false,
+                        "hi",
+                        None,
+                    ))],
+                    users: vec![],
+                    chats: vec![],
+                    date: 1_700_000_000,
+                    seq: 0,
+                }
+                .into(),
+            ))
+            .await
+            .unwrap();
+        let wait = Duration::from_secs(10);
+        let first = tokio::time::timeout(wait, forwarder_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let _ = first.ack.send(Err(PublishFailed("broker down".into())));
+        let second = tokio::time::timeout(wait, forwarder_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(second.update, first.update);
+        assert_eq!(session.saved_updates_state().unwrap().pts, 0);
+        let _ = second.ack.send(Ok(uuid::Uuid::now_v7()));
+        tokio::time::timeout(wait, async {
+            while session.saved_updates_state().unwrap().pts != 5 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap();
+        stop.cancel();
+        tokio::time::timeout(wait, pump).await.unwrap().unwrap();
         let _ = std::fs::remove_dir_all(dir);
     }
 }
