@@ -292,6 +292,74 @@ impl FakeTelegram {
                 })
                 .to_bytes())
             }
+            f::messages::UploadMedia::CONSTRUCTOR_ID => {
+                let r = f::messages::UploadMedia::from_bytes(body).map_err(bad)?;
+                let tl::enums::InputMedia::UploadedDocument(uploaded) = r.media else {
+                    return Err(rpc_error(400, "MEDIA_INVALID"));
+                };
+                let tl::enums::InputFile::File(file) = uploaded.file else {
+                    return Err(rpc_error(400, "MEDIA_INVALID"));
+                };
+                let stored = self.with(|s| s.uploads.contains_key(&file.id));
+                if !stored {
+                    return Err(rpc_error(400, "FILE_PARTS_INVALID"));
+                }
+                Ok(
+                    tl::enums::MessageMedia::Document(tl::types::MessageMediaDocument {
+                        nopremium: false,
+                        spoiler: false,
+                        video: false,
+                        round: false,
+                        voice: false,
+                        document: Some(
+                            tl::types::Document {
+                                id: file.id,
+                                access_hash: 1,
+                                file_reference: vec![1],
+                                date: 0,
+                                mime_type: uploaded.mime_type,
+                                size: 0,
+                                thumbs: None,
+                                video_thumbs: None,
+                                dc_id: 2,
+                                attributes: uploaded.attributes,
+                            }
+                            .into(),
+                        ),
+                        alt_documents: None,
+                        video_cover: None,
+                        video_timestamp: None,
+                        ttl_seconds: None,
+                    })
+                    .to_bytes(),
+                )
+            }
+            f::messages::SendMultiMedia::CONSTRUCTOR_ID => {
+                let r = f::messages::SendMultiMedia::from_bytes(body).map_err(bad)?;
+                let mut updates = Vec::new();
+                for single in r.multi_media {
+                    let tl::enums::InputSingleMedia::Media(single) = single;
+                    if !matches!(single.media, tl::enums::InputMedia::Document(_)) {
+                        return Err(rpc_error(400, "MEDIA_INVALID"));
+                    }
+                    let (id, _) = self.record(single.random_id, single.message);
+                    updates.push(
+                        tl::types::UpdateMessageId {
+                            id,
+                            random_id: single.random_id,
+                        }
+                        .into(),
+                    );
+                }
+                Ok(tl::enums::Updates::Updates(tl::types::Updates {
+                    updates,
+                    users: vec![],
+                    chats: vec![],
+                    date: 1_700_000_100,
+                    seq: 0,
+                })
+                .to_bytes())
+            }
             f::upload::SaveFilePart::CONSTRUCTOR_ID => {
                 let r = f::upload::SaveFilePart::from_bytes(body).map_err(bad)?;
                 self.with(|s| {

@@ -357,3 +357,26 @@ async fn a_flood_wait_during_an_upload_holds_the_account_too() {
     assert_eq!(fake.calls::<tl::functions::messages::SendMedia>(), 0);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn an_album_is_stored_then_sent_together_under_the_first_id() {
+    let dir = temp_dir();
+    let (backend, fake) = logged_in_mtproto(&dir).await;
+    let url = file_server(vec![3u8; 4096]).await;
+    let file = |name: &str| AttachmentRef {
+        url: url.clone(),
+        filename: name.into(),
+        content_type: "application/pdf".into(),
+        size: 4096,
+    };
+    let mut request = text(CHAT, 500);
+    request.attachments = vec![file("a.pdf"), file("b.pdf")];
+    let sent = backend.send_message(&request).await.unwrap();
+    assert_eq!(fake.calls::<tl::functions::messages::UploadMedia>(), 2);
+    assert_eq!(fake.calls::<tl::functions::messages::SendMultiMedia>(), 1);
+    // The reply's id is the album's first message; a retry sends nothing.
+    let again = backend.send_message(&request).await.unwrap();
+    assert_eq!(again.tg_message_id, sent.tg_message_id);
+    assert_eq!(fake.sent_count(), 2);
+    let _ = std::fs::remove_dir_all(dir);
+}
