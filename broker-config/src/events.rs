@@ -76,6 +76,8 @@ events! {
     AuthzUserUpdated = "authz.user.updated.v1" as AUTHZ_USER_UPDATED,
     TgUpdateReceived = "tg.update.received.v1" as TG_UPDATE_RECEIVED,
     TgSessionChanged = "tg.session.changed.v1" as TG_SESSION_CHANGED,
+    TgUpdateDeleted = "tg.update.deleted.v1" as TG_UPDATE_DELETED,
+    TgUpdateRead = "tg.update.read.v1" as TG_UPDATE_READ,
 }
 
 impl Event {
@@ -92,7 +94,9 @@ impl Event {
             Event::ConversationUpdated(_) => "conversation",
             Event::AuthzRoleUpdated(_) => "role",
             Event::AuthzUserUpdated(_) => "user",
-            Event::TgUpdateReceived(_) => "tg_chat",
+            Event::TgUpdateReceived(_) | Event::TgUpdateDeleted(_) | Event::TgUpdateRead(_) => {
+                "tg_chat"
+            }
             Event::TgSessionChanged(_) => "tg_session",
         }
     }
@@ -109,6 +113,10 @@ impl Event {
             Event::AuthzRoleUpdated(e) => e.role_id.to_string(),
             Event::AuthzUserUpdated(e) => e.user_id.to_string(),
             Event::TgUpdateReceived(e) => e.chat.id.to_string(),
+            Event::TgUpdateDeleted(e) => e
+                .chat_id
+                .map_or_else(|| "account".to_owned(), |id| id.to_string()),
+            Event::TgUpdateRead(e) => e.chat_id.to_string(),
             Event::TgSessionChanged(_) => "account".to_owned(),
         }
     }
@@ -346,6 +354,30 @@ pub struct TgUpdateReceived {
     /// edit's time, with `text` the new text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edited_at: Option<DateTime<Utc>>,
+}
+
+/// Telegram deleted messages (`tg.update.deleted.v1`, from the MTProto
+/// backend). In private chats and small groups Telegram names only the
+/// message ids, so `chat_id` is absent there; in channels and supergroups
+/// it is the chat's id.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TgUpdateDeleted {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_id: Option<i64>,
+    pub tg_message_ids: Vec<i64>,
+    pub deleted_at: DateTime<Utc>,
+}
+
+/// A read receipt (`tg.update.read.v1`, from the MTProto backend).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TgUpdateRead {
+    pub chat_id: i64,
+    /// Read up to and including this message id.
+    pub max_id: i64,
+    /// `true`: the customer read the account's messages; `false`: the
+    /// account read the customer's (in another Telegram app).
+    pub outgoing: bool,
+    pub read_at: DateTime<Utc>,
 }
 
 platform::named_enum! {

@@ -18,7 +18,7 @@ pub const MIN_TOKEN_LEN: usize = 16;
 pub enum BackendKind {
     /// A simulated Telegram with `/sandbox/*` control routes.
     Sandbox,
-    /// Real Telegram over MTProto (not built yet).
+    /// Real Telegram over MTProto (grammers; ADR 0018).
     Mtproto,
 }
 
@@ -39,6 +39,38 @@ impl fmt::Display for BackendKind {
         f.write_str(match self {
             Self::Sandbox => "sandbox",
             Self::Mtproto => "mtproto",
+        })
+    }
+}
+
+/// Shortest accepted `TDLIB_ENCRYPTION_KEY`.
+pub const MIN_SESSION_KEY_LEN: usize = 32;
+
+/// What the MTProto backend needs: the application's credentials and the
+/// key the session file is sealed with.
+#[derive(Debug, Clone)]
+pub struct MtprotoConfig {
+    /// `TG_API_ID`: the application's id (my.telegram.org).
+    pub api_id: i32,
+    /// `TG_API_HASH`: the application's hash.
+    pub api_hash: SecretString,
+    /// `TDLIB_ENCRYPTION_KEY`: seals `DATA_DIR/telegram.session`.
+    pub session_key: SecretString,
+}
+
+impl MtprotoConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let api_id: i32 = env.required("TG_API_ID")?;
+        if api_id <= 0 {
+            return Err(ConfigError::Invalid {
+                name: "TG_API_ID".into(),
+                reason: "must be a positive number".into(),
+            });
+        }
+        Ok(Self {
+            api_id,
+            api_hash: env.secret_min_len("TG_API_HASH", 32)?,
+            session_key: env.strong_secret("TDLIB_ENCRYPTION_KEY", MIN_SESSION_KEY_LEN)?,
         })
     }
 }
@@ -85,17 +117,17 @@ pub struct Config {
     /// `AMQP_URL`: where inbound updates are published.
     pub amqp_url: SecretString,
     pub budgets: BudgetConfig,
+    /// With `TG_BACKEND=mtproto` only.
+    pub mtproto: Option<MtprotoConfig>,
 }
 
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let backend: BackendKind = env.required("TG_BACKEND")?;
-        if backend == BackendKind::Mtproto {
-            return Err(ConfigError::Invalid {
-                name: "TG_BACKEND".into(),
-                reason: "the mtproto backend is not built yet; use TG_BACKEND=sandbox".into(),
-            });
-        }
+        let mtproto = match backend {
+            BackendKind::Mtproto => Some(MtprotoConfig::from_env(env)?),
+            BackendKind::Sandbox => None,
+        };
         let defaults = BudgetConfig::default();
         let metrics_port: u16 = env.or("METRICS_PORT", DEFAULT_METRICS_PORT)?;
         let token = env.strong_secret("TG_ADAPTER_TOKEN", MIN_TOKEN_LEN)?;
@@ -131,6 +163,7 @@ impl Config {
                 )?,
                 global_burst: burst(env, "TG_GLOBAL_BURST", defaults.global_burst)?,
             },
+            mtproto,
         })
     }
 }
@@ -216,12 +249,39 @@ mod tests {
     }
 
     #[test]
-    fn mtproto_is_refused_with_a_clear_message() {
-        let err = with(&[("TG_BACKEND", "mtproto")]).unwrap_err().to_string();
-        assert!(
-            err.contains("TG_BACKEND") && err.contains("not built yet"),
-            "{err}"
-        );
+    fn mtproto_needs_its_credentials_and_key() {
+        let mtproto = [
+            ("TG_BACKEND", "mtproto"),
+            ("TG_API_ID", "12345"),
+            ("TG_API_HASH", "0123456789abcdef0123456789abcdef"),
+            ("TDLIB_ENCRYPTION_KEY", "Zq8wX2cV5bN1mK4jH7gF3dS6aP9oI0uY"),
+        ];
+        let c = with(&mtproto).unwrap();
+        assert_eq!(c.backend, BackendKind::Mtproto);
+        let m = c.mtproto.unwrap();
+        assert_eq!(m.api_id, 12345);
+        assert!(c.sandbox_token.is_none());
+        assert!(with(&[]).unwrap().mtproto.is_none());
+        for name in ["TG_API_ID", "TG_API_HASH", "TDLIB_ENCRYPTION_KEY"] {
+            let mut pairs = base();
+            pairs.extend(
+                mtproto
+                    .iter()
+                    .filter(|(k, _)| *k != name && *k != "TG_BACKEND"),
+            );
+            pairs.retain(|(k, _)| *k != "TG_BACKEND");
+            pairs.push(("TG_BACKEND", "mtproto"));
+            let err = Config::from_env(&Env::from_pairs(pairs)).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
+        let err = with(&[
+            ("TG_BACKEND", "mtproto"),
+            ("TG_API_ID", "-1"),
+            ("TG_API_HASH", "0123456789abcdef0123456789abcdef"),
+            ("TDLIB_ENCRYPTION_KEY", "Zq8wX2cV5bN1mK4jH7gF3dS6aP9oI0uY"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("TG_API_ID"), "{err}");
     }
 
     #[test]

@@ -95,7 +95,7 @@ impl Forwarder {
             let Some(InboundUpdate { update, ack, trace }) = next else {
                 break;
             };
-            let envelope = Envelope::new(Event::TgUpdateReceived(update));
+            let envelope = Envelope::new(update.into_event());
             let (span, headers) = publish_context(&envelope, &trace);
             let result = self
                 .publish_with(&envelope, &headers)

@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod budget;
+pub mod cli;
 pub mod config;
 pub mod http;
 pub mod idempotency;
@@ -11,6 +12,7 @@ pub mod inbound;
 pub mod metrics;
 pub mod send;
 pub mod store;
+pub mod telegram;
 
 use std::{sync::Arc, time::Duration};
 
@@ -40,12 +42,6 @@ pub async fn run(
     telemetry: platform::Telemetry,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    if config.backend != BackendKind::Sandbox {
-        anyhow::bail!(
-            "TG_BACKEND={} is not built yet; use TG_BACKEND=sandbox",
-            config.backend
-        );
-    }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating DATA_DIR {}", config.data_dir.display()))?;
     let store = Store::open(
@@ -62,8 +58,29 @@ pub async fn run(
         )
     })?;
 
-    let sandbox = Arc::new(SandboxBackend::new(store.clone()));
-    let backend: Arc<dyn Backend> = sandbox.clone();
+    // The forwarder and housekeeping stop after the last request (on
+    // `background`); either ending before that stops the adapter with an
+    // error. `tasks` holds sends whose callers hung up.
+    let background = CancellationToken::new();
+    let supervised = Supervisor::new(shutdown.clone());
+    let tasks = TaskTracker::new();
+
+    let (backend, sandbox): (Arc<dyn Backend>, Option<Arc<SandboxBackend>>) = match config.backend {
+        BackendKind::Sandbox => {
+            let sandbox = Arc::new(SandboxBackend::new(store.clone()));
+            (sandbox.clone(), Some(sandbox))
+        }
+        BackendKind::Mtproto => {
+            let settings = config
+                .mtproto
+                .as_ref()
+                .context("TG_BACKEND=mtproto without its settings")?;
+            let telegram = telegram::start(&config.data_dir, settings, background.clone())?;
+            supervised.spawn("telegram connections", telegram.connections);
+            supervised.spawn("telegram updates", telegram.updates);
+            (telegram.backend, None)
+        }
+    };
     let meter = telemetry.meter("tg-adapter");
     let metrics = metrics::Metrics::new(&meter);
     let _session_gauge = metrics::session_gauge(&meter, backend.session());
@@ -74,12 +91,6 @@ pub async fn run(
         metrics,
     ));
 
-    // The forwarder and housekeeping stop after the last request (on
-    // `background`); either ending before that stops the adapter with an
-    // error. `tasks` holds sends whose callers hung up.
-    let background = CancellationToken::new();
-    let supervised = Supervisor::new(shutdown.clone());
-    let tasks = TaskTracker::new();
     if let Some(updates) = backend.take_updates() {
         let forwarder = inbound::Forwarder::new(config.amqp_url.clone());
         supervised.spawn(
@@ -99,10 +110,12 @@ pub async fn run(
             backend,
             tasks: tasks.clone(),
         },
-        config
-            .sandbox_token
-            .as_ref()
-            .map(|t| (sandbox, http::auth::BearerAuth::new(t))),
+        sandbox.zip(
+            config
+                .sandbox_token
+                .as_ref()
+                .map(http::auth::BearerAuth::new),
+        ),
     );
     tracing::info!(
         addr = ?listener.local_addr().ok(),

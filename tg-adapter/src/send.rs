@@ -230,9 +230,8 @@ fn failure_result(e: &SendFailure) -> SendResult {
             SendResult::FloodWait
         }
         SendFailure::Backend(SendError::Permanent { .. }) => SendResult::Permanent,
-        SendFailure::Backend(SendError::Transient { .. }) | SendFailure::Store(_) => {
-            SendResult::Transient
-        }
+        SendFailure::Backend(SendError::Transient { .. } | SendError::NeedsLogin)
+        | SendFailure::Store(_) => SendResult::Transient,
     }
 }
 

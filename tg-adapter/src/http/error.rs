@@ -10,7 +10,7 @@ use axum::{
 use broker_config::adapter_api::ErrorResponse;
 
 use crate::{
-    backend::{SendError, sandbox::InjectError},
+    backend::{LoginError, SendError, sandbox::InjectError},
     idempotency::KeyError,
     send::{Invalid, SendFailure},
     store::StoreError,
@@ -68,6 +68,7 @@ impl ApiError {
 pub fn permanent_status(code: &str) -> StatusCode {
     match code {
         "chat_not_found" | "peer_id_invalid" | "user_not_found" => StatusCode::NOT_FOUND,
+        "message_not_found" => StatusCode::NOT_FOUND,
         "user_blocked"
         | "user_is_blocked"
         | "chat_write_forbidden"
@@ -162,6 +163,11 @@ impl From<SendError> for ApiError {
             SendError::Transient { reason } => {
                 Self::unavailable(StatusCode::BAD_GATEWAY, "upstream_unavailable", &reason)
             }
+            SendError::NeedsLogin => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "session_needs_login",
+                "the Telegram account is not logged in; retry later",
+            ),
         }
     }
 }
@@ -172,6 +178,25 @@ impl From<SendFailure> for ApiError {
             SendFailure::Throttled(t) => Self::flood_wait(t.retry_after_secs),
             SendFailure::Backend(e) => e.into(),
             SendFailure::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<LoginError> for ApiError {
+    fn from(e: LoginError) -> Self {
+        match e {
+            LoginError::OutOfOrder(message) => {
+                Self::new(StatusCode::CONFLICT, "login_out_of_order", message)
+            }
+            LoginError::Refused(code) => {
+                Self::bad_request(code, "Telegram refused this login step")
+            }
+            LoginError::FloodWait { secs } => Self::flood_wait(secs.max(1)),
+            LoginError::Unavailable(reason) => Self::unavailable(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "login_unavailable",
+                &reason,
+            ),
         }
     }
 }

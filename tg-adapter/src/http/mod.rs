@@ -2,8 +2,11 @@
 //! `/v1` API and, in sandbox mode, the `/sandbox` control routes.
 
 pub mod auth;
+mod auth_routes;
 pub mod error;
 pub mod sandbox;
+#[cfg(test)]
+mod tests;
 pub mod v1;
 
 use std::sync::Arc;
@@ -50,10 +53,14 @@ fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
         return tracing::debug_span!("request", method = %req.method(), uri = %req.uri());
     }
     // Named after the route, never a raw path (low cardinality).
-    const ROUTES: [&str; 8] = [
+    const ROUTES: [&str; 12] = [
         "/health",
         "/v1/messages",
         "/v1/status",
+        "/v1/auth",
+        "/v1/auth/phone",
+        "/v1/auth/code",
+        "/v1/auth/password",
         "/sandbox/inbound",
         "/sandbox/sent",
         "/sandbox/faults",

@@ -9,14 +9,15 @@ use axum::{
     extract::{Path, State, rejection::JsonRejection},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{get, patch, post},
 };
 use broker_config::adapter_api::{MEDIA_PATH, MESSAGES_PATH, SendRequest, SendResponse};
+use serde::{Deserialize, Serialize};
 use tokio_util::task::TaskTracker;
 
 use super::error::ApiError;
 use crate::{
-    backend::{Backend, SessionStatus},
+    backend::{Backend, EditRequest, SessionStatus},
     idempotency::IdempotencyKey,
     send::{Outgoing, SendService},
 };
@@ -39,8 +40,91 @@ pub fn router(state: V1State) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route(MESSAGES_PATH, post(send_message))
+        .route(
+            &format!("{MESSAGES_PATH}/{{chat_id}}/{{tg_message_id}}"),
+            patch(edit_message).delete(delete_message),
+        )
+        .route("/v1/chats/{chat_id}/read", post(mark_read))
         .route(&format!("{MEDIA_PATH}/{{file_id}}"), get(media))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(super::auth_routes::router(state))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EditIn {
+    pub text: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EditOut {
+    pub edited_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// `PATCH /v1/messages/{chat_id}/{tg_message_id}`: replaces the text of a
+/// message the account sent. Editing to the same text again succeeds, so a
+/// retry is harmless; the chat's send budget applies.
+async fn edit_message(
+    State(state): State<V1State>,
+    Path((chat_id, tg_message_id)): Path<(i64, i64)>,
+    body: Result<Json<EditIn>, JsonRejection>,
+) -> Result<Json<EditOut>, ApiError> {
+    let Json(body) = body?;
+    // The same checks as a send's text.
+    Outgoing::parse(chat_id, body.text.clone(), Vec::new())?;
+    state
+        .sender
+        .budgets()
+        .check(chat_id)
+        .map_err(|t| ApiError::flood_wait(t.retry_after_secs))?;
+    let edited_at = state
+        .backend
+        .edit_message(&EditRequest {
+            chat_id,
+            tg_message_id,
+            text: body.text,
+        })
+        .await?;
+    Ok(Json(EditOut { edited_at }))
+}
+
+/// `DELETE /v1/messages/{chat_id}/{tg_message_id}`: deletes for everyone;
+/// a message already gone is not an error.
+async fn delete_message(
+    State(state): State<V1State>,
+    Path((chat_id, tg_message_id)): Path<(i64, i64)>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .sender
+        .budgets()
+        .check(chat_id)
+        .map_err(|t| ApiError::flood_wait(t.retry_after_secs))?;
+    state
+        .backend
+        .delete_messages(chat_id, &[tg_message_id])
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ReadIn {
+    pub max_id: i64,
+}
+
+/// `POST /v1/chats/{chat_id}/read`: marks the chat read up to `max_id`.
+async fn mark_read(
+    State(state): State<V1State>,
+    Path(chat_id): Path<i64>,
+    body: Result<Json<ReadIn>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Json(body) = body?;
+    if body.max_id <= 0 {
+        return Err(ApiError::bad_request(
+            "invalid_message_id",
+            "max_id must be positive",
+        ));
+    }
+    state.backend.mark_read(chat_id, body.max_id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The bytes of an inbound file, streamed as Telegram hands them out.

@@ -6,4 +6,5 @@
 mod helpers;
 mod inbound;
 mod messages;
+mod mtproto;
 mod sandbox;

@@ -18,8 +18,8 @@ pub use faults::{FaultMode, FaultPlan, Faults};
 pub use log::{ReceivedFile, SentLog, SentRecord};
 
 use super::{
-    Backend, Download, InboundUpdate, PublishFailed, SendError, SendRequest, Sent, SessionState,
-    SessionStatus,
+    Backend, Download, EditRequest, Inbound, InboundUpdate, PublishFailed, SendError, SendRequest,
+    Sent, SessionState, SessionStatus,
 };
 use crate::store::{Store, StoreError};
 use faults::Injected;
@@ -150,9 +150,7 @@ impl SandboxBackend {
         let status = self.session.borrow().clone();
         match status.session {
             SessionState::Authorized => None,
-            SessionState::NeedsLogin => Some(SendError::Transient {
-                reason: "the Telegram session needs a login".into(),
-            }),
+            SessionState::NeedsLogin => Some(SendError::NeedsLogin),
             SessionState::FloodWait => {
                 let left = status
                     .until
@@ -163,6 +161,18 @@ impl SandboxBackend {
                 })
             }
         }
+    }
+
+    /// Whether the account sent message `tg_message_id` to `chat_id`.
+    async fn sent_message(&self, chat_id: i64, tg_message_id: i64) -> Result<bool, SendError> {
+        let records = self
+            .log
+            .list(Some(chat_id))
+            .await
+            .map_err(|e| SendError::Transient {
+                reason: format!("sandbox store: {e}"),
+            })?;
+        Ok(records.iter().any(|r| r.tg_message_id == tg_message_id))
     }
 
     pub fn faults(&self) -> &Faults {
@@ -248,7 +258,7 @@ impl SandboxBackend {
         let (ack, confirmed) = oneshot::channel();
         self.updates_tx
             .send(InboundUpdate {
-                update,
+                update: Inbound::Message(update),
                 ack,
                 trace: platform::trace::inject_current(),
             })
@@ -352,6 +362,41 @@ impl Backend for SandboxBackend {
             return Err(error);
         }
         Ok(sent)
+    }
+
+    async fn edit_message(&self, request: &EditRequest) -> Result<DateTime<Utc>, SendError> {
+        if let Some(refusal) = self.session_refusal() {
+            return Err(refusal);
+        }
+        if self
+            .sent_message(request.chat_id, request.tg_message_id)
+            .await?
+        {
+            Ok(Utc::now())
+        } else {
+            Err(SendError::Permanent {
+                code: "message_not_found".into(),
+            })
+        }
+    }
+
+    async fn delete_messages(
+        &self,
+        _chat_id: i64,
+        _tg_message_ids: &[i64],
+    ) -> Result<(), SendError> {
+        // As Telegram: deleting what is already gone is no error.
+        match self.session_refusal() {
+            Some(refusal) => Err(refusal),
+            None => Ok(()),
+        }
+    }
+
+    async fn mark_read(&self, _chat_id: i64, _max_id: i64) -> Result<(), SendError> {
+        match self.session_refusal() {
+            Some(refusal) => Err(refusal),
+            None => Ok(()),
+        }
     }
 
     async fn status(&self) -> SessionStatus {
