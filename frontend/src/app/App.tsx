@@ -1,7 +1,7 @@
 //! The app: providers, the sign-in gate and the routes.
 
 import { Component, type ErrorInfo, type ReactNode } from "react";
-import { BrowserRouter, Link, Navigate, Route, Routes } from "react-router";
+import { BrowserRouter, Link, Navigate, Route, Routes, useParams } from "react-router";
 import { I18nProvider, useI18n } from "../i18n";
 import { SignIn } from "../auth/SignIn";
 import { Shell } from "./Shell";
@@ -17,6 +17,12 @@ function NotFound() {
   );
 }
 
+/** `<PUBLIC_URL>/conversations/<id>`, the links in Slack alerts, opens the conversation. */
+function ConversationLink() {
+  const { id } = useParams();
+  return <Navigate to={`/inbox/${id ?? ""}`} replace />;
+}
+
 /** Shows the sign-in screen in place of anything while nobody is signed in; the URL stays. */
 function Gate() {
   const { user } = useSession();
@@ -26,6 +32,7 @@ function Gate() {
       <Route path="/" element={<Navigate to="/inbox" replace />} />
       <Route path="/inbox" element={<Shell />} />
       <Route path="/inbox/:conversationId" element={<Shell />} />
+      <Route path="/conversations/:id" element={<ConversationLink />} />
       <Route path="*" element={<NotFound />} />
     </Routes>
   );

@@ -154,12 +154,15 @@ export function ConversationList({
     }
   }, [last, rows.length, query]);
 
-  // Keep the selected row in view (j / k).
+  // Bring the selected row into view when the selection moves (j / k), not
+  // when live updates reorder the list under a reader who scrolled away.
+  const rowsRef = useRef(rows);
+  rowsRef.current = rows;
   useEffect(() => {
     if (!selectedId) return;
-    const at = rows.findIndex((r) => r.id === selectedId);
+    const at = rowsRef.current.findIndex((r) => r.id === selectedId);
     if (at >= 0) virtual.scrollToIndex(at, { align: "auto" });
-  }, [selectedId, rows, virtual]);
+  }, [selectedId, virtual]);
 
   let body;
   if (query.isPending) {

@@ -39,11 +39,13 @@ export function fetchConversation(api: Api, id: string): Promise<Conversation> {
 }
 
 export function useConversation(id: string | undefined) {
-  const { api } = useServices();
+  const { api, queryClient } = useServices();
   return useQuery({
     queryKey: keys.conversation(id ?? ""),
     queryFn: () => fetchConversation(api, id!),
     enabled: !!id,
+    // The list's copy shows at once while the conversation's own loads.
+    placeholderData: () => (id ? knownConversation(queryClient, id) : undefined),
   });
 }
 
