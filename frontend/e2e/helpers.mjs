@@ -144,3 +144,66 @@ export async function recordStatuses(page) {
 export async function statusesOf(page, messageId) {
   return page.evaluate((id) => window.__statuses?.[id] ?? [], messageId);
 }
+
+/**
+ * A TCP proxy in front of the API that a spec can cut (every open
+ * connection dropped, new ones refused) and restore: the network failing
+ * between the browser and the API.
+ */
+export async function cutProxy(target = new URL(env.api)) {
+  const { createServer, connect } = await import("node:net");
+  const open = new Set();
+  let cut = false;
+  const server = createServer((client) => {
+    if (cut) return client.destroy();
+    const upstream = connect(Number(target.port), target.hostname);
+    open.add(client);
+    open.add(upstream);
+    const drop = () => {
+      client.destroy();
+      upstream.destroy();
+      open.delete(client);
+      open.delete(upstream);
+    };
+    client.on("error", drop).on("close", drop);
+    upstream.on("error", drop).on("close", drop);
+    client.pipe(upstream).pipe(client);
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    cut() {
+      cut = true;
+      for (const s of open) s.destroy();
+      open.clear();
+    },
+    restore() {
+      cut = false;
+    },
+    close: () => new Promise((r) => server.close(r)),
+  };
+}
+
+/** Points the page's app at `apiBase` instead of the served config. */
+export async function useApiBase(page, apiBase) {
+  await page.route("**/config.js", (route) =>
+    route.fulfill({ contentType: "text/javascript", body: `window.FASTPREP_CONFIG = ${JSON.stringify({ apiBase })};` }),
+  );
+}
+
+/**
+ * Runs axe-core on the page as it is and returns the serious and critical
+ * violations (WCAG 2.x A and AA rules), each as "rule: target".
+ */
+export async function seriousA11yViolations(page) {
+  const { createRequire } = await import("node:module");
+  const path = createRequire(import.meta.url).resolve("axe-core/axe.min.js");
+  await page.addScriptTag({ path });
+  const result = await page.evaluate(() =>
+    window.axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] } }),
+  );
+  if (result.passes.length === 0) throw new Error("axe-core checked nothing");
+  return result.violations
+    .filter((v) => v.impact === "serious" || v.impact === "critical")
+    .flatMap((v) => v.nodes.map((n) => `${v.id} (${v.impact}): ${n.target.join(" ")}`));
+}

@@ -46,7 +46,9 @@ function LinkBanner({ link }: { link: Link }) {
 export function Shell() {
   const { t } = useI18n();
   const { session, api, queryClient } = useServices();
-  const { user } = useSession();
+  const { user, permissions } = useSession();
+  // Known and without a right to read: say so instead of failing requests.
+  const mayRead = permissions === null || permissions.has("inbox.read_all") || permissions.has("inbox.read_assigned");
   const { conversationId } = useParams();
   const [params] = useSearchParams();
   const navigate = useNavigate();
@@ -109,7 +111,7 @@ export function Shell() {
       <header className="topbar">
         <span className="brand">{t("app.name")}</span>
         <span className={`link-dot link-${link.state}`} data-testid="link-state" data-state={link.state}>
-          {link.state === "live" ? t("link.live") : link.state === "connecting" ? t("link.connecting") : t("link.offline").split(":")[0]}
+          {link.state === "live" ? t("link.live") : link.state === "connecting" ? t("link.connecting") : t("link.state.offline")}
         </span>
         <span className="spacer" />
         <LangSwitch />
@@ -124,10 +126,17 @@ export function Shell() {
         </button>
       </header>
       <LinkBanner link={link} />
-      <div className="panes">
-        <ConversationList filters={filters} selectedId={conversationId ?? null} meId={meId} onRows={setRows} />
-        <ConversationPane key={conversationId ?? "none"} id={conversationId} meId={meId} />
-      </div>
+      {mayRead ? (
+        <div className="panes">
+          <ConversationList filters={filters} selectedId={conversationId ?? null} meId={meId} onRows={setRows} />
+          <ConversationPane key={conversationId ?? "none"} id={conversationId} meId={meId} />
+        </div>
+      ) : (
+        <main className="centered" data-testid="inbox-forbidden">
+          <h1>{t("inbox.forbidden.title")}</h1>
+          <p>{t("inbox.forbidden")}</p>
+        </main>
+      )}
       <ShortcutsDialog open={help} onClose={() => setHelp(false)} />
     </div>
   );

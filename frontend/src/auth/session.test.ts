@@ -142,3 +142,14 @@ describe("Session", () => {
     vi.unstubAllGlobals();
   });
 });
+
+describe("permissions", () => {
+  it("tells a change from the first news and from a repeat", async () => {
+    const s = new Session(transport(), fakeClock().clock);
+    await s.signIn("a@b.c", "pw");
+    expect(s.setPermissions(["inbox.read_all", "inbox.reply"])).toBe(false);
+    expect(s.setPermissions(["inbox.reply", "inbox.read_all"])).toBe(false);
+    expect(s.setPermissions(["inbox.read_all"])).toBe(true);
+    expect(s.snapshot().permissions?.has("inbox.reply")).toBe(false);
+  });
+});

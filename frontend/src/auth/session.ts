@@ -167,12 +167,14 @@ export class Session {
     this.set({ user: null, ended: reason, permissions: null });
   }
 
-  setPermissions(permissions: readonly string[]): void {
-    if (!this.active) return;
+  /** Puts the user's permissions in force; true when they changed from known ones. */
+  setPermissions(permissions: readonly string[]): boolean {
+    if (!this.active) return false;
     const next = new Set(permissions);
     const now = this.state.permissions;
-    if (now && now.size === next.size && [...next].every((p) => now.has(p))) return;
+    if (now && now.size === next.size && [...next].every((p) => now.has(p))) return false;
     this.set({ ...this.state, permissions: next });
+    return now !== null;
   }
 
   private accept(tokens: TokensOut): void {

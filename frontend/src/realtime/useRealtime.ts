@@ -27,7 +27,10 @@ export function useRealtime(sync: RefObject<SyncContext>): Link {
       ended: () => !session.active,
       onEvent: (frame) => applyFrame(queryClient, frame, sync.current),
       reload: () => reloadAll(queryClient),
-      onPermissions: (data) => session.setPermissions(data.permissions),
+      // Controls follow the new rights at once; what was loaded under the old ones is loaded again.
+      onPermissions: (data) => {
+        if (session.setPermissions(data.permissions)) void reloadAll(queryClient);
+      },
       onDisabled: () => session.end("disabled"),
       onState: setState,
     });
