@@ -51,6 +51,9 @@ test("an inbound message appears live in the list and in the open thread", async
   await row(page, ann).waitFor();
   assert.equal(await row(page, ann).getByTestId("unread-badge").textContent(), "1");
 
+  // Telegram's dates have whole seconds: a second apart, the order is certain.
+  const tick = () => new Promise((r) => setTimeout(r, 1_100));
+  await tick();
   const borisChat = freshChatId();
   await sandbox.inbound(borisChat, "Can I move my lesson?", boris);
   await row(page, boris).waitFor();
@@ -67,6 +70,7 @@ test("an inbound message appears live in the list and in the open thread", async
   await row(page, ann).getByTestId("unread-badge").waitFor({ state: "detached" });
 
   // While it is open, her next message arrives in the thread and moves her to the top, without a reload.
+  await tick();
   await sandbox.inbound(annChat, "Also, which room?", ann);
   await page.getByTestId("thread").getByText("Also, which room?").waitFor();
   await eventually(
@@ -167,5 +171,29 @@ test("the list filters live in the URL, and the shortcuts are listed on ?", asyn
   await page.getByRole("dialog", { name: "Keyboard shortcuts" }).waitFor();
   await screenshot(page, "shortcuts");
   await page.keyboard.press("Escape");
+  await page.context().close();
+});
+
+test("a customer's file is listed in the thread and downloads with its name and bytes", async () => {
+  const page = await newPage(browser);
+  await signIn(page);
+  const name = `Oleg ${String(Date.now()).slice(-5)}`;
+  const body = `Homework, week 3 (${Date.now()})\n`;
+  await sandbox.call("POST", "/sandbox/inbound", {
+    chat_id: freshChatId(),
+    text: "Here is my homework",
+    sender: { id: 1, first_name: name },
+    media: [{ kind: "document", filename: "homework-3.txt", content_type: "text/plain", data_base64: Buffer.from(body).toString("base64") }],
+  });
+  await page.getByTestId("conversation-row").filter({ hasText: name }).click();
+  const file = page.getByRole("button", { name: "Download homework-3.txt" });
+  await file.waitFor({ timeout: 15_000 });
+  const download = page.waitForEvent("download");
+  await file.click();
+  const got = await download;
+  assert.equal(got.suggestedFilename(), "homework-3.txt");
+  const { readFile } = await import("node:fs/promises");
+  assert.equal(await readFile(await got.path(), "utf8"), body);
+  await screenshot(page, "thread-attachment");
   await page.context().close();
 });

@@ -55,6 +55,12 @@ describe("list", () => {
     expect(flatten(d).map((c) => c.id)).toEqual(["b", "c", "a"]);
   });
 
+  it("breaks a tie of times as the API does: the larger id first", () => {
+    const at = "2026-01-01T10:00:00Z";
+    const d: ListData = { pages: [{ items: [conv({ id: "0199-a", last_message_at: at }), conv({ id: "0199-b", last_message_at: at })], next_cursor: null }], pageParams: [null] };
+    expect(flatten(d).map((c) => c.id)).toEqual(["0199-b", "0199-a"]);
+  });
+
   it("an inbound message moves its conversation up, counts it unread and reopens it", () => {
     const c = conv({ status: "resolved", unread_count: 2 });
     const next = touched(c, msg({ direction: "in", created_at: "2026-01-02T00:00:00Z" }), true);

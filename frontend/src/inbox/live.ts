@@ -111,12 +111,14 @@ export function changed(c: Conversation, ch: ConversationChange["changed"]): Con
   return { ...c, ...ch };
 }
 
-/** The list's rows, newest activity first, each once. */
+/**
+ * The list's rows, each once, in the API's order: newest activity first,
+ * then the larger id (Telegram's dates have whole seconds, so ties are common).
+ */
 export function flatten(data: ListData | undefined): Conversation[] {
   if (!data) return [];
   const seen = new Map<string, Conversation>();
   for (const page of data.pages) for (const c of page.items) if (!seen.has(c.id)) seen.set(c.id, c);
-  return [...seen.values()].sort((a, b) =>
-    a.last_message_at < b.last_message_at ? 1 : a.last_message_at > b.last_message_at ? -1 : a.id < b.id ? -1 : 1,
-  );
+  const desc = (a: string, b: string) => (a < b ? 1 : a > b ? -1 : 0);
+  return [...seen.values()].sort((a, b) => desc(a.last_message_at, b.last_message_at) || desc(a.id, b.id));
 }
