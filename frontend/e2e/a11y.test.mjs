@@ -41,3 +41,12 @@ test("axe-core finds no serious or critical violation on the inbox, a thread and
   assert.deepEqual(await seriousA11yViolations(page), []);
   await page.context().close();
 });
+
+test("axe-core finds no serious or critical violation on the screen a session ends in", async () => {
+  const page = await newPage(browser);
+  await signIn(page);
+  await page.getByTestId("sign-out").click();
+  await page.locator('[data-testid="ended"]').waitFor();
+  assert.deepEqual(await seriousA11yViolations(page), []);
+  await page.context().close();
+});

@@ -197,3 +197,46 @@ test("a customer's file is listed in the thread and downloads with its name and 
   await screenshot(page, "thread-attachment");
   await page.context().close();
 });
+
+test("assign to me and resolve, by button and by key; a draft waits per conversation; a customer's edit is marked", async () => {
+  const page = await newPage(browser);
+  await signIn(page);
+  const suffix = String(Date.now()).slice(-5);
+  const first = `Pavel ${suffix}`;
+  const second = `Rita ${suffix}`;
+  const chat = freshChatId();
+  const { tg_message_id } = await sandbox.inbound(chat, "Is the course online?", first);
+  await sandbox.inbound(freshChatId(), "Hi!", second);
+
+  await row(page, first).click();
+  await page.getByRole("button", { name: "Assign to me" }).click();
+  await page.getByTestId("assignee").filter({ hasText: "Assigned to you" }).waitFor();
+  await row(page, first).getByText("Assigned to you").waitFor();
+
+  // A draft stays with its conversation.
+  await page.getByLabel(`Reply to ${first}`).fill("Half of it is, the rest");
+  await row(page, second).click();
+  assert.equal(await page.getByLabel(`Reply to ${second}`).inputValue(), "");
+  await row(page, first).click();
+  assert.equal(await page.getByLabel(`Reply to ${first}`).inputValue(), "Half of it is, the rest");
+
+  // The customer edits their message in Telegram.
+  await sandbox.call("POST", "/sandbox/inbound", {
+    chat_id: chat,
+    text: "Is the whole course online?",
+    sender: { id: chat, first_name: first },
+    tg_message_id,
+    edit: true,
+  });
+  const edited = page.getByTestId("message").filter({ hasText: "Is the whole course online?" });
+  await edited.getByText("(edited)").waitFor();
+
+  // "e" resolves: it leaves the list of open conversations.
+  await page.getByTestId("thread-title").click();
+  await page.keyboard.press("e");
+  await page.getByTestId("conversation-status").filter({ hasText: "Resolved" }).waitFor();
+  await row(page, first).waitFor({ state: "detached" });
+  await page.getByLabel("Status", { exact: true }).selectOption("resolved");
+  await row(page, first).waitFor();
+  await page.context().close();
+});
