@@ -220,6 +220,12 @@ test("assign to me and resolve, by button and by key; a draft waits per conversa
   await row(page, first).click();
   assert.equal(await page.getByLabel(`Reply to ${first}`).inputValue(), "Half of it is, the rest");
 
+  // k and j move through the list (Rita's conversation is the newest, then Pavel's).
+  await page.keyboard.press("k");
+  await page.getByTestId("thread-title").filter({ hasText: second }).waitFor();
+  await page.keyboard.press("j");
+  await page.getByTestId("thread-title").filter({ hasText: first }).waitFor();
+
   // The customer edits their message in Telegram.
   await sandbox.call("POST", "/sandbox/inbound", {
     chat_id: chat,
