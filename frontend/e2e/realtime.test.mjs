@@ -19,7 +19,11 @@ test("the socket cut and restored: a banner meanwhile, then nothing missed and n
   const page = await newPage(browser);
   await useApiBase(page, proxy.url);
   const sentFrames = [];
-  page.on("websocket", (ws) => ws.on("framesent", (f) => sentFrames.push(String(f.payload))));
+  const received = [];
+  page.on("websocket", (ws) => {
+    ws.on("framesent", (f) => sentFrames.push(String(f.payload)));
+    ws.on("framereceived", (f) => received.push(String(f.payload)));
+  });
   await signIn(page);
 
   const suffix = String(Date.now()).slice(-5);
@@ -55,5 +59,41 @@ test("the socket cut and restored: a banner meanwhile, then nothing missed and n
   assert.deepEqual(order, ["First question", "Second question", "Third question"]);
   assert.equal(await page.getByTestId("conversation-row").filter({ hasText: name }).count(), 1);
   await eventually(async () => sentFrames.some((f) => f.includes('"type":"resume"')), 5_000, "a resume frame");
+  // Replayed by the server after the resume, not reloaded.
+  assert.ok(!received.some((f) => f.includes('"type":"resync"')), "the server answered resync");
+  await page.context().close();
+});
+
+test("a cut longer than the server's replay buffer ends in resync: the screen is loaded again, nothing doubled", async () => {
+  const page = await newPage(browser);
+  await useApiBase(page, proxy.url);
+  const received = [];
+  page.on("websocket", (ws) => ws.on("framereceived", (f) => received.push(String(f.payload))));
+  await signIn(page);
+
+  const name = `Fedor ${String(Date.now()).slice(-5)}`;
+  const chat = freshChatId();
+  await sandbox.inbound(chat, "Message 0", name);
+  await page.getByTestId("conversation-row").filter({ hasText: name }).click();
+  await page.getByTestId("thread").getByText("Message 0", { exact: true }).waitFor();
+
+  proxy.cut();
+  await page.getByTestId("offline-banner").waitFor({ timeout: 15_000 });
+  // More events than the API keeps for replay (scripts/test-web: REALTIME_REPLAY_EVENTS=40).
+  for (let i = 1; i <= 45; i++) await sandbox.inbound(chat, `Message ${i}`, name);
+  await new Promise((r) => setTimeout(r, 3_000));
+  proxy.restore();
+
+  await page.locator('[data-testid="link-state"][data-state="live"]').waitFor({ timeout: 45_000 });
+  const thread = page.getByTestId("thread");
+  await thread.getByText("Message 45", { exact: true }).waitFor({ timeout: 20_000 });
+  await eventually(async () => received.some((f) => f.includes('"type":"resync"')), 5_000, "a resync frame");
+  const texts = await thread.locator('[data-testid="message"][data-direction="in"] .msg-text').allTextContents();
+  assert.equal(new Set(texts).size, texts.length, "a message is shown twice");
+  // The newest page of the thread, in order, ending with the last message.
+  const numbers = texts.map((t) => Number(t.replace("Message ", "")));
+  assert.deepEqual(numbers, [...numbers].sort((a, b) => a - b));
+  assert.equal(numbers[numbers.length - 1], 45);
+  assert.ok(numbers.length >= 45, `only ${numbers.length} messages shown`);
   await page.context().close();
 });

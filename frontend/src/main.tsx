@@ -1,3 +1,5 @@
+//! The entry point: mounts the app with its services.
+
 import { StrictMode } from "react";
 import { createRoot } from "react-dom/client";
 import { App } from "./app/App";
