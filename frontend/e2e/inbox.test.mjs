@@ -171,6 +171,12 @@ test("the list filters live in the URL, and the shortcuts are listed on ?", asyn
   await page.getByRole("dialog", { name: "Keyboard shortcuts" }).waitFor();
   await screenshot(page, "shortcuts");
   await page.keyboard.press("Escape");
+  // Switched to Russian while signed in: the whole screen follows.
+  await page.getByLabel("Language").selectOption("ru");
+  await page.getByRole("link", { name: "Без исполнителя" }).waitFor();
+  await page.getByLabel("Только непрочитанные").uncheck();
+  await page.getByTestId("sign-out").filter({ hasText: "Выйти" }).waitFor();
+  await screenshot(page, "inbox-ru");
   await page.context().close();
 });
 
