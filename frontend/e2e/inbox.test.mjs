@@ -180,7 +180,10 @@ test("the list filters live in the URL, and the shortcuts are listed on ?", asyn
   await page.context().close();
 });
 
-test("a customer's file is listed in the thread and downloads with its name and bytes", async () => {
+// A 1x1 PNG.
+const PIXEL_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
+
+test("a customer's files are listed in the thread, an image previewed, and a file downloads with its name and bytes", async () => {
   const page = await newPage(browser);
   await signIn(page);
   const name = `Oleg ${String(Date.now()).slice(-5)}`;
@@ -189,7 +192,10 @@ test("a customer's file is listed in the thread and downloads with its name and 
     chat_id: freshChatId(),
     text: "Here is my homework",
     sender: { id: 1, first_name: name },
-    media: [{ kind: "document", filename: "homework-3.txt", content_type: "text/plain", data_base64: Buffer.from(body).toString("base64") }],
+    media: [
+      { kind: "document", filename: "homework-3.txt", content_type: "text/plain", data_base64: Buffer.from(body).toString("base64") },
+      { kind: "photo", filename: "page.png", content_type: "image/png", data_base64: PIXEL_PNG },
+    ],
   });
   await page.getByTestId("conversation-row").filter({ hasText: name }).click();
   const file = page.getByRole("button", { name: "Download homework-3.txt" });
@@ -200,6 +206,10 @@ test("a customer's file is listed in the thread and downloads with its name and 
   assert.equal(got.suggestedFilename(), "homework-3.txt");
   const { readFile } = await import("node:fs/promises");
   assert.equal(await readFile(await got.path(), "utf8"), body);
+  // An image is shown, from its own short-lived link.
+  const preview = page.getByRole("img", { name: "page.png" });
+  await preview.waitFor();
+  await eventually(async () => preview.evaluate((img) => img.complete && img.naturalWidth === 1), 10_000, "the preview loaded");
   await screenshot(page, "thread-attachment");
   await page.context().close();
 });
@@ -241,7 +251,8 @@ test("assign to me and resolve, by button and by key; a draft waits per conversa
     edit: true,
   });
   const edited = page.getByTestId("message").filter({ hasText: "Is the whole course online?" });
-  await edited.getByText("(edited)").waitFor();
+  await edited.getByRole("button", { name: "(edited)" }).click();
+  await edited.getByTestId("versions").getByText("Is the course online?", { exact: true }).waitFor();
 
   // "e" resolves: it leaves the list of open conversations.
   await page.getByTestId("thread-title").click();

@@ -2,7 +2,7 @@
 //! status) or a private note, with its files.
 
 import { useEffect, useState } from "react";
-import { useQueryClient } from "@tanstack/react-query";
+import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { useI18n } from "../i18n";
 import { useCan, useServices } from "../app/services";
 import { unwrap } from "../api/client";
@@ -28,6 +28,20 @@ function size(bytes: number): string {
   return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 }
 
+/** An image file shown small, from a short-lived link fetched when it is rendered. */
+function Preview({ f }: { f: MessageFile }) {
+  const { api } = useServices();
+  const link = useQuery({
+    queryKey: ["attachment-url", f.id],
+    queryFn: () => unwrap(api.GET("/api/attachments/{id}/url", { params: { path: { id: f.id } } })),
+    // Links live 300 s: fetched again before they lapse.
+    staleTime: 240_000,
+    gcTime: 240_000,
+  });
+  if (!link.data) return null;
+  return <img className="preview" src={link.data.url} alt={f.filename} loading="lazy" data-testid="attachment-preview" />;
+}
+
 function Files({ files }: { files: MessageFile[] }) {
   const { t } = useI18n();
   const { api } = useServices();
@@ -47,6 +61,7 @@ function Files({ files }: { files: MessageFile[] }) {
       <ul className="files">
         {files.map((f) => (
           <li key={f.id}>
+            {f.content_type.startsWith("image/") && <Preview f={f} />}
             <button type="button" className="file" onClick={() => void download(f)} aria-label={t("thread.download", { name: f.filename })}>
               <span aria-hidden="true">📎</span> {f.filename} <span className="muted">({size(f.size_bytes)})</span>
             </button>
@@ -113,6 +128,45 @@ function Delivery({ m }: { m: Message }) {
   );
 }
 
+/** "(edited)", which opens the customer's earlier texts. */
+function Edited({ m }: { m: Message }) {
+  const { t, dateTime } = useI18n();
+  const { api } = useServices();
+  const [open, setOpen] = useState(false);
+  const versions = useQuery({
+    queryKey: ["versions", m.id, m.edited_at],
+    queryFn: () =>
+      unwrap(
+        api.GET("/api/conversations/{id}/messages/{message_id}/versions", {
+          params: { path: { id: m.conversation_id, message_id: m.id } },
+        }),
+      ),
+    enabled: open,
+  });
+  return (
+    <>
+      <button type="button" className="linkish" aria-expanded={open} onClick={() => setOpen(!open)}>
+        ({t("thread.edited")})
+      </button>
+      {open && (
+        <div className="versions" data-testid="versions">
+          {versions.isPending && <span className="muted">{t("thread.loading")}</span>}
+          {versions.isError && <span className="form-error">{t("thread.history.failed")}</span>}
+          {versions.data && (
+            <ol aria-label={t("thread.history")}>
+              {versions.data.previous.map((v) => (
+                <li key={v.replaced_at}>
+                  <del>{v.text}</del> <span className="muted">{t("thread.replaced_at", { time: dateTime(v.replaced_at) })}</span>
+                </li>
+              ))}
+            </ol>
+          )}
+        </div>
+      )}
+    </>
+  );
+}
+
 export function MessageItem({ m }: { m: Message }) {
   const { t, dateTime } = useI18n();
   const note = m.kind === "note";
@@ -130,7 +184,7 @@ export function MessageItem({ m }: { m: Message }) {
         {note && <span className="note-tag">{t("thread.note")}</span>}
         <span className="msg-author">{who}</span>
         <time dateTime={m.created_at}>{dateTime(m.created_at)}</time>
-        {m.edited_at && <span className="muted">({t("thread.edited")})</span>}
+        {m.edited_at && m.direction === "in" && <Edited m={m} />}
       </div>
       {m.text && <p className="msg-text">{m.text}</p>}
       {m.attachments.length > 0 && <Files files={m.attachments} />}
