@@ -222,6 +222,27 @@ describe("RealtimeClient", () => {
     expect(h.client.position).toBe(5);
   });
 
+  it("pings a quiet socket, and drops one that stays silent", async () => {
+    let now = 0;
+    const h = setup();
+    h.deps.timers = { ...h.t.timers, now: () => now };
+    const client = new RealtimeClient(h.deps);
+    client.start();
+    h.last().open();
+    await flush();
+    h.last().frame(ep(1));
+    const tick = () => h.t.pending.splice(0).forEach((p) => p.fn());
+    now = 12_500;
+    tick();
+    expect(h.last().sent).toHaveLength(1); // only the auth
+    now = 25_000;
+    tick();
+    expect(h.last().sent.at(-1)).toEqual({ type: "ping" });
+    now = 50_000;
+    tick();
+    expect(h.last().closed).toEqual({ code: 4000 });
+  });
+
   it("backs off from half a second to thirty, and comes back at once after a restart", () => {
     expect(backoffMs(1006, 0)).toBe(500);
     expect(backoffMs(1006, 3)).toBe(4_000);
