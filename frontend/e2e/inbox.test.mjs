@@ -3,6 +3,7 @@
 // scripted failure that retries, fails with its reason, and is sent again.
 import { after, afterEach, before, test } from "node:test";
 import assert from "node:assert/strict";
+import { deflateSync } from "node:zlib";
 import {
   env,
   eventually,
@@ -180,8 +181,39 @@ test("the list filters live in the URL, and the shortcuts are listed on ?", asyn
   await page.context().close();
 });
 
-// A 1x1 PNG.
-const PIXEL_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
+/** A PNG of w x h pixels in one colour, as base64. */
+function solidPng(w, h, [r, g, b]) {
+  const crcTable = Array.from({ length: 256 }, (_, n) => {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    return c >>> 0;
+  });
+  const crc = (buf) => {
+    let c = 0xffffffff;
+    for (const byte of buf) c = crcTable[(c ^ byte) & 0xff] ^ (c >>> 8);
+    return (c ^ 0xffffffff) >>> 0;
+  };
+  const chunk = (type, data) => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const body = Buffer.concat([Buffer.from(type), data]);
+    const sum = Buffer.alloc(4);
+    sum.writeUInt32BE(crc(body));
+    return Buffer.concat([len, body, sum]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(w, 0);
+  ihdr.writeUInt32BE(h, 4);
+  ihdr.set([8, 2, 0, 0, 0], 8);
+  const row = Buffer.concat([Buffer.from([0]), Buffer.from(Array.from({ length: w }, () => [r, g, b]).flat())]);
+  const raw = Buffer.concat(Array.from({ length: h }, () => row));
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk("IHDR", ihdr),
+    chunk("IDAT", deflateSync(raw)),
+    chunk("IEND", Buffer.alloc(0)),
+  ]).toString("base64");
+}
 
 test("a customer's files are listed in the thread, an image previewed, and a file downloads with its name and bytes", async () => {
   const page = await newPage(browser);
@@ -194,7 +226,7 @@ test("a customer's files are listed in the thread, an image previewed, and a fil
     sender: { id: 1, first_name: name },
     media: [
       { kind: "document", filename: "homework-3.txt", content_type: "text/plain", data_base64: Buffer.from(body).toString("base64") },
-      { kind: "photo", filename: "page.png", content_type: "image/png", data_base64: PIXEL_PNG },
+      { kind: "photo", filename: "page.png", content_type: "image/png", data_base64: solidPng(160, 100, [90, 140, 200]) },
     ],
   });
   await page.getByTestId("conversation-row").filter({ hasText: name }).click();
@@ -209,7 +241,7 @@ test("a customer's files are listed in the thread, an image previewed, and a fil
   // An image is shown, from its own short-lived link.
   const preview = page.getByRole("img", { name: "page.png" });
   await preview.waitFor();
-  await eventually(async () => preview.evaluate((img) => img.complete && img.naturalWidth === 1), 10_000, "the preview loaded");
+  await eventually(async () => preview.evaluate((img) => img.complete && img.naturalWidth === 160), 10_000, "the preview loaded");
   await screenshot(page, "thread-attachment");
   await page.context().close();
 });

@@ -28,6 +28,21 @@ function size(bytes: number): string {
   return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 }
 
+/** A paper clip, drawn (an emoji needs a font the machine may lack). */
+function Clip() {
+  return (
+    <svg className="clip" viewBox="0 0 16 16" width="14" height="14" aria-hidden="true" focusable="false">
+      <path
+        d="M10.5 4.5 5.3 9.7a1.4 1.4 0 0 0 2 2l5.6-5.6a2.8 2.8 0 0 0-4-4L3.3 7.7a4.2 4.2 0 0 0 6 6l4.2-4.2"
+        fill="none"
+        stroke="currentColor"
+        strokeWidth="1.4"
+        strokeLinecap="round"
+      />
+    </svg>
+  );
+}
+
 /** An image file shown small, from a short-lived link fetched when it is rendered. */
 function Preview({ f }: { f: MessageFile }) {
   const { api } = useServices();
@@ -63,7 +78,7 @@ function Files({ files }: { files: MessageFile[] }) {
           <li key={f.id}>
             {f.content_type.startsWith("image/") && <Preview f={f} />}
             <button type="button" className="file" onClick={() => void download(f)} aria-label={t("thread.download", { name: f.filename })}>
-              <span aria-hidden="true">📎</span> {f.filename} <span className="muted">({size(f.size_bytes)})</span>
+              <Clip /> {f.filename} <span className="muted">({size(f.size_bytes)})</span>
             </button>
           </li>
         ))}
