@@ -258,11 +258,26 @@ impl Handler for Inbound {
     // update that cannot be stored yet holds its chat's later updates back.
 
     async fn handle(&self, ctx: &Context<'_>, tx: &DatabaseTransaction) -> Result<(), Failure> {
-        let Event::TgUpdateReceived(update) = &ctx.envelope.event else {
-            return Err(Failure::permanent(format!(
-                "inbound cannot handle {}",
-                ctx.envelope.event_type()
-            )));
+        let update = match &ctx.envelope.event {
+            Event::TgUpdateReceived(update) => update,
+            // Deletions and read receipts come from the MTProto backend.
+            // Nothing stores them yet (the inbox shows neither); they are
+            // acknowledged and logged, not dead-lettered, which would raise
+            // the dead-letter alert for every message a customer reads.
+            Event::TgUpdateDeleted(_) | Event::TgUpdateRead(_) => {
+                tracing::info!(
+                    event_type = ctx.envelope.event_type(),
+                    event_id = %ctx.envelope.id,
+                    "not stored yet; acknowledged"
+                );
+                return Ok(());
+            }
+            _ => {
+                return Err(Failure::permanent(format!(
+                    "inbound cannot handle {}",
+                    ctx.envelope.event_type()
+                )));
+            }
         };
         // Refused data goes to the dead-letter queue at once rather than
         // hold its chat through the whole retry schedule.

@@ -208,3 +208,54 @@ async fn replies_to_one_chat_are_sent_in_the_order_they_were_posted() {
     assert_eq!(texts, expected);
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn deletions_and_read_receipts_are_acknowledged_not_dead_lettered() {
+    // The MTProto backend announces both; nothing stores them yet, and a
+    // dead letter per read receipt would page ops all day.
+    let mut env = TestEnv::new().await;
+    env.start_consumer("inbound", None, &[]).await;
+    let read = serde_json::json!({
+        "id": uuid::Uuid::new_v4(),
+        "type": "tg.update.read.v1",
+        "occurred_at": "2026-12-06T10:00:00Z",
+        "aggregate_type": "tg_chat",
+        "aggregate_id": "1001",
+        "data": {"chat_id": 1001, "max_id": 7, "outgoing": true, "read_at": "2026-12-06T10:00:00Z"}
+    });
+    let deleted = serde_json::json!({
+        "id": uuid::Uuid::new_v4(),
+        "type": "tg.update.deleted.v1",
+        "occurred_at": "2026-12-06T10:00:01Z",
+        "aggregate_type": "tg_chat",
+        "aggregate_id": "account",
+        "data": {"tg_message_ids": [7, 8], "deleted_at": "2026-12-06T10:00:01Z"}
+    });
+    for (key, event) in [("tg.update.read.v1", &read), ("tg.update.deleted.v1", &deleted)] {
+        let id = event["id"].as_str().unwrap().to_owned();
+        env.publish_raw(key, event.to_string().as_bytes(), &id).await;
+    }
+    let pool = env.pool.clone();
+    let handled = fastprep_tests::wait_for("both claimed by inbound", Duration::from_secs(20), || {
+        let pool = pool.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM processed_messages WHERE consumer = 'inbound'",
+            )
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+            (n == 2).then_some(n)
+        }
+    })
+    .await;
+    assert_eq!(handled, 2);
+    fastprep_tests::wait_for("inbound drained", Duration::from_secs(10), || async {
+        let q = env.queue("inbound").await?;
+        (q["messages"].as_u64()? == 0).then_some(())
+    })
+    .await;
+    let dlq = env.queue("inbound.dlq").await.expect("inbound.dlq");
+    assert_eq!(dlq["messages"].as_u64(), Some(0), "{dlq}");
+    env.cleanup().await;
+}
