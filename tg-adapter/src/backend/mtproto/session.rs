@@ -106,11 +106,13 @@ impl State {
 pub enum SessionFileError {
     #[error(transparent)]
     Seal(#[from] SealError),
-    #[error("{path} opened but does not hold a session: {source}")]
+    #[error("{path} opened but does not hold a session: {error}")]
     Corrupt {
         path: PathBuf,
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
+    #[error("there is no session at {path}: nothing to rotate")]
+    Missing { path: PathBuf },
     #[error("the session's lock is poisoned")]
     Poisoned,
     #[error(
@@ -138,14 +140,14 @@ fn hold(data_dir: &Path) -> Result<std::fs::File, SessionFileError> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|source| SealError::Io {
+        .map_err(|error| SealError::Io {
             path: path.clone(),
-            source,
+            error,
         })?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(SessionFileError::InUse { path }),
-        Err(std::fs::TryLockError::Error(source)) => Err(SealError::Io { path, source }.into()),
+        Err(std::fs::TryLockError::Error(error)) => Err(SealError::Io { path, error }.into()),
     }
 }
 
@@ -159,9 +161,9 @@ impl SessionFile {
         let (sealer, contents) = match Sealer::open(key, &path)? {
             Some((sealer, plain)) => {
                 let contents =
-                    serde_json::from_slice(&plain).map_err(|source| SessionFileError::Corrupt {
+                    serde_json::from_slice(&plain).map_err(|error| SessionFileError::Corrupt {
                         path: path.clone(),
-                        source,
+                        error,
                     })?;
                 (sealer, contents)
             }
@@ -185,11 +187,7 @@ impl SessionFile {
         let _held = hold(data_dir)?;
         let path = data_dir.join(SESSION_FILE);
         let Some((_, plain)) = Sealer::open(old, &path)? else {
-            return Err(SealError::Io {
-                path,
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no session file"),
-            }
-            .into());
+            return Err(SessionFileError::Missing { path });
         };
         Sealer::new(new.clone()).write(&path, &plain)?;
         Ok(())
@@ -210,9 +208,9 @@ impl SessionFile {
             return Ok(());
         }
         let plain =
-            serde_json::to_vec(&state.contents()).map_err(|source| SessionFileError::Corrupt {
+            serde_json::to_vec(&state.contents()).map_err(|error| SessionFileError::Corrupt {
                 path: self.path.clone(),
-                source,
+                error,
             })?;
         let sealer = self.sealer.lock().map_err(|_| SessionFileError::Poisoned)?;
         sealer.write(&self.path, &plain)?;
