@@ -1,5 +1,6 @@
 //! `POST /v1/messages`: auth, validation, idempotency (also across a
-//! restart and under concurrency) and send budgets.
+//! restart and under concurrency) and send budgets; and the edit, delete
+//! and read routes beside it.
 
 use reqwest::StatusCode;
 use serde_json::json;
@@ -253,5 +254,90 @@ async fn global_budget_spans_chats() {
     let (status, body) = status_json(app.send_text("g-2", 51, "over").await).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(body["retry_after"], 2);
+    app.stop().await;
+}
+
+/// Edit, delete and read marks through `/v1`, as the outbox will call them.
+#[tokio::test]
+async fn edit_delete_and_read_through_v1() {
+    let dir = TempDir::new();
+    let app = App::start(dir.path(), &[]).await;
+    let (status, body) = status_json(app.send_text("ed-1", 77, "first").await).await;
+    assert_eq!(status, StatusCode::OK);
+    let id = body["tg_message_id"].as_i64().unwrap();
+    let call = |method: reqwest::Method, path: String, body: Option<serde_json::Value>| {
+        let mut request = app
+            .client
+            .request(method, app.url(&path))
+            .bearer_auth(TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send()
+    };
+    let (status, body) = status_json(
+        call(
+            reqwest::Method::PATCH,
+            format!("/v1/messages/77/{id}"),
+            Some(json!({"text": "first, edited"})),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["edited_at"].is_string());
+    let (status, body) = status_json(
+        call(
+            reqwest::Method::PATCH,
+            "/v1/messages/77/99999".into(),
+            Some(json!({"text": "x"})),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("message_not_found"))
+    );
+    let (status, body) = status_json(
+        call(
+            reqwest::Method::PATCH,
+            format!("/v1/messages/77/{id}"),
+            Some(json!({"text": " "})),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("empty_message"))
+    );
+    let response = call(
+        reqwest::Method::POST,
+        "/v1/chats/77/read".into(),
+        Some(json!({"max_id": id})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let response = call(
+        reqwest::Method::DELETE,
+        format!("/v1/messages/77/{id}"),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    // Without the token: 401 like every /v1 route.
+    let response = app
+        .client
+        .delete(app.url(&format!("/v1/messages/77/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     app.stop().await;
 }

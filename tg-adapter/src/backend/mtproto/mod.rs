@@ -41,6 +41,9 @@ pub use session::SessionFile;
 
 /// Inbound updates waiting for the forwarder.
 const UPDATE_BUFFER: usize = 256;
+/// The longest flood wait the session shows (30 days); Telegram's are far
+/// shorter.
+const LONGEST_WAIT_SECS: i64 = 30 * 86_400;
 /// Dialogs read after a login, to learn their access hashes.
 const WARM_DIALOGS: i32 = 100;
 
@@ -151,7 +154,11 @@ impl MtprotoBackend {
             }
             Failure::FloodWait { secs } => self.wait_until(
                 Utc::now()
-                    + chrono::Duration::seconds(i64::try_from(*secs).unwrap_or(i64::MAX / 2)),
+                    + chrono::Duration::seconds(
+                        i64::try_from(*secs)
+                            .unwrap_or(LONGEST_WAIT_SECS)
+                            .min(LONGEST_WAIT_SECS),
+                    ),
             ),
             Failure::PeerFlood => {
                 tracing::error!(
@@ -170,13 +177,23 @@ impl MtprotoBackend {
     }
 
     /// `flood_wait` until `until`, then `authorized` again (unless the state
-    /// moved on meanwhile).
+    /// moved on meanwhile). A wait already running that ends later stays.
     fn wait_until(&self, until: DateTime<Utc>) {
         let status = self.status.clone();
-        self.status.send_replace(SessionStatus {
-            session: SessionState::FloodWait,
-            until: Some(until),
+        let longer = self.status.send_if_modified(|now| {
+            let shorter_running = now.session == SessionState::FloodWait
+                && now.until.is_some_and(|running| running >= until);
+            if !shorter_running {
+                *now = SessionStatus {
+                    session: SessionState::FloodWait,
+                    until: Some(until),
+                };
+            }
+            !shorter_running
         });
+        if !longer {
+            return;
+        }
         let wait = (until - Utc::now()).to_std().unwrap_or_default();
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;

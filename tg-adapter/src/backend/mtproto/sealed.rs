@@ -31,10 +31,10 @@ const INFO: &[u8] = b"fastprep tg-adapter session v1";
 /// Why a sealed file could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path} is not a session file of this adapter (bad header); it was left as it is")]
     NotASessionFile { path: PathBuf },
@@ -83,10 +83,10 @@ impl Sealer {
         let bytes = match fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
+            Err(error) => {
                 return Err(SealError::Io {
                     path: path.to_owned(),
-                    source,
+                    error,
                 });
             }
         };
@@ -144,7 +144,7 @@ impl Sealer {
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), SealError> {
     let io = |path: &Path| {
         let path = path.to_owned();
-        move |source| SealError::Io { path, source }
+        move |error| SealError::Io { path, error }
     };
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");

@@ -106,13 +106,19 @@ impl State {
 pub enum SessionFileError {
     #[error(transparent)]
     Seal(#[from] SealError),
-    #[error("{path} opened but does not hold a session: {source}")]
+    #[error("{path} opened but does not hold a session: {error}")]
     Corrupt {
         path: PathBuf,
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
+    #[error("there is no session at {path}: nothing to rotate")]
+    Missing { path: PathBuf },
     #[error("the session's lock is poisoned")]
     Poisoned,
+    #[error(
+        "another process holds {path}: stop the running adapter before `login` or `rotate-key`"
+    )]
+    InUse { path: PathBuf },
 }
 
 /// The sealed session file, implementing grammers' `Session`.
@@ -120,6 +126,29 @@ pub struct SessionFile {
     path: PathBuf,
     sealer: Mutex<Sealer>,
     state: Mutex<State>,
+    /// An exclusive lock on `telegram.session.lock`, held while this is
+    /// open: a second process (a `login` beside a running adapter) is
+    /// refused instead of overwriting the other's writes.
+    _held: std::fs::File,
+}
+
+/// Takes the session's lock file, or says who holds it.
+fn hold(data_dir: &Path) -> Result<std::fs::File, SessionFileError> {
+    let path = data_dir.join(format!("{SESSION_FILE}.lock"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|error| SealError::Io {
+            path: path.clone(),
+            error,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(SessionFileError::InUse { path }),
+        Err(std::fs::TryLockError::Error(error)) => Err(SealError::Io { path, error }.into()),
+    }
 }
 
 impl SessionFile {
@@ -127,13 +156,14 @@ impl SessionFile {
     /// session (written at its first change) when there is none. A key that
     /// does not open the file is an error and the file is not touched.
     pub fn open(data_dir: &Path, key: &SecretString) -> Result<Self, SessionFileError> {
+        let held = hold(data_dir)?;
         let path = data_dir.join(SESSION_FILE);
         let (sealer, contents) = match Sealer::open(key, &path)? {
             Some((sealer, plain)) => {
                 let contents =
-                    serde_json::from_slice(&plain).map_err(|source| SessionFileError::Corrupt {
+                    serde_json::from_slice(&plain).map_err(|error| SessionFileError::Corrupt {
                         path: path.clone(),
-                        source,
+                        error,
                     })?;
                 (sealer, contents)
             }
@@ -143,6 +173,7 @@ impl SessionFile {
             path,
             sealer: Mutex::new(sealer),
             state: Mutex::new(State::from_contents(contents)),
+            _held: held,
         })
     }
 
@@ -153,13 +184,10 @@ impl SessionFile {
         old: &SecretString,
         new: &SecretString,
     ) -> Result<(), SessionFileError> {
+        let _held = hold(data_dir)?;
         let path = data_dir.join(SESSION_FILE);
         let Some((_, plain)) = Sealer::open(old, &path)? else {
-            return Err(SealError::Io {
-                path,
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no session file"),
-            }
-            .into());
+            return Err(SessionFileError::Missing { path });
         };
         Sealer::new(new.clone()).write(&path, &plain)?;
         Ok(())
@@ -180,9 +208,9 @@ impl SessionFile {
             return Ok(());
         }
         let plain =
-            serde_json::to_vec(&state.contents()).map_err(|source| SessionFileError::Corrupt {
+            serde_json::to_vec(&state.contents()).map_err(|error| SessionFileError::Corrupt {
                 path: self.path.clone(),
-                source,
+                error,
             })?;
         let sealer = self.sealer.lock().map_err(|_| SessionFileError::Poisoned)?;
         sealer.write(&self.path, &plain)?;
@@ -523,6 +551,22 @@ mod tests {
             .unwrap()
             .contents();
         assert_eq!(after, before);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn one_process_at_a_time() {
+        let dir = dir();
+        let first = SessionFile::open(&dir, &key("k")).unwrap();
+        let err = SessionFile::open(&dir, &key("k")).err().unwrap();
+        assert!(matches!(err, SessionFileError::InUse { .. }), "{err}");
+        assert!(err.to_string().contains("stop the running adapter"));
+        assert!(matches!(
+            SessionFile::rotate_key(&dir, &key("k"), &key("k2")),
+            Err(SessionFileError::InUse { .. })
+        ));
+        drop(first);
+        SessionFile::open(&dir, &key("k")).unwrap();
         let _ = std::fs::remove_dir_all(dir);
     }
 

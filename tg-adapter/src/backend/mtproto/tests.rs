@@ -107,6 +107,32 @@ async fn a_flood_wait_answers_retry_after_and_holds_later_sends() {
 }
 
 #[tokio::test]
+async fn a_shorter_flood_wait_does_not_cut_a_longer_one() {
+    let dir = temp_dir();
+    let (backend, fake) = logged_in_mtproto(&dir).await;
+    fake.fail_next::<tl::functions::messages::ReadHistory>(rpc_error(420, "FLOOD_WAIT_600"));
+    assert!(backend.mark_read(CHAT, 1).await.is_err());
+    let long = backend.status().await.until.unwrap();
+    // Held before the call: the running wait answers.
+    assert!(matches!(
+        backend.delete_messages(CHAT, &[1]).await.unwrap_err(),
+        SendError::FloodWait { retry_after_secs } if retry_after_secs > 500
+    ));
+    // A call already in flight that meets a shorter wait keeps the longer.
+    assert_eq!(
+        backend.fail(&rpc_error(420, "FLOOD_WAIT_5")),
+        SendError::FloodWait {
+            retry_after_secs: 5
+        }
+    );
+    assert_eq!(backend.status().await.until, Some(long));
+    // A longer one extends it.
+    backend.fail(&rpc_error(420, "FLOOD_WAIT_900"));
+    assert!(backend.status().await.until.unwrap() > long);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
 async fn peer_flood_holds_sends_for_an_hour() {
     let dir = temp_dir();
     let (backend, fake) = logged_in_mtproto(&dir).await;
