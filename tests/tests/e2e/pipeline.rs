@@ -231,24 +231,29 @@ async fn deletions_and_read_receipts_are_acknowledged_not_dead_lettered() {
         "aggregate_id": "account",
         "data": {"tg_message_ids": [7, 8], "deleted_at": "2026-12-06T10:00:01Z"}
     });
-    for (key, event) in [("tg.update.read.v1", &read), ("tg.update.deleted.v1", &deleted)] {
+    for (key, event) in [
+        ("tg.update.read.v1", &read),
+        ("tg.update.deleted.v1", &deleted),
+    ] {
         let id = event["id"].as_str().unwrap().to_owned();
-        env.publish_raw(key, event.to_string().as_bytes(), &id).await;
+        env.publish_raw(key, event.to_string().as_bytes(), &id)
+            .await;
     }
     let pool = env.pool.clone();
-    let handled = fastprep_tests::wait_for("both claimed by inbound", Duration::from_secs(20), || {
-        let pool = pool.clone();
-        async move {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM processed_messages WHERE consumer = 'inbound'",
-            )
-            .fetch_one(&pool)
-            .await
-            .ok()?;
-            (n == 2).then_some(n)
-        }
-    })
-    .await;
+    let handled =
+        fastprep_tests::wait_for("both claimed by inbound", Duration::from_secs(20), || {
+            let pool = pool.clone();
+            async move {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM processed_messages WHERE consumer = 'inbound'",
+                )
+                .fetch_one(&pool)
+                .await
+                .ok()?;
+                (n == 2).then_some(n)
+            }
+        })
+        .await;
     assert_eq!(handled, 2);
     fastprep_tests::wait_for("inbound drained", Duration::from_secs(10), || async {
         let q = env.queue("inbound").await?;
