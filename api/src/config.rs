@@ -38,6 +38,10 @@ pub struct Config {
     /// `ATTACHMENT_PURGE_INTERVAL`: how often uploads no message took for a
     /// day are deleted.
     pub attachment_purge_interval: Duration,
+    /// `TG_ADAPTER_URL` and `TG_ADAPTER_TOKEN`: the adapter whose account
+    /// `/api/ops/telegram` shows and logs in (`None`: those routes answer
+    /// 503).
+    pub telegram: Option<crate::telegram::AdapterLink>,
 }
 
 impl Config {
@@ -90,7 +94,22 @@ impl Config {
                 .duration_or("ATTACHMENT_PURGE_INTERVAL", Duration::from_secs(3600))?,
             attachments_url_base: attachments_url_base(env, port)?,
             storage: storage::StorageConfig::from_env(env)?,
+            telegram: telegram_adapter(env)?,
         })
+    }
+}
+
+/// `TG_ADAPTER_URL` with its `TG_ADAPTER_TOKEN`; neither is required, but
+/// a URL without a token is a mistake worth stopping for.
+fn telegram_adapter(env: &Env) -> Result<Option<crate::telegram::AdapterLink>, ConfigError> {
+    let url: Option<url::Url> = env.optional("TG_ADAPTER_URL")?;
+    let token = env.optional_strong_secret("TG_ADAPTER_TOKEN", 16)?;
+    match (url, token) {
+        (Some(url), Some(token)) => Ok(Some(crate::telegram::AdapterLink { url, token })),
+        (Some(_), None) => Err(ConfigError::Missing {
+            name: "TG_ADAPTER_TOKEN".into(),
+        }),
+        (None, _) => Ok(None),
     }
 }
 

@@ -17,6 +17,7 @@ pub mod ops;
 pub mod page;
 pub mod realtime;
 pub mod routes;
+pub mod telegram;
 
 use std::sync::Arc;
 
@@ -80,6 +81,8 @@ pub struct Services {
     pub attachments: attachments::Attachments,
     /// The local store's signed blob routes (`None` with S3).
     pub blob_routes: Option<Router>,
+    /// The Telegram account's session and login, at the adapter.
+    pub telegram: telegram::TelegramAdmin,
 }
 
 /// Builds the state: database pool, Redis client (connecting in the
@@ -183,6 +186,7 @@ pub async fn state(
             limits: config.attachment_limits.clone(),
         },
         blob_routes: opened.blob_routes,
+        telegram: telegram::TelegramAdmin::new(config.telegram.clone()),
         relay_wake,
         limiter: auth::ratelimit::LoginLimiter::new(
             redis.clone(),

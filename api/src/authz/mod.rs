@@ -28,6 +28,7 @@ platform::named_enum! {
         OpsOutbox = "ops.outbox",
         OpsDlq = "ops.dlq",
         AuditRead = "audit.read",
+        OpsTelegram = "ops.telegram",
     }
 }
 

@@ -88,6 +88,10 @@ Each operation names the access it needs (`x-permissions`: any one of them suffi
         routes::ops::dlq_peek,
         routes::ops::dlq_replay,
         routes::ops::dlq_purge,
+        routes::telegram::account,
+        routes::telegram::login_phone,
+        routes::telegram::login_code,
+        routes::telegram::login_password,
     ),
     components(schemas(ErrorBody, routes::ops::DlqName)),
     tags(
@@ -97,7 +101,7 @@ Each operation names the access it needs (`x-permissions`: any one of them suffi
         (name = "inbox", description = "Conversations, messages, notes and contacts"),
         (name = "audit", description = "The audit log"),
         (name = "attachments", description = "Files: uploads by presigned URL, download links after the permission check"),
-        (name = "ops", description = "On-call: the outbox and the dead-letter queues"),
+        (name = "ops", description = "On-call: the outbox, the dead-letter queues and the Telegram account"),
         (name = "system", description = "Health, the realtime socket and this document"),
     )
 )]

@@ -13,6 +13,7 @@ pub mod health;
 pub mod messages;
 pub mod ops;
 pub mod roles;
+pub mod telegram;
 pub mod users;
 
 use axum::{
@@ -206,6 +207,30 @@ fn routes() -> Vec<Route> {
             "/ops/dlq/{queue}/messages",
             Any(&[Perm::OpsDlq]),
             ops::dlq_purge,
+        ),
+        route(
+            M::GET,
+            "/ops/telegram",
+            Any(&[Perm::OpsTelegram]),
+            telegram::account,
+        ),
+        route(
+            M::POST,
+            "/ops/telegram/login/phone",
+            Any(&[Perm::OpsTelegram]),
+            telegram::login_phone,
+        ),
+        route(
+            M::POST,
+            "/ops/telegram/login/code",
+            Any(&[Perm::OpsTelegram]),
+            telegram::login_code,
+        ),
+        route(
+            M::POST,
+            "/ops/telegram/login/password",
+            Any(&[Perm::OpsTelegram]),
+            telegram::login_password,
         ),
     ]
 }

@@ -516,6 +516,86 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/ops/telegram": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The Telegram account: its session's state and where its login stands
+         * @description **Access:** a signed-in user holding any of `ops.telegram`.
+         */
+        get: operations["get_ops_telegram"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/ops/telegram/login/code": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Enter the login code Telegram sent; audited without the code
+         * @description **Access:** a signed-in user holding any of `ops.telegram`.
+         */
+        post: operations["post_ops_telegram_login_code"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/ops/telegram/login/password": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Enter the account's 2FA password; audited without the password
+         * @description **Access:** a signed-in user holding any of `ops.telegram`.
+         */
+        post: operations["post_ops_telegram_login_password"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/ops/telegram/login/phone": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Start the Telegram account's login: Telegram sends a code to the phone; audited
+         * @description **Access:** a signed-in user holding any of `ops.telegram`.
+         */
+        post: operations["post_ops_telegram_login_phone"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/permissions": {
         parameters: {
             query?: never;
@@ -734,6 +814,10 @@ export interface components {
         };
         /** @enum {string} */
         Check: "ok" | "down";
+        CodeBody: {
+            /** @description The code Telegram sent. */
+            code: string;
+        };
         /** @description A Telegram contact and the conversations with them the caller may read. */
         Contact: {
             conversations: components["schemas"]["ContactConversation"][];
@@ -910,6 +994,20 @@ export interface components {
         LoginIn: {
             email: string;
             password: string;
+        };
+        /** @enum {string} */
+        LoginStepName: "phone" | "code" | "password" | "authorized";
+        /** @description Where the login stands: what the adapter waits for next. */
+        LoginView: {
+            /** @description The 2FA password's hint, when the account set one. */
+            hint: string | null;
+            /** @description The number the code went to, masked by the adapter. */
+            phone: string | null;
+            /**
+             * @description `phone`: send the number; `code`: Telegram sent a code; `password`:
+             *     the account has a 2FA password; `authorized`: logged in.
+             */
+            step: components["schemas"]["LoginStepName"];
         };
         LogoutIn: {
             /** @description End every session of the caller. */
@@ -1118,6 +1216,10 @@ export interface components {
             /** @description Pass as `cursor` for the next page; `null` on the last one. */
             next_cursor: string | null;
         };
+        PasswordBody: {
+            /** @description The account's 2FA password. */
+            password: string;
+        };
         PasswordIn: {
             current_password: string;
             /** @description 12 to 128 characters. */
@@ -1127,7 +1229,7 @@ export interface components {
          * @description A permission key
          * @enum {string}
          */
-        Perm: "inbox.read_all" | "inbox.read_assigned" | "inbox.reply" | "inbox.assign" | "attachments.upload" | "attachments.read" | "users.manage" | "roles.manage" | "ops.outbox" | "ops.dlq" | "audit.read";
+        Perm: "inbox.read_all" | "inbox.read_assigned" | "inbox.reply" | "inbox.assign" | "attachments.upload" | "attachments.read" | "users.manage" | "roles.manage" | "ops.outbox" | "ops.dlq" | "audit.read" | "ops.telegram";
         /** @description A permission of the catalogue. */
         Permission: {
             description: string;
@@ -1136,6 +1238,10 @@ export interface components {
         PermissionsIn: {
             /** @description Permission keys (see `GET /api/permissions`). */
             permissions: components["schemas"]["Perm"][];
+        };
+        PhoneBody: {
+            /** @description The account's number, international form (`+44 7700 900123`). */
+            phone: string;
         };
         Purged: {
             /** Format: int32 */
@@ -1246,6 +1352,21 @@ export interface components {
         RolesIn: {
             role_ids: string[];
         };
+        /**
+         * @description The session states of DESIGN §7.
+         * @enum {string}
+         */
+        SessionName: "authorized" | "needs_login" | "flood_wait";
+        /** @description The state of the account's session (`GET /v1/status`). */
+        SessionView: {
+            /** @description `authorized`, `needs_login` or `flood_wait`. */
+            session: components["schemas"]["SessionName"];
+            /**
+             * Format: date-time
+             * @description The end of a `flood_wait`.
+             */
+            until: string | null;
+        };
         /** @description One DLQ at a glance. */
         Summary: {
             /**
@@ -1267,6 +1388,11 @@ export interface components {
             queue: string;
             /** @description The commonest causes among the first [`SAMPLE`] messages, most first. */
             top_reasons: components["schemas"]["Reason"][];
+        };
+        /** @description The account at a glance. */
+        TelegramAccount: {
+            login: components["schemas"]["LoginView"] | null;
+            session: components["schemas"]["SessionView"];
         };
         /**
          * @description A new session: the access token for `Authorization: Bearer`, and the
@@ -3227,6 +3353,368 @@ export interface operations {
             };
             /** @description `unprocessable_entity`: a field is missing or of the wrong type */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_ops_telegram: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The account */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TelegramAccount"];
+                };
+            };
+            /** @description `unauthorized`: no bearer token; `invalid_token`: malformed, forged, expired or of no account; `token_stale`: permissions changed since it was issued, refresh it; `account_disabled` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: the caller holds none of the permissions this needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unavailable`: the adapter cannot be reached, or the API has no `TG_ADAPTER_URL` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    post_ops_telegram_login_code: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CodeBody"];
+            };
+        };
+        responses: {
+            /** @description The next step */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LoginView"];
+                };
+            };
+            /** @description `invalid_code`; `bad_request`: the body is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unauthorized`: no bearer token; `invalid_token`: malformed, forged, expired or of no account; `token_stale`: permissions changed since it was issued, refresh it; `account_disabled` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: the caller holds none of the permissions this needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `login_unavailable` or `login_out_of_order` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `payload_too_large`: the body is over 2 MiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unsupported_media_type`: the body is not `Content-Type: application/json` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Telegram refused the code (`phone_code_invalid`, `phone_code_expired`); `unprocessable_entity`: a field is missing or of the wrong type */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A flood wait: try again after `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unavailable`: the adapter or Telegram cannot be reached */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    post_ops_telegram_login_password: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PasswordBody"];
+            };
+        };
+        responses: {
+            /** @description The next step */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LoginView"];
+                };
+            };
+            /** @description `invalid_password`; `bad_request`: the body is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unauthorized`: no bearer token; `invalid_token`: malformed, forged, expired or of no account; `token_stale`: permissions changed since it was issued, refresh it; `account_disabled` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: the caller holds none of the permissions this needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `login_unavailable` or `login_out_of_order` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `payload_too_large`: the body is over 2 MiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unsupported_media_type`: the body is not `Content-Type: application/json` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Telegram refused the password (`password_invalid`); `unprocessable_entity`: a field is missing or of the wrong type */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A flood wait: try again after `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unavailable`: the adapter or Telegram cannot be reached */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    post_ops_telegram_login_phone: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PhoneBody"];
+            };
+        };
+        responses: {
+            /** @description The next step */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LoginView"];
+                };
+            };
+            /** @description `invalid_phone`; `bad_request`: the body is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unauthorized`: no bearer token; `invalid_token`: malformed, forged, expired or of no account; `token_stale`: permissions changed since it was issued, refresh it; `account_disabled` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: the caller holds none of the permissions this needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `login_unavailable` (a backend with no account) or `login_out_of_order` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `payload_too_large`: the body is over 2 MiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unsupported_media_type`: the body is not `Content-Type: application/json` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Telegram refused the step (`phone_number_invalid`, …); `unprocessable_entity`: a field is missing or of the wrong type */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A flood wait: try again after `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unavailable`: the adapter or Telegram cannot be reached */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -45,6 +45,10 @@ impl MigratorTrait for Migrator {
                 name: "m0009_attachment_order",
                 sql: include_str!("m0009_attachment_order.sql"),
             }),
+            Box::new(SqlMigration {
+                name: "m0010_ops_telegram",
+                sql: include_str!("m0010_ops_telegram.sql"),
+            }),
         ]
     }
 }

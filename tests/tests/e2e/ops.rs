@@ -963,3 +963,138 @@ async fn a_limited_replay_leaves_the_rest_in_order() {
     assert_eq!(depth(&env, "authz-fanout").await, 3);
     env.cleanup().await;
 }
+
+/// The audit rows of the Telegram account's login, oldest first.
+async fn login_audit(env: &TestEnv) -> Vec<(String, Value)> {
+    sqlx::query_as::<_, (String, Value)>(
+        "SELECT action, after FROM audit_log WHERE action LIKE 'telegram.login.%' ORDER BY id",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_telegram_account_is_shown_to_ops_and_every_login_step_is_audited_without_secrets() {
+    let mut env = TestEnv::new().await;
+    let adapter = env.start_adapter(&[]).await;
+    let api = env
+        .start_api(&[("TG_ADAPTER_URL", adapter.url.clone())])
+        .await;
+    let admin = env.admin_session(&api.url).await;
+    let account = format!("{}/api/ops/telegram", api.url);
+
+    let (status, body) = env.http.get(&account, &admin.access).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["session"]["session"], "authorized", "{body}");
+    // The sandbox has no account to log in.
+    assert_eq!(body["login"], Value::Null, "{body}");
+
+    env.set_session(&adapter, json!({"session": "needs_login"}))
+        .await;
+    let (_, body) = env.http.get(&account, &admin.access).await;
+    assert_eq!(body["session"]["session"], "needs_login", "{body}");
+
+    // A step the sandbox cannot take is refused, and audited with the
+    // number's last two digits and the outcome.
+    let (status, body) = env
+        .http
+        .call(
+            Method::POST,
+            &format!("{account}/login/phone"),
+            Some(&admin.access),
+            Some(json!({"phone": "+44 7700 900123"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "login_unavailable", "{body}");
+    // A malformed number never reaches the adapter, nor the log.
+    let (status, body) = env
+        .http
+        .call(
+            Method::POST,
+            &format!("{account}/login/phone"),
+            Some(&admin.access),
+            Some(json!({"phone": "+44 7700'; DROP"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_phone", "{body}");
+    let (status, _) = env
+        .http
+        .call(
+            Method::POST,
+            &format!("{account}/login/code"),
+            Some(&admin.access),
+            Some(json!({"code": "98765"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, _) = env
+        .http
+        .call(
+            Method::POST,
+            &format!("{account}/login/password"),
+            Some(&admin.access),
+            Some(json!({"password": "correct horse battery staple"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let audit = login_audit(&env).await;
+    let actions: Vec<&str> = audit.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "telegram.login.phone",
+            "telegram.login.code",
+            "telegram.login.password"
+        ]
+    );
+    assert_eq!(
+        audit[0].1,
+        json!({"phone": "…23", "outcome": "login_unavailable"})
+    );
+    let logged = serde_json::to_string(&audit).unwrap();
+    assert!(!logged.contains("98765"), "{logged}");
+    assert!(!logged.contains("horse"), "{logged}");
+    assert!(!logged.contains("900123"), "{logged}");
+
+    // Only `ops.telegram` opens it: an operator has no such right.
+    env.create_user(
+        &api.url,
+        &admin.access,
+        "operator@fastprep.test",
+        &[fastprep_tests::accounts::OPERATOR_ROLE],
+    )
+    .await;
+    let operator = env
+        .sign_in(
+            &api.url,
+            "operator@fastprep.test",
+            fastprep_tests::accounts::USER_PASSWORD,
+        )
+        .await;
+    let (status, _) = env.http.get(&account, &operator.access).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = env
+        .http
+        .call(
+            Method::POST,
+            &format!("{account}/login/phone"),
+            Some(&operator.access),
+            Some(json!({"phone": "+44 7700 900123"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(login_audit(&env).await.len(), 3);
+
+    // An API not told where the adapter is says so.
+    let lone = env.start_api(&[]).await;
+    let admin = env.admin_session(&lone.url).await;
+    let (status, body) = env
+        .http
+        .get(&format!("{}/api/ops/telegram", lone.url), &admin.access)
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    env.cleanup().await;
+}
