@@ -99,18 +99,15 @@ impl Config {
     }
 }
 
-/// `TG_ADAPTER_URL` with its `TG_ADAPTER_TOKEN`; neither is required, but
-/// a URL without a token is a mistake worth stopping for.
+/// `TG_ADAPTER_URL` with its `TG_ADAPTER_TOKEN`. Neither is required; the
+/// token is read (and held to the secrets' rules) only with a URL, which
+/// without a token is a mistake worth stopping for.
 fn telegram_adapter(env: &Env) -> Result<Option<crate::telegram::AdapterLink>, ConfigError> {
-    let url: Option<url::Url> = env.optional("TG_ADAPTER_URL")?;
-    let token = env.optional_strong_secret("TG_ADAPTER_TOKEN", 16)?;
-    match (url, token) {
-        (Some(url), Some(token)) => Ok(Some(crate::telegram::AdapterLink { url, token })),
-        (Some(_), None) => Err(ConfigError::Missing {
-            name: "TG_ADAPTER_TOKEN".into(),
-        }),
-        (None, _) => Ok(None),
-    }
+    let Some(url) = env.optional::<url::Url>("TG_ADAPTER_URL")? else {
+        return Ok(None);
+    };
+    let token = env.strong_secret("TG_ADAPTER_TOKEN", 16)?;
+    Ok(Some(crate::telegram::AdapterLink { url, token }))
 }
 
 /// `ATTACHMENT_MAX_BYTES` (at most Telegram's limit) and

@@ -65,7 +65,9 @@ pub async fn login(env: &Env) -> anyhow::Result<()> {
                 }
                 LoginStep::Password { hint } => {
                     let hint = hint.as_deref().unwrap_or("none");
-                    let password = prompt(&format!("2FA password (hint: {hint})"))?;
+                    // Read without echo: the terminal never shows it.
+                    let password =
+                        rpassword::prompt_password(format!("2FA password (hint: {hint}): "))?;
                     account.submit_password(&SecretString::from(password)).await
                 }
             };

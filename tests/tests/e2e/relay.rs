@@ -439,6 +439,6 @@ async fn migrating_again_changes_nothing() {
         .fetch_one(&env.pool)
         .await
         .unwrap();
-    assert_eq!(permissions, 11);
+    assert_eq!(permissions, 12);
     env.cleanup().await;
 }
