@@ -25,7 +25,7 @@ pub struct SessionView {
     /// `authorized`, `needs_login` or `flood_wait`.
     pub session: SessionName,
     /// The end of a `flood_wait`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub until: Option<DateTime<Utc>>,
 }
 
@@ -45,10 +45,10 @@ pub struct LoginView {
     /// the account has a 2FA password; `authorized`: logged in.
     pub step: LoginStepName,
     /// The number the code went to, masked by the adapter.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub phone: Option<String>,
     /// The 2FA password's hint, when the account set one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub hint: Option<String>,
 }
 
