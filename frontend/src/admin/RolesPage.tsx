@@ -36,11 +36,21 @@ export function RolesPage() {
           body: { permissions: v.permissions as Perm[] },
         }),
       ),
+    // The box shows its new state at once; a refusal puts the role back as it was.
+    onMutate: (v) => {
+      setNote(null);
+      qc.setQueryData<Role[]>(rolesKey, (old) =>
+        old?.map((r) => (r.id === v.role.id ? { ...r, permissions: v.permissions as Perm[] } : r)),
+      );
+    },
     onSuccess: (role) => {
       qc.setQueryData<Role[]>(rolesKey, (old) => old?.map((r) => (r.id === role.id ? role : r)));
       setNote(t("roles.saved", { name: role.name }));
     },
-    onError: (e, v) => setNote(t("roles.save_failed", { name: v.role.name, message: failureText(e, t) })),
+    onError: (e, v) => {
+      qc.setQueryData<Role[]>(rolesKey, (old) => old?.map((r) => (r.id === v.role.id ? v.role : r)));
+      setNote(t("roles.save_failed", { name: v.role.name, message: failureText(e, t) }));
+    },
   });
   const create = useMutation({
     mutationFn: () =>

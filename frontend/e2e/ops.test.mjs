@@ -1,0 +1,111 @@
+// The ops screens against the real backend: a reply that fails for good (a
+// chat the sandbox says blocked the account) lands in tg-delivery.dlq, and
+// is replayed from the DLQ screen with its progress shown until the queue is
+// empty; the Telegram screen with the sandbox; axe-core on each ops screen.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import {
+  eventually,
+  freshChatId,
+  launch,
+  newPage,
+  sandbox,
+  screenshot,
+  seriousA11yViolations,
+  signIn,
+} from "./helpers.mjs";
+
+let browser;
+before(async () => {
+  browser = await launch();
+});
+after(async () => {
+  await sandbox.clearFaults().catch(() => {});
+  await browser?.close();
+});
+
+test("a reply to a blocked chat dead-letters; the DLQ screen replays it with progress, and the queue empties", async () => {
+  const page = await newPage(browser);
+  await signIn(page);
+  const chat = freshChatId();
+  const name = `Boris ${String(Date.now()).slice(-5)}`;
+  await sandbox.inbound(chat, "Can you send the timetable?", name);
+  await sandbox.faults({ blocked_chats: [chat] });
+  await page.getByTestId("conversation-row").filter({ hasText: name }).click();
+  await page.getByLabel(`Reply to ${name}`).fill("Here is the timetable for Monday.");
+  await page.getByTestId("send").click();
+  await page.locator('[data-testid="delivery"][data-status="failed"]').waitFor({ timeout: 30_000 });
+
+  // The cause is gone; on-call replays from the screen.
+  await sandbox.clearFaults();
+  await page.getByTestId("nav-ops").click();
+  await page.getByRole("link", { name: "Dead-letter queues" }).click();
+  const queue = page.locator('[data-testid="dlq-queue"][data-queue="tg-delivery.dlq"]');
+  await queue.waitFor();
+  await eventually(async () => Number(await queue.getAttribute("data-depth")) >= 1, 20_000, "the letter in tg-delivery.dlq");
+  await queue.getByRole("button", { name: "Peek" }).click();
+  const peek = queue.getByTestId("dlq-peek");
+  await peek.getByText("user_blocked").first().waitFor();
+  await screenshot(page, "ops-dlq");
+  assert.deepEqual(await seriousA11yViolations(page), []);
+
+  // Every state the progress element goes through, in order.
+  await page.evaluate(() => {
+    window.__replay = [];
+    new MutationObserver(() => {
+      const el = document.querySelector('[data-testid="replay-progress"]');
+      const s = el?.getAttribute("data-state");
+      if (s && window.__replay[window.__replay.length - 1] !== s) window.__replay.push(s);
+    }).observe(document.body, { subtree: true, childList: true, attributes: true, attributeFilter: ["data-state"] });
+  });
+  await queue.getByRole("button", { name: "Replay" }).click();
+  const progress = queue.getByTestId("replay-progress");
+  await progress.and(page.locator('[data-state="done"]')).waitFor({ timeout: 30_000 });
+  assert.match(await progress.innerText(), /Replay finished: [1-9]\d* replayed, 0 left in the queue\./);
+  assert.deepEqual(await page.evaluate(() => window.__replay), ["running", "done"]);
+  assert.equal(await progress.locator("progress").getAttribute("value"), "100");
+  await eventually(async () => (await queue.getAttribute("data-depth")) === "0", 20_000, "an empty tg-delivery.dlq");
+  await screenshot(page, "ops-dlq-replayed");
+
+  // The reply reached the customer, once.
+  const sent = await eventually(async () => {
+    const msgs = await sandbox.sent(chat);
+    return msgs.length > 0 && msgs;
+  }, 20_000, "the replayed reply at the sandbox");
+  assert.equal(sent.length, 1);
+  assert.equal(sent[0].text, "Here is the timetable for Monday.");
+  await page.context().close();
+});
+
+test("the Telegram screen shows the sandbox's session and says the login is not available", async () => {
+  const page = await newPage(browser);
+  await signIn(page);
+  await page.getByTestId("nav-ops").click();
+  await page.getByRole("link", { name: "Telegram account" }).click();
+  await page.locator('[data-testid="tg-session"][data-state="authorized"]').waitFor();
+  await page.getByTestId("tg-session").getByText("Authorized").waitFor();
+  await page.locator('[data-testid="tg-step"][data-step="none"]').waitFor();
+  assert.deepEqual(await seriousA11yViolations(page), []);
+  await page.getByRole("button", { name: "Log in again" }).click();
+  await page.getByLabel("The account's phone number, international form").fill("+44 7700 900123");
+  await page.getByRole("button", { name: "Send the code" }).click();
+  const error = page.getByTestId("tg-error");
+  await error.waitFor();
+  assert.match(await error.innerText(), /not available: the adapter runs the sandbox Telegram/);
+  await screenshot(page, "ops-telegram");
+  assert.deepEqual(await seriousA11yViolations(page), []);
+  await page.context().close();
+});
+
+test("the outbox screen shows the rows by status, and retrying failed rows asks first", async () => {
+  const page = await newPage(browser);
+  await signIn(page);
+  await page.getByTestId("nav-ops").click();
+  await page.getByRole("link", { name: "Outbox" }).click();
+  await page.getByTestId("outbox-counts").waitFor();
+  const done = Number(await page.getByTestId("outbox-done").innerText());
+  assert.ok(done >= 0);
+  await screenshot(page, "ops-outbox");
+  assert.deepEqual(await seriousA11yViolations(page), []);
+  await page.context().close();
+});
