@@ -97,7 +97,7 @@ test("the Telegram screen shows the sandbox's session and says the login is not 
   await page.context().close();
 });
 
-test("the outbox screen shows the rows by status, and retrying failed rows asks first", async () => {
+test("the outbox screen shows its rows by status", async () => {
   const page = await newPage(browser);
   await signIn(page);
   await page.getByTestId("nav-ops").click();
