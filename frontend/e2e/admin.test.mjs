@@ -1,10 +1,11 @@
-// The admin screens against the real backend: an administrator creates a user
-// and changes a role's permissions from the screens, and the audit log lists
-// both; a page whose right is revoked while it is open says so; axe-core on
+// The admin screens against the real backend: an administrator creates a user,
+// changes their roles, resets their password, deactivates and reactivates
+// them, and changes a role's permissions from the screens, and the audit log
+// lists the changes; a page whose right is revoked while it is open says so; axe-core on
 // each admin screen.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { api, createOperator, launch, newPage, screenshot, seriousA11yViolations, signIn } from "./helpers.mjs";
+import { api, createOperator, eventually, launch, newPage, screenshot, seriousA11yViolations, signIn } from "./helpers.mjs";
 
 let browser;
 before(async () => {
@@ -14,7 +15,7 @@ after(async () => {
   await browser?.close();
 });
 
-test("an administrator creates a user and changes a role's permissions, and the audit log lists both", async () => {
+test("an administrator creates a user, changes their roles, resets their password, deactivates and reactivates them, changes a role's permissions, and the audit log lists it", async () => {
   const page = await newPage(browser);
   await signIn(page);
   const stamp = String(Date.now()).slice(-7);
@@ -38,6 +39,35 @@ test("an administrator creates a user and changes a role's permissions, and the 
   await screenshot(page, "admin-users");
   // The new account signs in with the password given.
   await api.login(email, "created-user-password-1");
+
+  // Its roles changed, its password reset, deactivated and back.
+  const shown = `Created ${stamp}`;
+  await row.getByRole("button", { name: `Roles of ${shown}` }).click();
+  const rolesDialog = page.getByTestId("roles-dialog");
+  await rolesDialog.getByLabel("operator").uncheck();
+  await rolesDialog.getByLabel("viewer").check();
+  await rolesDialog.getByRole("button", { name: "Save the roles" }).click();
+  await page.getByRole("status").getByText(`The roles of ${shown} were saved.`).waitFor();
+  await eventually(async () => (await row.innerText()).includes("viewer") && !(await row.innerText()).includes("operator"), 10_000, "the row's new roles");
+
+  await row.getByRole("button", { name: `Reset password of ${shown}` }).click();
+  const resetDialog = page.getByTestId("reset-dialog");
+  await resetDialog.getByLabel("New password").fill("reset-user-password-2");
+  assert.deepEqual(await seriousA11yViolations(page), []);
+  await resetDialog.getByRole("button", { name: "Set the password" }).click();
+  await page.getByRole("status").getByText(`The password of ${shown} was reset.`).waitFor();
+  await api.login(email, "reset-user-password-2");
+  await assert.rejects(api.login(email, "created-user-password-1"), /401/);
+
+  await row.getByRole("button", { name: `Deactivate ${shown}` }).click();
+  await page.getByTestId("toggle-dialog").getByRole("button", { name: "Deactivate" }).click();
+  await page.getByRole("status").getByText(`${shown} was deactivated.`).waitFor();
+  await row.getByText("Deactivated").waitFor();
+  await assert.rejects(api.login(email, "reset-user-password-2"));
+  await row.getByRole("button", { name: `Reactivate ${shown}` }).click();
+  await page.getByTestId("toggle-dialog").getByRole("button", { name: "Reactivate" }).click();
+  await row.getByText("Active", { exact: true }).waitFor();
+  await api.login(email, "reset-user-password-2");
 
   // A new role, then a box of the matrix ticked.
   await page.getByRole("link", { name: "Roles and permissions" }).click();

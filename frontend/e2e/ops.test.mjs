@@ -77,6 +77,39 @@ test("a reply to a blocked chat dead-letters; the DLQ screen replays it with pro
   await page.context().close();
 });
 
+test("purging a DLQ asks for its name typed, then empties it and sends nothing", async () => {
+  const page = await newPage(browser);
+  await signIn(page);
+  const chat = freshChatId();
+  const name = `Vera ${String(Date.now()).slice(-5)}`;
+  await sandbox.inbound(chat, "Is the course still on?", name);
+  await sandbox.faults({ blocked_chats: [chat] });
+  await page.getByTestId("conversation-row").filter({ hasText: name }).click();
+  await page.getByLabel(`Reply to ${name}`).fill("Yes, it is.");
+  await page.getByTestId("send").click();
+  await page.locator('[data-testid="delivery"][data-status="failed"]').waitFor({ timeout: 30_000 });
+  await sandbox.clearFaults();
+
+  await page.getByTestId("nav-ops").click();
+  await page.getByRole("link", { name: "Dead-letter queues" }).click();
+  const queue = page.locator('[data-testid="dlq-queue"][data-queue="tg-delivery.dlq"]');
+  await eventually(async () => Number(await queue.getAttribute("data-depth")) >= 1, 20_000, "the letter in tg-delivery.dlq");
+  await queue.getByRole("button", { name: "Purge" }).click();
+  const dialog = page.getByTestId("purge-confirm");
+  const go = dialog.getByRole("button", { name: "Purge for good" });
+  assert.equal(await go.isDisabled(), true);
+  await dialog.getByLabel("Type tg-delivery.dlq to confirm").fill("tg-delivery");
+  assert.equal(await go.isDisabled(), true);
+  await dialog.getByLabel("Type tg-delivery.dlq to confirm").fill("tg-delivery.dlq");
+  assert.deepEqual(await seriousA11yViolations(page), []);
+  await go.click();
+  await queue.getByText(/messages purged from tg-delivery\.dlq\./).waitFor();
+  await eventually(async () => (await queue.getAttribute("data-depth")) === "0", 20_000, "an empty tg-delivery.dlq");
+  await new Promise((r) => setTimeout(r, 1_000));
+  assert.deepEqual(await sandbox.sent(chat), []);
+  await page.context().close();
+});
+
 test("the Telegram screen shows the sandbox's session and says the login is not available", async () => {
   const page = await newPage(browser);
   await signIn(page);

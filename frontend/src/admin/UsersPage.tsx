@@ -90,6 +90,57 @@ function NewUserForm({ onDone }: { onDone(u: User): void }) {
   );
 }
 
+function EditRoles({ user, onDone }: { user: User; onDone(u: User): void }) {
+  const { t } = useI18n();
+  const { api } = useServices();
+  const qc = useQueryClient();
+  const roles = useQuery({ queryKey: rolesKey, queryFn: ({ signal }) => unwrap(api.GET("/api/roles", { signal })), retry: false });
+  const [roleIds, setRoleIds] = useState<string[]>(user.roles.map((r) => r.id));
+  const save = useMutation({
+    mutationFn: () => unwrap(api.PUT("/api/users/{id}/roles", { params: { path: { id: user.id } }, body: { role_ids: roleIds } })),
+    onSuccess: (u) => {
+      void qc.invalidateQueries({ queryKey: usersKey });
+      void qc.invalidateQueries({ queryKey: rolesKey });
+      onDone(u);
+    },
+  });
+  if (roles.isPending) return <Loading />;
+  if (roles.isError) return <LoadError error={roles.error} retry={() => void roles.refetch()} />;
+  return (
+    <form
+      className="stack"
+      onSubmit={(e) => {
+        e.preventDefault();
+        save.mutate();
+      }}
+    >
+      <fieldset className="checks">
+        <legend>{t("users.roles_of", { name: user.display_name })}</legend>
+        {roles.data.map((r) => (
+          <label key={r.id} className="check">
+            <input
+              type="checkbox"
+              checked={roleIds.includes(r.id)}
+              onChange={(e) => setRoleIds((ids) => (e.target.checked ? [...ids, r.id] : ids.filter((x) => x !== r.id)))}
+            />
+            {r.name}
+          </label>
+        ))}
+      </fieldset>
+      {save.isError && (
+        <p className="form-error" role="alert">
+          {t("action.failed", { message: failureText(save.error, t) })}
+        </p>
+      )}
+      <div className="dialog-bar">
+        <button type="submit" className="primary" disabled={save.isPending}>
+          {t("users.roles.save")}
+        </button>
+      </div>
+    </form>
+  );
+}
+
 function ResetPassword({ user, onDone }: { user: User; onDone(): void }) {
   const { t } = useI18n();
   const { api } = useServices();
@@ -142,6 +193,7 @@ export function UsersPage() {
   const q = useQuery({ queryKey: usersKey, queryFn: ({ signal }) => unwrap(api.GET("/api/users", { signal })) });
   const [creating, setCreating] = useState(false);
   const [resetting, setResetting] = useState<User | null>(null);
+  const [editing, setEditing] = useState<User | null>(null);
   const [toggling, setToggling] = useState<User | null>(null);
   const [note, setNote] = useState<string | null>(null);
   const toggle = useMutation({
@@ -194,12 +246,22 @@ export function UsersPage() {
                 <td>{u.is_active ? t("users.active") : t("users.inactive")}</td>
                 <td>{dateTime(u.created_at)}</td>
                 <td className="row-actions">
-                  <button type="button" className="small" onClick={() => setResetting(u)}>
-                    {t("users.reset", { name: u.display_name })}
+                  <button type="button" className="small" onClick={() => setEditing(u)} aria-label={t("users.roles.edit", { name: u.display_name })}>
+                    {t("users.roles.short")}
                   </button>
                   {u.id !== me?.id && (
-                    <button type="button" className={`small ${u.is_active ? "danger" : ""}`} onClick={() => setToggling(u)}>
-                      {u.is_active ? t("users.deactivate", { name: u.display_name }) : t("users.reactivate", { name: u.display_name })}
+                    <button type="button" className="small" onClick={() => setResetting(u)} aria-label={t("users.reset", { name: u.display_name })}>
+                      {t("users.reset.short")}
+                    </button>
+                  )}
+                  {u.id !== me?.id && (
+                    <button
+                      type="button"
+                      className={`small ${u.is_active ? "danger" : ""}`}
+                      onClick={() => setToggling(u)}
+                      aria-label={u.is_active ? t("users.deactivate", { name: u.display_name }) : t("users.reactivate", { name: u.display_name })}
+                    >
+                      {u.is_active ? t("users.deactivate.go") : t("users.reactivate.go")}
                     </button>
                   )}
                 </td>
@@ -215,6 +277,17 @@ export function UsersPage() {
             setNote(t("users.created_note", { email: u.email }));
           }}
         />
+      </Modal>
+      <Modal open={editing !== null} onClose={() => setEditing(null)} title={t("users.roles.title")} testId="roles-dialog">
+        {editing && (
+          <EditRoles
+            user={editing}
+            onDone={(u) => {
+              setEditing(null);
+              setNote(t("users.roles.done", { name: u.display_name }));
+            }}
+          />
+        )}
       </Modal>
       <Modal open={resetting !== null} onClose={() => setResetting(null)} title={t("users.reset.title")} testId="reset-dialog">
         {resetting && (

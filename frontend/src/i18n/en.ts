@@ -254,7 +254,7 @@ export const en = {
   "users.create": "Create the user",
   "users.create.failed": "The user was not created: {message}",
   "users.created_note": "{email} was created.",
-  "users.reset": "Reset the password of {name}",
+  "users.reset": "Reset password of {name}",
   "users.reset.title": "Reset a password",
   "users.reset.explain": "A new password for {name}. Their sessions end and they sign in with it.",
   "users.reset.new": "New password",
@@ -297,6 +297,13 @@ export const en = {
   "audit.show": "Before and after",
   "audit.system": "System",
   "audit.more": "Load more",
+  "users.roles.edit": "Roles of {name}",
+  "users.roles.title": "Change roles",
+  "users.roles_of": "Roles of {name}",
+  "users.roles.save": "Save the roles",
+  "users.roles.done": "The roles of {name} were saved.",
+  "users.reset.short": "Reset password",
+  "users.roles.short": "Roles",
   "time.now": "now",
 } as const;
 

@@ -299,5 +299,12 @@ export const ru: Record<MessageKey, string> = {
   "audit.show": "До и после",
   "audit.system": "Система",
   "audit.more": "Загрузить ещё",
+  "users.roles.edit": "Изменить роли: {name}",
+  "users.roles.title": "Изменение ролей",
+  "users.roles_of": "Роли: {name}",
+  "users.roles.save": "Сохранить роли",
+  "users.roles.done": "Роли {name} сохранены.",
+  "users.reset.short": "Сбросить пароль",
+  "users.roles.short": "Изменить роли",
   "time.now": "сейчас",
 };
