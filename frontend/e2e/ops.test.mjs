@@ -103,7 +103,7 @@ test("purging a DLQ asks for its name typed, then empties it and sends nothing",
   await dialog.getByLabel("Type tg-delivery.dlq to confirm").fill("tg-delivery.dlq");
   assert.deepEqual(await seriousA11yViolations(page), []);
   await go.click();
-  await queue.getByText(/messages purged from tg-delivery\.dlq\./).waitFor();
+  await queue.getByText(/Messages purged from tg-delivery\.dlq: [1-9]/).waitFor();
   await eventually(async () => (await queue.getAttribute("data-depth")) === "0", 20_000, "an empty tg-delivery.dlq");
   await new Promise((r) => setTimeout(r, 1_000));
   assert.deepEqual(await sandbox.sent(chat), []);
@@ -130,15 +130,40 @@ test("the Telegram screen shows the sandbox's session and says the login is not 
   await page.context().close();
 });
 
-test("the outbox screen shows its rows by status", async () => {
+/** Runs SQL on the suite's own database (scripts/test-web exports DATABASE_URL). */
+async function sql(query) {
+  const { execFileSync } = await import("node:child_process");
+  const url = process.env.DATABASE_URL;
+  if (!url) throw new Error("DATABASE_URL is not set: run these specs through scripts/test-web");
+  return execFileSync("psql", [url, "-qtAc", query], { encoding: "utf8" }).trim();
+}
+
+test("the outbox screen shows its rows by status, and retries failed rows after a confirmation", async () => {
+  // A relay that failed for good, staged: an authorization event already
+  // published (its consumer takes it twice without harm) marked failed.
+  const id = await sql(
+    "UPDATE outbox SET status = 'failed', last_error = 'broker unreachable (staged by the spec)' " +
+      "WHERE id = (SELECT max(id) FROM outbox WHERE status = 'done' AND event_type LIKE 'authz.%') RETURNING id",
+  );
+  assert.match(id, /^\d+$/);
   const page = await newPage(browser);
   await signIn(page);
   await page.getByTestId("nav-ops").click();
   await page.getByRole("link", { name: "Outbox" }).click();
   await page.getByTestId("outbox-counts").waitFor();
-  const done = Number(await page.getByTestId("outbox-done").innerText());
-  assert.ok(done >= 0);
+  const failed = page.getByTestId("outbox-failed");
+  await failed.getByText("broker unreachable (staged by the spec)").waitFor();
+  assert.equal(await page.getByTestId("outbox-failed-count").innerText(), "1");
   await screenshot(page, "ops-outbox");
   assert.deepEqual(await seriousA11yViolations(page), []);
+
+  await page.getByRole("button", { name: "Retry failed rows" }).click();
+  const dialog = page.getByTestId("outbox-confirm");
+  await dialog.getByText("Failed rows to put back to pending: 1. The relay publishes them again.").waitFor();
+  assert.deepEqual(await seriousA11yViolations(page), []);
+  await dialog.getByRole("button", { name: "Retry them" }).click();
+  await page.getByRole("status").getByText("Rows put back to pending: 1.").waitFor();
+  await page.getByTestId("outbox-no-failed").waitFor({ timeout: 20_000 });
+  await eventually(async () => (await sql(`SELECT status FROM outbox WHERE id = ${id}`)) === "done", 20_000, "the row published again");
   await page.context().close();
 });

@@ -45,7 +45,7 @@ export function OutboxPage() {
             {(["pending", "done", "failed"] as const).map((s) => (
               <div className="card" key={s}>
                 <div className="card-label">{t(`outbox.status.${s}`)}</div>
-                <div className="card-value" data-testid={`outbox-${s}`}>
+                <div className="card-value" data-testid={`outbox-${s}-count`}>
                   {q.data.counts[s] ?? 0}
                 </div>
               </div>
