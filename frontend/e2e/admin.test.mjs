@@ -103,6 +103,12 @@ test("an administrator creates a user, changes their roles, resets their passwor
   await page.getByRole("button", { name: "Clear filters" }).click();
   const user = (await api.call("GET", "/api/users", { token })).find((u) => u.email === email);
   await page.locator('[data-testid="audit-row"][data-action="user.created"]').filter({ hasText: user.id }).first().waitFor();
+
+  // In Russian, the same screen.
+  await page.getByLabel("Language").selectOption("ru");
+  await page.getByRole("heading", { name: "Журнал аудита" }).waitFor();
+  await page.getByRole("link", { name: "Роли и права" }).waitFor();
+  await page.getByTestId("nav-ops").getByText("Эксплуатация").waitFor();
   await page.context().close();
 });
 

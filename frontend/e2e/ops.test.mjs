@@ -5,6 +5,8 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import {
+  createOperator,
+  env,
   eventually,
   freshChatId,
   launch,
@@ -48,6 +50,14 @@ test("a reply to a blocked chat dead-letters; the DLQ screen replays it with pro
   await peek.getByText("user_blocked").first().waitFor();
   await screenshot(page, "ops-dlq");
   assert.deepEqual(await seriousA11yViolations(page), []);
+
+  // A dry run first: it counts, and sends nothing.
+  await queue.getByLabel("Dry run").check();
+  await queue.getByRole("button", { name: "Replay" }).click();
+  await queue.getByText(/Dry run: [1-9]\d* would be replayed; nothing was sent\./).waitFor({ timeout: 30_000 });
+  await eventually(async () => Number(await queue.getAttribute("data-depth")) >= 1, 20_000, "the letter still in the queue");
+  assert.deepEqual(await sandbox.sent(chat), []);
+  await queue.getByLabel("Dry run").uncheck();
 
   // Every state the progress element goes through, in order.
   await page.evaluate(() => {
@@ -110,12 +120,21 @@ test("purging a DLQ asks for its name typed, then empties it and sends nothing",
   await page.context().close();
 });
 
-test("the Telegram screen shows the sandbox's session and says the login is not available", async () => {
+test("the Telegram screen shows the sandbox's session and says the login is not available; the ops links show when set", async () => {
   const page = await newPage(browser);
+  // This deployment's config.js names the broker's UI and Grafana.
+  await page.route("**/config.js", (route) =>
+    route.fulfill({
+      contentType: "text/javascript",
+      body: `window.FASTPREP_CONFIG = ${JSON.stringify({ apiBase: env.api, brokerUiUrl: "http://127.0.0.1:15672/", grafanaUrl: "https://grafana.example/d/fastprep" })};`,
+    }),
+  );
   await signIn(page);
   await page.getByTestId("nav-ops").click();
   await page.getByRole("link", { name: "Telegram account" }).click();
   await page.locator('[data-testid="tg-session"][data-state="authorized"]').waitFor();
+  assert.equal(await page.getByRole("link", { name: "Broker UI (RabbitMQ)" }).getAttribute("href"), "http://127.0.0.1:15672/");
+  assert.equal(await page.getByRole("link", { name: "Grafana dashboards" }).getAttribute("href"), "https://grafana.example/d/fastprep");
   await page.getByTestId("tg-session").getByText("Authorized").waitFor();
   await page.locator('[data-testid="tg-step"][data-step="none"]').waitFor();
   assert.deepEqual(await seriousA11yViolations(page), []);
@@ -140,7 +159,14 @@ async function sql(query) {
 
 test("the outbox screen shows its rows by status, and retries failed rows after a confirmation", async () => {
   // A relay that failed for good, staged: an authorization event already
-  // published (its consumer takes it twice without harm) marked failed.
+  // published (its consumer takes it twice without harm) marked failed. A new
+  // account makes sure there is one.
+  await createOperator("outbox");
+  await eventually(
+    async () => (await sql("SELECT count(*) FROM outbox WHERE status = 'done' AND event_type LIKE 'authz.%'")) !== "0",
+    20_000,
+    "a published authorization event",
+  );
   const id = await sql(
     "UPDATE outbox SET status = 'failed', last_error = 'broker unreachable (staged by the spec)' " +
       "WHERE id = (SELECT max(id) FROM outbox WHERE status = 'done' AND event_type LIKE 'authz.%') RETURNING id",
@@ -151,6 +177,9 @@ test("the outbox screen shows its rows by status, and retries failed rows after 
   await page.getByTestId("nav-ops").click();
   await page.getByRole("link", { name: "Outbox" }).click();
   await page.getByTestId("outbox-counts").waitFor();
+  // The served config.js sets no ops links: none is shown.
+  assert.equal(await page.getByTestId("link-broker").count(), 0);
+  assert.equal(await page.getByTestId("link-grafana").count(), 0);
   const failed = page.getByTestId("outbox-failed");
   await failed.getByText("broker unreachable (staged by the spec)").waitFor();
   assert.equal(await page.getByTestId("outbox-failed-count").innerText(), "1");

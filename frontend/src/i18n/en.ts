@@ -304,6 +304,8 @@ export const en = {
   "users.roles.done": "The roles of {name} were saved.",
   "users.reset.short": "Reset password",
   "users.roles.short": "Roles",
+  "dlq.dry_run": "Dry run",
+  "dlq.replay.dry_done": "Dry run: {replayed} would be replayed; nothing was sent.",
   "time.now": "now",
 } as const;
 

@@ -306,5 +306,7 @@ export const ru: Record<MessageKey, string> = {
   "users.roles.done": "Роли {name} сохранены.",
   "users.reset.short": "Сбросить пароль",
   "users.roles.short": "Изменить роли",
+  "dlq.dry_run": "Пробный прогон",
+  "dlq.replay.dry_done": "Пробный прогон: повторилось бы {replayed}; ничего не отправлено.",
   "time.now": "сейчас",
 };

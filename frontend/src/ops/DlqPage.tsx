@@ -89,7 +89,9 @@ function ReplayStatus({ run }: { run: Run }) {
             ? t("dlq.replay.running", { examined: p.examined, total: p.depth_at_start, replayed: p.replayed })
             : t("dlq.replay.starting")
           : run.state === "done"
-            ? t("dlq.replay.done", { replayed: run.last.replayed, remaining: run.last.remaining ?? 0 })
+            ? run.last.dry_run
+              ? t("dlq.replay.dry_done", { replayed: run.last.replayed })
+              : t("dlq.replay.done", { replayed: run.last.replayed, remaining: run.last.remaining ?? 0 })
             : t("dlq.replay.failed", { message: run.message })}
       </p>
       {p && (p.filtered_out > 0 || p.over_replay_cap > 0 || p.unknown_source > 0 || p.arrived_during > 0) && (
@@ -115,6 +117,7 @@ function QueueCard({ s }: { s: Summary }) {
   const [purging, setPurging] = useState(false);
   const [typed, setTyped] = useState("");
   const [note, setNote] = useState<string | null>(null);
+  const [dryRun, setDryRun] = useState(false);
 
   async function replay() {
     setNote(null);
@@ -123,7 +126,7 @@ function QueueCard({ s }: { s: Summary }) {
     try {
       const res = await api.POST("/api/ops/dlq/{queue}/replay", {
         params: { path: { queue: named(s.queue) } },
-        body: {},
+        body: dryRun ? { dry_run: true } : {},
         parseAs: "stream",
       });
       const body = res.response.body;
@@ -171,6 +174,10 @@ function QueueCard({ s }: { s: Summary }) {
         <button type="button" className="small" aria-expanded={peek} onClick={() => setPeek((v) => !v)} disabled={!s.declared}>
           {peek ? t("dlq.peek.hide") : t("dlq.peek")}
         </button>
+        <label className="check small">
+          <input type="checkbox" checked={dryRun} onChange={(e) => setDryRun(e.target.checked)} disabled={running} />
+          {t("dlq.dry_run")}
+        </label>
         <button type="button" className="small primary" onClick={() => void replay()} disabled={running || s.depth === 0 || !s.declared}>
           {t("dlq.replay")}
         </button>
