@@ -2,18 +2,24 @@
 //! use), and the admin and ops sections: their page menu, the page, and what
 //! a page says when its right is gone while it is open.
 
+import { lazy, Suspense, type ComponentType } from "react";
 import { Navigate, NavLink, useLocation } from "react-router";
 import { useI18n } from "../i18n";
 import { useSession } from "./services";
 import { pageOf, pagesOf, sectionsFor, type Section } from "./nav";
 import { Forbidden, Loading } from "../ui/pageStates";
 import { opsLinks } from "../config";
-import { OutboxPage } from "../ops/OutboxPage";
-import { DlqPage } from "../ops/DlqPage";
-import { TelegramPage } from "../ops/TelegramPage";
-import { UsersPage } from "../admin/UsersPage";
-import { RolesPage } from "../admin/RolesPage";
-import { AuditPage } from "../admin/AuditPage";
+
+// The admin and ops pages load on first use: the inbox's first render does
+// not wait for them.
+const ops = () => import("./opsPages");
+const admin = () => import("./adminPages");
+const OutboxPage = lazy(() => ops().then((m) => ({ default: m.OutboxPage })));
+const DlqPage = lazy(() => ops().then((m) => ({ default: m.DlqPage })));
+const TelegramPage = lazy(() => ops().then((m) => ({ default: m.TelegramPage })));
+const UsersPage = lazy(() => admin().then((m) => ({ default: m.UsersPage })));
+const RolesPage = lazy(() => admin().then((m) => ({ default: m.RolesPage })));
+const AuditPage = lazy(() => admin().then((m) => ({ default: m.AuditPage })));
 
 const NAMES: Record<Section, "nav.inbox" | "nav.admin" | "nav.ops"> = {
   inbox: "nav.inbox",
@@ -38,7 +44,7 @@ export function MainNav() {
   );
 }
 
-const PAGE_COMPONENTS: Record<string, () => React.JSX.Element> = {
+const PAGE_COMPONENTS: Record<string, ComponentType> = {
   "admin/users": UsersPage,
   "admin/roles": RolesPage,
   "admin/audit": AuditPage,
@@ -100,7 +106,13 @@ export function SectionView({ section }: { section: Exclude<Section, "inbox"> })
         {section === "ops" && <OpsLinks />}
       </nav>
       <main className="section-main" id="main">
-        {allowed && Page ? <Page key={pathname} /> : <Forbidden />}
+        {allowed && Page ? (
+          <Suspense fallback={<Loading />}>
+            <Page key={pathname} />
+          </Suspense>
+        ) : (
+          <Forbidden />
+        )}
       </main>
     </div>
   );
