@@ -109,6 +109,7 @@ test("an administrator creates a user, changes their roles, resets their passwor
   await page.getByRole("heading", { name: "Журнал аудита" }).waitFor();
   await page.getByRole("link", { name: "Роли и права" }).waitFor();
   await page.getByTestId("nav-ops").getByText("Эксплуатация").waitFor();
+  await screenshot(page, "admin-audit-ru");
   await page.context().close();
 });
 

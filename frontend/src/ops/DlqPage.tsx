@@ -143,7 +143,11 @@ function QueueCard({ s }: { s: Summary }) {
     } catch (e) {
       setRun({ state: "failed", message: failureText(e, t), last });
     } finally {
-      void qc.invalidateQueries({ queryKey: dlqKey });
+      // The list first, then an open peek: a peek holds the queue while it
+      // reads, and the list would show it busy.
+      void qc
+        .invalidateQueries({ queryKey: dlqKey, exact: true })
+        .then(() => qc.invalidateQueries({ queryKey: [...dlqKey, s.queue, "peek"] }));
     }
   }
 
@@ -154,7 +158,7 @@ function QueueCard({ s }: { s: Summary }) {
       setTyped("");
       setNote(t("dlq.purged", { count: r.purged, queue: r.queue }));
       setPeek(false);
-      void qc.invalidateQueries({ queryKey: dlqKey });
+      void qc.invalidateQueries({ queryKey: dlqKey, exact: true });
     },
   });
 
