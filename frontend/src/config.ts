@@ -2,7 +2,7 @@
 
 declare global {
   interface Window {
-    FASTPREP_CONFIG?: { apiBase?: string };
+    FASTPREP_CONFIG?: { apiBase?: string; brokerUiUrl?: string; grafanaUrl?: string };
   }
 }
 
@@ -15,4 +15,21 @@ export function apiBase(): string {
 /** `ws(s)://…/api/ws` for the API at `base` (the page's origin when empty). */
 export function wsUrl(base: string = apiBase(), origin: string = window.location.origin): string {
   return `${(base || origin).replace(/^http/, "ws")}/api/ws`;
+}
+
+/**
+ * The ops links: the broker's management UI and Grafana. Set at build time
+ * (`VITE_BROKER_UI_URL`, `VITE_GRAFANA_URL`) or per deployment in `config.js`
+ * (`brokerUiUrl`, `grafanaUrl`); a link whose URL is unset is not shown.
+ */
+export function opsLinks(): { broker: string | null; grafana: string | null } {
+  const cfg = typeof window === "undefined" ? undefined : window.FASTPREP_CONFIG;
+  const pick = (a: string | undefined, b: string | undefined) => {
+    const v = (a ?? b ?? "").trim();
+    return v ? v : null;
+  };
+  return {
+    broker: pick(cfg?.brokerUiUrl, import.meta.env.VITE_BROKER_UI_URL as string | undefined),
+    grafana: pick(cfg?.grafanaUrl, import.meta.env.VITE_GRAFANA_URL as string | undefined),
+  };
 }

@@ -32,6 +32,8 @@ function Gate() {
       <Route path="/" element={<Navigate to="/inbox" replace />} />
       <Route path="/inbox" element={<Shell />} />
       <Route path="/inbox/:conversationId" element={<Shell />} />
+      <Route path="/admin/*" element={<Shell />} />
+      <Route path="/ops/*" element={<Shell />} />
       <Route path="/conversations/:id" element={<ConversationLink />} />
       <Route path="*" element={<NotFound />} />
     </Routes>

@@ -2,7 +2,7 @@
 //! panes and the shortcuts list. It owns the socket for the session.
 
 import { useCallback, useEffect, useMemo, useRef, useState } from "react";
-import { useNavigate, useParams, useSearchParams } from "react-router";
+import { useLocation, useNavigate, useParams, useSearchParams } from "react-router";
 import { useServices, useSession } from "./services";
 import { useI18n } from "../i18n";
 import { unwrap } from "../api/client";
@@ -15,6 +15,8 @@ import { ConversationPane } from "../inbox/ConversationPane";
 import { clearDrafts } from "../inbox/drafts";
 import { LangSwitch } from "../ui/LangSwitch";
 import { ShortcutsDialog, useShortcuts } from "../ui/Shortcuts";
+import { MainNav, SectionView } from "./Sections";
+import { sectionOf } from "./nav";
 
 function LinkBanner({ link }: { link: Link }) {
   const { t } = useI18n();
@@ -50,6 +52,7 @@ export function Shell() {
   // Known and without a right to read: say so instead of failing requests.
   const mayRead = permissions === null || permissions.has("inbox.read_all") || permissions.has("inbox.read_assigned");
   const { conversationId } = useParams();
+  const section = sectionOf(useLocation().pathname);
   const [params] = useSearchParams();
   const navigate = useNavigate();
   const filters = useMemo(() => parseFilters(params), [params]);
@@ -88,6 +91,9 @@ export function Shell() {
 
   const [help, setHelp] = useState(false);
   const [rows, setRows] = useState<string[]>([]);
+  useEffect(() => {
+    if (section !== "inbox") setRows([]);
+  }, [section]);
   useShortcuts({
     openHelp: () => setHelp(true),
     move: (step) => {
@@ -105,14 +111,15 @@ export function Shell() {
 
   return (
     <div className="app">
-      <a className="skip" href="#thread">
-        {t("app.skip")}
+      <a className="skip" href={section === "inbox" ? "#thread" : "#main"}>
+        {section === "inbox" ? t("app.skip") : t("app.skip_main")}
       </a>
       <header className="topbar">
         <span className="brand">{t("app.name")}</span>
         <span className={`link-dot link-${link.state}`} data-testid="link-state" data-state={link.state}>
           {link.state === "live" ? t("link.live") : link.state === "connecting" ? t("link.connecting") : t("link.state.offline")}
         </span>
+        <MainNav />
         <span className="spacer" />
         <LangSwitch />
         <button type="button" className="ghost" onClick={() => setHelp(true)} aria-keyshortcuts="?">
@@ -126,7 +133,9 @@ export function Shell() {
         </button>
       </header>
       <LinkBanner link={link} />
-      {mayRead ? (
+      {section !== "inbox" ? (
+        <SectionView section={section} />
+      ) : mayRead ? (
         <div className="panes">
           <ConversationList filters={filters} selectedId={conversationId ?? null} meId={meId} onRows={setRows} />
           <ConversationPane key={conversationId ?? "none"} id={conversationId} meId={meId} />
