@@ -287,7 +287,10 @@ pub fn router(state: AppState, config: &Config, metrics: http_metrics::HttpMetri
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
         .allow_methods(tower_http::cors::Any)
-        .allow_headers(tower_http::cors::Any);
+        .allow_headers(tower_http::cors::Any)
+        // A page on another origin reads how long to wait after a 429
+        // (sign-in throttling, a Telegram flood wait).
+        .expose_headers([axum::http::header::RETRY_AFTER]);
     // The duration metric needs the matched route, so it wraps each route
     // (and the fallback). Everything else wraps the router once, outside
     // it: a layer given to `Router::layer` is stacked onto every route, and
