@@ -237,8 +237,9 @@ pub fn masked_phone(phone: &str) -> String {
     format!("…{shown}")
 }
 
-/// A phone number as Telegram takes it: digits, with an optional `+` and
-/// spaces or dashes between them, 7 to 15 digits.
+/// A phone number as people write it: 7 to 15 digits, an optional `+`
+/// before them, spaces or dashes between them. [`plain_phone`] is what goes
+/// on to the adapter, which takes digits only.
 pub fn valid_phone(phone: &str) -> bool {
     let rest = phone.strip_prefix('+').unwrap_or(phone);
     let digits = rest.chars().filter(char::is_ascii_digit).count();
@@ -246,6 +247,14 @@ pub fn valid_phone(phone: &str) -> bool {
         && rest
             .chars()
             .all(|c| c.is_ascii_digit() || c == ' ' || c == '-')
+}
+
+/// The number as the adapter takes it: the `+` and the digits.
+pub fn plain_phone(phone: &str) -> String {
+    phone
+        .chars()
+        .filter(|c| c.is_ascii_digit() || *c == '+')
+        .collect()
 }
 
 #[cfg(test)]
@@ -261,6 +270,7 @@ mod tests {
         assert!(!valid_phone(""));
         assert_eq!(masked_phone("+44 7700 900123"), "…23");
         assert_eq!(masked_phone("7"), "…7");
+        assert_eq!(plain_phone("+44 7700-900123"), "+447700900123");
     }
 
     #[test]

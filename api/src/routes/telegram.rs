@@ -11,7 +11,7 @@ use crate::{
     audit::{Entry, Target},
     authz::pep::Principal,
     error::{ApiError, ApiResult, ErrorBody},
-    telegram::{LoginView, SessionView, masked_phone, valid_phone},
+    telegram::{LoginView, SessionView, masked_phone, plain_phone, valid_phone},
 };
 
 /// The account at a glance.
@@ -117,11 +117,13 @@ pub async fn login_phone(
         ));
     }
     let detail = json!({ "phone": masked_phone(&body.phone) });
+    // The adapter takes digits only: "+44 7700-900123" goes as "+447700900123".
+    let phone = plain_phone(&body.phone);
     step(
         &state,
         &caller,
         "telegram.login.phone",
-        ("phone", "phone", &body.phone),
+        ("phone", "phone", &phone),
         detail,
     )
     .await

@@ -983,6 +983,19 @@ async fn the_telegram_account_is_shown_to_ops_and_every_login_step_is_audited_wi
         .await;
     let admin = env.admin_session(&api.url).await;
     let account = format!("{}/api/ops/telegram", api.url);
+    // One login step as `token`: its status and answer.
+    let http = env.http.clone();
+    let step = |token: &str, step: &str, body: Value| {
+        let (http, url, token) = (
+            http.clone(),
+            format!("{account}/login/{step}"),
+            token.to_owned(),
+        );
+        async move {
+            http.call(Method::POST, &url, Some(&token), Some(body))
+                .await
+        }
+    };
 
     let (status, body) = env.http.get(&account, &admin.access).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -997,48 +1010,21 @@ async fn the_telegram_account_is_shown_to_ops_and_every_login_step_is_audited_wi
 
     // A step the sandbox cannot take is refused, and audited with the
     // number's last two digits and the outcome.
-    let (status, body) = env
-        .http
-        .call(
-            Method::POST,
-            &format!("{account}/login/phone"),
-            Some(&admin.access),
-            Some(json!({"phone": "+44 7700 900123"})),
-        )
-        .await;
+    let (status, body) = step(&admin.access, "phone", json!({"phone": "+44 7700 900123"})).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "login_unavailable", "{body}");
     // A malformed number never reaches the adapter, nor the log.
-    let (status, body) = env
-        .http
-        .call(
-            Method::POST,
-            &format!("{account}/login/phone"),
-            Some(&admin.access),
-            Some(json!({"phone": "+44 7700'; DROP"})),
-        )
-        .await;
+    let (status, body) = step(&admin.access, "phone", json!({"phone": "+44 7700'; DROP"})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["code"], "invalid_phone", "{body}");
-    let (status, _) = env
-        .http
-        .call(
-            Method::POST,
-            &format!("{account}/login/code"),
-            Some(&admin.access),
-            Some(json!({"code": "98765"})),
-        )
-        .await;
+    let (status, _) = step(&admin.access, "code", json!({"code": "98765"})).await;
     assert_eq!(status, StatusCode::CONFLICT);
-    let (status, _) = env
-        .http
-        .call(
-            Method::POST,
-            &format!("{account}/login/password"),
-            Some(&admin.access),
-            Some(json!({"password": "correct horse battery staple"})),
-        )
-        .await;
+    let (status, _) = step(
+        &admin.access,
+        "password",
+        json!({"password": "correct horse battery staple"}),
+    )
+    .await;
     assert_eq!(status, StatusCode::CONFLICT);
     let audit = login_audit(&env).await;
     let actions: Vec<&str> = audit.iter().map(|(a, _)| a.as_str()).collect();
@@ -1076,15 +1062,12 @@ async fn the_telegram_account_is_shown_to_ops_and_every_login_step_is_audited_wi
         .await;
     let (status, _) = env.http.get(&account, &operator.access).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _) = env
-        .http
-        .call(
-            Method::POST,
-            &format!("{account}/login/phone"),
-            Some(&operator.access),
-            Some(json!({"phone": "+44 7700 900123"})),
-        )
-        .await;
+    let (status, _) = step(
+        &operator.access,
+        "phone",
+        json!({"phone": "+44 7700 900123"}),
+    )
+    .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(login_audit(&env).await.len(), 3);
 

@@ -32,6 +32,54 @@ pub struct Vhost {
 }
 
 impl Vhost {
+    /// A connection to this vhost with the topology declared, and a consumer
+    /// of a private queue bound to `fastprep.events` with `routing_key`.
+    pub async fn listen(&self, routing_key: &str) -> (lapin::Connection, lapin::Consumer) {
+        use lapin::{
+            options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
+            types::FieldTable,
+        };
+        let conn = broker_config::connection::connect(&self.amqp_url, "tg-adapter-test")
+            .await
+            .unwrap();
+        let channel = conn.create_channel().await.unwrap();
+        broker_config::topology::declare(&channel, &broker_config::topology::topology())
+            .await
+            .unwrap();
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        channel
+            .queue_bind(
+                queue.name().clone(),
+                broker_config::topology::EVENTS_EXCHANGE.into(),
+                routing_key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let consumer = channel
+            .basic_consume(
+                queue.name().clone(),
+                "tg-adapter-test".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        (conn, consumer)
+    }
+
     pub async fn create() -> Self {
         let name = format!("fastprep_test_adapter_{}", uuid::Uuid::new_v4().simple());
         let http = reqwest::Client::new();

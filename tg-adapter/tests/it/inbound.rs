@@ -3,16 +3,9 @@
 
 use std::time::Duration;
 
-use broker_config::{
-    Envelope, Event, connection,
-    events::types,
-    topology::{self, EVENTS_EXCHANGE},
-};
+use broker_config::{Envelope, Event, events::types};
 use futures::StreamExt;
-use lapin::{
-    options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
-    types::FieldTable,
-};
+use lapin::options::BasicAckOptions;
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -21,47 +14,10 @@ use crate::helpers::{App, TempDir, Vhost, status_json};
 #[tokio::test]
 async fn inbound_message_is_published_with_confirm() {
     let vhost = Vhost::create().await;
-    let conn = connection::connect(&vhost.amqp_url, "tg-adapter-test")
-        .await
-        .unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    topology::declare(&channel, &topology::topology())
-        .await
-        .unwrap();
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    channel
-        .queue_bind(
-            queue.name().clone(),
-            EVENTS_EXCHANGE.into(),
-            // DESIGN §4 binds `inbound` with `tg.update.*`, which does not
-            // match the four-word `tg.update.received.v1`; bind the event
-            // type itself so this test checks the adapter, not the topology.
-            types::TG_UPDATE_RECEIVED.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let mut consumer = channel
-        .basic_consume(
-            queue.name().clone(),
-            "tg-adapter-test".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    // DESIGN §4 binds `inbound` with `tg.update.*`, which does not match the
+    // four-word `tg.update.received.v1`; bind the event type itself so this
+    // test checks the adapter, not the topology.
+    let (conn, mut consumer) = vhost.listen(types::TG_UPDATE_RECEIVED).await;
 
     let dir = TempDir::new();
     let app = App::start(dir.path(), &[("AMQP_URL", &vhost.amqp_url)]).await;

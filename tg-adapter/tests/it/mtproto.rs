@@ -7,16 +7,9 @@
 
 use std::time::Duration;
 
-use broker_config::{
-    Envelope, Event, connection,
-    events::SessionState,
-    topology::{self, EVENTS_EXCHANGE},
-};
+use broker_config::{Envelope, Event, events::SessionState};
 use futures::StreamExt;
-use lapin::{
-    options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
-    types::FieldTable,
-};
+use lapin::options::BasicAckOptions;
 use platform::{Env, Telemetry};
 use reqwest::StatusCode;
 use secrecy::SecretString;
@@ -39,44 +32,7 @@ fn mtproto(key: &'static str) -> Vec<(&'static str, &'static str)> {
 #[tokio::test]
 async fn mtproto_without_a_session_needs_login_and_answers_503() {
     let vhost = Vhost::create().await;
-    let conn = connection::connect(&vhost.amqp_url, "tg-adapter-test")
-        .await
-        .unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    topology::declare(&channel, &topology::topology())
-        .await
-        .unwrap();
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    channel
-        .queue_bind(
-            queue.name().clone(),
-            EVENTS_EXCHANGE.into(),
-            "tg.session.#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let mut deliveries = channel
-        .basic_consume(
-            queue.name().clone(),
-            "test".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let (conn, mut deliveries) = vhost.listen("tg.session.#").await;
 
     let dir = TempDir::new();
     let mut env = mtproto(KEY);
