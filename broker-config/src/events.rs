@@ -71,6 +71,9 @@ events! {
     MessageReceived = "message.received.v1" as MESSAGE_RECEIVED,
     MessageNoteAdded = "message.note_added.v1" as MESSAGE_NOTE_ADDED,
     MessageEdited = "message.edited.v1" as MESSAGE_EDITED,
+    MessageUpdated = "message.updated.v1" as MESSAGE_UPDATED,
+    MessageOutgoingEdit = "message.outgoing.edit.v1" as MESSAGE_OUTGOING_EDIT,
+    MessageOutgoingDelete = "message.outgoing.delete.v1" as MESSAGE_OUTGOING_DELETE,
     ConversationUpdated = "conversation.updated.v1" as CONVERSATION_UPDATED,
     AuthzRoleUpdated = "authz.role.updated.v1" as AUTHZ_ROLE_UPDATED,
     AuthzUserUpdated = "authz.user.updated.v1" as AUTHZ_USER_UPDATED,
@@ -90,7 +93,10 @@ impl Event {
             | Event::MessageDeliveryFailed(_)
             | Event::MessageReceived(_)
             | Event::MessageNoteAdded(_)
-            | Event::MessageEdited(_) => "message",
+            | Event::MessageEdited(_)
+            | Event::MessageUpdated(_)
+            | Event::MessageOutgoingEdit(_)
+            | Event::MessageOutgoingDelete(_) => "message",
             Event::ConversationUpdated(_) => "conversation",
             Event::AuthzRoleUpdated(_) => "role",
             Event::AuthzUserUpdated(_) => "user",
@@ -109,6 +115,9 @@ impl Event {
             Event::MessageReceived(e) => e.message_id.to_string(),
             Event::MessageNoteAdded(e) => e.message_id.to_string(),
             Event::MessageEdited(e) => e.message_id.to_string(),
+            Event::MessageUpdated(e) => e.message_id.to_string(),
+            Event::MessageOutgoingEdit(e) => e.0.message_id.to_string(),
+            Event::MessageOutgoingDelete(e) => e.0.message_id.to_string(),
             Event::ConversationUpdated(e) => e.conversation_id.to_string(),
             Event::AuthzRoleUpdated(e) => e.role_id.to_string(),
             Event::AuthzUserUpdated(e) => e.user_id.to_string(),
@@ -248,6 +257,43 @@ pub struct MessageNoteAdded {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub view: Option<serde_json::Value>,
 }
+
+/// A message's row changed otherwise than by a customer's edit: an
+/// operator's edit or deletion of a reply and its progress to Telegram, a
+/// deletion in Telegram, a read receipt. Realtime gateways send the row as
+/// it is now (`message.updated`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MessageUpdated {
+    pub message_id: Uuid,
+    pub conversation_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignee_id: Option<Uuid>,
+}
+
+/// A change an operator asked of a sent reply, for tg-delivery to make in
+/// Telegram. It names the reply, not the change: the handler reads what to
+/// do from the row (the latest text, or the deletion), and finishes only
+/// the change numbered `seq` (a later one has its own event).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReplyChange {
+    pub message_id: Uuid,
+    pub conversation_id: Uuid,
+    pub tg_chat_id: i64,
+    /// `messages.change_seq` as the change was asked.
+    pub seq: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignee_id: Option<Uuid>,
+}
+
+/// `message.outgoing.edit.v1`: replace a sent reply's text in Telegram.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct MessageOutgoingEdit(pub ReplyChange);
+
+/// `message.outgoing.delete.v1`: delete a sent reply for everyone.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct MessageOutgoingDelete(pub ReplyChange);
 
 /// A customer edited an inbound message: its text was replaced and the
 /// previous text kept in `message_edits`.

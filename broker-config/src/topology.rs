@@ -40,7 +40,12 @@ pub struct WorkQueue {
 
 pub const TG_DELIVERY: WorkQueue = WorkQueue {
     name: "tg-delivery",
-    bindings: &["message.outgoing.*"],
+    // A reply, and an operator's edit or deletion of a sent one (ADR 0020).
+    bindings: &[
+        "message.outgoing.*",
+        "message.outgoing.edit.*",
+        "message.outgoing.delete.*",
+    ],
     receives_dead_letters: false,
     single_active: false,
 };

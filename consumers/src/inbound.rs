@@ -14,7 +14,10 @@ use async_trait::async_trait;
 use broker_config::adapter_api::MEDIA_PATH;
 use broker_config::{
     Context, Envelope, Event, Failure, Handler,
-    events::{MessageEdited, MessageReceived, TgUpdateReceived},
+    events::{
+        MessageEdited, MessageReceived, MessageUpdated, TgUpdateDeleted, TgUpdateRead,
+        TgUpdateReceived,
+    },
     topology::INBOUND,
 };
 use schema::entities::{attachments, message_edits, messages};
@@ -250,6 +253,11 @@ impl Handler for Inbound {
     fn ordering_key(&self, envelope: &Envelope) -> Option<String> {
         match &envelope.event {
             Event::TgUpdateReceived(update) => Some(update.chat.id.to_string()),
+            Event::TgUpdateDeleted(TgUpdateDeleted {
+                chat_id: Some(chat),
+                ..
+            })
+            | Event::TgUpdateRead(TgUpdateRead { chat_id: chat, .. }) => Some(chat.to_string()),
             _ => None,
         }
     }
@@ -260,18 +268,10 @@ impl Handler for Inbound {
     async fn handle(&self, ctx: &Context<'_>, tx: &DatabaseTransaction) -> Result<(), Failure> {
         let update = match &ctx.envelope.event {
             Event::TgUpdateReceived(update) => update,
-            // Deletions and read receipts come from the MTProto backend.
-            // Nothing stores them yet (the inbox shows neither); they are
-            // acknowledged and logged, not dead-lettered, which would raise
-            // the dead-letter alert for every message a customer reads.
-            Event::TgUpdateDeleted(_) | Event::TgUpdateRead(_) => {
-                tracing::info!(
-                    event_type = ctx.envelope.event_type(),
-                    event_id = %ctx.envelope.id,
-                    "not stored yet; acknowledged"
-                );
-                return Ok(());
-            }
+            // Deletions and read receipts (from the MTProto backend) mark
+            // the messages they cover; the inbox is told of each.
+            Event::TgUpdateDeleted(d) => return Ok(store_deletion(tx, d).await?),
+            Event::TgUpdateRead(r) => return Ok(store_read(tx, r).await?),
             _ => {
                 return Err(Failure::permanent(format!(
                     "inbound cannot handle {}",
@@ -457,6 +457,7 @@ async fn edit<C: ConnectionTrait>(
         text: Set(text),
         replaced_at: Set(edited_at),
         created_at: NotSet,
+        editor_id: NotSet,
     })
     .exec_without_returning(tx)
     .await?;
@@ -475,6 +476,84 @@ async fn edit<C: ConnectionTrait>(
     }));
     schema::enqueue(tx, &event).await?;
     Ok(Some(message_id))
+}
+
+/// Tells the inbox that each of `rows` (message, conversation, assignee)
+/// changed.
+async fn updated<C: ConnectionTrait>(
+    tx: &C,
+    rows: Vec<sea_orm::QueryResult>,
+) -> Result<usize, DbErr> {
+    let n = rows.len();
+    for row in rows {
+        let (message_id, conversation_id, assignee_id): (Uuid, Uuid, Option<Uuid>) =
+            row.try_get_many_by_index()?;
+        let event = Envelope::new(Event::MessageUpdated(MessageUpdated {
+            message_id,
+            conversation_id,
+            assignee_id,
+        }));
+        schema::enqueue(tx, &event).await?;
+    }
+    Ok(n)
+}
+
+/// Messages deleted in Telegram (by the customer, or by the account in
+/// another app) are marked `deleted_at`; their rows and texts stay for
+/// staff. Without a chat (private chats' ids are the account's own), the
+/// ids are matched in every chat.
+async fn store_deletion<C: ConnectionTrait>(tx: &C, d: &TgUpdateDeleted) -> Result<(), DbErr> {
+    if d.tg_message_ids.is_empty() {
+        return Ok(());
+    }
+    // Numbers only: the array is written as a literal.
+    let ids = d
+        .tg_message_ids
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let rows = tx
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            format!(
+                "UPDATE messages m SET deleted_at = $2, updated_at = now()
+                 FROM conversations c
+                 WHERE c.id = m.conversation_id AND m.deleted_at IS NULL
+                   AND m.tg_message_id = ANY('{{{ids}}}'::bigint[])
+                   AND ($1::bigint IS NULL OR c.tg_chat_id = $1)
+                 RETURNING m.id, m.conversation_id, c.assignee_id"
+            ),
+            [d.chat_id.into(), d.deleted_at.into()],
+        ))
+        .await?;
+    let n = updated(tx, rows).await?;
+    tracing::info!(chat_id = ?d.chat_id, asked = d.tg_message_ids.len(), marked = n, "deletion stored");
+    Ok(())
+}
+
+/// The customer read the account's messages up to `max_id`: the replies it
+/// covers get `read_at`. The account's own reading (in another app) is
+/// not the customer's, and marks nothing.
+async fn store_read<C: ConnectionTrait>(tx: &C, r: &TgUpdateRead) -> Result<(), DbErr> {
+    if !r.outgoing {
+        tracing::debug!(chat_id = r.chat_id, "the account read the chat elsewhere");
+        return Ok(());
+    }
+    let rows = tx
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE messages m SET read_at = $3, updated_at = now()
+             FROM conversations c
+             WHERE c.id = m.conversation_id AND c.tg_chat_id = $1 AND m.direction = 'out'
+               AND m.tg_message_id <= $2 AND m.read_at IS NULL
+             RETURNING m.id, m.conversation_id, c.assignee_id",
+            [r.chat_id.into(), r.max_id.into(), r.read_at.into()],
+        ))
+        .await?;
+    let n = updated(tx, rows).await?;
+    tracing::debug!(chat_id = r.chat_id, marked = n, "read receipt stored");
+    Ok(())
 }
 
 fn display_name(u: &TgUpdateReceived) -> String {

@@ -52,8 +52,24 @@ pub struct Message {
     pub retry_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub sent_at: Option<DateTime<Utc>>,
-    /// Set when the customer edited it; earlier texts are at `…/versions`.
+    /// Set when the text was replaced (by the customer, or by an operator's
+    /// edit of a reply); earlier texts are at `…/versions`.
     pub edited_at: Option<DateTime<Utc>>,
+    /// Deleted in Telegram: by an operator (set when asked; `change_status`
+    /// says whether Telegram has done it) or by the customer. The text stays
+    /// for staff.
+    pub deleted_at: Option<DateTime<Utc>>,
+    /// When the customer's read receipt covered this reply.
+    pub read_at: Option<DateTime<Utc>>,
+    /// An operator's pending or last change of this sent reply: `edit` or
+    /// `delete` (null: none).
+    pub change_kind: Option<String>,
+    /// How far that change got in Telegram, as a reply's `status` does:
+    /// `queued`, `sent`, `retrying` (until `change_retry_at`) or `failed`
+    /// (`change_error` says why).
+    pub change_status: Option<String>,
+    pub change_error: Option<String>,
+    pub change_retry_at: Option<DateTime<Utc>>,
     /// Its files, in order: a link to one is `GET /api/attachments/{id}/url`.
     #[sea_orm(skip)]
     #[serde(default)]
@@ -340,7 +356,8 @@ pub enum Written {
 /// The columns of an inserted message, as [`Message`] reads them.
 const RETURNING: &str = "RETURNING id, conversation_id, direction, kind, author_id,
    (SELECT display_name FROM users WHERE users.id = author_id) AS author_name,
-   text, tg_message_id, status, error, client_msg_id, attempts, retry_at, created_at, sent_at, edited_at";
+   text, tg_message_id, status, error, client_msg_id, attempts, retry_at, created_at, sent_at, edited_at,
+   deleted_at, read_at, change_kind, change_status, change_error, change_retry_at";
 
 /// The insert of a note, with its author's name, in one round trip; a
 /// repeated `client_msg_id` inserts nothing.
@@ -476,11 +493,16 @@ static REPLY_VIEW: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
          'author_name', change.author_name, 'text', change.text, 'tg_message_id', change.tg_message_id, \
          'status', change.status, 'error', change.error, 'client_msg_id', change.client_msg_id, \
          'attempts', change.attempts, 'retry_at', {}, 'created_at', {}, 'sent_at', {}, \
-         'edited_at', {}, 'attachments', '[]'::jsonb)",
+         'edited_at', {}, 'deleted_at', {}, 'read_at', {}, 'change_kind', change.change_kind, \
+         'change_status', change.change_status, 'change_error', change.change_error, \
+         'change_retry_at', {}, 'attachments', '[]'::jsonb)",
         json_time("change.retry_at"),
         json_time("change.created_at"),
         json_time("change.sent_at"),
         json_time("change.edited_at"),
+        json_time("change.deleted_at"),
+        json_time("change.read_at"),
+        json_time("change.change_retry_at"),
     )
 });
 
@@ -501,6 +523,7 @@ const REPLY_IN_ONE: &str = "bump AS (
    RETURNING id, conversation_id, direction, kind, author_id,
      (SELECT display_name FROM users WHERE users.id = author_id) AS author_name,
      text, tg_message_id, status, error, client_msg_id, attempts, retry_at, created_at, sent_at, edited_at,
+     deleted_at, read_at, change_kind, change_status, change_error, change_retry_at,
      (SELECT tg_chat_id FROM bump) AS chat_tg_chat_id, (SELECT assignee_id FROM bump) AS chat_assignee_id)";
 
 /// `$1`..`$7` of the inserts of a message: id, conversation, author, text,

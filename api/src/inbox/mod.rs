@@ -2,6 +2,7 @@
 //! always within the caller's [`InboxScope`]. Functions take a sea-orm
 //! connection or transaction; routes extract, call them and answer.
 
+pub mod changes;
 pub mod contacts;
 pub mod conversations;
 pub mod messages;

@@ -79,6 +79,8 @@ Each operation names the access it needs (`x-permissions`: any one of them suffi
         routes::messages::list,
         routes::messages::versions,
         routes::messages::create,
+        routes::messages::edit,
+        routes::messages::delete,
         routes::attachments::create,
         routes::attachments::url,
         routes::ops::retry_message,

@@ -37,7 +37,9 @@ pub enum ServerBody<'a> {
     /// renders it.
     #[serde(rename = "message.created")]
     MessageCreated(MessageData<'a>),
-    /// A customer's edit of a message.
+    /// A message changed: a customer's edit, an operator's edit or deletion
+    /// of a reply and how far it got in Telegram, a deletion in Telegram, a
+    /// read receipt. The message as REST renders it now.
     #[serde(rename = "message.updated")]
     MessageUpdated(MessageData<'a>),
     /// A reply's delivery status changed.

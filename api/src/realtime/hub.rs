@@ -353,6 +353,7 @@ fn shown_message(envelope: &Envelope) -> Option<Uuid> {
         Event::MessageNoteAdded(e) if e.view.is_none() => Some(e.message_id),
         Event::MessageReceived(e) => Some(e.message_id),
         Event::MessageEdited(e) => Some(e.message_id),
+        Event::MessageUpdated(e) => Some(e.message_id),
         _ => None,
     }
 }
@@ -387,6 +388,10 @@ fn render<'a>(
             ServerBody::MessageCreated(message(&e.message_id, e.view.as_ref())?),
         ),
         Event::MessageEdited(e) => (
+            [e.assignee_id, None],
+            ServerBody::MessageUpdated(message(&e.message_id, None)?),
+        ),
+        Event::MessageUpdated(e) => (
             [e.assignee_id, None],
             ServerBody::MessageUpdated(message(&e.message_id, None)?),
         ),

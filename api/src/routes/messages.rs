@@ -13,7 +13,10 @@ use crate::{
     AppState,
     authz::pep::Principal,
     error::{ApiResult, ErrorBody},
-    inbox::messages::{self, Draft, Kind, Message, Versions, Writing, Written},
+    inbox::{
+        changes::{self, Asked, Changed, Edit},
+        messages::{self, Draft, Kind, Message, Versions, Writing, Written},
+    },
     page::{Page, PageRequest},
 };
 
@@ -162,4 +165,94 @@ async fn write(
         }
         Written::Repeated(m) => Ok(m),
     }
+}
+
+/// 202 with a change queued, 200 when the reply already was as asked.
+fn changed(state: &AppState, changed: Changed) -> (StatusCode, Json<Message>) {
+    match changed {
+        Changed::Queued(m) => {
+            state.relay_wake.committed();
+            (StatusCode::ACCEPTED, Json(m))
+        }
+        Changed::Unchanged(m) => (StatusCode::OK, Json(m)),
+    }
+}
+
+/// `PATCH /conversations/{id}/messages/{message_id}` (`inbox.reply`): a
+/// sent reply's new text, for Telegram.
+#[utoipa::path(
+    patch,
+    path = "/api/conversations/{id}/messages/{message_id}",
+    tag = "inbox",
+    summary = "Edit a sent reply, in the inbox and in Telegram; audited",
+    description = "The text is the reply's at once (the old one is kept at `…/versions`); the edit reaches Telegram through the outbox, and `change_kind`/`change_status` show how far it got, live. Telegram allows edits for 48 hours after the send. Repeating the edit (the same text) changes nothing and answers 200.",
+    params(
+        ("id" = Uuid, Path, description = "The conversation's id"),
+        ("message_id" = Uuid, Path, description = "The reply's id"),
+    ),
+    request_body = Edit,
+    responses(
+        (status = 200, description = "The reply already has this text: nothing changed", body = Message),
+        (status = 202, description = "The edit is queued for Telegram", body = Message),
+        (status = 403, description = "`forbidden`: the caller may read no conversation", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such conversation or message, or not the caller's to read", body = ErrorBody),
+        (status = 409, description = "`not_a_reply`, `not_sent` (Telegram does not have it yet, or it failed), `message_deleted`, `reply_has_files`, `edit_window_passed`", body = ErrorBody),
+        (status = 422, description = "`empty_text`, `invalid_text`, `text_too_long`", body = ErrorBody),
+    )
+)]
+pub async fn edit(
+    caller: Principal,
+    State(state): State<AppState>,
+    Path((conversation_id, message_id)): Path<(Uuid, Uuid)>,
+    Json(input): Json<Edit>,
+) -> ApiResult<(StatusCode, Json<Message>)> {
+    let scope = caller.inbox_scope()?;
+    let done = changes::change(
+        &state.db,
+        caller.id,
+        conversation_id,
+        message_id,
+        scope,
+        Asked::Edit(input),
+    )
+    .await?;
+    Ok(changed(&state, done))
+}
+
+/// `DELETE /conversations/{id}/messages/{message_id}` (`inbox.reply`):
+/// deletes a sent reply for everyone in Telegram.
+#[utoipa::path(
+    delete,
+    path = "/api/conversations/{id}/messages/{message_id}",
+    tag = "inbox",
+    summary = "Delete a sent reply for everyone in Telegram; audited",
+    description = "The reply stays in the inbox for staff, marked `deleted_at`; the deletion reaches Telegram through the outbox, and `change_status` shows how far it got, live. Deleting it again changes nothing and answers 200.",
+    params(
+        ("id" = Uuid, Path, description = "The conversation's id"),
+        ("message_id" = Uuid, Path, description = "The reply's id"),
+    ),
+    responses(
+        (status = 200, description = "Already deleted: nothing changed", body = Message),
+        (status = 202, description = "The deletion is queued for Telegram", body = Message),
+        (status = 403, description = "`forbidden`: the caller may read no conversation", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such conversation or message, or not the caller's to read", body = ErrorBody),
+        (status = 409, description = "`not_a_reply`, `not_sent` (Telegram does not have it yet, or it failed)", body = ErrorBody),
+    )
+)]
+pub async fn delete(
+    caller: Principal,
+    State(state): State<AppState>,
+    Path((conversation_id, message_id)): Path<(Uuid, Uuid)>,
+) -> ApiResult<(StatusCode, Json<Message>)> {
+    let scope = caller.inbox_scope()?;
+    let done = changes::change(
+        &state.db,
+        caller.id,
+        conversation_id,
+        message_id,
+        scope,
+        Asked::Delete,
+    )
+    .await?;
+    Ok(changed(&state, done))
 }

@@ -165,6 +165,18 @@ fn routes() -> Vec<Route> {
             messages::create,
         ),
         route(
+            M::PATCH,
+            "/conversations/{id}/messages/{message_id}",
+            Any(&[Perm::InboxReply]),
+            messages::edit,
+        ),
+        route(
+            M::DELETE,
+            "/conversations/{id}/messages/{message_id}",
+            Any(&[Perm::InboxReply]),
+            messages::delete,
+        ),
+        route(
             M::POST,
             "/conversations/{id}/messages/{message_id}/retry",
             Any(&[Perm::InboxReply]),

@@ -19,6 +19,10 @@ pub enum SendResult {
     },
     /// 429: try again no earlier than this.
     FloodWait { retry_after: Duration },
+    /// 503 `session_needs_login`: the account is logged out. Nothing can
+    /// go until ops log it in (the session alert tells them); waiting for
+    /// that is not failing, so no attempt is spent.
+    NeedsLogin,
     /// 4xx: will never succeed.
     Permanent { code: String },
     /// 5xx, timeouts, connection errors, an adapter refusing our token.
@@ -106,6 +110,75 @@ impl AdapterClient {
     }
 }
 
+/// An operator's change of a sent message, as the adapter takes it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MessageChange {
+    /// `PATCH /v1/messages/{chat}/{id}` with the new text.
+    Edit {
+        chat_id: i64,
+        tg_message_id: i64,
+        text: String,
+    },
+    /// `DELETE /v1/messages/{chat}/{id}`: for everyone.
+    Delete { chat_id: i64, tg_message_id: i64 },
+}
+
+impl AdapterClient {
+    /// Makes `change` in Telegram. Both are idempotent at the adapter (the
+    /// same text again, a message already gone), so a retry needs no key.
+    /// `Err` is the adapter's refusal, classified as a send's is.
+    pub async fn change(&self, change: &MessageChange) -> Result<(), SendResult> {
+        let (method, chat_id, tg_message_id) = match change {
+            MessageChange::Edit {
+                chat_id,
+                tg_message_id,
+                ..
+            } => ("PATCH", chat_id, tg_message_id),
+            MessageChange::Delete {
+                chat_id,
+                tg_message_id,
+            } => ("DELETE", chat_id, tg_message_id),
+        };
+        let span = platform::trace::span_if_enabled(|| {
+            tracing::info_span!(
+                "adapter.change",
+                otel.name = format!("{method} /v1/messages/{{chat}}/{{id}}"),
+                otel.kind = "client",
+                http.request.method = method,
+                url.path = "/v1/messages/{chat}/{id}",
+                http.response.status_code = tracing::field::Empty,
+            )
+        });
+        let started = Instant::now();
+        let url = format!("{}{MESSAGES_PATH}/{chat_id}/{tg_message_id}", self.base);
+        let mut request = match change {
+            MessageChange::Edit { text, .. } => self
+                .http
+                .patch(url)
+                .json(&serde_json::json!({ "text": text })),
+            MessageChange::Delete { .. } => self.http.delete(url),
+        }
+        .bearer_auth(self.token.expose_secret())
+        .timeout(self.timeout);
+        for (name, value) in platform::trace::inject(&span) {
+            request = request.header(name, value);
+        }
+        let response = request.send().instrument(span.clone()).await;
+        if let Ok(resp) = &response {
+            span.record("http.response.status_code", resp.status().as_u16());
+        }
+        let result = match response {
+            Err(e) => Err(SendResult::Transient {
+                reason: format!("adapter unreachable: {}", without_url(&e)),
+            }),
+            Ok(resp) if resp.status().is_success() => Ok(()),
+            Ok(resp) => Err(classify(resp).await),
+        };
+        self.latency.record(started.elapsed().as_secs_f64(), &[]);
+        result
+    }
+}
+
 fn without_url(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "timeout".to_owned()
@@ -139,6 +212,7 @@ async fn classify(resp: reqwest::Response) -> SendResult {
         429 => SendResult::FloodWait {
             retry_after: Duration::from_secs(body.retry_after.or(header_retry).unwrap_or(1).max(1)),
         },
+        503 if body.code == "session_needs_login" => SendResult::NeedsLogin,
         // Our own token refused: a configuration problem that ops can fix,
         // so keep the message rather than failing it for good.
         401 => SendResult::Transient {

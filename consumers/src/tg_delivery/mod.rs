@@ -22,6 +22,7 @@ use broker_config::{
     adapter_api::SendRequest,
     events::{
         AttachmentRef, DeliveryStatus, MessageDeliveryFailed, MessageOutgoing, MessageStatus,
+        MessageUpdated, ReplyChange,
     },
     topology::TG_DELIVERY,
 };
@@ -38,7 +39,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-pub use adapter::{AdapterClient, SendResult};
+pub use adapter::{AdapterClient, MessageChange, SendResult};
 use storage::AttachmentStore;
 
 /// Instruments kept from the original runbook (DESIGN §11).
@@ -110,6 +111,11 @@ impl TgDelivery {
         }
     }
 }
+
+/// How often a reply asks again while the Telegram account needs a login.
+pub const NEEDS_LOGIN_RECHECK: Duration = Duration::from_secs(30);
+/// The reason a reply waiting for the account's login shows.
+pub const NEEDS_LOGIN_REASON: &str = "the Telegram account needs a login";
 
 /// Telegram's longest caption, in UTF-16 code units (as Telegram counts):
 /// a longer text goes as a message of its own before the files.
@@ -193,6 +199,70 @@ fn outgoing(env: &Envelope) -> Result<&MessageOutgoing, Failure> {
             other.event_type()
         ))),
     }
+}
+
+/// An operator's change of a sent reply (ADR 0020): `true` for a deletion.
+fn reply_change(env: &Envelope) -> Option<(&ReplyChange, bool)> {
+    match &env.event {
+        Event::MessageOutgoingEdit(e) => Some((&e.0, false)),
+        Event::MessageOutgoingDelete(e) => Some((&e.0, true)),
+        _ => None,
+    }
+}
+
+/// The chat an event of this queue is about.
+fn chat_of(env: &Envelope) -> Option<i64> {
+    reply_change(env)
+        .map(|(c, _)| c.tg_chat_id)
+        .or_else(|| outgoing(env).ok().map(|m| m.tg_chat_id))
+}
+
+/// A sent reply as a change of it finds it.
+#[derive(FromQueryResult)]
+struct ChangeTurn {
+    tg_message_id: Option<i64>,
+    text: String,
+    change_status: Option<String>,
+    change_seq: i32,
+}
+
+/// Records how far the change numbered `seq` got, with the inbox's
+/// `message.updated.v1`; a later change (another `seq`) or one already made
+/// is left as it is. Returns whether it wrote.
+async fn set_change_status<C: ConnectionTrait>(
+    conn: &C,
+    change: &ReplyChange,
+    status: DeliveryStatus,
+    error: Option<&str>,
+    retry_at: Option<DateTime<Utc>>,
+) -> Result<bool, DbErr> {
+    let row = conn
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE messages SET change_status = $3, change_error = $4, change_retry_at = $5,
+               updated_at = now()
+             WHERE id = $1 AND change_seq = $2 AND change_status IS DISTINCT FROM 'sent'
+             RETURNING (SELECT assignee_id FROM conversations c WHERE c.id = messages.conversation_id)",
+            [
+                change.message_id.into(),
+                change.seq.into(),
+                status.as_str().into(),
+                error.map(str::to_owned).into(),
+                retry_at.into(),
+            ],
+        ))
+        .await?;
+    let Some(row) = row else {
+        return Ok(false);
+    };
+    let assignee_id: Option<Uuid> = row.try_get_by_index(0)?;
+    let updated = Envelope::new(Event::MessageUpdated(MessageUpdated {
+        message_id: change.message_id,
+        conversation_id: change.conversation_id,
+        assignee_id,
+    }));
+    schema::enqueue(conn, &updated).await?;
+    Ok(true)
 }
 
 /// A status write: what changes on the message row beside its status.
@@ -423,6 +493,86 @@ async fn hand_on<C: ConnectionTrait>(conn: &C, msg: &MessageOutgoing) -> Result<
 }
 
 impl TgDelivery {
+    /// Makes an operator's edit or deletion of a sent reply in Telegram:
+    /// the latest text, or the deletion, as the row has it. A change that a
+    /// later one superseded, or that is already made, does nothing. The
+    /// adapter's refusals are retried and dead-lettered by the runner, as
+    /// any handler's are; `on_failure` shows them on the message.
+    async fn change(
+        &self,
+        ctx: &Context<'_>,
+        tx: &DatabaseTransaction,
+        change: &ReplyChange,
+        delete: bool,
+    ) -> Result<(), Failure> {
+        let Some(turn) = ChangeTurn::find_by_statement(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT m.tg_message_id, m.text, m.change_status, m.change_seq
+             FROM messages m JOIN conversations c ON c.id = m.conversation_id
+             WHERE m.id = $1 AND m.direction = 'out' AND m.kind = 'text'
+               AND m.conversation_id = $2 AND c.tg_chat_id = $3",
+            [
+                change.message_id.into(),
+                change.conversation_id.into(),
+                change.tg_chat_id.into(),
+            ],
+        ))
+        .one(tx)
+        .await?
+        else {
+            return Err(Failure::permanent(format!(
+                "message {} is not a reply of conversation {} in chat {}",
+                change.message_id, change.conversation_id, change.tg_chat_id
+            )));
+        };
+        if turn.change_seq != change.seq {
+            tracing::info!(message_id = %change.message_id, seq = change.seq, "a later change supersedes this one");
+            return Ok(());
+        }
+        let status = turn.change_status.as_deref();
+        if status == Some(DeliveryStatus::Sent.as_str()) {
+            tracing::info!(message_id = %change.message_id, "change already made; nothing to do");
+            return Ok(());
+        }
+        if status == Some(DeliveryStatus::Failed.as_str()) && !ctx.delivery.from_dead_letter_queue {
+            tracing::info!(message_id = %change.message_id, "change failed for good; not tried again");
+            return Ok(());
+        }
+        let Some(tg_message_id) = turn.tg_message_id else {
+            return Err(Failure::permanent("the reply has no Telegram message id"));
+        };
+        let request = if delete {
+            MessageChange::Delete {
+                chat_id: change.tg_chat_id,
+                tg_message_id,
+            }
+        } else {
+            MessageChange::Edit {
+                chat_id: change.tg_chat_id,
+                tg_message_id,
+                text: turn.text,
+            }
+        };
+        match self.adapter.change(&request).await {
+            Ok(()) => {
+                set_change_status(tx, change, DeliveryStatus::Sent, None, None).await?;
+                self.metrics.count("done");
+                Ok(())
+            }
+            Err(SendResult::FloodWait { retry_after }) => Err(Failure::Retryable {
+                after: Some(retry_after.mul_f64(self.settings.clock_scale)),
+                reason: format!("flood wait {}s", retry_after.as_secs()),
+            }),
+            Err(SendResult::NeedsLogin) => Err(Failure::Retryable {
+                after: Some(NEEDS_LOGIN_RECHECK.mul_f64(self.settings.clock_scale)),
+                reason: NEEDS_LOGIN_REASON.into(),
+            }),
+            Err(SendResult::Permanent { code }) => Err(Failure::permanent(code)),
+            Err(SendResult::Transient { reason }) => Err(Failure::retryable(reason)),
+            Err(SendResult::Sent { .. }) => Ok(()),
+        }
+    }
+
     /// Marks the message `sending` (counting the attempt) in its own
     /// committed transaction, so the inbox shows a send that takes a while.
     async fn mark_sending(&self, msg: &MessageOutgoing) -> Result<(), DbErr> {
@@ -603,16 +753,21 @@ impl Handler for TgDelivery {
 
     /// Replies to one chat go out in the order they were queued; the key
     /// keeps them apart in this process, the chat's turn across processes.
+    /// An edit or deletion keeps the chat's key and turn too: the changes
+    /// of one reply never race each other at Telegram.
     fn ordering_key(&self, envelope: &Envelope) -> Option<String> {
-        outgoing(envelope).ok().map(|m| m.tg_chat_id.to_string())
+        chat_of(envelope).map(|chat| chat.to_string())
     }
 
     /// The chat's turn, taken with the claim.
     fn claim_lock(&self, envelope: &Envelope) -> Option<String> {
-        outgoing(envelope).ok().map(|m| turn_key(m.tg_chat_id))
+        chat_of(envelope).map(turn_key)
     }
 
     async fn handle(&self, ctx: &Context<'_>, tx: &DatabaseTransaction) -> Result<(), Failure> {
+        if let Some((change, delete)) = reply_change(ctx.envelope) {
+            return self.change(ctx, tx, change, delete).await;
+        }
         let msg = outgoing(ctx.envelope)?;
         // The chat's turn is held: the runner took it in the claim's
         // statement (`claim_lock`).
@@ -726,6 +881,14 @@ impl Handler for TgDelivery {
                 let reason = format!("flood wait {}s", retry_after.as_secs());
                 self.retry_later(tx, msg, wait, &reason, false).await
             }
+            SendResult::NeedsLogin => {
+                // Asked again every so often, however long the account is
+                // out: the reply goes once it is back.
+                let wait =
+                    policy.jittered_delay(attempt, Some(NEEDS_LOGIN_RECHECK), rand::random());
+                self.retry_later(tx, msg, wait, NEEDS_LOGIN_REASON, false)
+                    .await
+            }
             SendResult::Transient { reason } if policy.should_retry(attempt) => {
                 let wait = policy.jittered_delay(attempt, None, rand::random());
                 self.retry_later(tx, msg, wait, &reason, true).await
@@ -750,6 +913,21 @@ impl Handler for TgDelivery {
         next: Next,
         tx: &DatabaseTransaction,
     ) -> Result<(), DbErr> {
+        if let Some((change, _)) = reply_change(ctx.envelope) {
+            // The change shows `retrying` while the broker's retry tier
+            // holds it, `failed` with its reason once it is dead-lettered.
+            let (status, retry_at) = match next {
+                Next::RetryAt(at) => (DeliveryStatus::Retrying, Some(at)),
+                Next::DeadLetter => (DeliveryStatus::Failed, None),
+            };
+            set_change_status(tx, change, status, Some(failure.reason()), retry_at).await?;
+            self.metrics.count(if retry_at.is_some() {
+                "retry"
+            } else {
+                "failed"
+            });
+            return Ok(());
+        }
         let Ok(msg) = outgoing(ctx.envelope) else {
             return Ok(());
         };

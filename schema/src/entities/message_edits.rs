@@ -14,6 +14,8 @@ pub struct Model {
     /// When the edit replaced it (Telegram's edit time).
     pub replaced_at: DateTimeUtc,
     pub created_at: DateTimeUtc,
+    /// The operator who replaced it; `None` for the customer's own edits.
+    pub editor_id: Option<Uuid>,
 }
 
 // One line per relation: read as a table.

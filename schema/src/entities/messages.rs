@@ -34,6 +34,21 @@ pub struct Model {
     pub edited_at: Option<DateTimeUtc>,
     /// A reply waiting for an earlier unfinished reply of its chat (ADR 0011).
     pub held: bool,
+    /// Deleted in Telegram: by an operator (set when asked) or the customer.
+    pub deleted_at: Option<DateTimeUtc>,
+    /// When the customer's read receipt covered this reply.
+    pub read_at: Option<DateTimeUtc>,
+    /// An operator's pending or last change of a sent reply: `edit` or `delete`.
+    #[sea_orm(column_type = "Text")]
+    pub change_kind: Option<String>,
+    /// How far that change got: `queued`, `sending`, `sent`, `retrying`, `failed`.
+    #[sea_orm(column_type = "Text")]
+    pub change_status: Option<String>,
+    #[sea_orm(column_type = "Text")]
+    pub change_error: Option<String>,
+    pub change_retry_at: Option<DateTimeUtc>,
+    /// Rises with every change asked: a handler finishes only the change it read.
+    pub change_seq: i32,
 }
 
 // One line per relation: read as a table.

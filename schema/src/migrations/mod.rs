@@ -49,6 +49,10 @@ impl MigratorTrait for Migrator {
                 name: "m0010_ops_telegram",
                 sql: include_str!("m0010_ops_telegram.sql"),
             }),
+            Box::new(SqlMigration {
+                name: "m0011_message_changes",
+                sql: include_str!("m0011_message_changes.sql"),
+            }),
         ]
     }
 }

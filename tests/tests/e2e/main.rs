@@ -7,6 +7,7 @@ mod alerts;
 mod api;
 mod attachments;
 mod authz;
+mod changes;
 mod cluster;
 mod faults;
 mod inbox;

@@ -32,6 +32,20 @@ pub struct SentRecord {
     pub files: Vec<ReceivedFile>,
     pub tg_message_id: i64,
     pub received_at: DateTime<Utc>,
+    /// Each new text an edit gave it, oldest first (an edit to the text it
+    /// already has changes nothing, as in Telegram).
+    #[serde(default)]
+    pub edits: Vec<String>,
+    /// Deleted for everyone.
+    #[serde(default)]
+    pub deleted: bool,
+}
+
+/// A change of a sent message, as the sandbox records it.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Edit(String),
+    Delete,
 }
 
 /// A file the sandbox received: what it was called and what arrived.
@@ -138,6 +152,8 @@ impl SentLog {
                                 files: files.clone(),
                                 tg_message_id: next_id(&mut meta)?,
                                 received_at: Utc::now().trunc_subsecs(6),
+                                edits: Vec::new(),
+                                deleted: false,
                             };
                             let bytes = serde_json::to_vec(&record)?;
                             sent.insert(record.random_id, bytes.as_slice())?;
@@ -178,6 +194,47 @@ impl SentLog {
                     }
                 }
                 Ok(())
+            })
+            .await
+    }
+
+    /// Applies `change` to the message `tg_message_id` of the chat. Returns
+    /// `None` when no such message was sent, else whether it was deleted
+    /// before (an edit of a deleted message is refused, as in Telegram).
+    pub async fn change(
+        &self,
+        chat_id: i64,
+        tg_message_id: i64,
+        change: Change,
+    ) -> Result<Option<bool>, StoreError> {
+        self.store
+            .write(move |txn| {
+                let mut sent = txn.open_table(SENT)?;
+                let mut found = None;
+                for row in sent.iter()? {
+                    let (k, v) = row?;
+                    let record: SentRecord = serde_json::from_slice(v.value())?;
+                    if record.chat_id == chat_id && record.tg_message_id == tg_message_id {
+                        found = Some((k.value(), record));
+                        break;
+                    }
+                }
+                let Some((key, mut record)) = found else {
+                    return Ok(None);
+                };
+                let was_deleted = record.deleted;
+                match &change {
+                    Change::Edit(text) => {
+                        let current = record.edits.last().unwrap_or(&record.text);
+                        if !was_deleted && current != text {
+                            record.edits.push(text.clone());
+                        }
+                    }
+                    Change::Delete => record.deleted = true,
+                }
+                let bytes = serde_json::to_vec(&record)?;
+                sent.insert(key, bytes.as_slice())?;
+                Ok(Some(was_deleted))
             })
             .await
     }

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 pub use faults::{FaultMode, FaultPlan, Faults};
-pub use log::{ReceivedFile, SentLog, SentRecord};
+pub use log::{Change, ReceivedFile, SentLog, SentRecord};
 
 use super::{
     Backend, Download, EditRequest, Inbound, InboundUpdate, PublishFailed, SendError, SendRequest,
@@ -87,6 +87,10 @@ pub struct SentEntry {
     /// How many times a message with this idempotency key was really sent
     /// (1 in a healthy system).
     pub send_count: u64,
+    /// Each new text edits gave it, oldest first.
+    pub edits: Vec<String>,
+    /// Deleted for everyone.
+    pub deleted: bool,
 }
 
 /// The body of `GET /sandbox/sent`.
@@ -163,18 +167,6 @@ impl SandboxBackend {
         }
     }
 
-    /// Whether the account sent message `tg_message_id` to `chat_id`.
-    async fn sent_message(&self, chat_id: i64, tg_message_id: i64) -> Result<bool, SendError> {
-        let records = self
-            .log
-            .list(Some(chat_id))
-            .await
-            .map_err(|e| SendError::Transient {
-                reason: format!("sandbox store: {e}"),
-            })?;
-        Ok(records.iter().any(|r| r.tg_message_id == tg_message_id))
-    }
-
     pub fn faults(&self) -> &Faults {
         &self.faults
     }
@@ -201,6 +193,8 @@ impl SandboxBackend {
                     .get(r.idempotency_key.as_str())
                     .copied()
                     .unwrap_or(1),
+                edits: r.edits.clone(),
+                deleted: r.deleted,
             })
             .collect();
         Ok(SentListing {
@@ -368,28 +362,51 @@ impl Backend for SandboxBackend {
         if let Some(refusal) = self.session_refusal() {
             return Err(refusal);
         }
-        if self
-            .sent_message(request.chat_id, request.tg_message_id)
-            .await?
+        if let Some(Injected::Before(error) | Injected::AfterRecord(error)) =
+            self.faults.take(request.chat_id)
         {
-            Ok(Utc::now())
-        } else {
-            Err(SendError::Permanent {
+            return Err(error);
+        }
+        let changed = self
+            .log
+            .change(
+                request.chat_id,
+                request.tg_message_id,
+                Change::Edit(request.text.clone()),
+            )
+            .await
+            .map_err(|e| SendError::Transient {
+                reason: format!("sandbox store: {e}"),
+            })?;
+        match changed {
+            Some(false) => Ok(Utc::now()),
+            // Telegram answers MESSAGE_ID_INVALID for both.
+            Some(true) | None => Err(SendError::Permanent {
                 code: "message_not_found".into(),
-            })
+            }),
         }
     }
 
-    async fn delete_messages(
-        &self,
-        _chat_id: i64,
-        _tg_message_ids: &[i64],
-    ) -> Result<(), SendError> {
-        // As Telegram: deleting what is already gone is no error.
-        match self.session_refusal() {
-            Some(refusal) => Err(refusal),
-            None => Ok(()),
+    async fn delete_messages(&self, chat_id: i64, tg_message_ids: &[i64]) -> Result<(), SendError> {
+        if let Some(refusal) = self.session_refusal() {
+            return Err(refusal);
         }
+        if let Some(Injected::Before(error) | Injected::AfterRecord(error)) =
+            self.faults.take(chat_id)
+        {
+            return Err(error);
+        }
+        // As Telegram: deleting what is already gone, or was never there,
+        // is no error.
+        for id in tg_message_ids {
+            self.log
+                .change(chat_id, *id, Change::Delete)
+                .await
+                .map_err(|e| SendError::Transient {
+                    reason: format!("sandbox store: {e}"),
+                })?;
+        }
+        Ok(())
     }
 
     async fn mark_read(&self, _chat_id: i64, _max_id: i64) -> Result<(), SendError> {
