@@ -24,8 +24,11 @@ pub struct Model {
 pub enum Relation {
     #[sea_orm(belongs_to = "super::messages::Entity", from = "Column::MessageId", to = "super::messages::Column::Id", on_delete = "Cascade")]
     Messages,
+    /// The operator who replaced the text.
+    #[sea_orm(belongs_to = "super::users::Entity", from = "Column::EditorId", to = "super::users::Column::Id", on_delete = "SetNull")]
+    Users,
 }
 
-super::related!(messages => Messages);
+super::related!(messages => Messages, users => Users);
 
 impl ActiveModelBehavior for ActiveModel {}
