@@ -282,6 +282,34 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/conversations/{id}/messages/{message_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Delete a sent reply for everyone in Telegram; audited
+         * @description The reply stays in the inbox for staff, marked `deleted_at`; the deletion reaches Telegram through the outbox, and `change_status` shows how far it got, live. Deleting it again changes nothing and answers 200.
+         *
+         *     **Access:** a signed-in user holding any of `inbox.reply`.
+         */
+        delete: operations["delete_conversations_id_messages_message_id"];
+        options?: never;
+        head?: never;
+        /**
+         * Edit a sent reply, in the inbox and in Telegram; audited
+         * @description The text is the reply's at once (the old one is kept at `…/versions`); the edit reaches Telegram through the outbox, and `change_kind`/`change_status` show how far it got, live. Telegram allows edits for 48 hours after the send. Repeating the edit (the same text) changes nothing and answers 200.
+         *
+         *     **Access:** a signed-in user holding any of `inbox.reply`.
+         */
+        patch: operations["patch_conversations_id_messages_message_id"];
+        trace?: never;
+    };
     "/api/conversations/{id}/messages/{message_id}/retry": {
         parameters: {
             query?: never;
@@ -954,6 +982,11 @@ export interface components {
              */
             text?: string;
         };
+        /** @description The new text of a sent reply. */
+        Edit: {
+            /** @description 1 to 4096 characters, no NUL, not only whitespace. */
+            text: string;
+        };
         EpOut: {
             /** Format: int64 */
             perm_version: number;
@@ -1034,16 +1067,38 @@ export interface components {
             author_id: string | null;
             /** @description The staff member who wrote it (outbound messages and notes). */
             author_name: string | null;
+            change_error: string | null;
+            /**
+             * @description An operator's pending or last change of this sent reply: `edit` or
+             *     `delete` (null: none).
+             */
+            change_kind: string | null;
+            /** Format: date-time */
+            change_retry_at: string | null;
+            /**
+             * @description How far that change got in Telegram, as a reply's `status` does:
+             *     `queued`, `sent`, `retrying` (until `change_retry_at`) or `failed`
+             *     (`change_error` says why).
+             */
+            change_status: string | null;
             client_msg_id: string | null;
             /** Format: uuid */
             conversation_id: string;
             /** Format: date-time */
             created_at: string;
+            /**
+             * Format: date-time
+             * @description Deleted in Telegram: by an operator (set when asked; `change_status`
+             *     says whether Telegram has done it) or by the customer. The text stays
+             *     for staff.
+             */
+            deleted_at: string | null;
             /** @description `in` (from the customer) or `out`. */
             direction: string;
             /**
              * Format: date-time
-             * @description Set when the customer edited it; earlier texts are at `…/versions`.
+             * @description Set when the text was replaced (by the customer, or by an operator's
+             *     edit of a reply); earlier texts are at `…/versions`.
              */
             edited_at: string | null;
             error: string | null;
@@ -1051,6 +1106,11 @@ export interface components {
             id: string;
             /** @description `text` or `note` (kept for staff, never sent). */
             kind: string;
+            /**
+             * Format: date-time
+             * @description When the customer's read receipt covered this reply.
+             */
+            read_at: string | null;
             /** Format: date-time */
             retry_at: string | null;
             /** Format: date-time */
@@ -1183,16 +1243,38 @@ export interface components {
                 author_id: string | null;
                 /** @description The staff member who wrote it (outbound messages and notes). */
                 author_name: string | null;
+                change_error: string | null;
+                /**
+                 * @description An operator's pending or last change of this sent reply: `edit` or
+                 *     `delete` (null: none).
+                 */
+                change_kind: string | null;
+                /** Format: date-time */
+                change_retry_at: string | null;
+                /**
+                 * @description How far that change got in Telegram, as a reply's `status` does:
+                 *     `queued`, `sent`, `retrying` (until `change_retry_at`) or `failed`
+                 *     (`change_error` says why).
+                 */
+                change_status: string | null;
                 client_msg_id: string | null;
                 /** Format: uuid */
                 conversation_id: string;
                 /** Format: date-time */
                 created_at: string;
+                /**
+                 * Format: date-time
+                 * @description Deleted in Telegram: by an operator (set when asked; `change_status`
+                 *     says whether Telegram has done it) or by the customer. The text stays
+                 *     for staff.
+                 */
+                deleted_at: string | null;
                 /** @description `in` (from the customer) or `out`. */
                 direction: string;
                 /**
                  * Format: date-time
-                 * @description Set when the customer edited it; earlier texts are at `…/versions`.
+                 * @description Set when the text was replaced (by the customer, or by an operator's
+                 *     edit of a reply); earlier texts are at `…/versions`.
                  */
                 edited_at: string | null;
                 error: string | null;
@@ -1200,6 +1282,11 @@ export interface components {
                 id: string;
                 /** @description `text` or `note` (kept for staff, never sent). */
                 kind: string;
+                /**
+                 * Format: date-time
+                 * @description When the customer's read receipt covered this reply.
+                 */
+                read_at: string | null;
                 /** Format: date-time */
                 retry_at: string | null;
                 /** Format: date-time */
@@ -2587,6 +2674,195 @@ export interface operations {
                 };
             };
             /** @description `empty_text`, `invalid_text`, `text_too_long`, `invalid_client_msg_id`, `too_many_attachments`, `duplicate_attachment`; for a file: `attachment_not_found`, `attachment_in_use`, `attachment_not_uploaded`, `attachment_mismatch` (the message names the file and why); `unprocessable_entity`: a field is missing or of the wrong type */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_conversations_id_messages_message_id: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The conversation's id */
+                id: string;
+                /** @description The reply's id */
+                message_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Already deleted: nothing changed */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description The deletion is queued for Telegram */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description `bad_request`: a path parameter is not of its type (an id that is not a UUID) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unauthorized`: no bearer token; `invalid_token`: malformed, forged, expired or of no account; `token_stale`: permissions changed since it was issued, refresh it; `account_disabled` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: the caller may read no conversation; `forbidden`: the caller holds none of the permissions this needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: no such conversation or message, or not the caller's to read */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_a_reply`, `not_sent` (Telegram does not have it yet, or it failed) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    patch_conversations_id_messages_message_id: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The conversation's id */
+                id: string;
+                /** @description The reply's id */
+                message_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["Edit"];
+            };
+        };
+        responses: {
+            /** @description The reply already has this text: nothing changed */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description The edit is queued for Telegram */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description `bad_request`: a path parameter is not of its type (an id that is not a UUID); `bad_request`: the body is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unauthorized`: no bearer token; `invalid_token`: malformed, forged, expired or of no account; `token_stale`: permissions changed since it was issued, refresh it; `account_disabled` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: the caller may read no conversation; `forbidden`: the caller holds none of the permissions this needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: no such conversation or message, or not the caller's to read */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_a_reply`, `not_sent` (Telegram does not have it yet, or it failed), `message_deleted`, `reply_has_files`, `edit_window_passed` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `payload_too_large`: the body is over 2 MiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unsupported_media_type`: the body is not `Content-Type: application/json` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `empty_text`, `invalid_text`, `text_too_long`; `unprocessable_entity`: a field is missing or of the wrong type */
             422: {
                 headers: {
                     [name: string]: unknown;
