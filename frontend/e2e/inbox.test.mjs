@@ -295,3 +295,42 @@ test("assign to me and resolve, by button and by key; a draft waits per conversa
   await row(page, first).waitFor();
   await page.context().close();
 });
+
+test("an operator edits a sent reply, then deletes it: Telegram gets each once, and the thread shows how far each got", async () => {
+  const page = await newPage(browser);
+  await signIn(page);
+  const name = `Oleg ${String(Date.now()).slice(-5)}`;
+  const chat = await openNewChat(page, name, "Which room is the mock test in?");
+  const text = `Room 4 (${Date.now()}).`;
+  await page.getByLabel(`Reply to ${name}`).fill(text);
+  await page.getByTestId("send").click();
+  const reply = lastOutbound(page, text);
+  await reply.locator('[data-testid="delivery"][data-status="sent"]').waitFor({ timeout: 30_000 });
+
+  const fixed = text.replace("Room 4", "Room 5");
+  await reply.getByRole("button", { name: "Edit", exact: true }).click();
+  const box = page.getByLabel("New text of your reply");
+  await box.fill(fixed);
+  await box.press("Control+Enter");
+  const edited = lastOutbound(page, fixed);
+  await edited.locator('[data-testid="change"][data-kind="edit"][data-status="sent"]').waitFor({ timeout: 30_000 });
+  await edited.getByText("Edited in Telegram").waitFor();
+  // The earlier text is one click away.
+  await edited.getByRole("button", { name: "(edited)" }).click();
+  await edited.getByTestId("versions").getByText(text).waitFor();
+  await screenshot(page, "reply-edited");
+
+  await edited.getByRole("button", { name: "Delete", exact: true }).click();
+  await edited.getByRole("button", { name: "Delete for everyone" }).click();
+  await edited.locator('[data-testid="change"][data-kind="delete"][data-status="sent"]').waitFor({ timeout: 30_000 });
+  await edited.getByTestId("deleted").waitFor();
+  // No edit or delete is offered on a deleted reply.
+  assert.equal(await edited.getByRole("button", { name: "Edit", exact: true }).count(), 0);
+
+  const sent = await sandbox.sent(chat);
+  assert.equal(sent.length, 1, `sent ${sent.length} messages`);
+  assert.deepEqual(sent[0].edits, [fixed]);
+  assert.equal(sent[0].deleted, true);
+  assert.equal(sent[0].send_count, 1);
+  await page.context().close();
+});

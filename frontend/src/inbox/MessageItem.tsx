@@ -8,7 +8,7 @@ import { useCan, useServices } from "../app/services";
 import { unwrap } from "../api/client";
 import { ApiFailure } from "../api/failure";
 import type { Message, MessageFile } from "../api/types";
-import { deliveryView } from "./delivery";
+import { changeView, changeable, deliveryView } from "./delivery";
 import { upsertMessage, type Thread } from "./live";
 import { keys } from "./queries";
 
@@ -143,7 +143,150 @@ function Delivery({ m }: { m: Message }) {
   );
 }
 
-/** "(edited)", which opens the customer's earlier texts. */
+/** How far an operator's edit or deletion of the reply got in Telegram. */
+function ChangeLine({ m }: { m: Message }) {
+  const { t, time } = useI18n();
+  const now = useNow(m.change_status === "retrying");
+  const view = changeView(m, t, time, now);
+  if (!view) return null;
+  return (
+    <div className={`delivery delivery-${view.kind}`} data-testid="change" data-kind={m.change_kind} data-status={m.change_status}>
+      <span className="delivery-label">
+        <span className="dot" aria-hidden="true" /> {view.label}
+      </span>
+      {(view.kind === "retrying" || view.kind === "failed") && view.reason && (
+        <span className="delivery-reason">{t("delivery.reason", { reason: view.reason })}</span>
+      )}
+    </div>
+  );
+}
+
+/**
+ * Edit and delete of a sent reply, for those who may reply: the edit in
+ * place (Ctrl+Enter saves, Escape cancels), the deletion after a question.
+ * The answer replaces the message in the thread; the socket's
+ * `message.updated` frames then show how far Telegram got.
+ */
+function ChangeActions({ m, editing, setEditing }: { m: Message; editing: boolean; setEditing: (on: boolean) => void }) {
+  const { t } = useI18n();
+  const { api } = useServices();
+  const qc = useQueryClient();
+  const canReply = useCan("inbox.reply");
+  const now = Date.now();
+  const [text, setText] = useState(m.text);
+  const [confirming, setConfirming] = useState(false);
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  if (!canReply) return null;
+  const canEdit = changeable(m, "edit", now);
+  const canDelete = changeable(m, "delete", now);
+  if (!canEdit && !canDelete) return null;
+  const path = { params: { path: { id: m.conversation_id, message_id: m.id } } };
+
+  async function run(call: () => Promise<Message>, failed: "message.edit.failed" | "message.delete.failed") {
+    setBusy(true);
+    setError(null);
+    try {
+      const next = await call();
+      qc.setQueryData<Thread>(keys.thread(m.conversation_id), (th) => (th ? upsertMessage(th, next) : th));
+      setEditing(false);
+      setConfirming(false);
+    } catch (e) {
+      setError(t(failed, { message: e instanceof ApiFailure ? e.message : String(e) }));
+    } finally {
+      setBusy(false);
+    }
+  }
+  const save = () =>
+    void run(() => unwrap(api.PATCH("/api/conversations/{id}/messages/{message_id}", { ...path, body: { text } })), "message.edit.failed");
+  const remove = () =>
+    void run(() => unwrap(api.DELETE("/api/conversations/{id}/messages/{message_id}", path)), "message.delete.failed");
+
+  if (editing) {
+    return (
+      <form
+        className="msg-edit"
+        onSubmit={(e) => {
+          e.preventDefault();
+          save();
+        }}
+      >
+        <label className="visually-hidden" htmlFor={`edit-${m.id}`}>
+          {t("message.edit.label")}
+        </label>
+        <textarea
+          id={`edit-${m.id}`}
+          value={text}
+          autoFocus
+          rows={3}
+          onChange={(e) => setText(e.target.value)}
+          onKeyDown={(e) => {
+            if (e.key === "Escape") setEditing(false);
+            if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
+              e.preventDefault();
+              save();
+            }
+          }}
+        />
+        <div className="msg-actions">
+          <button type="submit" className="small" disabled={busy || !text.trim()}>
+            {t("message.edit.save")}
+          </button>
+          <button type="button" className="small" onClick={() => setEditing(false)} disabled={busy}>
+            {t("message.edit.cancel")}
+          </button>
+        </div>
+        {error && (
+          <p className="form-error" role="alert">
+            {error}
+          </p>
+        )}
+      </form>
+    );
+  }
+  return (
+    <div className="msg-actions">
+      {confirming ? (
+        <>
+          <span>{t("message.delete.confirm")}</span>
+          <button type="button" className="small danger" onClick={remove} disabled={busy}>
+            {t("message.delete.yes")}
+          </button>
+          <button type="button" className="small" onClick={() => setConfirming(false)} disabled={busy}>
+            {t("message.edit.cancel")}
+          </button>
+        </>
+      ) : (
+        <>
+          {canEdit && (
+            <button
+              type="button"
+              className="linkish"
+              onClick={() => {
+                setText(m.text);
+                setEditing(true);
+              }}
+            >
+              {t("message.edit")}
+            </button>
+          )}
+          {canDelete && (
+            <button type="button" className="linkish" onClick={() => setConfirming(true)}>
+              {t("message.delete")}
+            </button>
+          )}
+        </>
+      )}
+      {error && (
+        <span className="form-error" role="alert">
+          {error}
+        </span>
+      )}
+    </div>
+  );
+}
+
+/** "(edited)", which opens the earlier texts. */
 function Edited({ m }: { m: Message }) {
   const { t, dateTime } = useI18n();
   const { api } = useServices();
@@ -184,12 +327,13 @@ function Edited({ m }: { m: Message }) {
 
 export function MessageItem({ m }: { m: Message }) {
   const { t, dateTime } = useI18n();
+  const [editing, setEditing] = useState(false);
   const note = m.kind === "note";
   const out = m.direction === "out";
   const who = out || note ? (m.author_name ?? "") : t("thread.customer");
   return (
     <li
-      className={`msg ${note ? "msg-note" : out ? "msg-out" : "msg-in"}`}
+      className={`msg ${note ? "msg-note" : out ? "msg-out" : "msg-in"}${m.deleted_at ? " msg-deleted" : ""}`}
       data-testid="message"
       data-message-id={m.id}
       data-direction={m.direction}
@@ -197,13 +341,20 @@ export function MessageItem({ m }: { m: Message }) {
     >
       <div className="msg-meta">
         {note && <span className="note-tag">{t("thread.note")}</span>}
+        {m.deleted_at && (
+          <span className="note-tag" data-testid="deleted">
+            {t(out ? "thread.deleted.out" : "thread.deleted.in")}
+          </span>
+        )}
         <span className="msg-author">{who}</span>
         <time dateTime={m.created_at}>{dateTime(m.created_at)}</time>
-        {m.edited_at && m.direction === "in" && <Edited m={m} />}
+        {m.edited_at && <Edited m={m} />}
       </div>
-      {m.text && <p className="msg-text">{m.text}</p>}
+      {m.text && !editing && <p className="msg-text">{m.text}</p>}
       {m.attachments.length > 0 && <Files files={m.attachments} />}
       {out && !note && <Delivery m={m} />}
+      {out && !note && <ChangeLine m={m} />}
+      {out && !note && <ChangeActions m={m} editing={editing} setEditing={setEditing} />}
     </li>
   );
 }

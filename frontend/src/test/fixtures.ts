@@ -40,6 +40,12 @@ export function msg(over: Partial<Message> = {}): Message {
     retry_at: null,
     sent_at: null,
     tg_message_id: null,
+    deleted_at: null,
+    read_at: null,
+    change_kind: null,
+    change_status: null,
+    change_error: null,
+    change_retry_at: null,
     ...over,
   };
 }
