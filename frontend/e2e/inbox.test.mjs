@@ -165,8 +165,11 @@ test("the list filters live in the URL, and the shortcuts are listed on ?", asyn
   await page.getByRole("link", { name: "Unassigned" }).click();
   await page.getByLabel("Unread only").check();
   await eventually(async () => page.url().includes("view=unassigned") && page.url().includes("unread=1"), 5_000, "filters in the URL");
+  const before = page.url();
+  // A reload keeps the session (the refresh cookie) and the filters (the URL).
   await page.reload();
-  await signIn(page, undefined, undefined, new URL(page.url()).pathname + new URL(page.url()).search);
+  await page.locator('[data-testid="link-state"][data-state="live"]').waitFor();
+  assert.equal(page.url(), before);
   assert.equal(await page.getByLabel("Unread only").isChecked(), true);
   await page.keyboard.press("?");
   await page.getByRole("dialog", { name: "Keyboard shortcuts" }).waitFor();

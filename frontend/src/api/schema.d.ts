@@ -79,7 +79,9 @@ export interface paths {
         put?: never;
         /**
          * Sign in with email and password
-         * @description **Access:** public, no token.
+         * @description A browser sends `X-Refresh-Cookie: 1` to get the refresh token in an `HttpOnly; Secure; SameSite=Strict` cookie (path `/api/auth`) instead of the body.
+         *
+         *     **Access:** public, no token.
          */
         post: operations["post_auth_login"];
         delete?: never;
@@ -99,7 +101,9 @@ export interface paths {
         put?: never;
         /**
          * Sign out of this session, or of all
-         * @description **Access:** any signed-in user (bearer token).
+         * @description With `X-Refresh-Cookie: 1`, the session is the `fastprep_refresh` cookie's (unless the body names one), and the cookie is removed.
+         *
+         *     **Access:** any signed-in user (bearer token).
          */
         post: operations["post_auth_logout"];
         delete?: never;
@@ -159,7 +163,7 @@ export interface paths {
         put?: never;
         /**
          * Change one's own password
-         * @description Ends every session of the caller and opens a new one.
+         * @description Ends every session of the caller and opens a new one (its refresh token in the cookie with `X-Refresh-Cookie: 1`).
          *
          *     **Access:** any signed-in user (bearer token).
          */
@@ -181,7 +185,7 @@ export interface paths {
         put?: never;
         /**
          * Rotate a refresh token for a new session
-         * @description The presented refresh token is spent. Presenting a spent one again ends its whole session family.
+         * @description The presented refresh token is spent. Presenting a spent one again ends its whole session family. With `X-Refresh-Cookie: 1` and no `refresh_token` in the body, the `fastprep_refresh` cookie's token is presented, and the new one is set in its place; a refused cookie is removed.
          *
          *     **Access:** public, no token.
          */
@@ -1012,7 +1016,10 @@ export interface components {
         LogoutIn: {
             /** @description End every session of the caller. */
             all?: boolean;
-            /** @description The session to end; required unless `all` is true. */
+            /**
+             * @description The session to end; required unless `all` is true or the request
+             *     presents the cookie (`X-Refresh-Cookie: 1`).
+             */
             refresh_token?: string | null;
         };
         /** @description The signed-in account, as `GET /auth/me` shows it. */
@@ -1253,7 +1260,11 @@ export interface components {
             reason: string;
         };
         RefreshIn: {
-            refresh_token: string;
+            /**
+             * @description The refresh token; left out (or null) to present the cookie's, with
+             *     `X-Refresh-Cookie: 1`.
+             */
+            refresh_token?: string | null;
         };
         /** @description Which dead letters a replay takes; every field is optional. */
         ReplayBody: {
@@ -1410,7 +1421,11 @@ export interface components {
              * @description Seconds the refresh token lives.
              */
             refresh_expires_in: number;
-            refresh_token: string;
+            /**
+             * @description The refresh token; null when the request asked for it in the
+             *     `fastprep_refresh` cookie (`X-Refresh-Cookie: 1`).
+             */
+            refresh_token: string | null;
             /**
              * @description Always `Bearer`.
              * @example Bearer
@@ -1762,7 +1777,10 @@ export interface operations {
     post_auth_login: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description `1`: the refresh token in the cookie, not the body */
+                "X-Refresh-Cookie"?: string | null;
+            };
             path?: never;
             cookie?: never;
         };
@@ -1772,7 +1790,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Signed in: a new session */
+            /** @description Signed in: a new session; with `X-Refresh-Cookie: 1`, its refresh token in the `fastprep_refresh` cookie only */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -1781,7 +1799,7 @@ export interface operations {
                     "application/json": components["schemas"]["TokensOut"];
                 };
             };
-            /** @description `bad_request`: the body is not JSON */
+            /** @description `invalid_refresh_cookie_header`: `X-Refresh-Cookie` other than 1; `bad_request`: the body is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1792,6 +1810,15 @@ export interface operations {
             };
             /** @description `invalid_credentials`: wrong email or password, or a deactivated account (which is not said) */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `origin_not_allowed`: `X-Refresh-Cookie` from an `Origin` not in `CORS_ORIGINS` */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1851,7 +1878,10 @@ export interface operations {
     post_auth_logout: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description `1`: end the cookie's session and remove the cookie */
+                "X-Refresh-Cookie"?: string | null;
+            };
             path?: never;
             cookie?: never;
         };
@@ -1868,7 +1898,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description `bad_request`: the body is not JSON */
+            /** @description `invalid_refresh_cookie_header`: `X-Refresh-Cookie` other than 1; `bad_request`: the body is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1879,6 +1909,15 @@ export interface operations {
             };
             /** @description `unauthorized`: no bearer token; `invalid_token`: malformed, forged, expired or of no account; `token_stale`: permissions changed since it was issued, refresh it; `account_disabled` */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `origin_not_allowed`: `X-Refresh-Cookie` from an `Origin` not in `CORS_ORIGINS` */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1904,7 +1943,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description `missing_refresh_token`: neither `refresh_token` nor `all: true`; `unprocessable_entity`: a field is missing or of the wrong type */
+            /** @description `missing_refresh_token`: neither `refresh_token`, the cookie, nor `all: true`; `unprocessable_entity`: a field is missing or of the wrong type */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -1985,7 +2024,10 @@ export interface operations {
     post_auth_password: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description `1`: the new refresh token in the cookie, not the body */
+                "X-Refresh-Cookie"?: string | null;
+            };
             path?: never;
             cookie?: never;
         };
@@ -2004,7 +2046,7 @@ export interface operations {
                     "application/json": components["schemas"]["TokensOut"];
                 };
             };
-            /** @description `bad_request`: the body is not JSON */
+            /** @description `invalid_refresh_cookie_header`: `X-Refresh-Cookie` other than 1; `bad_request`: the body is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2015,6 +2057,15 @@ export interface operations {
             };
             /** @description `unauthorized`: no bearer token; `invalid_token`: malformed, forged, expired or of no account; `token_stale`: permissions changed since it was issued, refresh it; `account_disabled` */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `origin_not_allowed`: `X-Refresh-Cookie` from an `Origin` not in `CORS_ORIGINS` */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2083,7 +2134,10 @@ export interface operations {
     post_auth_refresh: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description `1`: present the cookie's refresh token and get the next one in it */
+                "X-Refresh-Cookie"?: string | null;
+            };
             path?: never;
             cookie?: never;
         };
@@ -2102,7 +2156,7 @@ export interface operations {
                     "application/json": components["schemas"]["TokensOut"];
                 };
             };
-            /** @description `bad_request`: the body is not JSON */
+            /** @description `invalid_refresh_cookie_header`: `X-Refresh-Cookie` other than 1; `bad_request`: the body is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2111,8 +2165,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description `invalid_refresh_token`, `refresh_expired`, `refresh_reused` (the family is ended), `account_disabled` */
+            /** @description `invalid_refresh_token` (also: no cookie), `refresh_expired`, `refresh_reused` (the family is ended), `account_disabled` */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `origin_not_allowed`: `X-Refresh-Cookie` from an `Origin` not in `CORS_ORIGINS` */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2138,7 +2201,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description `unprocessable_entity`: a field is missing or of the wrong type */
+            /** @description `missing_refresh_token`: no `refresh_token` and no `X-Refresh-Cookie: 1`; `unprocessable_entity`: a field is missing or of the wrong type */
             422: {
                 headers: {
                     [name: string]: unknown;
