@@ -211,6 +211,7 @@ pub async fn state(
         auth: Arc::new(auth::AuthSettings {
             refresh_ttl: config.refresh_token_ttl,
             trust_forwarded_for: config.trust_forwarded_for,
+            origins: config.cors_origins.clone(),
         }),
         gateway,
         shutdown,
@@ -284,10 +285,14 @@ pub fn router(state: AppState, config: &Config, metrics: http_metrics::HttpMetri
         .iter()
         .filter_map(|o| o.parse().ok())
         .collect();
+    // Credentials, so the listed origins' pages can send the refresh
+    // cookie (ADR 0019); with them, methods and headers are mirrored rather
+    // than `*`, which browsers refuse alongside credentials.
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
-        .allow_methods(tower_http::cors::Any)
-        .allow_headers(tower_http::cors::Any)
+        .allow_credentials(true)
+        .allow_methods(tower_http::cors::AllowMethods::mirror_request())
+        .allow_headers(tower_http::cors::AllowHeaders::mirror_request())
         // A page on another origin reads how long to wait after a 429
         // (sign-in throttling, a Telegram flood wait).
         .expose_headers([axum::http::header::RETRY_AFTER]);

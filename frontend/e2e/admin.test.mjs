@@ -1,7 +1,7 @@
 // The admin screens against the real backend: an administrator creates a user,
 // changes their roles, resets their password, deactivates and reactivates
 // them, and changes a role's permissions from the screens, and the audit log
-// lists the changes; a page whose right is revoked while it is open says so; axe-core on
+// lists the changes; renames a user, renames and deletes a role; a page whose right is revoked while it is open says so; axe-core on
 // each admin screen.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
@@ -110,6 +110,66 @@ test("an administrator creates a user, changes their roles, resets their passwor
   await page.getByRole("link", { name: "Роли и права" }).waitFor();
   await page.getByTestId("nav-ops").getByText("Эксплуатация").waitFor();
   await screenshot(page, "admin-audit-ru");
+  await page.context().close();
+});
+
+test("an administrator renames a user, and renames and deletes a role", async () => {
+  const op = await createOperator("renamed");
+  const token = op.adminToken;
+  const stamp = String(Date.now()).slice(-7);
+  const role = await api.call("POST", "/api/roles", {
+    token,
+    body: { name: `drafts-${stamp}`, description: "to rename", permissions: ["audit.read"] },
+  });
+  await api.call("PUT", `/api/users/${op.id}/roles`, {
+    token,
+    body: { role_ids: [...(await api.call("GET", `/api/users/${op.id}`, { token })).roles.map((r) => r.id), role.id] },
+  });
+  const page = await newPage(browser);
+  await signIn(page);
+  await page.getByTestId("nav-admin").click();
+  const row = page.locator(`[data-testid="user-row"][data-email="${op.email}"]`);
+  await row.waitFor();
+
+  // The user's name.
+  await row.getByRole("button", { name: "Rename Operator renamed" }).click();
+  const nameDialog = page.getByTestId("name-dialog");
+  await nameDialog.getByLabel("Name").fill(`Renamed ${stamp}`);
+  assert.deepEqual(await seriousA11yViolations(page), []);
+  await nameDialog.getByRole("button", { name: "Save the name" }).click();
+  await page.getByRole("status").getByText(`Operator renamed is now called Renamed ${stamp}.`).waitFor();
+  await row.getByRole("cell", { name: `Renamed ${stamp}`, exact: true }).waitFor();
+  assert.equal((await api.call("GET", `/api/users/${op.id}`, { token })).display_name, `Renamed ${stamp}`);
+
+  // The role renamed from its column: the user's row follows.
+  await page.getByRole("link", { name: "Roles and permissions" }).click();
+  await page.getByTestId("matrix").waitFor();
+  await page.getByRole("button", { name: `Rename drafts-${stamp}` }).click();
+  const roleDialog = page.getByTestId("role-dialog");
+  await roleDialog.getByLabel("Name").fill(`readers-${stamp}`);
+  await roleDialog.getByLabel("Description").fill("Read the audit log");
+  assert.deepEqual(await seriousA11yViolations(page), []);
+  await roleDialog.getByRole("button", { name: "Save the role" }).click();
+  await page.getByTestId("roles-note").getByText(`The role readers-${stamp} was saved.`).waitFor();
+  await page.locator(`[data-testid="role-col"][data-role="readers-${stamp}"]`).waitFor();
+  const renamed = (await api.call("GET", "/api/roles", { token })).find((r) => r.id === role.id);
+  assert.deepEqual([renamed.name, renamed.description], [`readers-${stamp}`, "Read the audit log"]);
+  // Built-in roles keep their names: no rename or delete offered.
+  assert.equal(await page.getByRole("button", { name: "Rename admin" }).count(), 0);
+  assert.equal(await page.getByRole("button", { name: "Delete admin" }).count(), 0);
+
+  // Deleted after its confirmation: the column goes, and the user loses it.
+  await page.getByRole("button", { name: `Delete readers-${stamp}` }).click();
+  const deleteDialog = page.getByTestId("delete-role-dialog");
+  await deleteDialog.getByText(`The role readers-${stamp} is deleted. Its users (1) lose the permissions it gave them.`).waitFor();
+  await deleteDialog.getByRole("button", { name: "Delete the role" }).click();
+  await page.getByTestId("roles-note").getByText(`The role readers-${stamp} was deleted.`).waitFor();
+  await eventually(async () => (await page.locator(`[data-testid="role-col"][data-role="readers-${stamp}"]`).count()) === 0, 10_000, "the column gone");
+  assert.equal((await api.call("GET", "/api/roles", { token })).some((r) => r.id === role.id), false);
+  const user = await api.call("GET", `/api/users/${op.id}`, { token });
+  assert.deepEqual(user.roles.map((r) => r.name), ["operator"]);
+  await page.getByRole("link", { name: "Users" }).click();
+  await eventually(async () => !(await row.innerText()).includes("readers-"), 10_000, "the user's row without the role");
   await page.context().close();
 });
 

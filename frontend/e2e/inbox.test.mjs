@@ -13,6 +13,7 @@ import {
   recordStatuses,
   sandbox,
   screenshot,
+  seriousA11yViolations,
   signIn,
   statusesOf,
 } from "./helpers.mjs";
@@ -165,8 +166,11 @@ test("the list filters live in the URL, and the shortcuts are listed on ?", asyn
   await page.getByRole("link", { name: "Unassigned" }).click();
   await page.getByLabel("Unread only").check();
   await eventually(async () => page.url().includes("view=unassigned") && page.url().includes("unread=1"), 5_000, "filters in the URL");
+  const before = page.url();
+  // A reload keeps the session (the refresh cookie) and the filters (the URL).
   await page.reload();
-  await signIn(page, undefined, undefined, new URL(page.url()).pathname + new URL(page.url()).search);
+  await page.locator('[data-testid="link-state"][data-state="live"]').waitFor();
+  assert.equal(page.url(), before);
   assert.equal(await page.getByLabel("Unread only").isChecked(), true);
   await page.keyboard.press("?");
   await page.getByRole("dialog", { name: "Keyboard shortcuts" }).waitFor();
@@ -178,6 +182,74 @@ test("the list filters live in the URL, and the shortcuts are listed on ?", asyn
   await page.getByLabel("Только непрочитанные").uncheck();
   await page.getByTestId("sign-out").filter({ hasText: "Выйти" }).waitFor();
   await screenshot(page, "inbox-ru");
+  await page.context().close();
+});
+
+test("an attachment goes out and comes back: uploaded with progress (one cancelled on its way), sent to Telegram with its bytes, and downloaded from the thread", async () => {
+  const page = await newPage(browser);
+  await signIn(page);
+  const chat = freshChatId();
+  const name = `Vera ${String(Date.now()).slice(-5)}`;
+  await sandbox.inbound(chat, "Could you send me the timetable?", name);
+  await row(page, name).click();
+  await page.getByLabel(`Reply to ${name}`).waitFor();
+
+  // A big file over a slow uplink: its progress moves, then it is cancelled.
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send("Network.enable");
+  await cdp.send("Network.emulateNetworkConditions", { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 256 * 1024 });
+  const big = Buffer.alloc(3 * 1024 * 1024, 7);
+  await page.getByTestId("file-input").setInputFiles({ name: "recordings.zip", mimeType: "application/zip", buffer: big });
+  const slow = page.locator('[data-testid="upload"][data-name="recordings.zip"]');
+  await slow.getByTestId("upload-percent").waitFor();
+  await eventually(
+    async () => {
+      const pct = Number((await slow.getByTestId("upload-percent").textContent())?.replace("%", ""));
+      return pct > 0 && pct < 100 ? pct : null;
+    },
+    20_000,
+    "the upload's progress between 0 and 100",
+  );
+  assert.equal(await page.getByTestId("send").isDisabled(), true, "a reply can go while a file is on its way");
+  await page.getByRole("button", { name: "Cancel the upload of recordings.zip" }).click();
+  await slow.waitFor({ state: "detached" });
+  await cdp.send("Network.emulateNetworkConditions", { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+
+  // The file that goes: uploaded, sent with a line of text.
+  const body = `Timetable, spring term (${Date.now()})\n`.repeat(2000);
+  await page.getByTestId("file-input").setInputFiles({ name: "timetable.txt", mimeType: "text/plain", buffer: Buffer.from(body) });
+  const up = page.locator('[data-testid="upload"][data-name="timetable.txt"]');
+  await page.locator('[data-testid="upload"][data-name="timetable.txt"][data-state="done"]').waitFor({ timeout: 20_000 });
+  await up.getByText("Uploaded").waitFor();
+  assert.deepEqual(await seriousA11yViolations(page), []);
+  await screenshot(page, "composer-attachment");
+  await page.getByLabel(`Reply to ${name}`).fill("Here it is.");
+  await page.getByTestId("send").click();
+  await page.getByTestId("uploads").waitFor({ state: "detached" });
+
+  // Telegram got it once, with these bytes; the cancelled file went nowhere.
+  const { createHash } = await import("node:crypto");
+  const sha256 = createHash("sha256").update(body).digest("hex");
+  const sent = await eventually(async () => {
+    const all = await sandbox.sent(chat);
+    return all.length ? all : null;
+  }, 30_000, "the reply at the sandbox");
+  assert.equal(sent.length, 1, JSON.stringify(sent));
+  assert.equal(sent[0].text, "Here it is.");
+  assert.deepEqual(
+    sent[0].files.map((f) => [f.filename, f.size, f.sha256]),
+    [["timetable.txt", Buffer.byteLength(body), sha256]],
+  );
+
+  // And back: the thread's message shows it, sent, and it downloads as it was.
+  const mine = page.locator("[data-message-id]").filter({ hasText: "Here it is." });
+  await mine.locator('[data-testid="delivery"][data-status="sent"]').waitFor({ timeout: 30_000 });
+  const download = page.waitForEvent("download");
+  await mine.getByRole("button", { name: "Download timetable.txt" }).click();
+  const got = await download;
+  assert.equal(got.suggestedFilename(), "timetable.txt");
+  const { readFile } = await import("node:fs/promises");
+  assert.equal(await readFile(await got.path(), "utf8"), body);
   await page.context().close();
 });
 

@@ -3,7 +3,7 @@
 // keeping only the rows in view in the page.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { freshChatId, launch, newPage, sandbox, signIn } from "./helpers.mjs";
+import { api, eventually, freshChatId, launch, newPage, sandbox, signIn } from "./helpers.mjs";
 
 let browser;
 before(async () => {
@@ -19,6 +19,20 @@ test("a long thread loads its older messages on demand", async () => {
   const name = `Yana ${String(Date.now()).slice(-5)}`;
   const chat = freshChatId();
   for (let i = 1; i <= 60; i++) await sandbox.inbound(chat, `Line ${i}`, name);
+  // All 60 stored before the thread opens, so its first page is the newest 50
+  // (opened earlier, the first lines would be in it and the rest come live).
+  const token = await api.login();
+  await eventually(
+    async () => {
+      const list = await api.call("GET", `/api/conversations?q=${encodeURIComponent(name)}`, { token });
+      const conv = list.items[0];
+      if (!conv) return false;
+      const page1 = await api.call("GET", `/api/conversations/${conv.id}/messages?limit=100`, { token });
+      return page1.items.length === 60;
+    },
+    30_000,
+    "the 60 messages stored",
+  );
   await page.getByTestId("conversation-row").filter({ hasText: name }).click();
   const thread = page.getByTestId("thread");
   await thread.getByText("Line 60", { exact: true }).waitFor({ timeout: 20_000 });

@@ -3,7 +3,11 @@
 // index.html for every other path (the app's routes), and /config.js telling
 // the app where the API is.
 //   node scripts/serve.mjs --port 4173 --api http://127.0.0.1:8080
-import { createServer } from "node:http";
+// With --proxy, /api/* (the WebSocket included) is passed to the API at that
+// address instead, so the app and the API share one origin (scripts/dev):
+//   node scripts/serve.mjs --port 4173 --proxy http://127.0.0.1:8080
+import { createServer, request as httpRequest } from "node:http";
+import { connect } from "node:net";
 import { readFile, stat } from "node:fs/promises";
 import { dirname, extname, join, normalize, sep } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -14,6 +18,7 @@ const { values } = parseArgs({
     port: { type: "string", default: process.env.PORT ?? "4173" },
     host: { type: "string", default: "127.0.0.1" },
     api: { type: "string", default: process.env.FASTPREP_API_URL ?? "" },
+    proxy: { type: "string", default: "" },
     dir: { type: "string", default: join(dirname(fileURLToPath(import.meta.url)), "../dist") },
   },
 });
@@ -29,7 +34,43 @@ const TYPES = {
   ".ico": "image/x-icon",
   ".txt": "text/plain; charset=utf-8",
 };
-const configJs = `window.FASTPREP_CONFIG = ${JSON.stringify({ apiBase: values.api })};\n`;
+const proxy = values.proxy ? new URL(values.proxy) : null;
+const configJs = `window.FASTPREP_CONFIG = ${JSON.stringify({ apiBase: proxy ? "" : values.api })};\n`;
+
+/** Passes a request for /api/* to the API as it is, and its answer back. */
+function forward(req, res) {
+  const upstream = httpRequest(
+    { host: proxy.hostname, port: proxy.port || 80, method: req.method, path: req.url, headers: req.headers },
+    (answer) => {
+      res.writeHead(answer.statusCode ?? 502, answer.rawHeaders);
+      answer.pipe(res);
+    },
+  );
+  upstream.on("error", () => {
+    if (!res.headersSent) res.writeHead(502, { "content-type": "text/plain" });
+    res.end("the API cannot be reached\n");
+  });
+  req.pipe(upstream);
+}
+
+/** A WebSocket upgrade for /api/ws: the raw connection spliced to the API's. */
+function tunnel(req, socket, head) {
+  const upstream = connect(Number(proxy.port || 80), proxy.hostname, () => {
+    const lines = [`${req.method} ${req.url} HTTP/${req.httpVersion}`];
+    for (let i = 0; i < req.rawHeaders.length; i += 2) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
+    upstream.write(lines.join("\r\n") + "\r\n\r\n");
+    if (head.length) upstream.write(head);
+    socket.pipe(upstream).pipe(socket);
+  });
+  const drop = () => {
+    socket.destroy();
+    upstream.destroy();
+  };
+  upstream.on("error", drop).on("close", drop);
+  socket.on("error", drop).on("close", drop);
+}
+
+const isApi = (url) => /^\/api(\/|$|\?)/.test(url ?? "");
 
 async function file(path) {
   const full = normalize(join(root, path));
@@ -43,6 +84,7 @@ async function file(path) {
 }
 
 const server = createServer(async (req, res) => {
+  if (proxy && isApi(req.url)) return forward(req, res);
   const path = decodeURIComponent(new URL(req.url ?? "/", "http://x").pathname);
   const headers = { "x-content-type-options": "nosniff", "referrer-policy": "no-referrer" };
   if (path === "/config.js") {
@@ -63,7 +105,12 @@ const server = createServer(async (req, res) => {
   });
   res.end(req.method === "HEAD" ? undefined : found.body);
 });
+server.on("upgrade", (req, socket, head) => {
+  if (proxy && isApi(req.url)) return tunnel(req, socket, head);
+  socket.destroy();
+});
 server.listen(Number(values.port), values.host, () => {
-  console.log(`serving ${root} at http://${values.host}:${values.port} (API: ${values.api || "same origin"})`);
+  const api = proxy ? `${proxy.origin}, proxied at /api` : values.api || "same origin";
+  console.log(`serving ${root} at http://${values.host}:${values.port} (API: ${api})`);
 });
 for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => server.close(() => process.exit(0)));

@@ -3,13 +3,13 @@
 import { StrictMode } from "react";
 import { createRoot } from "react-dom/client";
 import { App } from "./app/App";
-import { createServices } from "./app/services";
+import { startServices } from "./app/services";
 import "./styles.css";
 
 const root = document.getElementById("root");
 if (!root) throw new Error("no #root element");
 createRoot(root).render(
   <StrictMode>
-    <App services={createServices()} />
+    <App services={startServices()} />
   </StrictMode>,
 );

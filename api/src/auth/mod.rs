@@ -2,6 +2,7 @@
 //! throttling and the `/api/auth/*` routes.
 
 pub mod admin;
+pub mod cookie;
 pub mod jwt;
 pub mod password;
 pub mod ratelimit;
@@ -20,6 +21,9 @@ use axum::http::HeaderMap;
 pub struct AuthSettings {
     pub refresh_ttl: Duration,
     pub trust_forwarded_for: bool,
+    /// `CORS_ORIGINS`: the only origins a browser may use the refresh
+    /// cookie from.
+    pub origins: Vec<String>,
 }
 
 impl AuthSettings {
@@ -87,6 +91,7 @@ mod tests {
         let settings = AuthSettings {
             refresh_ttl: Duration::from_secs(1),
             trust_forwarded_for: true,
+            origins: Vec::new(),
         };
         let peer: SocketAddr = "10.0.0.1:1234".parse().unwrap();
         let mut headers = HeaderMap::new();

@@ -6,12 +6,13 @@ use std::net::SocketAddr;
 use axum::{
     Json,
     extract::{ConnectInfo, State},
-    http::{HeaderMap, StatusCode},
+    http::{HeaderMap, StatusCode, header::SET_COOKIE},
+    response::{AppendHeaders, IntoResponse, Response},
 };
 use serde::{Deserialize, Serialize};
 
 use super::{
-    password,
+    cookie, password,
     ratelimit::{Outcome, Target},
 };
 use crate::{
@@ -36,7 +37,9 @@ pub struct LoginIn {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct TokensOut {
     pub access_token: String,
-    pub refresh_token: String,
+    /// The refresh token; null when the request asked for it in the
+    /// `fastprep_refresh` cookie (`X-Refresh-Cookie: 1`).
+    pub refresh_token: Option<String>,
     /// Always `Bearer`.
     #[schema(value_type = String, example = "Bearer")]
     pub token_type: &'static str,
@@ -54,15 +57,54 @@ fn bad_credentials() -> ApiError {
     }
 }
 
-fn tokens(state: &AppState, user: Me, refresh_token: String) -> ApiResult<TokensOut> {
-    Ok(TokensOut {
+/// The answer that hands over a new session: with `in_cookie`, the refresh
+/// token goes into the cookie and the body's is null.
+fn tokens(
+    state: &AppState,
+    user: Me,
+    refresh_token: String,
+    in_cookie: bool,
+) -> ApiResult<Response> {
+    let ttl = state.auth.refresh_ttl;
+    let out = TokensOut {
         access_token: state.keys.issue(user.id, user.perm_version)?,
-        refresh_token,
+        refresh_token: (!in_cookie).then(|| refresh_token.clone()),
         token_type: "Bearer",
         expires_in: state.keys.ttl().as_secs(),
-        refresh_expires_in: state.auth.refresh_ttl.as_secs(),
+        refresh_expires_in: ttl.as_secs(),
         user,
+    };
+    // Tokens are not for any cache to keep.
+    let no_store = (
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(if in_cookie {
+        (
+            AppendHeaders([no_store, (SET_COOKIE, cookie::set(&refresh_token, ttl))]),
+            Json(out),
+        )
+            .into_response()
+    } else {
+        (AppendHeaders([no_store]), Json(out)).into_response()
     })
+}
+
+/// The refresh token a request presents: the body's, else (asked for) the
+/// cookie's. `422 missing_refresh_token` without either.
+fn presented(body: Option<&str>, headers: &HeaderMap, in_cookie: bool) -> ApiResult<String> {
+    match body.map(str::trim).filter(|t| !t.is_empty()) {
+        Some(token) => Ok(token.to_owned()),
+        None if in_cookie => cookie::read(headers).ok_or(ApiError::Unauthorized {
+            code: "invalid_refresh_token",
+            message: "no session cookie: sign in",
+        }),
+        None => Err(ApiError::Unprocessable {
+            code: "missing_refresh_token",
+            message: "send the session's refresh_token, or X-Refresh-Cookie: 1 with its cookie"
+                .into(),
+        }),
+    }
 }
 
 /// `POST /auth/login`. The attempt is reserved with the throttle before the
@@ -72,10 +114,14 @@ fn tokens(state: &AppState, user: Me, refresh_token: String) -> ApiResult<Tokens
     path = "/api/auth/login",
     tag = "auth",
     summary = "Sign in with email and password",
+    description = "A browser sends `X-Refresh-Cookie: 1` to get the refresh token in an `HttpOnly; Secure; SameSite=Strict` cookie (path `/api/auth`) instead of the body.",
+    params(("X-Refresh-Cookie" = Option<String>, Header, description = "`1`: the refresh token in the cookie, not the body")),
     request_body = LoginIn,
     responses(
-        (status = 200, description = "Signed in: a new session", body = TokensOut),
+        (status = 200, description = "Signed in: a new session; with `X-Refresh-Cookie: 1`, its refresh token in the `fastprep_refresh` cookie only", body = TokensOut),
+        (status = 400, description = "`invalid_refresh_cookie_header`: `X-Refresh-Cookie` other than 1", body = ErrorBody),
         (status = 401, description = "`invalid_credentials`: wrong email or password, or a deactivated account (which is not said)", body = ErrorBody),
+        (status = 403, description = "`origin_not_allowed`: `X-Refresh-Cookie` from an `Origin` not in `CORS_ORIGINS`", body = ErrorBody),
         (status = 422, description = "`invalid_email`: not an address", body = ErrorBody),
         (status = 429, description = "`too_many_requests`: too many attempts for this account or from this address", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
@@ -87,7 +133,8 @@ pub async fn login(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Json(input): Json<LoginIn>,
-) -> ApiResult<Json<TokensOut>> {
+) -> ApiResult<Response> {
+    let in_cookie = cookie::requested(&headers, &state.auth.origins)?;
     let email = input.email.trim().to_lowercase();
     if email.len() > 254 || email.chars().any(char::is_control) {
         return Err(ApiError::Unprocessable {
@@ -130,12 +177,15 @@ pub async fn login(
     let (me, refresh) = sessions::open(&state.db, user, &stored, state.auth.refresh_ttl)
         .await?
         .ok_or_else(bad_credentials)?;
-    Ok(Json(tokens(&state, me, refresh)?))
+    tokens(&state, me, refresh, in_cookie)
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct RefreshIn {
-    pub refresh_token: String,
+    /// The refresh token; left out (or null) to present the cookie's, with
+    /// `X-Refresh-Cookie: 1`.
+    #[serde(default)]
+    pub refresh_token: Option<String>,
 }
 
 /// `POST /auth/refresh`: a new access token and a new refresh token; the
@@ -145,30 +195,39 @@ pub struct RefreshIn {
     path = "/api/auth/refresh",
     tag = "auth",
     summary = "Rotate a refresh token for a new session",
-    description = "The presented refresh token is spent. Presenting a spent one again ends its whole session family.",
+    description = "The presented refresh token is spent. Presenting a spent one again ends its whole session family. With `X-Refresh-Cookie: 1` and no `refresh_token` in the body, the `fastprep_refresh` cookie's token is presented, and the new one is set in its place; a refused cookie is removed.",
+    params(("X-Refresh-Cookie" = Option<String>, Header, description = "`1`: present the cookie's refresh token and get the next one in it")),
     request_body = RefreshIn,
     responses(
         (status = 200, description = "A new access token and refresh token", body = TokensOut),
-        (status = 401, description = "`invalid_refresh_token`, `refresh_expired`, `refresh_reused` (the family is ended), `account_disabled`", body = ErrorBody),
+        (status = 400, description = "`invalid_refresh_cookie_header`: `X-Refresh-Cookie` other than 1", body = ErrorBody),
+        (status = 401, description = "`invalid_refresh_token` (also: no cookie), `refresh_expired`, `refresh_reused` (the family is ended), `account_disabled`", body = ErrorBody),
+        (status = 403, description = "`origin_not_allowed`: `X-Refresh-Cookie` from an `Origin` not in `CORS_ORIGINS`", body = ErrorBody),
+        (status = 422, description = "`missing_refresh_token`: no `refresh_token` and no `X-Refresh-Cookie: 1`", body = ErrorBody),
         (status = 503, description = "`unavailable`: ending a reused family needs Redis, which is down", body = ErrorBody),
     )
 )]
 pub async fn refresh(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Json(input): Json<RefreshIn>,
-) -> ApiResult<Json<TokensOut>> {
-    let (me, secret) = sessions::refresh(
-        Ctx::of(&state),
-        input.refresh_token.trim(),
-        state.auth.refresh_ttl,
-    )
-    .await?;
-    Ok(Json(tokens(&state, me, secret)?))
+) -> ApiResult<Response> {
+    let in_cookie = cookie::requested(&headers, &state.auth.origins)?;
+    let presented = presented(input.refresh_token.as_deref(), &headers, in_cookie)?;
+    match sessions::refresh(Ctx::of(&state), &presented, state.auth.refresh_ttl).await {
+        Ok((me, secret)) => tokens(&state, me, secret, in_cookie),
+        // A cookie that can no longer refresh is removed.
+        Err(e @ ApiError::Unauthorized { .. }) if in_cookie => {
+            Ok((AppendHeaders([(SET_COOKIE, cookie::clear())]), e).into_response())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 pub struct LogoutIn {
-    /// The session to end; required unless `all` is true.
+    /// The session to end; required unless `all` is true or the request
+    /// presents the cookie (`X-Refresh-Cookie: 1`).
     pub refresh_token: Option<String>,
     /// End every session of the caller.
     #[serde(default)]
@@ -183,32 +242,57 @@ pub struct LogoutIn {
     path = "/api/auth/logout",
     tag = "auth",
     summary = "Sign out of this session, or of all",
+    description = "With `X-Refresh-Cookie: 1`, the session is the `fastprep_refresh` cookie's (unless the body names one), and the cookie is removed.",
+    params(("X-Refresh-Cookie" = Option<String>, Header, description = "`1`: end the cookie's session and remove the cookie")),
     request_body = LogoutIn,
     responses(
         (status = 204, description = "Signed out; the caller's access tokens stop working"),
-        (status = 422, description = "`missing_refresh_token`: neither `refresh_token` nor `all: true`", body = ErrorBody),
+        (status = 400, description = "`invalid_refresh_cookie_header`: `X-Refresh-Cookie` other than 1", body = ErrorBody),
+        (status = 403, description = "`origin_not_allowed`: `X-Refresh-Cookie` from an `Origin` not in `CORS_ORIGINS`", body = ErrorBody),
+        (status = 422, description = "`missing_refresh_token`: neither `refresh_token`, the cookie, nor `all: true`", body = ErrorBody),
         (status = 503, description = "`unavailable`: Redis is down, nothing was changed", body = ErrorBody),
     )
 )]
 pub async fn logout(
     State(state): State<AppState>,
     caller: Principal,
+    headers: HeaderMap,
     Json(input): Json<LogoutIn>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<Response> {
+    let in_cookie = cookie::requested(&headers, &state.auth.origins)?;
+    let token;
     let ending = if input.all {
         Ending::All
     } else {
-        let presented = input.refresh_token.as_deref().map(str::trim).unwrap_or("");
-        if presented.is_empty() {
-            return Err(ApiError::Unprocessable {
-                code: "missing_refresh_token",
-                message: "send the session's refresh_token, or all: true".into(),
-            });
-        }
-        Ending::Session(presented)
+        token = match presented(input.refresh_token.as_deref(), &headers, in_cookie) {
+            Ok(token) => token,
+            Err(ApiError::Unprocessable { .. }) => {
+                return Err(ApiError::Unprocessable {
+                    code: "missing_refresh_token",
+                    message: "send the session's refresh_token, or all: true".into(),
+                });
+            }
+            // No cookie: no session of this browser to end.
+            Err(_) => {
+                return Ok((
+                    StatusCode::NO_CONTENT,
+                    AppendHeaders([(SET_COOKIE, cookie::clear())]),
+                )
+                    .into_response());
+            }
+        };
+        Ending::Session(&token)
     };
     sessions::logout(Ctx::of(&state), caller.id, ending).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(if in_cookie {
+        (
+            StatusCode::NO_CONTENT,
+            AppendHeaders([(SET_COOKIE, cookie::clear())]),
+        )
+            .into_response()
+    } else {
+        StatusCode::NO_CONTENT.into_response()
+    })
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -227,10 +311,13 @@ pub struct PasswordIn {
     path = "/api/auth/password",
     tag = "auth",
     summary = "Change one's own password",
-    description = "Ends every session of the caller and opens a new one.",
+    description = "Ends every session of the caller and opens a new one (its refresh token in the cookie with `X-Refresh-Cookie: 1`).",
+    params(("X-Refresh-Cookie" = Option<String>, Header, description = "`1`: the new refresh token in the cookie, not the body")),
     request_body = PasswordIn,
     responses(
         (status = 200, description = "Changed: the new session", body = TokensOut),
+        (status = 400, description = "`invalid_refresh_cookie_header`: `X-Refresh-Cookie` other than 1", body = ErrorBody),
+        (status = 403, description = "`origin_not_allowed`: `X-Refresh-Cookie` from an `Origin` not in `CORS_ORIGINS`", body = ErrorBody),
         (status = 409, description = "`password_changed_meanwhile`: an administrator reset it meanwhile", body = ErrorBody),
         (status = 422, description = "`weak_password`: the new password breaks the policy; `wrong_password`: the current one is not correct", body = ErrorBody),
         (status = 429, description = "`too_many_requests`: too many guesses of the current password", body = ErrorBody,
@@ -244,7 +331,8 @@ pub async fn change_password(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Json(input): Json<PasswordIn>,
-) -> ApiResult<Json<TokensOut>> {
+) -> ApiResult<Response> {
+    let in_cookie = cookie::requested(&headers, &state.auth.origins)?;
     password::check_policy(&input.new_password)?;
     let addr = state.auth.client_addr(peer, &headers);
     let reservation = state
@@ -293,7 +381,7 @@ pub async fn change_password(
         state.auth.refresh_ttl,
     )
     .await?;
-    Ok(Json(tokens(&state, me, refresh)?))
+    tokens(&state, me, refresh, in_cookie)
 }
 
 /// `GET /auth/me`.

@@ -1,5 +1,6 @@
 //! Roles and the permission matrix: one column per role, one row per
 //! permission of the catalogue; a box ticked or cleared is saved at once.
+//! A role of one's own making can be renamed and deleted from its column.
 
 import { useState } from "react";
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
@@ -8,11 +9,102 @@ import type { components } from "../api/schema";
 import { useServices } from "../app/services";
 import { useI18n } from "../i18n";
 import { LoadError, Loading, failureText } from "../ui/pageStates";
+import { Modal } from "../ui/Modal";
 import { groupByArea, withPermission } from "./matrix";
 import { rolesKey } from "./UsersPage";
 
 type Role = components["schemas"]["Role"];
 type Perm = components["schemas"]["Perm"];
+
+function EditRole({ role, onDone }: { role: Role; onDone(r: Role): void }) {
+  const { t } = useI18n();
+  const { api } = useServices();
+  const qc = useQueryClient();
+  const [name, setName] = useState(role.name);
+  const [description, setDescription] = useState(role.description);
+  const save = useMutation({
+    mutationFn: () =>
+      unwrap(
+        api.PATCH("/api/roles/{id}", {
+          params: { path: { id: role.id } },
+          body: { name: name.trim(), description: description.trim() },
+        }),
+      ),
+    onSuccess: (r) => {
+      qc.setQueryData<Role[]>(rolesKey, (old) => old?.map((x) => (x.id === r.id ? r : x)));
+      void qc.invalidateQueries({ queryKey: ["admin", "users"] });
+      onDone(r);
+    },
+  });
+  return (
+    <form
+      className="stack"
+      onSubmit={(e) => {
+        e.preventDefault();
+        save.mutate();
+      }}
+    >
+      <label htmlFor="edit-role-name">{t("roles.name")}</label>
+      <input
+        id="edit-role-name"
+        required
+        pattern="[A-Za-z0-9_.\-]{1,64}"
+        value={name}
+        onChange={(e) => setName(e.target.value)}
+        aria-describedby="edit-role-name-hint"
+        autoComplete="off"
+      />
+      <span id="edit-role-name-hint" className="muted small">
+        {t("roles.name.hint")}
+      </span>
+      <label htmlFor="edit-role-desc">{t("roles.description")}</label>
+      <input id="edit-role-desc" value={description} onChange={(e) => setDescription(e.target.value)} autoComplete="off" />
+      {save.isError && (
+        <p className="form-error" role="alert">
+          {t("action.failed", { message: failureText(save.error, t) })}
+        </p>
+      )}
+      <div className="dialog-bar">
+        <button type="submit" className="primary" disabled={save.isPending || !name.trim()}>
+          {t("roles.rename.save")}
+        </button>
+      </div>
+    </form>
+  );
+}
+
+function DeleteRole({ role, onDone, onCancel }: { role: Role; onDone(): void; onCancel(): void }) {
+  const { t } = useI18n();
+  const { api } = useServices();
+  const qc = useQueryClient();
+  const remove = useMutation({
+    mutationFn: () => unwrap(api.DELETE("/api/roles/{id}", { params: { path: { id: role.id } } })),
+    onSuccess: () => {
+      qc.setQueryData<Role[]>(rolesKey, (old) => old?.filter((x) => x.id !== role.id));
+      void qc.invalidateQueries({ queryKey: rolesKey });
+      void qc.invalidateQueries({ queryKey: ["admin", "users"] });
+      onDone();
+    },
+  });
+  return (
+    <>
+      <p>{t("roles.delete.confirm", { name: role.name, count: role.user_count })}</p>
+      {remove.isError && (
+        <p className="form-error" role="alert">
+          {t("action.failed", { message: failureText(remove.error, t) })}
+        </p>
+      )}
+      <div className="dialog-bar">
+        <button type="button" onClick={onCancel}>
+          {t("page.cancel")}
+        </button>
+        <button type="button" className="danger" disabled={remove.isPending} onClick={() => remove.mutate()}>
+          {t("roles.delete.go")}
+        </button>
+      </div>
+    </>
+  );
+}
 
 export function RolesPage() {
   const { t } = useI18n();
@@ -27,6 +119,8 @@ export function RolesPage() {
   const [note, setNote] = useState<string | null>(null);
   const [name, setName] = useState("");
   const [description, setDescription] = useState("");
+  const [editing, setEditing] = useState<Role | null>(null);
+  const [deleting, setDeleting] = useState<Role | null>(null);
 
   const save = useMutation({
     mutationFn: (v: { role: Role; permissions: string[] }) =>
@@ -92,6 +186,16 @@ export function RolesPage() {
                       {t("roles.users", { count: r.user_count })}
                       {r.is_system ? ` · ${t("roles.system")}` : ""}
                     </div>
+                    {!r.is_system && (
+                      <div className="col-actions">
+                        <button type="button" className="small" onClick={() => setEditing(r)} aria-label={t("roles.rename", { name: r.name })}>
+                          {t("roles.rename.short")}
+                        </button>
+                        <button type="button" className="small danger" onClick={() => setDeleting(r)} aria-label={t("roles.delete", { name: r.name })}>
+                          {t("roles.delete.short")}
+                        </button>
+                      </div>
+                    )}
                   </th>
                 ))}
               </tr>
@@ -153,6 +257,29 @@ export function RolesPage() {
           </p>
         )}
       </form>
+      <Modal open={editing !== null} onClose={() => setEditing(null)} title={t("roles.rename.title")} testId="role-dialog">
+        {editing && (
+          <EditRole
+            role={editing}
+            onDone={(r) => {
+              setEditing(null);
+              setNote(t("roles.renamed", { name: r.name }));
+            }}
+          />
+        )}
+      </Modal>
+      <Modal open={deleting !== null} onClose={() => setDeleting(null)} title={t("roles.delete.title")} testId="delete-role-dialog">
+        {deleting && (
+          <DeleteRole
+            role={deleting}
+            onCancel={() => setDeleting(null)}
+            onDone={() => {
+              setNote(t("roles.deleted", { name: deleting.name }));
+              setDeleting(null);
+            }}
+          />
+        )}
+      </Modal>
     </section>
   );
 }

@@ -1,5 +1,5 @@
-//! Users: the list, a new account, deactivating and reactivating one, and
-//! resetting someone's password.
+//! Users: the list, a new account, renaming one, changing its roles,
+//! deactivating and reactivating it, and resetting someone's password.
 
 import { useState, type FormEvent } from "react";
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
@@ -9,6 +9,7 @@ import { useServices, useSession } from "../app/services";
 import { useI18n } from "../i18n";
 import { Modal } from "../ui/Modal";
 import { LoadError, Loading, failureText } from "../ui/pageStates";
+import { RoleChecks } from "./RoleChecks";
 
 type User = components["schemas"]["User"];
 export const usersKey = ["admin", "users"] as const;
@@ -61,21 +62,7 @@ function NewUserForm({ onDone }: { onDone(u: User): void }) {
       <p id="nu-password-hint" className="muted small">
         {t("users.password.hint")}
       </p>
-      {roles.data && (
-        <fieldset className="checks">
-          <legend>{t("users.roles")}</legend>
-          {roles.data.map((r) => (
-            <label key={r.id} className="check">
-              <input
-                type="checkbox"
-                checked={roleIds.includes(r.id)}
-                onChange={(e) => setRoleIds((ids) => (e.target.checked ? [...ids, r.id] : ids.filter((x) => x !== r.id)))}
-              />
-              {r.name}
-            </label>
-          ))}
-        </fieldset>
-      )}
+      {roles.data && <RoleChecks roles={roles.data} value={roleIds} onChange={setRoleIds} legend={t("users.roles")} />}
       {create.isError && (
         <p className="form-error" role="alert">
           {t("users.create.failed", { message: failureText(create.error, t) })}
@@ -114,19 +101,7 @@ function EditRoles({ user, onDone }: { user: User; onDone(u: User): void }) {
         save.mutate();
       }}
     >
-      <fieldset className="checks">
-        <legend>{t("users.roles_of", { name: user.display_name })}</legend>
-        {roles.data.map((r) => (
-          <label key={r.id} className="check">
-            <input
-              type="checkbox"
-              checked={roleIds.includes(r.id)}
-              onChange={(e) => setRoleIds((ids) => (e.target.checked ? [...ids, r.id] : ids.filter((x) => x !== r.id)))}
-            />
-            {r.name}
-          </label>
-        ))}
-      </fieldset>
+      <RoleChecks roles={roles.data} value={roleIds} onChange={setRoleIds} legend={t("users.roles_of", { name: user.display_name })} />
       {save.isError && (
         <p className="form-error" role="alert">
           {t("action.failed", { message: failureText(save.error, t) })}
@@ -135,6 +110,50 @@ function EditRoles({ user, onDone }: { user: User; onDone(u: User): void }) {
       <div className="dialog-bar">
         <button type="submit" className="primary" disabled={save.isPending}>
           {t("users.roles.save")}
+        </button>
+      </div>
+    </form>
+  );
+}
+
+function EditName({ user, onDone }: { user: User; onDone(u: User): void }) {
+  const { t } = useI18n();
+  const { api } = useServices();
+  const qc = useQueryClient();
+  const [name, setName] = useState(user.display_name);
+  const save = useMutation({
+    mutationFn: () =>
+      unwrap(api.PATCH("/api/users/{id}", { params: { path: { id: user.id } }, body: { display_name: name.trim() } })),
+    onSuccess: (u) => {
+      void qc.invalidateQueries({ queryKey: usersKey });
+      onDone(u);
+    },
+  });
+  return (
+    <form
+      className="stack"
+      onSubmit={(e) => {
+        e.preventDefault();
+        save.mutate();
+      }}
+    >
+      <label htmlFor="edit-name">{t("users.name")}</label>
+      <input
+        id="edit-name"
+        required
+        maxLength={100}
+        value={name}
+        onChange={(e) => setName(e.target.value)}
+        autoComplete="off"
+      />
+      {save.isError && (
+        <p className="form-error" role="alert">
+          {t("action.failed", { message: failureText(save.error, t) })}
+        </p>
+      )}
+      <div className="dialog-bar">
+        <button type="submit" className="primary" disabled={save.isPending || !name.trim() || name.trim() === user.display_name}>
+          {t("users.name.save")}
         </button>
       </div>
     </form>
@@ -194,6 +213,7 @@ export function UsersPage() {
   const [creating, setCreating] = useState(false);
   const [resetting, setResetting] = useState<User | null>(null);
   const [editing, setEditing] = useState<User | null>(null);
+  const [renaming, setRenaming] = useState<User | null>(null);
   const [toggling, setToggling] = useState<User | null>(null);
   const [note, setNote] = useState<string | null>(null);
   const toggle = useMutation({
@@ -246,6 +266,9 @@ export function UsersPage() {
                 <td>{u.is_active ? t("users.active") : t("users.inactive")}</td>
                 <td>{dateTime(u.created_at)}</td>
                 <td className="row-actions">
+                  <button type="button" className="small" onClick={() => setRenaming(u)} aria-label={t("users.name.edit", { name: u.display_name })}>
+                    {t("users.name.short")}
+                  </button>
                   <button type="button" className="small" onClick={() => setEditing(u)} aria-label={t("users.roles.edit", { name: u.display_name })}>
                     {t("users.roles.short")}
                   </button>
@@ -285,6 +308,17 @@ export function UsersPage() {
             onDone={(u) => {
               setEditing(null);
               setNote(t("users.roles.done", { name: u.display_name }));
+            }}
+          />
+        )}
+      </Modal>
+      <Modal open={renaming !== null} onClose={() => setRenaming(null)} title={t("users.name.title")} testId="name-dialog">
+        {renaming && (
+          <EditName
+            user={renaming}
+            onDone={(u) => {
+              setNote(t("users.name.done", { old: renaming.display_name, name: u.display_name }));
+              setRenaming(null);
             }}
           />
         )}

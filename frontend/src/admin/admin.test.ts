@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { groupByArea, withPermission } from "./matrix";
 import { auditFilters, auditQuery } from "./auditFilters";
+import { toggled } from "./RoleChecks";
 
 describe("the permission matrix", () => {
   const order = ["inbox.read_all", "inbox.reply", "users.manage", "ops.dlq"];
@@ -29,5 +30,15 @@ describe("the audit log's filters", () => {
   });
   it("drops an actor that is not an id", () => {
     expect(auditFilters(new URLSearchParams("actor_id=bob")).actor_id).toBeNull();
+  });
+});
+
+describe("role checkboxes", () => {
+  it("add a role once, in the order ticked, and remove it", () => {
+    expect(toggled([], "a", true)).toEqual(["a"]);
+    expect(toggled(["a"], "b", true)).toEqual(["a", "b"]);
+    expect(toggled(["a", "b"], "a", true)).toEqual(["a", "b"]);
+    expect(toggled(["a", "b"], "a", false)).toEqual(["b"]);
+    expect(toggled(["b"], "a", false)).toEqual(["b"]);
   });
 });

@@ -56,18 +56,38 @@ export async function unwrap<T>(call: Promise<{ data?: T; error?: unknown; respo
   return data as T;
 }
 
-/** Sign-in, refresh and sign-out, over a client that adds no token of its own. */
+/** Asks for the refresh token in the httpOnly cookie; also the API's CSRF guard (ADR 0019). */
+const COOKIE_MODE = { "X-Refresh-Cookie": "1" } as const;
+
+/**
+ * Runs `fn` under a lock every tab of this origin shares (Web Locks), so two
+ * tabs never present the same refresh cookie at once (the second would be
+ * taken for a stolen copy and end the session); without the API, just runs it.
+ */
+export async function acrossTabs<T>(name: string, fn: () => Promise<T>): Promise<T> {
+  const locks = typeof navigator === "undefined" ? undefined : navigator.locks;
+  return locks ? await locks.request(name, fn) : fn();
+}
+
+/**
+ * Sign-in, refresh and sign-out, over a client that adds no token of its own.
+ * The refresh token stays in the API's httpOnly cookie, sent with
+ * `credentials: "include"` to these calls only.
+ */
 export function authTransport(baseUrl: string): AuthTransport {
-  const api = createClient<paths>({ baseUrl, fetch: send });
+  const api = createClient<paths>({ baseUrl, fetch: send, credentials: "include" });
   return {
     login: (email, password): Promise<TokensOut> =>
-      unwrap(api.POST("/api/auth/login", { body: { email, password } })),
-    refresh: (refresh_token): Promise<TokensOut> =>
-      unwrap(api.POST("/api/auth/refresh", { body: { refresh_token } })),
-    logout: async (access, refresh_token): Promise<void> => {
+      unwrap(api.POST("/api/auth/login", { body: { email, password }, params: { header: COOKIE_MODE } })),
+    refresh: (): Promise<TokensOut> =>
+      acrossTabs("fastprep-refresh", () =>
+        unwrap(api.POST("/api/auth/refresh", { body: {}, params: { header: COOKIE_MODE } })),
+      ),
+    logout: async (access): Promise<void> => {
       await unwrap(
         api.POST("/api/auth/logout", {
-          body: { refresh_token },
+          body: {},
+          params: { header: COOKIE_MODE },
           headers: { Authorization: `Bearer ${access}` },
         }),
       );

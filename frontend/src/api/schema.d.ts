@@ -79,7 +79,9 @@ export interface paths {
         put?: never;
         /**
          * Sign in with email and password
-         * @description **Access:** public, no token.
+         * @description A browser sends `X-Refresh-Cookie: 1` to get the refresh token in an `HttpOnly; Secure; SameSite=Strict` cookie (path `/api/auth`) instead of the body.
+         *
+         *     **Access:** public, no token.
          */
         post: operations["post_auth_login"];
         delete?: never;
@@ -99,7 +101,9 @@ export interface paths {
         put?: never;
         /**
          * Sign out of this session, or of all
-         * @description **Access:** any signed-in user (bearer token).
+         * @description With `X-Refresh-Cookie: 1`, the session is the `fastprep_refresh` cookie's (unless the body names one), and the cookie is removed.
+         *
+         *     **Access:** any signed-in user (bearer token).
          */
         post: operations["post_auth_logout"];
         delete?: never;
@@ -159,7 +163,7 @@ export interface paths {
         put?: never;
         /**
          * Change one's own password
-         * @description Ends every session of the caller and opens a new one.
+         * @description Ends every session of the caller and opens a new one (its refresh token in the cookie with `X-Refresh-Cookie: 1`).
          *
          *     **Access:** any signed-in user (bearer token).
          */
@@ -181,7 +185,7 @@ export interface paths {
         put?: never;
         /**
          * Rotate a refresh token for a new session
-         * @description The presented refresh token is spent. Presenting a spent one again ends its whole session family.
+         * @description The presented refresh token is spent. Presenting a spent one again ends its whole session family. With `X-Refresh-Cookie: 1` and no `refresh_token` in the body, the `fastprep_refresh` cookie's token is presented, and the new one is set in its place; a refused cookie is removed.
          *
          *     **Access:** public, no token.
          */
@@ -1045,7 +1049,10 @@ export interface components {
         LogoutIn: {
             /** @description End every session of the caller. */
             all?: boolean;
-            /** @description The session to end; required unless `all` is true. */
+            /**
+             * @description The session to end; required unless `all` is true or the request
+             *     presents the cookie (`X-Refresh-Cookie: 1`).
+             */
             refresh_token?: string | null;
         };
         /** @description The signed-in account, as `GET /auth/me` shows it. */
@@ -1340,7 +1347,11 @@ export interface components {
             reason: string;
         };
         RefreshIn: {
-            refresh_token: string;
+            /**
+             * @description The refresh token; left out (or null) to present the cookie's, with
+             *     `X-Refresh-Cookie: 1`.
+             */
+            refresh_token?: string | null;
         };
         /** @description Which dead letters a replay takes; every field is optional. */
         ReplayBody: {
@@ -1497,7 +1508,11 @@ export interface components {
              * @description Seconds the refresh token lives.
              */
             refresh_expires_in: number;
-            refresh_token: string;
+            /**
+             * @description The refresh token; null when the request asked for it in the
+             *     `fastprep_refresh` cookie (`X-Refresh-Cookie: 1`).
+             */
+            refresh_token: string | null;
             /**
              * @description Always `Bearer`.
              * @example Bearer
@@ -1849,7 +1864,10 @@ export interface operations {
     post_auth_login: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description `1`: the refresh token in the cookie, not the body */
+                "X-Refresh-Cookie"?: string | null;
+            };
             path?: never;
             cookie?: never;
         };
@@ -1859,7 +1877,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Signed in: a new session */
+            /** @description Signed in: a new session; with `X-Refresh-Cookie: 1`, its refresh token in the `fastprep_refresh` cookie only */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -1868,7 +1886,7 @@ export interface operations {
                     "application/json": components["schemas"]["TokensOut"];
                 };
             };
-            /** @description `bad_request`: the body is not JSON */
+            /** @description `invalid_refresh_cookie_header`: `X-Refresh-Cookie` other than 1; `bad_request`: the body is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1879,6 +1897,15 @@ export interface operations {
             };
             /** @description `invalid_credentials`: wrong email or password, or a deactivated account (which is not said) */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `origin_not_allowed`: `X-Refresh-Cookie` from an `Origin` not in `CORS_ORIGINS` */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1938,7 +1965,10 @@ export interface operations {
     post_auth_logout: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description `1`: end the cookie's session and remove the cookie */
+                "X-Refresh-Cookie"?: string | null;
+            };
             path?: never;
             cookie?: never;
         };
@@ -1955,7 +1985,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description `bad_request`: the body is not JSON */
+            /** @description `invalid_refresh_cookie_header`: `X-Refresh-Cookie` other than 1; `bad_request`: the body is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1966,6 +1996,15 @@ export interface operations {
             };
             /** @description `unauthorized`: no bearer token; `invalid_token`: malformed, forged, expired or of no account; `token_stale`: permissions changed since it was issued, refresh it; `account_disabled` */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `origin_not_allowed`: `X-Refresh-Cookie` from an `Origin` not in `CORS_ORIGINS` */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1991,7 +2030,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description `missing_refresh_token`: neither `refresh_token` nor `all: true`; `unprocessable_entity`: a field is missing or of the wrong type */
+            /** @description `missing_refresh_token`: neither `refresh_token`, the cookie, nor `all: true`; `unprocessable_entity`: a field is missing or of the wrong type */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2072,7 +2111,10 @@ export interface operations {
     post_auth_password: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description `1`: the new refresh token in the cookie, not the body */
+                "X-Refresh-Cookie"?: string | null;
+            };
             path?: never;
             cookie?: never;
         };
@@ -2091,7 +2133,7 @@ export interface operations {
                     "application/json": components["schemas"]["TokensOut"];
                 };
             };
-            /** @description `bad_request`: the body is not JSON */
+            /** @description `invalid_refresh_cookie_header`: `X-Refresh-Cookie` other than 1; `bad_request`: the body is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2102,6 +2144,15 @@ export interface operations {
             };
             /** @description `unauthorized`: no bearer token; `invalid_token`: malformed, forged, expired or of no account; `token_stale`: permissions changed since it was issued, refresh it; `account_disabled` */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `origin_not_allowed`: `X-Refresh-Cookie` from an `Origin` not in `CORS_ORIGINS` */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2170,7 +2221,10 @@ export interface operations {
     post_auth_refresh: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description `1`: present the cookie's refresh token and get the next one in it */
+                "X-Refresh-Cookie"?: string | null;
+            };
             path?: never;
             cookie?: never;
         };
@@ -2189,7 +2243,7 @@ export interface operations {
                     "application/json": components["schemas"]["TokensOut"];
                 };
             };
-            /** @description `bad_request`: the body is not JSON */
+            /** @description `invalid_refresh_cookie_header`: `X-Refresh-Cookie` other than 1; `bad_request`: the body is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2198,8 +2252,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description `invalid_refresh_token`, `refresh_expired`, `refresh_reused` (the family is ended), `account_disabled` */
+            /** @description `invalid_refresh_token` (also: no cookie), `refresh_expired`, `refresh_reused` (the family is ended), `account_disabled` */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `origin_not_allowed`: `X-Refresh-Cookie` from an `Origin` not in `CORS_ORIGINS` */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2225,7 +2288,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description `unprocessable_entity`: a field is missing or of the wrong type */
+            /** @description `missing_refresh_token`: no `refresh_token` and no `X-Refresh-Cookie: 1`; `unprocessable_entity`: a field is missing or of the wrong type */
             422: {
                 headers: {
                     [name: string]: unknown;

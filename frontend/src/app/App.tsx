@@ -23,9 +23,20 @@ function ConversationLink() {
   return <Navigate to={`/inbox/${id ?? ""}`} replace />;
 }
 
+/** While a page load asks the session cookie for the session. */
+function Restoring() {
+  const { t } = useI18n();
+  return (
+    <main className="centered" data-testid="restoring">
+      <p role="status">{t("session.restoring")}</p>
+    </main>
+  );
+}
+
 /** Shows the sign-in screen in place of anything while nobody is signed in; the URL stays. */
 function Gate() {
-  const { user } = useSession();
+  const { user, restoring } = useSession();
+  if (restoring) return <Restoring />;
   if (!user) return <SignIn />;
   return (
     <Routes>

@@ -35,6 +35,13 @@ export function createServices(base: string = apiBase()): Services {
   return { session, api, queryClient };
 }
 
+/** The app's services for the page, with the session the cookie holds asked for at once. */
+export function startServices(base: string = apiBase()): Services {
+  const services = createServices(base);
+  void services.session.restore();
+  return services;
+}
+
 const Ctx = createContext<Services | null>(null);
 
 export function ServicesProvider({ services, children }: { services: Services; children: ReactNode }) {

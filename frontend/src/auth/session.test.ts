@@ -7,7 +7,7 @@ const user = { id: "u1", email: "a@b.c", display_name: "Ann", perm_version: 1 };
 let n = 0;
 function tokens(expiresIn = 300): TokensOut {
   n += 1;
-  return { access_token: `a${n}`, refresh_token: `r${n}`, token_type: "Bearer", expires_in: expiresIn, refresh_expires_in: 1000, user };
+  return { access_token: `a${n}`, refresh_token: null, token_type: "Bearer", expires_in: expiresIn, refresh_expires_in: 1000, user };
 }
 
 function fakeClock() {
@@ -72,7 +72,7 @@ describe("Session", () => {
     expect(renewed[0]).toBe(s.token());
   });
 
-  it("presents one refresh token once, however many callers ask at the same time", async () => {
+  it("presents the refresh cookie once, however many callers ask at the same time", async () => {
     const tr = transport();
     const s = new Session(tr, fakeClock().clock);
     await s.signIn("a@b.c", "pw");
@@ -116,7 +116,54 @@ describe("Session", () => {
     await s.signOut();
     expect(s.snapshot()).toMatchObject({ user: null, ended: "signed_out" });
     expect(s.token()).toBeNull();
-    expect(tr.logout).toHaveBeenCalledWith(access, expect.stringMatching(/^r/));
+    expect(tr.logout).toHaveBeenCalledWith(access);
+  });
+
+  it("renews an access token about to expire before signing out with it", async () => {
+    const c = fakeClock();
+    const tr = transport();
+    const s = new Session(tr, c.clock);
+    await s.signIn("a@b.c", "pw");
+    c.clock.clearTimeout(1); // the silent refresh did not run (a machine asleep)
+    c.advance(299_000);
+    await s.signOut();
+    expect(tr.refresh).toHaveBeenCalledTimes(1);
+    const renewed = (await (tr.refresh as ReturnType<typeof vi.fn>).mock.results[0]?.value) as TokensOut;
+    expect(tr.logout).toHaveBeenCalledWith(renewed.access_token);
+    expect(s.snapshot()).toMatchObject({ user: null, ended: "signed_out" });
+  });
+
+  it("restores the session the cookie holds on page load", async () => {
+    const tr = transport();
+    const s = new Session(tr, fakeClock().clock);
+    const restoring = s.restore();
+    expect(s.snapshot()).toMatchObject({ user: null, restoring: true });
+    expect(await restoring).toMatch(/^a/);
+    expect(s.snapshot()).toMatchObject({ user: { id: "u1" }, ended: null, restoring: false });
+    expect(s.token()).toBe(await restoring);
+    expect(tr.refresh).toHaveBeenCalledTimes(1);
+    expect(tr.login).not.toHaveBeenCalled();
+  });
+
+  it("without a session in the cookie, shows the sign-in screen with no reason", async () => {
+    const tr = transport({ refresh: vi.fn(async () => Promise.reject(new ApiFailure(401, "invalid_refresh_token", "no"))) });
+    const s = new Session(tr, fakeClock().clock);
+    expect(await s.restore()).toBeNull();
+    expect(s.snapshot()).toMatchObject({ user: null, ended: null, restoring: false });
+    // Nor does the API being down at load show a broken page.
+    const down = new Session(transport({ refresh: vi.fn(async () => Promise.reject(ApiFailure.network("x"))) }), fakeClock().clock);
+    expect(await down.restore()).toBeNull();
+    expect(down.snapshot()).toMatchObject({ user: null, ended: null, restoring: false });
+  });
+
+  it("ends the session when the cookie now holds another account's (a sign-in in another tab)", async () => {
+    const other = { ...user, id: "u2" };
+    const refresh = vi.fn<AuthTransport["refresh"]>().mockResolvedValue({ ...tokens(), user: other });
+    const s = new Session(transport({ refresh }), fakeClock().clock);
+    await s.signIn("a@b.c", "pw");
+    expect(await s.refresh()).toBeNull();
+    expect(s.snapshot()).toMatchObject({ user: null, ended: "expired" });
+    expect(s.token()).toBeNull();
   });
 
   it("a refresh that answers after sign-out does not bring the session back", async () => {

@@ -1,8 +1,8 @@
-//! The signed-in session. The access token and the refresh token live in this
-//! object's memory only: never in localStorage, sessionStorage or a readable
-//! cookie. (The API still hands the refresh token over in the JSON body; its
-//! move to an httpOnly cookie is pending on the API side.) A reload of the page
-//! therefore asks to sign in again.
+//! The signed-in session. The access token lives in this object's memory only:
+//! never in localStorage, sessionStorage or a readable cookie. The refresh
+//! token never reaches page scripts at all: the API keeps it in an httpOnly,
+//! Secure, SameSite=Strict cookie (ADR 0019), so a reload of the page restores
+//! the session through that cookie (`restore`).
 
 import type { Me, TokensOut } from "../api/types";
 import { ApiFailure } from "../api/failure";
@@ -10,10 +10,13 @@ import { ApiFailure } from "../api/failure";
 /** Why a session ended; the sign-in screen says it in words. */
 export type EndReason = "signed_out" | "expired" | "revoked" | "disabled";
 
+/** The auth calls; the refresh token travels in the session cookie, out of sight. */
 export interface AuthTransport {
   login(email: string, password: string): Promise<TokensOut>;
-  refresh(refreshToken: string): Promise<TokensOut>;
-  logout(accessToken: string, refreshToken: string): Promise<void>;
+  /** Rotates the cookie's refresh token for a new access token (one rotation at a time across tabs). */
+  refresh(): Promise<TokensOut>;
+  /** Ends the cookie's session and removes the cookie. */
+  logout(accessToken: string): Promise<void>;
 }
 
 export interface Clock {
@@ -34,6 +37,8 @@ export interface SessionSnapshot {
   ended: EndReason | null;
   /** The user's permission keys (`ep.update`, `GET /auth/me/ep`); null before known. */
   permissions: ReadonlySet<string> | null;
+  /** True while a page load asks the session cookie for the session. */
+  restoring: boolean;
 }
 
 /** How long before expiry the access token is renewed: a minute, or a quarter of a short life. */
@@ -57,10 +62,11 @@ const RETRY_REFRESH_MS = 5_000;
 
 export class Session {
   private access: { token: string; expiresAt: number; lifeMs: number } | null = null;
-  private refreshToken: string | null = null;
+  /** Bumped by every sign-in and end: an answer for an older session is dropped. */
+  private generation = 0;
   private timer: unknown = null;
   private inFlight: Promise<string | null> | null = null;
-  private state: SessionSnapshot = { user: null, ended: null, permissions: null };
+  private state: SessionSnapshot = { user: null, ended: null, permissions: null, restoring: false };
   private readonly listeners = new Set<() => void>();
   private readonly tokenListeners = new Set<(token: string) => void>();
 
@@ -88,8 +94,20 @@ export class Session {
 
   async signIn(email: string, password: string): Promise<void> {
     const tokens = await this.transport.login(email, password);
+    this.generation += 1;
     this.accept(tokens);
-    this.set({ user: tokens.user, ended: null, permissions: null });
+    this.set({ user: tokens.user, ended: null, permissions: null, restoring: false });
+  }
+
+  /**
+   * On page load: the session the cookie still holds, if any. Without one
+   * (never signed in, signed out, expired) or without the API, the sign-in
+   * screen shows, with no reason given.
+   */
+  restore(): Promise<string | null> {
+    if (this.access || this.inFlight) return this.inFlight ?? Promise.resolve(this.token());
+    this.set({ ...this.state, restoring: true });
+    return this.rotate(true);
   }
 
   /** The access token in force, without renewing it. */
@@ -109,26 +127,43 @@ export class Session {
   /**
    * Rotates the refresh token for a new access token. One rotation runs at a
    * time: a second call joins the first, since presenting a spent refresh
-   * token again would end the whole session family. Resolves to null when the
-   * session is over (then `ended` says why) or the API cannot be reached.
+   * token again would end the whole session family (across tabs, the
+   * transport holds a lock). Resolves to null when the session is over (then
+   * `ended` says why) or the API cannot be reached.
    */
   refresh(): Promise<string | null> {
     if (this.inFlight) return this.inFlight;
-    const presented = this.refreshToken;
-    if (!presented) return Promise.resolve(null);
+    if (!this.access) return Promise.resolve(null);
+    return this.rotate(false);
+  }
+
+  private rotate(restoring: boolean): Promise<string | null> {
+    const generation = this.generation;
     this.inFlight = this.transport
-      .refresh(presented)
+      .refresh()
       .then((tokens) => {
-        if (this.refreshToken !== presented) return null; // signed out meanwhile
+        if (this.generation !== generation) return null; // signed out or in meanwhile
+        const user = this.state.user;
+        if (user && user.id !== tokens.user.id) {
+          // Another account signed in from another tab: the cookie is theirs now.
+          this.end("expired");
+          return null;
+        }
         this.accept(tokens);
-        if (this.state.user?.perm_version !== tokens.user.perm_version) {
+        if (restoring) {
+          this.set({ user: tokens.user, ended: null, permissions: null, restoring: false });
+        } else if (user?.perm_version !== tokens.user.perm_version) {
           this.set({ ...this.state, user: tokens.user });
         }
         for (const fn of this.tokenListeners) fn(tokens.access_token);
         return tokens.access_token;
       })
       .catch((e: unknown) => {
-        if (this.refreshToken !== presented) return null;
+        if (this.generation !== generation) return null;
+        if (restoring) {
+          this.set({ ...this.state, restoring: false });
+          return null;
+        }
         if (e instanceof ApiFailure && e.status === 401) {
           this.end(endReasonOf(e.code));
           return null;
@@ -143,16 +178,20 @@ export class Session {
     return this.inFlight;
   }
 
-  /** Ends this session at the API (best effort), then here. */
+  /**
+   * Ends the session here, then at the API, which also removes the cookie
+   * (best effort: until the API has answered, a reload could still find the
+   * cookie). The access token is renewed first if it is about to expire,
+   * since the API needs one to sign out.
+   */
   async signOut(): Promise<void> {
-    const access = this.access?.token;
-    const refresh = this.refreshToken;
+    const access = await this.freshToken();
     this.end("signed_out");
-    if (access && refresh) {
+    if (access) {
       try {
-        await this.transport.logout(access, refresh);
+        await this.transport.logout(access);
       } catch {
-        // The tokens are gone from memory; an unreachable API cannot undo that.
+        // The access token is gone from memory; an unreachable API cannot undo that.
       }
     }
   }
@@ -162,9 +201,9 @@ export class Session {
     if (this.timer !== null) this.clock.clearTimeout(this.timer);
     this.timer = null;
     this.access = null;
-    this.refreshToken = null;
-    if (this.state.user === null && this.state.ended === reason) return;
-    this.set({ user: null, ended: reason, permissions: null });
+    this.generation += 1;
+    if (this.state.user === null && this.state.ended === reason && !this.state.restoring) return;
+    this.set({ user: null, ended: reason, permissions: null, restoring: false });
   }
 
   /** Puts the user's permissions in force; true when they changed from known ones. */
@@ -180,7 +219,6 @@ export class Session {
   private accept(tokens: TokensOut): void {
     const lifeMs = tokens.expires_in * 1000;
     this.access = { token: tokens.access_token, expiresAt: this.clock.now() + lifeMs, lifeMs };
-    this.refreshToken = tokens.refresh_token;
     this.schedule(lifeMs - renewLead(lifeMs));
   }
 

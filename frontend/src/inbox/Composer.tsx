@@ -1,6 +1,8 @@
 //! The composer: a reply (sent to Telegram) or a private note, with its draft
 //! kept per conversation and one `client_msg_id` per message, so a double
-//! click or a retry after a network error never sends twice.
+//! click or a retry after a network error never sends twice. A reply may
+//! carry files, uploaded straight to storage as they are picked, each with
+//! its progress and a way to cancel it (`uploads.ts`).
 
 import { useEffect, useRef, useState, type FormEvent } from "react";
 import { useQueryClient } from "@tanstack/react-query";
@@ -14,6 +16,17 @@ import { upsertMessage, type Thread } from "./live";
 import { keys } from "./queries";
 import { displayName } from "./names";
 import { newId } from "../ui/ids";
+import {
+  MAX_FILES,
+  UploadCancelled,
+  contentTypeOf,
+  patch,
+  percent,
+  putFile,
+  readyIds,
+  settled,
+  type PendingFile,
+} from "./uploads";
 
 const MAX = 4096;
 
@@ -29,6 +42,56 @@ export function Composer({ conversation, meId }: { conversation: Conversation; m
   const [error, setError] = useState<string | null>(null);
   // Set synchronously: a second click in the same tick sees it.
   const inFlight = useRef(false);
+  const [files, setFiles] = useState<PendingFile[]>([]);
+  const uploads = useRef(new Map<string, AbortController>());
+  const fileInput = useRef<HTMLInputElement>(null);
+  // Files belong to this conversation's reply: leaving it cancels them.
+  useEffect(
+    () => () => {
+      for (const ctl of uploads.current.values()) ctl.abort();
+      uploads.current.clear();
+      setFiles([]);
+    },
+    [id],
+  );
+
+  function addFiles(list: FileList) {
+    const room = Math.max(0, MAX_FILES - files.length);
+    for (const file of Array.from(list).slice(0, room)) {
+      const key = newId();
+      const ctl = new AbortController();
+      uploads.current.set(key, ctl);
+      const entry: PendingFile = { key, name: file.name, size: file.size, state: "starting", loaded: 0, id: null, error: null };
+      setFiles((fs) => [...fs, entry]);
+      void (async () => {
+        try {
+          const target = await unwrap(
+            api.POST("/api/attachments", {
+              body: { filename: file.name, content_type: contentTypeOf(file), size_bytes: file.size },
+              signal: ctl.signal,
+            }),
+          );
+          if (ctl.signal.aborted) return;
+          setFiles((fs) => patch(fs, key, { state: "uploading", id: target.id }));
+          await putFile(target, file, (loaded) => setFiles((fs) => patch(fs, key, { loaded })), ctl.signal);
+          setFiles((fs) => patch(fs, key, { state: "done", loaded: file.size }));
+        } catch (e) {
+          if (ctl.signal.aborted || e instanceof UploadCancelled) return;
+          const message = e instanceof ApiFailure && e.isNetwork ? t("upload.offline") : e instanceof Error ? e.message : String(e);
+          setFiles((fs) => patch(fs, key, { state: "failed", error: message }));
+        } finally {
+          uploads.current.delete(key);
+        }
+      })();
+    }
+  }
+
+  /** Cancels a file on its way, or takes a finished or failed one off the reply. */
+  function removeFile(key: string) {
+    uploads.current.get(key)?.abort();
+    uploads.current.delete(key);
+    setFiles((fs) => fs.filter((f) => f.key !== key));
+  }
 
   const draftRef = useRef(draft);
   const setDraft = (d: Draft) => {
@@ -50,7 +113,9 @@ export function Composer({ conversation, meId }: { conversation: Conversation; m
     e?.preventDefault();
     if (inFlight.current) return;
     const current = draftRef.current;
-    if (!current.text.trim()) return;
+    const attach = current.mode === "reply" ? readyIds(files) : [];
+    if (!settled(files) && current.mode === "reply") return;
+    if (!current.text.trim() && attach.length === 0) return;
     const d = forSend(current, newId);
     setDraft(d);
     saveDraft(owner, id, d);
@@ -58,7 +123,7 @@ export function Composer({ conversation, meId }: { conversation: Conversation; m
     setBusy(true);
     setError(null);
     try {
-      const body = { text: d.text, client_msg_id: d.clientMsgId };
+      const body = { text: d.text, client_msg_id: d.clientMsgId, ...(attach.length ? { attachment_ids: attach } : {}) };
       const params = { path: { id } };
       const m: Message =
         d.mode === "note"
@@ -66,6 +131,7 @@ export function Composer({ conversation, meId }: { conversation: Conversation; m
           : await unwrap(api.POST("/api/conversations/{id}/messages", { params, body }));
       // The socket may have brought it already, with a later status: that copy wins.
       qc.setQueryData<Thread>(keys.thread(id), (t) => (t ? upsertMessage(t, m, true) : t));
+      if (attach.length) setFiles((fs) => fs.filter((f) => !f.id || !attach.includes(f.id)));
       const now = draftRef.current;
       if (now.clientMsgId === d.clientMsgId) {
         const empty = { ...EMPTY_DRAFT, mode: now.mode };
@@ -113,6 +179,56 @@ export function Composer({ conversation, meId }: { conversation: Conversation; m
         aria-keyshortcuts="Control+Enter"
         aria-describedby={error ? "composer-error" : undefined}
       />
+      {!note && (
+        <div className="composer-files">
+          <input
+            ref={fileInput}
+            type="file"
+            multiple
+            hidden
+            data-testid="file-input"
+            onChange={(e) => {
+              if (e.target.files) addFiles(e.target.files);
+              e.target.value = "";
+            }}
+          />
+          <button type="button" className="small" onClick={() => fileInput.current?.click()} disabled={files.length >= MAX_FILES}>
+            {t("composer.attach")}
+          </button>
+          {files.length > 0 && (
+            <ul className="uploads" data-testid="uploads" aria-label={t("composer.files")}>
+              {files.map((f) => {
+                const going = f.state === "starting" || f.state === "uploading";
+                return (
+                  <li key={f.key} className={`upload upload-${f.state}`} data-testid="upload" data-state={f.state} data-name={f.name}>
+                    <span className="upload-name">{f.name}</span>
+                    {f.state === "failed" ? (
+                      <span className="form-error" role="alert">
+                        {t("upload.failed", { message: f.error ?? "" })}
+                      </span>
+                    ) : (
+                      <>
+                        <progress max={100} value={percent(f)} aria-label={t("upload.progress", { name: f.name })} />
+                        <span className="muted small" data-testid="upload-percent">
+                          {f.state === "done" ? t("upload.done") : `${percent(f)}%`}
+                        </span>
+                      </>
+                    )}
+                    <button
+                      type="button"
+                      className="small"
+                      onClick={() => removeFile(f.key)}
+                      aria-label={going ? t("upload.cancel", { name: f.name }) : t("upload.remove", { name: f.name })}
+                    >
+                      {going ? t("upload.cancel.short") : t("upload.remove.short")}
+                    </button>
+                  </li>
+                );
+              })}
+            </ul>
+          )}
+        </div>
+      )}
       <div className="composer-bar">
         <span className="muted small">{t("composer.count", { count: draft.text.length, max: MAX })}</span>
         {error && (
@@ -120,7 +236,15 @@ export function Composer({ conversation, meId }: { conversation: Conversation; m
             {error}
           </span>
         )}
-        <button type="submit" className="primary" disabled={busy || !draft.text.trim()} data-testid="send">
+        <button
+          type="submit"
+          className="primary"
+          disabled={
+            busy ||
+            (note ? !draft.text.trim() : !settled(files) || (!draft.text.trim() && readyIds(files).length === 0))
+          }
+          data-testid="send"
+        >
           {busy ? t("composer.sending") : note ? t("composer.save_note") : t("composer.send")}
         </button>
       </div>

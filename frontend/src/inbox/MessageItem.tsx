@@ -1,7 +1,7 @@
 //! One message of the thread: the customer's, a reply (with its live delivery
 //! status) or a private note, with its files.
 
-import { useEffect, useState } from "react";
+import { memo, useEffect, useState } from "react";
 import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { useI18n } from "../i18n";
 import { useCan, useServices } from "../app/services";
@@ -325,7 +325,12 @@ function Edited({ m }: { m: Message }) {
   );
 }
 
-export function MessageItem({ m }: { m: Message }) {
+/**
+ * One message of the thread. Memoised: a frame changes one message (a new
+ * object) and leaves the others as they were, so only that one renders again,
+ * however long the thread.
+ */
+export const MessageItem = memo(function MessageItem({ m }: { m: Message }) {
   const { t, dateTime } = useI18n();
   const [editing, setEditing] = useState(false);
   const note = m.kind === "note";
@@ -357,4 +362,4 @@ export function MessageItem({ m }: { m: Message }) {
       {out && !note && <ChangeActions m={m} editing={editing} setEditing={setEditing} />}
     </li>
   );
-}
+});

@@ -6,6 +6,7 @@
 mod alerts;
 mod api;
 mod attachments;
+mod auth_cookie;
 mod authz;
 mod changes;
 mod cluster;
