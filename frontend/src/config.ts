@@ -2,7 +2,7 @@
 
 declare global {
   interface Window {
-    FASTPREP_CONFIG?: { apiBase?: string; brokerUiUrl?: string; grafanaUrl?: string };
+    FASTPREP_CONFIG?: { apiBase?: string; wsBase?: string; brokerUiUrl?: string; grafanaUrl?: string };
   }
 }
 
@@ -12,8 +12,20 @@ export function apiBase(): string {
   return base.replace(/\/+$/, "");
 }
 
+/**
+ * Where the WebSocket goes: `wsBase` when set, else the API's origin. A
+ * deployment whose static host passes `/api` through to the API (so the
+ * refresh cookie stays same-site) but cannot pass a WebSocket sets `wsBase`
+ * to the API's own origin: the socket authenticates with the access token,
+ * not the cookie.
+ */
+export function wsBase(): string {
+  const base = typeof window === "undefined" ? undefined : window.FASTPREP_CONFIG?.wsBase;
+  return base ? base.replace(/\/+$/, "") : apiBase();
+}
+
 /** `ws(s)://…/api/ws` for the API at `base` (the page's origin when empty). */
-export function wsUrl(base: string = apiBase(), origin: string = window.location.origin): string {
+export function wsUrl(base: string = wsBase(), origin: string = window.location.origin): string {
   return `${(base || origin).replace(/^http/, "ws")}/api/ws`;
 }
 
