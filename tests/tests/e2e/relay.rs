@@ -197,6 +197,9 @@ async fn a_row_backing_off_holds_back_only_its_own_aggregate() {
     write_sequences(&env, &[held], HELD, Duration::ZERO)
         .await
         .unwrap();
+    // Taken before the row's time is set: the held rows may come no earlier
+    // than 5 s after it, however long the writes below take.
+    let scheduled = std::time::Instant::now();
     sqlx::query(
         "UPDATE outbox SET scheduled_at = now() + interval '5 seconds'
          WHERE id = (SELECT min(id) FROM outbox WHERE aggregate_id = $1)",
@@ -225,7 +228,7 @@ async fn a_row_backing_off_holds_back_only_its_own_aggregate() {
     );
     let (first_seen, _) = collect(&env, &mut consumer, HELD).await;
     assert!(
-        started.elapsed() >= Duration::from_millis(4500),
+        scheduled.elapsed() >= Duration::from_millis(4900),
         "the held row waited for its time"
     );
     assert_in_order(&first_seen, &[held], HELD);
