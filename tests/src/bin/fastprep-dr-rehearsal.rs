@@ -40,6 +40,10 @@ use serde_json::{Value, json};
 
 const ADMIN_EMAIL: &str = "dr-admin@fastprep.test";
 
+/// The runbook's first step of the cache invalidation after a restore: the
+/// version floors, which sit above the restored versions, go.
+const FLOORS_FLUSH: &str = r#"redis-cli -u "$REDIS_URL" --scan --pattern "$RABBITMQ_VHOST:authz:pv:*" | xargs -r -n 100 redis-cli -u "$REDIS_URL" DEL"#;
+
 /// The runbook's statement after a restore: the replies the backup holds
 /// unfinished, whose events had already been handed out, are handed out
 /// again (the adapter's idempotency store answers those it already sent).
@@ -1025,7 +1029,7 @@ async fn restore_drill(
     sys.all_healthy(Duration::from_secs(60)).await?;
     // The runbook's cache invalidation after a restore.
     let log = sys.world.dir.join("authz-flush.log");
-    let line = format!("{SHELL_PRELUDE}; target/release/fastprep-ops authz flush");
+    let line = format!("{FLOORS_FLUSH}; {SHELL_PRELUDE}; target/release/fastprep-ops authz flush");
     let status = shell(&sys.deploy_dir, &line, &sys.envs[api_name], &log).status()?;
     ensure!(
         status.success(),
