@@ -1003,6 +1003,30 @@ pub const DEPLOYED: &[&str] = &[
     "every",
 ];
 
+/// The processes a service runs, by the names the README's "used by"
+/// column gives them: `fastprep-consumers <process>` is that process,
+/// `fastprep-api serve` the api, `fastprep-migrate` migrate.
+pub fn processes(s: &Service) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in [s.pre_deploy_command.as_deref(), s.start_command.as_deref()]
+        .into_iter()
+        .flatten()
+    {
+        for c in simple_commands(line) {
+            let bin = c.program.rsplit('/').next().unwrap_or_default();
+            let name = match (bin, c.args.first()) {
+                ("fastprep-consumers", Some(process)) => process.clone(),
+                ("fastprep-broker", _) => continue,
+                _ => bin.trim_start_matches("fastprep-").to_owned(),
+            };
+            if !out.contains(&name) {
+                out.push(name);
+            }
+        }
+    }
+    out
+}
+
 /// Variables of the system itself, not the project's to document.
 pub const SYSTEM_VARS: &[&str] = &["PATH", "HOME", "CARGO_HOME"];
 
@@ -1077,6 +1101,41 @@ pub fn check_env(bp: &Blueprint, reads: &BTreeSet<String>, rows: &[DocRow]) -> V
             None => problems.push(format!(
                 "{var} is read by the code but not in the README's Configuration table"
             )),
+        }
+    }
+    // Per service: what a deployed process requires is wired on the
+    // service that runs it.
+    for s in bp.services.iter().filter(|s| s.runs_our_code()) {
+        let processes = processes(s);
+        let wired_here: BTreeSet<String> = s
+            .keys()
+            .map(str::to_owned)
+            .chain(
+                s.commands()
+                    .flat_map(simple_commands)
+                    .flat_map(|c| c.assigns),
+            )
+            .collect();
+        for row in rows {
+            if !row.default.trim_start().starts_with("required") {
+                continue;
+            }
+            let needs = row.used_by.split(';').any(|clause| {
+                let words: Vec<&str> = clause
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                    .collect();
+                !words.iter().any(|w| *w == "with" || *w == "without")
+                    && words.iter().any(|w| processes.iter().any(|p| p == w))
+            });
+            for name in row.names.iter().filter(|_| needs) {
+                if !wired_here.contains(name) {
+                    problems.push(format!(
+                        "{} runs {}, which requires {name} (README), but the service does not set it",
+                        s.name,
+                        processes.join(" and ")
+                    ));
+                }
+            }
         }
     }
     for name in documented.keys() {

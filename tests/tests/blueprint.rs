@@ -372,6 +372,18 @@ fn variables_unread_undocumented_or_unwired_are_found() {
         &check_env(&unwired, &reads, &readme_rows(&readme)),
         "DATABASE_URL is required",
     );
+    // A variable one process requires, missing on the service that runs it
+    // while other services have it.
+    let relay_without_db = Blueprint::parse(&read("render.yaml").replacen(
+        "exec target/release/fastprep-consumers relay\n    buildFilter:\n      ignoredPaths: [\"frontend/**\", \"docs/**\", \"bench/**\", \"*.md\"]\n    envVars:\n      - key: DATABASE_URL\n        fromDatabase: { name: fastprep-db, property: connectionString }\n",
+        "exec target/release/fastprep-consumers relay\n    buildFilter:\n      ignoredPaths: [\"frontend/**\", \"docs/**\", \"bench/**\", \"*.md\"]\n    envVars:\n",
+        1,
+    ))
+    .unwrap();
+    assert_finds(
+        &check_env(&relay_without_db, &reads, &readme_rows(&readme)),
+        "fastprep-relay runs relay, which requires DATABASE_URL",
+    );
     // A variable set on a service that nothing reads (a typo).
     let typo = broken("- key: LOG_FORMAT", "- key: LOG_FORMATS");
     assert_finds(
