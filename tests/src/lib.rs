@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod api;
+pub mod blueprint;
 pub mod cluster;
 pub mod env;
 pub mod http;
