@@ -164,6 +164,7 @@ test("the list filters live in the URL, and the shortcuts are listed on ?", asyn
   await page.getByLabel("Язык").selectOption("en");
   await signIn(page);
   await page.getByRole("link", { name: "Unassigned" }).click();
+  await eventually(async () => page.url().includes("view=unassigned"), 5_000, "the view in the URL");
   await page.getByLabel("Unread only").check();
   await eventually(async () => page.url().includes("view=unassigned") && page.url().includes("unread=1"), 5_000, "filters in the URL");
   const before = page.url();

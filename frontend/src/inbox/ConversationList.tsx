@@ -7,7 +7,7 @@ import { useVirtualizer } from "@tanstack/react-virtual";
 import { useI18n } from "../i18n";
 import { ApiFailure } from "../api/failure";
 import type { Conversation } from "../api/types";
-import { filtersToParams, STATUSES, VIEWS, type Filters, type View } from "./filters";
+import { filtersToParams, parseFilters, STATUSES, VIEWS, type Filters, type View } from "./filters";
 import { flatten } from "./live";
 import { useConversationList } from "./queries";
 import { displayName, initials, shortTime } from "./names";
@@ -18,12 +18,15 @@ function FilterBar({ filters }: { filters: Filters }) {
   const { t } = useI18n();
   const [, setParams] = useSearchParams();
   const [q, setQ] = useState(filters.q);
-  const apply = (f: Filters) => setParams(filtersToParams(f), { replace: true });
+  // A change applies to the filters in the URL as they are when it lands, not
+  // as this render saw them: a click right after a tab's navigation keeps both.
+  const apply = (change: Partial<Filters>) =>
+    setParams((current) => filtersToParams({ ...parseFilters(current), ...change }), { replace: true });
   useEffect(() => setQ(filters.q), [filters.q]);
   // The search goes to the URL after a pause in typing.
   useEffect(() => {
     if (q === filters.q) return;
-    const h = setTimeout(() => apply({ ...filters, q }), 300);
+    const h = setTimeout(() => apply({ q }), 300);
     return () => clearTimeout(h);
   });
   return (
@@ -48,7 +51,7 @@ function FilterBar({ filters }: { filters: Filters }) {
         <select
           id="status-filter"
           value={filters.status ?? "all"}
-          onChange={(e) => apply({ ...filters, status: e.target.value === "all" ? null : (e.target.value as Filters["status"]) })}
+          onChange={(e) => apply({ status: e.target.value === "all" ? null : (e.target.value as Filters["status"]) })}
         >
           <option value="all">{t("filter.status.all")}</option>
           {STATUSES.map((s) => (
@@ -58,7 +61,7 @@ function FilterBar({ filters }: { filters: Filters }) {
           ))}
         </select>
         <label className="check">
-          <input type="checkbox" checked={filters.unread} onChange={(e) => apply({ ...filters, unread: e.target.checked })} />
+          <input type="checkbox" checked={filters.unread} onChange={(e) => apply({ unread: e.target.checked })} />
           {t("filter.unread")}
         </label>
       </div>
@@ -72,7 +75,7 @@ function FilterBar({ filters }: { filters: Filters }) {
         placeholder={t("filter.search.placeholder")}
         onChange={(e) => setQ(e.target.value)}
         onKeyDown={(e) => {
-          if (e.key === "Enter") apply({ ...filters, q });
+          if (e.key === "Enter") apply({ q });
         }}
         maxLength={200}
         aria-keyshortcuts="/"
