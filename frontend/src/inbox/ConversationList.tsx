@@ -18,6 +18,12 @@ function FilterBar({ filters }: { filters: Filters }) {
   const { t } = useI18n();
   const [, setParams] = useSearchParams();
   const [q, setQ] = useState(filters.q);
+  // The controls show a change at once: the URL's navigation runs as a
+  // transition, which a long list can hold back for a moment.
+  const [unread, setUnread] = useState(filters.unread);
+  const [status, setStatus] = useState(filters.status);
+  useEffect(() => setUnread(filters.unread), [filters.unread]);
+  useEffect(() => setStatus(filters.status), [filters.status]);
   // A change applies to the filters in the URL as they are when it lands, not
   // as this render saw them: a click right after a tab's navigation keeps both.
   const apply = (change: Partial<Filters>) =>
@@ -50,8 +56,12 @@ function FilterBar({ filters }: { filters: Filters }) {
         </label>
         <select
           id="status-filter"
-          value={filters.status ?? "all"}
-          onChange={(e) => apply({ status: e.target.value === "all" ? null : (e.target.value as Filters["status"]) })}
+          value={status ?? "all"}
+          onChange={(e) => {
+            const next = e.target.value === "all" ? null : (e.target.value as Filters["status"]);
+            setStatus(next);
+            apply({ status: next });
+          }}
         >
           <option value="all">{t("filter.status.all")}</option>
           {STATUSES.map((s) => (
@@ -61,7 +71,14 @@ function FilterBar({ filters }: { filters: Filters }) {
           ))}
         </select>
         <label className="check">
-          <input type="checkbox" checked={filters.unread} onChange={(e) => apply({ unread: e.target.checked })} />
+          <input
+            type="checkbox"
+            checked={unread}
+            onChange={(e) => {
+              setUnread(e.target.checked);
+              apply({ unread: e.target.checked });
+            }}
+          />
           {t("filter.unread")}
         </label>
       </div>
