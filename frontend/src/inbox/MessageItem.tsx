@@ -9,7 +9,7 @@ import { unwrap } from "../api/client";
 import { ApiFailure } from "../api/failure";
 import type { Message, MessageFile } from "../api/types";
 import { changeView, changeable, deliveryView } from "./delivery";
-import { upsertMessage, type Thread } from "./live";
+import { applyChangeAnswer, upsertMessage, type Thread } from "./live";
 import { keys } from "./queries";
 
 function useNow(active: boolean): number {
@@ -188,7 +188,7 @@ function ChangeActions({ m, editing, setEditing }: { m: Message; editing: boolea
     setError(null);
     try {
       const next = await call();
-      qc.setQueryData<Thread>(keys.thread(m.conversation_id), (th) => (th ? upsertMessage(th, next) : th));
+      qc.setQueryData<Thread>(keys.thread(m.conversation_id), (th) => (th ? applyChangeAnswer(th, next) : th));
       setEditing(false);
       setConfirming(false);
     } catch (e) {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { applyStatus, flatten, insertInList, removeFromList, touched, upsertMessage, type ListData, type Thread } from "./live";
+import { applyChangeAnswer, applyStatus, flatten, insertInList, removeFromList, touched, upsertMessage, type ListData, type Thread } from "./live";
 import { conv, msg } from "../test/fixtures";
 
 const empty: Thread = { items: [], nextCursor: null };
@@ -74,5 +74,26 @@ describe("list", () => {
     expect(d.pages[0]!.items.map((c) => c.id)).toEqual(["b", "a"]);
     expect(flatten(removeFromList(d, "b")).map((c) => c.id)).toEqual(["a"]);
     expect(insertInList({ pages: [], pageParams: [] }, conv({ id: "z" })).pages[0]!.items.map((c) => c.id)).toEqual(["z"]);
+  });
+});
+
+describe("the answer to an edit or a deletion", () => {
+  const thread = (m: ReturnType<typeof msg>): Thread => ({ items: [m], nextCursor: null });
+  const sent = msg({ status: "sent", text: "Room 4" });
+
+  it("shows the change asked", () => {
+    const answer = msg({ status: "sent", text: "Room 5", change_kind: "edit", change_status: "queued" });
+    expect(applyChangeAnswer(thread(sent), answer).items[0]).toEqual(answer);
+  });
+
+  it("does not undo frames of the same change that came before it", () => {
+    const framed = msg({ status: "sent", text: "Room 5", change_kind: "edit", change_status: "sent" });
+    const answer = msg({ status: "sent", text: "Room 5", change_kind: "edit", change_status: "queued" });
+    expect(applyChangeAnswer(thread(framed), answer).items[0]!.change_status).toBe("sent");
+    // A later change replaces the earlier one's state.
+    const deleting = msg({ ...framed, change_kind: "delete", change_status: "queued", deleted_at: "2026-01-01T10:05:00Z" });
+    expect(applyChangeAnswer(thread(framed), deleting).items[0]).toEqual(deleting);
+    const again = msg({ ...framed, text: "Room 6", change_status: "queued" });
+    expect(applyChangeAnswer(thread(framed), again).items[0]!.text).toBe("Room 6");
   });
 });

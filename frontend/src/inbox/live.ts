@@ -30,6 +30,22 @@ export function upsertMessage(thread: Thread, m: Message, keepExisting = false):
   return { ...thread, items: [...thread.items, m].sort(byTime) };
 }
 
+/**
+ * Puts the answer to an edit or a deletion in the thread, unless the copy
+ * there already shows that change: the socket's frames of it (how far it got
+ * in Telegram) may have come before the answer, and are as new or newer.
+ */
+export function applyChangeAnswer(thread: Thread, m: Message): Thread {
+  const current = thread.items.find((x) => x.id === m.id);
+  const shown =
+    current !== undefined &&
+    current.change_status !== null &&
+    current.change_kind === m.change_kind &&
+    current.text === m.text &&
+    (current.deleted_at === null) === (m.deleted_at === null);
+  return shown ? thread : upsertMessage(thread, m);
+}
+
 /** Applies a `message.status` frame to the reply it names, if loaded. */
 export function applyStatus(thread: Thread, s: StatusFrameData): Thread {
   const at = thread.items.findIndex((x) => x.id === s.message_id);
