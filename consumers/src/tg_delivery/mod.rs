@@ -217,6 +217,15 @@ fn chat_of(env: &Envelope) -> Option<i64> {
         .or_else(|| outgoing(env).ok().map(|m| m.tg_chat_id))
 }
 
+/// How a failed delivery shows on its message: `retrying` until the time
+/// the broker's retry tier holds it, or `failed` once it is dead-lettered.
+fn shown_as(next: Next) -> (DeliveryStatus, Option<DateTime<Utc>>) {
+    match next {
+        Next::RetryAt(at) => (DeliveryStatus::Retrying, Some(at)),
+        Next::DeadLetter => (DeliveryStatus::Failed, None),
+    }
+}
+
 /// A sent reply as a change of it finds it.
 #[derive(FromQueryResult)]
 struct ChangeTurn {
@@ -916,10 +925,7 @@ impl Handler for TgDelivery {
         if let Some((change, _)) = reply_change(ctx.envelope) {
             // The change shows `retrying` while the broker's retry tier
             // holds it, `failed` with its reason once it is dead-lettered.
-            let (status, retry_at) = match next {
-                Next::RetryAt(at) => (DeliveryStatus::Retrying, Some(at)),
-                Next::DeadLetter => (DeliveryStatus::Failed, None),
-            };
+            let (status, retry_at) = shown_as(next);
             set_change_status(tx, change, status, Some(failure.reason()), retry_at).await?;
             self.metrics.count(if retry_at.is_some() {
                 "retry"
@@ -932,10 +938,7 @@ impl Handler for TgDelivery {
             return Ok(());
         };
         take_turn(tx, msg.tg_chat_id).await?;
-        let (status, retry_at) = match next {
-            Next::RetryAt(at) => (DeliveryStatus::Retrying, Some(at)),
-            Next::DeadLetter => (DeliveryStatus::Failed, None),
-        };
+        let (status, retry_at) = shown_as(next);
         // The handler retries failed sends itself; a retry here is the
         // runner's, after a database error, which is not a try of the send.
         let Some(attempt) = set_status(

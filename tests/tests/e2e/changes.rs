@@ -180,16 +180,11 @@ async fn an_edit_that_meets_a_flood_wait_shows_retrying_then_goes() {
     let mut env = TestEnv::new().await;
     let sys = env.start_single_system().await;
     let (conv, id) = sent_reply(&env, &sys, 7102, "Room 4").await;
-    let (status, body) = env
-        .http
-        .sandbox(
-            &sys.adapter.url,
-            Method::POST,
-            "/sandbox/faults",
-            Some(json!({"fail_next": 1, "mode": "flood_wait", "retry_after": 1})),
-        )
-        .await;
-    assert!(status.is_success(), "{body}");
+    env.set_faults(
+        &sys.adapter,
+        json!({"fail_next": 1, "mode": "flood_wait", "retry_after": 1}),
+    )
+    .await;
     let (status, body) = call(
         &env,
         &sys,
@@ -219,16 +214,11 @@ async fn a_change_telegram_refuses_fails_with_its_reason_and_the_reply_stays_sen
     let mut env = TestEnv::new().await;
     let sys = env.start_single_system().await;
     let (conv, id) = sent_reply(&env, &sys, 7103, "See you at 10").await;
-    let (status, body) = env
-        .http
-        .sandbox(
-            &sys.adapter.url,
-            Method::POST,
-            "/sandbox/faults",
-            Some(json!({"fail_next": 1, "mode": "permanent", "code": "message_not_found"})),
-        )
-        .await;
-    assert!(status.is_success(), "{body}");
+    env.set_faults(
+        &sys.adapter,
+        json!({"fail_next": 1, "mode": "permanent", "code": "message_not_found"}),
+    )
+    .await;
     let (status, _) = call(
         &env,
         &sys,
@@ -283,16 +273,8 @@ async fn only_a_sent_reply_can_be_changed_and_bad_input_is_refused() {
     assert_eq!(status, StatusCode::CREATED);
     let note = note["id"].as_str().unwrap().to_owned();
     // A reply Telegram never got: the chat blocked the account.
-    let (status, _) = env
-        .http
-        .sandbox(
-            &sys.adapter.url,
-            Method::POST,
-            "/sandbox/faults",
-            Some(json!({"blocked_chats": [7104]})),
-        )
+    env.set_faults(&sys.adapter, json!({"blocked_chats": [7104]}))
         .await;
-    assert!(status.is_success());
     let failed = env.reply(&sys, &conv, "Are you there?", "c-2").await;
     let failed = failed["id"].as_str().unwrap().to_owned();
     env.wait_status(&failed, "failed", Duration::from_secs(20))
