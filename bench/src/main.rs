@@ -18,6 +18,10 @@
 //! file from upload to the sandbox at 1, 20 and 100 MiB with each process's
 //! memory (see `attachments.rs`).
 //!
+//! `fastprep-bench footprint`: each deployed binary's size, and each
+//! process's time from exec to healthy and resident memory at rest (see
+//! `footprint.rs`).
+//!
 //! `fastprep-bench replay`: `fastprep-ops dlq replay` of dead letters back
 //! to tg-delivery beside raw confirmed publishing (see `replay.rs`).
 
@@ -26,6 +30,7 @@
 mod alerts;
 mod attachments;
 mod authz;
+mod footprint;
 mod ramp;
 mod realtime;
 mod replay;
@@ -162,6 +167,15 @@ enum Bench {
         /// Rounds (raw publishing, then a replay, each).
         #[arg(long, default_value_t = 3, value_parser = at_least_one)]
         rounds: usize,
+    },
+    /// Binary sizes; each process's start to healthy and idle RSS.
+    Footprint {
+        /// Starts of each process.
+        #[arg(long, default_value_t = 5, value_parser = at_least_one)]
+        starts: usize,
+        /// Seconds a process idles before its memory is read.
+        #[arg(long, default_value_t = 5)]
+        idle_seconds: u64,
     },
     /// WebSocket memory, event fan-out and ep.update latency.
     Realtime {
@@ -395,6 +409,18 @@ async fn main() {
             })
             .await;
             write_figures("scale", &results);
+            return;
+        }
+        Bench::Footprint {
+            starts,
+            idle_seconds,
+        } => {
+            let results = footprint::run(footprint::Args {
+                starts,
+                idle: Duration::from_secs(idle_seconds),
+            })
+            .await;
+            write_figures("footprint", &results);
             return;
         }
         Bench::Alerts {

@@ -66,6 +66,12 @@ impl Keys {
         format!("{}authz:pv:{user}", self.prefix)
     }
 
+    /// The `SCAN` pattern of every version floor in this namespace (on
+    /// vhost `/`, `authz:pv:*`, which no other namespace's keys match).
+    pub fn floors_pattern(&self) -> String {
+        format!("{}authz:pv:*", self.prefix)
+    }
+
     pub fn seq(&self) -> String {
         format!("{}{SEQ_KEY}", self.prefix)
     }

@@ -122,6 +122,18 @@ enum MessagesCommand {
         #[arg(long, value_parser = parse_since)]
         since: Option<DateTime<Utc>>,
     },
+    /// After a database restore: hands out again the replies the restored
+    /// database holds unfinished (queued, sending or retrying, their event
+    /// already published), so the relay publishes them in order and no chat
+    /// stays held. The adapter answers those it already sent without a
+    /// second send.
+    ResumeUnfinished {
+        #[arg(long)]
+        conversation: Option<Uuid>,
+        /// List what would be handed out; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -141,6 +153,11 @@ enum AuthzCommand {
     Flush {
         #[arg(long)]
         user: Option<Uuid>,
+        /// After a database restore: first drop every version floor. The
+        /// floors sit above the restored versions, and until they expire
+        /// (2 h) every permission lookup would go to the database.
+        #[arg(long, conflicts_with = "user")]
+        after_restore: bool,
     },
 }
 
@@ -239,8 +256,15 @@ async fn run(cli: &Cli) -> anyhow::Result<i32> {
             conversation,
             since,
         }) => retry_messages(*conversation, *since, &out).await,
+        Command::Messages(MessagesCommand::ResumeUnfinished {
+            conversation,
+            dry_run,
+        }) => resume_unfinished(*conversation, *dry_run, &out).await,
         Command::Topology(cmd) => topology_cmd(cmd, &out).await,
-        Command::Authz(AuthzCommand::Flush { user }) => authz_flush(*user, &out).await,
+        Command::Authz(AuthzCommand::Flush {
+            user,
+            after_restore,
+        }) => authz_flush(*user, *after_restore, &out).await,
     }
 }
 
@@ -528,6 +552,35 @@ async fn retry_messages(
     Ok(i32::from(!errors.is_empty()))
 }
 
+async fn resume_unfinished(
+    conversation: Option<Uuid>,
+    dry_run: bool,
+    out: &Out,
+) -> anyhow::Result<i32> {
+    let db = db().await?;
+    let scope = super::outbox::ResumeScope {
+        conversation,
+        dry_run,
+    };
+    let resumed = super::outbox::resume_unfinished(&db, None, &scope).await?;
+    if !resumed.message_ids.is_empty() && !dry_run {
+        wake_relay(&db).await;
+    }
+    out.print(&resumed, || {
+        let n = resumed.message_ids.len();
+        let mut s = if dry_run {
+            format!("would hand out {n} unfinished replies again (nothing changed)")
+        } else {
+            format!("{n} unfinished replies handed out again; the relay publishes them in order")
+        };
+        for id in &resumed.message_ids {
+            s.push_str(&format!("\n  {id}"));
+        }
+        s
+    });
+    Ok(0)
+}
+
 fn management_url(env: &platform::Env, amqp_url: &str) -> anyhow::Result<url::Url> {
     if let Some(url) = env.optional::<String>("RABBITMQ_MANAGEMENT_URL")? {
         return Ok(url::Url::parse(&url)?);
@@ -610,7 +663,7 @@ async fn topology_cmd(cmd: &TopologyCommand, out: &Out) -> anyhow::Result<i32> {
     }
 }
 
-async fn authz_flush(user: Option<Uuid>, out: &Out) -> anyhow::Result<i32> {
+async fn authz_flush(user: Option<Uuid>, after_restore: bool, out: &Out) -> anyhow::Result<i32> {
     let env = platform::Env::process();
     let db = db().await?;
     let redis_url: String = env.required("REDIS_URL")?;
@@ -619,11 +672,17 @@ async fn authz_flush(user: Option<Uuid>, out: &Out) -> anyhow::Result<i32> {
     let redis = fred::prelude::Builder::from_config(fred::prelude::Config::from_url(&redis_url)?)
         .build()?;
     fred::prelude::ClientLike::init(&redis).await?;
+    let keys = platform::authz_redis::Keys::for_vhost(&broker_config::connection::vhost(&amqp_url));
+    let floors_dropped = if after_restore {
+        drop_floors(&redis, &keys).await?
+    } else {
+        0
+    };
     let authorizer = crate::authz::cache::Authorizer::new(
         db.clone(),
         redis.clone(),
         crate::authz::EntryKey::derive(&secret),
-        platform::authz_redis::Keys::for_vhost(&broker_config::connection::vhost(&amqp_url)),
+        keys,
         crate::authz::cache::CacheSettings::default(),
         &opentelemetry::global::meter("fastprep-ops"),
     );
@@ -652,7 +711,7 @@ async fn authz_flush(user: Option<Uuid>, out: &Out) -> anyhow::Result<i32> {
                 user.map_or_else(|| "*".to_owned(), |u| u.to_string()),
             ),
             None,
-            Some(json!({"users": users.len()})),
+            Some(json!({"users": users.len(), "floors_dropped": floors_dropped})),
             None,
         )
         .await?;
@@ -661,11 +720,38 @@ async fn authz_flush(user: Option<Uuid>, out: &Out) -> anyhow::Result<i32> {
         .await?;
     wake_relay(&db).await;
     let _ = fred::prelude::ClientLike::quit(&redis).await;
-    out.print(&json!({"flushed": users.len(), "users": versions}), || {
-        format!(
-            "permissions of {} user(s) invalidated on every instance",
-            users.len()
-        )
-    });
+    out.print(
+        &json!({"flushed": users.len(), "floors_dropped": floors_dropped, "users": versions}),
+        || {
+            let mut s = format!(
+                "permissions of {} user(s) invalidated on every instance",
+                users.len()
+            );
+            if after_restore {
+                s = format!("{floors_dropped} version floors dropped; {s}");
+            }
+            s
+        },
+    );
     Ok(0)
+}
+
+/// Deletes every version floor of the deployment (`SCAN`, then `DEL` by
+/// hundreds); the number deleted.
+async fn drop_floors(
+    redis: &fred::prelude::Client,
+    keys: &platform::authz_redis::Keys,
+) -> anyhow::Result<i64> {
+    use fred::interfaces::KeysInterface;
+    use futures::TryStreamExt;
+    let found: Vec<fred::types::Key> = redis
+        .scan_buffered(keys.floors_pattern(), Some(500), None)
+        .try_collect()
+        .await?;
+    let mut dropped = 0;
+    for chunk in found.chunks(100) {
+        let n: i64 = redis.del(chunk.to_vec()).await?;
+        dropped += n;
+    }
+    Ok(dropped)
 }

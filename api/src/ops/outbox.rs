@@ -153,3 +153,97 @@ pub async fn retry_failed_audited(
     tx.commit().await?;
     Ok(retried)
 }
+
+/// Which unfinished replies [`resume_unfinished`] hands out again.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ResumeScope {
+    /// Only the replies of this conversation.
+    pub conversation: Option<uuid::Uuid>,
+    /// Count them; change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// The replies a resume hands out again: each reply that is still
+/// `queued`, `sending` or `retrying`, not held behind an earlier one, whose
+/// latest `message.outgoing.v1` row is `done` and that has no row of that
+/// type still pending. After a restore these are the replies whose events
+/// went out after the backup point: the restored outbox holds them as
+/// published, and the first of each chat would hold the chat's later
+/// replies for good. One row per reply: its latest.
+const UNFINISHED: &str = "SELECT DISTINCT ON (o.aggregate_id) o.id \
+     FROM outbox o JOIN messages m ON o.aggregate_id = m.id::text \
+     WHERE o.event_type = 'message.outgoing.v1' \
+       AND m.direction = 'out' AND m.status IN ('queued', 'sending', 'retrying') AND NOT m.held \
+       AND ($1::uuid IS NULL OR m.conversation_id = $1) \
+       AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.aggregate_id = o.aggregate_id \
+                       AND p.event_type = o.event_type AND p.status = 'pending') \
+     ORDER BY o.aggregate_id, o.id DESC";
+
+/// What a resume did (or, dry, would do).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Resumed {
+    /// The replies handed out again.
+    pub message_ids: Vec<uuid::Uuid>,
+    pub dry_run: bool,
+}
+
+/// After a database restore: hands out again the replies the restored
+/// database holds unfinished (the RUNBOOK's step, which was a hand-written
+/// `UPDATE`). Their latest outbox row goes back to `pending`, due now, and
+/// the relay publishes them in their order; the adapter answers those it
+/// already sent from its idempotency store, without a second send. Audited,
+/// in one transaction; the caller wakes the relay.
+///
+/// Run outside a restore it is harmless: a reply in flight at tg-delivery
+/// gets a second event, which tg-delivery and the adapter answer without a
+/// second send.
+pub async fn resume_unfinished(
+    db: &sea_orm::DatabaseConnection,
+    actor: Option<uuid::Uuid>,
+    scope: &ResumeScope,
+) -> ApiResult<Resumed> {
+    use sea_orm::{DbBackend, Statement, TransactionTrait};
+    let tx = db.begin().await?;
+    let rows = tx
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            format!(
+                "UPDATE outbox SET status = 'pending', attempts = 0, scheduled_at = now(), \
+                 updated_at = now() WHERE status = 'done' AND id IN ({UNFINISHED}) \
+                 RETURNING aggregate_id"
+            ),
+            [scope.conversation.into()],
+        ))
+        .await?;
+    let mut message_ids = rows
+        .iter()
+        .map(|r| r.try_get_by_index::<String>(0))
+        .collect::<Result<Vec<_>, _>>()?
+        .iter()
+        .filter_map(|id| id.parse().ok())
+        .collect::<Vec<uuid::Uuid>>();
+    message_ids.sort();
+    if scope.dry_run {
+        tx.rollback().await?;
+    } else {
+        crate::audit::Entry::new(
+            actor,
+            "messages.resume_unfinished",
+            crate::audit::Target::new(
+                "conversation",
+                scope
+                    .conversation
+                    .map_or_else(|| "*".to_owned(), |c| c.to_string()),
+            ),
+        )
+        .after(Some(serde_json::json!({"message_ids": message_ids})))
+        .write(&tx)
+        .await?;
+        tx.commit().await?;
+    }
+    Ok(Resumed {
+        message_ids,
+        dry_run: scope.dry_run,
+    })
+}

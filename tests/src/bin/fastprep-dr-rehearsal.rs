@@ -17,7 +17,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -40,17 +40,13 @@ use serde_json::{Value, json};
 
 const ADMIN_EMAIL: &str = "dr-admin@fastprep.test";
 
-/// The runbook's first step of the cache invalidation after a restore: the
-/// version floors, which sit above the restored versions, go.
-const FLOORS_FLUSH: &str = r#"redis-cli -u "$REDIS_URL" --scan --pattern "$RABBITMQ_VHOST:authz:pv:*" | xargs -r -n 100 redis-cli -u "$REDIS_URL" DEL"#;
-
-/// The runbook's statement after a restore: the replies the backup holds
-/// unfinished, whose events had already been handed out, are handed out
-/// again (the adapter's idempotency store answers those it already sent).
-const HAND_OUT_SQL: &str = "UPDATE outbox SET status = 'pending', attempts = 0, scheduled_at = now() \
-WHERE event_type = 'message.outgoing.v1' AND status = 'done' AND aggregate_id IN \
-(SELECT id::text FROM messages WHERE direction = 'out' \
-AND status IN ('queued', 'sending', 'retrying') AND NOT held)";
+/// The runbook's commands after a restore: the caches invalidated (the
+/// version floors, which sit above the restored versions, dropped first),
+/// then the replies the backup holds unfinished, whose events had already
+/// been handed out, handed out again (the adapter's idempotency store
+/// answers those it already sent).
+const AFTER_RESTORE: &str = "target/release/fastprep-ops authz flush --after-restore && \
+target/release/fastprep-ops messages resume-unfinished";
 
 /// The first line the runbook has on-call type in the api's shell: the two
 /// URLs its start command composes, for the one-off commands.
@@ -61,6 +57,9 @@ struct Args {
     single: bool,
     drills: bool,
     replies: usize,
+    /// Replies per second of the load phase (0: none).
+    load_rate: u64,
+    load_seconds: u64,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -69,6 +68,8 @@ fn args() -> anyhow::Result<Args> {
         single: false,
         drills: false,
         replies: 20,
+        load_rate: 0,
+        load_seconds: 20,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -77,9 +78,14 @@ fn args() -> anyhow::Result<Args> {
             "--single" => a.single = true,
             "--drills" => a.drills = true,
             "--replies" => a.replies = it.next().context("--replies N")?.parse()?,
+            "--load" => a.load_rate = it.next().context("--load REPLIES_PER_SECOND")?.parse()?,
+            "--load-seconds" => {
+                a.load_seconds = it.next().context("--load-seconds S")?.parse()?;
+            }
             other => bail!(
                 "unknown argument {other}; use --full (run the build commands), --single (one instance \
-                 of each service), --drills (restore and disk-loss drills), --replies N"
+                 of each service), --drills (restore and disk-loss drills), --replies N, --load R \
+                 (replies/s through the blueprint's instances and pools), --load-seconds S"
             ),
         }
     }
@@ -97,6 +103,8 @@ struct World {
     database_url: String,
     dir: PathBuf,
     s3: storage::testing::S3sFs,
+    /// Where the blueprint's metrics push goes here.
+    otlp: fastprep_tests::otlp::OtlpReceiver,
 }
 
 impl World {
@@ -127,12 +135,14 @@ impl World {
         let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&dir)?;
         let s3 = storage::testing::S3sFs::start().await;
+        let otlp = fastprep_tests::otlp::OtlpReceiver::start().await;
         Ok(Self {
             services,
             name,
             database_url,
             dir,
             s3,
+            otlp,
         })
     }
 
@@ -260,6 +270,11 @@ fn prompted(key: &str, world: &World, api_origin: &str) -> anyhow::Result<Option
         // Telegram is the sandbox here; Slack alerts are logged.
         "TG_API_ID" | "TG_API_HASH" | "TDLIB_ENCRYPTION_KEY" | "SLACK_WEBHOOK_URL" => None,
         "RABBITMQ_DEFAULT_PASS" => Some("guest".into()),
+        // The monitoring backend is an OTLP receiver of the rehearsal's own.
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT" => {
+            Some(format!("{}/v1/metrics", world.otlp.endpoint))
+        }
+        "OTEL_EXPORTER_OTLP_METRICS_HEADERS" => Some("Authorization=Basic%20cmVoZWFyc2Fs".into()),
         other => bail!("render.yaml prompts for {other}, which has no local stand-in here"),
     })
 }
@@ -368,7 +383,11 @@ impl<'a> Resolver<'a> {
                     service.name,
                     match (&v, key) {
                         (None, _) => "unset".to_owned(),
-                        (Some(_), k) if k.contains("SECRET") || k.contains("PASS") => {
+                        (Some(_), k)
+                            if k.contains("SECRET")
+                                || k.contains("PASS")
+                                || k.contains("HEADERS") =>
+                        {
                             "a local stand-in".to_owned()
                         }
                         (Some(v), _) => v.clone(),
@@ -459,6 +478,10 @@ impl<'a> Resolver<'a> {
             env.insert("PORT".into(), self.ports[&service.name].to_string());
         }
         env.insert("METRICS_PORT".into(), free_port().to_string());
+        if env.contains_key("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") {
+            // Pushed every half second here; every minute on Render.
+            env.insert("OTEL_METRIC_EXPORT_INTERVAL".into(), "500".into());
+        }
         Ok(env)
     }
 }
@@ -522,6 +545,190 @@ struct System<'a> {
 }
 
 impl System<'_> {
+    /// Every running instance of a Rust service pushes its metrics to the
+    /// monitoring endpoint the blueprint wires (one `service.instance.id`
+    /// each), the workers included, which no scraper could reach on Render.
+    async fn metrics_pushed(&self) -> anyhow::Result<()> {
+        let mut wanted: BTreeMap<String, usize> = BTreeMap::new();
+        for i in self.instances.iter().filter(|i| i.child.is_some()) {
+            if i.env.contains_key("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") {
+                *wanted.entry(i.service.clone()).or_default() += 1;
+            }
+        }
+        ensure!(
+            !wanted.is_empty(),
+            "no service has OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"
+        );
+        let otlp = &self.world.otlp;
+        let want = &wanted;
+        let pushed = poll(
+            "every instance pushing metrics",
+            Duration::from_secs(20),
+            || async move {
+                let points = otlp.points();
+                let seen = |service: &str| {
+                    points
+                        .iter()
+                        .filter(|p| p.service == service)
+                        .map(|p| p.instance.as_str())
+                        .collect::<BTreeSet<&str>>()
+                        .len()
+                };
+                want.iter()
+                    .all(|(service, n)| seen(service) >= *n)
+                    .then_some(())
+            },
+        )
+        .await;
+        if let Err(e) = pushed {
+            let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            for p in otlp.points() {
+                seen.entry(p.service).or_default().insert(p.instance);
+            }
+            bail!("{e}: wanted instances {wanted:?}, pushed {seen:?}");
+        }
+        say(format!(
+            "metrics: pushed over OTLP by {} instances of {} services ({})",
+            wanted.values().sum::<usize>(),
+            wanted.len(),
+            wanted.keys().cloned().collect::<Vec<_>>().join(", ")
+        ));
+        Ok(())
+    }
+
+    /// Replies at `rate` per second for `seconds`, open loop, over 50
+    /// chats, spread over every API instance, through the blueprint's
+    /// instances and pool sizes: every reply delivered once, the latency
+    /// from the `POST` to the sandbox, and the most PostgreSQL connections
+    /// the deployment held at once against the sum of its pools.
+    async fn load(&self, token: &str, rate: u64, seconds: u64) -> anyhow::Result<()> {
+        use futures::{StreamExt, stream::FuturesUnordered};
+        const CHATS: i64 = 50;
+        let mut conversations = Vec::new();
+        for chat in 0..CHATS {
+            self.inbound(7000 + chat, 1, "load").await?;
+        }
+        for chat in 0..CHATS {
+            conversations.push(self.conversation(token, 7000 + chat).await?);
+        }
+        let apis: Vec<String> = self
+            .instances
+            .iter()
+            .filter(|i| i.health.ends_with("/api/health"))
+            .map(|i| format!("http://127.0.0.1:{}", i.env["PORT"]))
+            .collect();
+        let pools: u64 = self
+            .instances
+            .iter()
+            .filter_map(|i| i.env.get("DATABASE_MAX_CONNECTIONS")?.parse::<u64>().ok())
+            .sum();
+        // The deployment's connections, sampled while the load runs.
+        let admin =
+            schema::pool::connect(&format!("{}/postgres", self.world.services.postgres), 1).await?;
+        let database = url::Url::parse(&self.world.database_url)?
+            .path()
+            .trim_start_matches('/')
+            .to_owned();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut peak = 0i64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let n: i64 = sqlx::query_scalar(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1",
+                    )
+                    .bind(&database)
+                    .fetch_one(&admin)
+                    .await
+                    .unwrap_or(0);
+                    peak = peak.max(n);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                admin.close().await;
+                peak
+            })
+        };
+        let total = (rate * seconds) as usize;
+        let mut posted: HashMap<String, chrono::DateTime<chrono::Utc>> = HashMap::new();
+        let mut inflight = FuturesUnordered::new();
+        let mut refused = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let started = Instant::now();
+        let mut next = 0usize;
+        while next < total || !inflight.is_empty() {
+            tokio::select! {
+                _ = tick.tick(), if next < total => {
+                    let text = format!("dr-load-{next}");
+                    let url = format!(
+                        "{}/api/conversations/{}/messages",
+                        apis[next % apis.len()],
+                        conversations[next % conversations.len()]
+                    );
+                    posted.insert(text.clone(), chrono::Utc::now());
+                    let http = &self.http;
+                    inflight.push(async move {
+                        let (status, body) = http
+                            .call(
+                                Method::POST,
+                                &url,
+                                Some(token),
+                                Some(json!({"text": text, "client_msg_id": text})),
+                            )
+                            .await;
+                        (status, body)
+                    });
+                    next += 1;
+                }
+                Some((status, body)) = inflight.next(), if !inflight.is_empty() => {
+                    if status != StatusCode::ACCEPTED {
+                        refused.push(format!("{status} {body}"));
+                    }
+                }
+            }
+        }
+        let offered = started.elapsed();
+        ensure!(
+            refused.is_empty(),
+            "{} of {total} replies refused under load, first: {}",
+            refused.len(),
+            refused[0]
+        );
+        let texts: Vec<String> = (0..total).map(|i| format!("dr-load-{i}")).collect();
+        let sent = self.wait_sent(&texts).await?;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let peak = sampler.await.unwrap_or(0);
+        let twice: Vec<&String> = texts.iter().filter(|t| sent[*t] > 1).collect();
+        ensure!(twice.is_empty(), "sent twice under load: {twice:?}");
+        let (_, body) = self.sandbox(Method::GET, "/sandbox/sent", None).await;
+        let mut latencies: Vec<f64> = body["messages"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|m| {
+                let at = posted.get(m["text"].as_str()?)?;
+                let received: chrono::DateTime<chrono::Utc> =
+                    m["received_at"].as_str()?.parse().ok()?;
+                Some((received - *at).num_microseconds()? as f64 / 1000.0)
+            })
+            .collect();
+        latencies.sort_by(f64::total_cmp);
+        let at = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
+        say(format!(
+            "load: {total} replies at {rate}/s over {:.1} s through {} API instances, each \
+             delivered once; POST to the sandbox p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; \
+             PostgreSQL connections at most {peak} at once (the pools sum to {pools})",
+            offered.as_secs_f64(),
+            apis.len(),
+            at(0.5),
+            at(0.99),
+            at(1.0),
+        ));
+        Ok(())
+    }
+
     fn service_names(&self) -> Vec<String> {
         self.bp
             .services
@@ -930,6 +1137,10 @@ async fn exercise(
     sys.reply(&token, &conversation, &first).await?;
     sys.wait_sent(std::slice::from_ref(&first)).await?;
     say("outbound: the reply reached the sandbox");
+    sys.metrics_pushed().await?;
+    if args.load_rate > 0 {
+        sys.load(&token, args.load_rate, args.load_seconds).await?;
+    }
 
     if !args.drills {
         return Ok(Vec::new());
@@ -990,6 +1201,16 @@ async fn restore_drill(
     for t in &texts[half..] {
         sys.reply(token, conversation, t).await?;
     }
+    // Permissions change after the backup point: every user's version and
+    // floor rise above what the dump holds.
+    let log = sys.world.dir.join("flush-after-dump.log");
+    let line = format!("{SHELL_PRELUDE}; target/release/fastprep-ops authz flush");
+    let status = shell(&sys.deploy_dir, &line, &sys.envs[api_name], &log).status()?;
+    ensure!(
+        status.success(),
+        "fastprep-ops authz flush failed\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     sys.wait_sent(&texts).await?;
     let (status, body) = sys
         .sandbox(Method::POST, "/sandbox/faults", Some(json!({})))
@@ -1027,25 +1248,34 @@ async fn restore_drill(
     sys.pre_deploy()?;
     sys.start_all()?;
     sys.all_healthy(Duration::from_secs(60)).await?;
-    // The runbook's cache invalidation after a restore.
-    let log = sys.world.dir.join("authz-flush.log");
-    let line = format!("{FLOORS_FLUSH}; {SHELL_PRELUDE}; target/release/fastprep-ops authz flush");
-    let status = shell(&sys.deploy_dir, &line, &sys.envs[api_name], &log).status()?;
-    ensure!(
-        status.success(),
-        "fastprep-ops authz flush failed\n{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
-    // The runbook's hand-out of the replies the backup holds unfinished.
-    let log = sys.world.dir.join("hand-out.log");
-    let line = format!("psql \"$DATABASE_URL\" -c \"{HAND_OUT_SQL}\"");
+    // The runbook's commands after a restore, in the api's shell.
+    let log = sys.world.dir.join("after-restore.log");
+    let line = format!("{SHELL_PRELUDE}; {AFTER_RESTORE}");
     let status = shell(&sys.deploy_dir, &line, &sys.envs[api_name], &log).status()?;
     let printed = std::fs::read_to_string(&log).unwrap_or_default();
-    ensure!(status.success(), "the hand-out SQL failed\n{printed}");
+    ensure!(
+        status.success(),
+        "the runbook's commands after a restore failed\n{printed}"
+    );
+    let resumed = printed
+        .lines()
+        .find(|l| l.contains("handed out again"))
+        .unwrap_or_default()
+        .to_owned();
+    let floors = printed
+        .lines()
+        .find(|l| l.contains("version floors dropped"))
+        .context("the flush did not report the floors it dropped")?
+        .to_owned();
+    ensure!(
+        !floors.trim_start().starts_with("0 "),
+        "the permission change after the dump left floors, and the flush dropped none: {floors}"
+    );
+    say(format!("after the restore: {}", floors.trim()));
     say(format!(
         "restored into {db}, services restarted on it, caches flushed, unfinished replies handed \
          out again ({}) in {:.2} s",
-        printed.trim(),
+        resumed.trim(),
         started.elapsed().as_secs_f64()
     ));
 

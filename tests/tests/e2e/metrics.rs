@@ -9,6 +9,7 @@ use std::{
 
 use fastprep_tests::{
     TestEnv,
+    otlp::{OtlpReceiver, Point},
     slack::{Reply, SlackReceiver},
     wait_for,
     ws::Ws,
@@ -592,5 +593,159 @@ fn the_alert_rules_pass_promtool_and_their_unit_tests() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+}
+
+/// The name a Prometheus-compatible backend gives a pushed point (its OTLP
+/// translation with suffixes: the unit, then `_total` for a monotonic sum),
+/// as the scrape names the same instrument; a histogram as its `_count`.
+fn prometheus_name(p: &Point) -> String {
+    let mut name = p.name.clone();
+    let unit = match p.unit.as_str() {
+        "s" => "seconds",
+        "By" => "bytes",
+        "ms" => "milliseconds",
+        _ => "",
+    };
+    if !unit.is_empty() && !name.ends_with(unit) {
+        name = format!("{name}_{unit}");
+    }
+    match p.kind {
+        "sum" if p.monotonic && !name.ends_with("_total") => format!("{name}_total"),
+        "histogram" => format!("{name}_count"),
+        _ => name,
+    }
+}
+
+/// The latest pushed value of each series of `service`.
+fn latest(points: &[Point], service: &str) -> Vec<Point> {
+    let mut by_series: std::collections::BTreeMap<(String, Vec<(String, String)>), Point> =
+        std::collections::BTreeMap::new();
+    for p in points.iter().filter(|p| p.service == service) {
+        let key = (
+            p.name.clone(),
+            p.labels.clone().into_iter().collect::<Vec<_>>(),
+        );
+        by_series.insert(key, p.clone());
+    }
+    by_series.into_values().collect()
+}
+
+/// Render's background workers take no inbound traffic, so no scraper
+/// reaches their `/metrics`: with `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` set,
+/// every process pushes its metrics over OTLP (ADR 0022). What arrives is
+/// cumulative, tagged with the service and an instance id, and, under the
+/// names a Prometheus-compatible backend gives it, is what `/metrics` shows.
+#[tokio::test]
+async fn every_process_pushes_what_its_metrics_endpoint_shows_over_otlp() {
+    let mut env = TestEnv::new().await;
+    let otlp = OtlpReceiver::start().await;
+    env.set_for_all(
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        &format!("{}/v1/metrics", otlp.endpoint),
+    );
+    env.set_for_all("OTEL_METRIC_EXPORT_INTERVAL", "200");
+    let sys = env.start_single_system().await;
+    env.inject(&sys.adapter, 1313, 1, "pushed hello").await;
+    let conv = env.conversation_for(&sys, 1313).await;
+    let msg = env.reply(&sys, &conv, "pushed reply", "push-1").await;
+    env.wait_status(msg["id"].as_str().unwrap(), "sent", Duration::from_secs(30))
+        .await;
+
+    let processes = [
+        ("fastprep-api", &sys.api),
+        ("fastprep-relay", &sys.relay),
+        ("fastprep-tg-delivery", &sys.delivery),
+        ("fastprep-inbound", &sys.inbound),
+        ("fastprep-tg-adapter", &sys.adapter),
+    ];
+    // The counters that this traffic moved, pushed with the value the
+    // process's own /metrics shows (both read after the traffic is done,
+    // so they meet within a few pushes).
+    // (service, name as scraped, labels, at least)
+    type Moved = (
+        &'static str,
+        &'static str,
+        &'static [(&'static str, &'static str)],
+        f64,
+    );
+    let moved: &[Moved] = &[
+        ("fastprep-relay", "outbox_published_total", &[], 3.0),
+        (
+            "fastprep-tg-delivery",
+            "outbox_processed_total",
+            &[("status", "done")],
+            1.0,
+        ),
+        (
+            "fastprep-tg-delivery",
+            "adapter_latency_seconds_count",
+            &[],
+            1.0,
+        ),
+    ];
+    for (service, name, labels, at_least) in moved {
+        let started = &processes.iter().find(|(s, _)| s == service).unwrap().1;
+        let scraped = wait_for(
+            &format!("{service} pushing {name} as /metrics shows it"),
+            Duration::from_secs(20),
+            || {
+                let points = otlp.points();
+                let url = started.metrics_url.clone();
+                let http = env.http.clone();
+                async move {
+                    let text = http.text(&url).await;
+                    let scraped = sample(&text, name, labels)?;
+                    let pushed: f64 = latest(&points, service)
+                        .iter()
+                        .filter(|p| prometheus_name(p) == *name)
+                        .filter(|p| {
+                            labels
+                                .iter()
+                                .all(|(k, v)| p.labels.get(*k).map(String::as_str) == Some(*v))
+                        })
+                        .map(|p| p.value)
+                        .sum();
+                    (scraped >= *at_least && pushed == scraped).then_some(scraped)
+                }
+            },
+        )
+        .await;
+        assert!(scraped >= *at_least);
+    }
+
+    let points = otlp.points();
+    for (service, started) in processes {
+        let mine: Vec<&Point> = points.iter().filter(|p| p.service == service).collect();
+        assert!(!mine.is_empty(), "{service} pushed nothing");
+        let instances: std::collections::BTreeSet<&str> =
+            mine.iter().map(|p| p.instance.as_str()).collect();
+        assert_eq!(instances.len(), 1, "{service}: {instances:?}");
+        assert!(
+            uuid::Uuid::parse_str(instances.first().unwrap()).is_ok(),
+            "{service}: service.instance.id {instances:?}"
+        );
+        // Cumulative, as a Prometheus-compatible backend wants them.
+        assert!(
+            mine.iter()
+                .filter(|p| p.kind != "gauge")
+                .all(|p| p.temporality == 2),
+            "{service}: a delta series"
+        );
+        // Every pushed series has its namesake in the scrape, so the alert
+        // rules and the dashboard read pushed metrics unchanged.
+        let text = env.http.text(&started.metrics_url).await;
+        for p in latest(&points, service) {
+            let name = prometheus_name(&p);
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(&format!("{name} "))
+                        || l.starts_with(&format!("{name}{{"))),
+                "{service} pushed {} ({}, unit {:?}) as {name}, which its /metrics lacks",
+                p.name,
+                p.kind,
+                p.unit
+            );
+        }
     }
 }

@@ -1081,3 +1081,78 @@ async fn the_telegram_account_is_shown_to_ops_and_every_login_step_is_audited_wi
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     env.cleanup().await;
 }
+
+/// After a database restore the restored outbox holds as published the
+/// events of replies it holds unfinished: the broker's copies are gone
+/// with the world the backup does not know. Here tg-delivery is down, two
+/// replies of one chat are written and published, and the queue is purged:
+/// nothing would ever send them. `messages resume-unfinished` (ADR 0022)
+/// hands both out again, a dry run first changing nothing; they then go
+/// out once each, in their order, and a second run finds nothing left.
+#[tokio::test]
+async fn resume_unfinished_hands_out_the_replies_a_restore_left_stuck_once() {
+    let mut env = TestEnv::new().await;
+    let sys = env.start_single_system().await;
+    env.inject(&sys.adapter, 5151, 1, "hi").await;
+    let conv = env.conversation_for(&sys, 5151).await;
+    env.proc(sys.delivery.idx).kill();
+    let first = env.reply(&sys, &conv, "restored reply one", "r-1").await;
+    let second = env.reply(&sys, &conv, "restored reply two", "r-2").await;
+    let first = first["id"].as_str().unwrap().to_owned();
+    let second = second["id"].as_str().unwrap().to_owned();
+    let mut both = vec![first.clone(), second.clone()];
+    both.sort();
+    env.wait_outbox_drained(Duration::from_secs(20)).await;
+    let conn = env.broker().await;
+    let channel = conn.create_channel().await.unwrap();
+    channel
+        .queue_purge(
+            "tg-delivery".into(),
+            lapin::options::QueuePurgeOptions::default(),
+        )
+        .await
+        .unwrap();
+    let _ = conn.close(200, "bye".into()).await;
+    let done = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM outbox WHERE event_type = 'message.outgoing.v1' AND status = 'done'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let done_before = done(env.pool.clone()).await;
+
+    let (code, dry) = ops(&env, &["messages", "resume-unfinished", "--dry-run"]);
+    assert_eq!(code, 0);
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["message_ids"], json!(both), "{dry}");
+    assert_eq!(done(env.pool.clone()).await, done_before);
+
+    let (code, resumed) = ops(&env, &["messages", "resume-unfinished"]);
+    assert_eq!(code, 0);
+    assert_eq!(resumed["message_ids"], json!(both), "{resumed}");
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE action = 'messages.resume_unfinished'",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(audited, 1);
+
+    env.proc(sys.delivery.idx).restart_with(&[]);
+    env.wait_status(&first, "sent", Duration::from_secs(30))
+        .await;
+    env.wait_status(&second, "sent", Duration::from_secs(30))
+        .await;
+    let arrivals = env.arrivals(&sys.adapter).await;
+    assert_eq!(
+        arrivals.get(&5151).cloned().unwrap_or_default(),
+        vec![
+            "restored reply one".to_owned(),
+            "restored reply two".to_owned()
+        ]
+    );
+    let (_, again) = ops(&env, &["messages", "resume-unfinished"]);
+    assert_eq!(again["message_ids"], json!([]), "{again}");
+}
