@@ -121,6 +121,8 @@ pub async fn run(args: Args) -> Value {
                 ("PORT", port.to_string()),
                 ("METRICS_PORT", metrics.to_string()),
                 ("DATA_DIR", data.display().to_string()),
+                // Attachments in the local store need the origin their links start with.
+                ("ATTACHMENTS_URL_BASE", format!("http://127.0.0.1:{port}")),
                 ("TG_ADAPTER_URL", adapter.url.clone()),
                 ("RUST_LOG", "warn".to_owned()),
             ];

@@ -24,10 +24,14 @@
 //!
 //! `fastprep-bench replay`: `fastprep-ops dlq replay` of dead letters back
 //! to tg-delivery beside raw confirmed publishing (see `replay.rs`).
+//!
+//! `fastprep-bench all`: every benchmark in one run, each figure beside its
+//! anchor and target, compared with the committed record (see `all.rs`).
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod alerts;
+mod all;
 mod attachments;
 mod authz;
 mod footprint;
@@ -66,6 +70,25 @@ fn at_least_one(raw: &str) -> Result<usize, String> {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// Every benchmark in one run (about 20–25 min): relay, authz, realtime,
+    /// alerts, attachments, replay, footprint; each figure beside its anchor
+    /// and target, written to bench-results/all.json and compared with the
+    /// committed record (exits 1 on a regression beyond the noise).
+    All {
+        /// Every bench shrunk to seconds, to smoke-test this command on the
+        /// debug binaries: its figures mean nothing.
+        #[arg(long)]
+        quick: bool,
+        /// Also the scale bench (the three-node cluster; long).
+        #[arg(long)]
+        with_scale: bool,
+        /// Skip the comparison with the committed record.
+        #[arg(long)]
+        no_compare: bool,
+        /// Compare with this record instead of `git show HEAD:bench-results/all.json`.
+        #[arg(long, hide = true)]
+        against: Option<std::path::PathBuf>,
+    },
     /// Relay throughput vs raw publishing, end-to-end latency, memory.
     Relay {
         /// Events for the throughput phases.
@@ -378,6 +401,21 @@ async fn main() {
                 aggregates,
             );
             (events, rate, seconds, chats, rounds)
+        }
+        Bench::All {
+            quick,
+            with_scale,
+            no_compare,
+            against,
+        } => {
+            let code = all::run(all::Args {
+                quick,
+                with_scale,
+                no_compare,
+                against,
+            })
+            .await;
+            std::process::exit(code);
         }
         Bench::Authz {
             checks,

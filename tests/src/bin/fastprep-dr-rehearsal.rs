@@ -605,10 +605,9 @@ impl System<'_> {
         use futures::{StreamExt, stream::FuturesUnordered};
         const CHATS: i64 = 50;
         let mut conversations = Vec::new();
+        // One at a time: the newest conversation is on the list's first page.
         for chat in 0..CHATS {
             self.inbound(7000 + chat, 1, "load").await?;
-        }
-        for chat in 0..CHATS {
             conversations.push(self.conversation(token, 7000 + chat).await?);
         }
         let apis: Vec<String> = self
@@ -1059,6 +1058,26 @@ async fn rehearse(
         .context("no adapter (a Rust service with a disk)")?
         .name
         .clone();
+    if args.load_rate > 0 {
+        // Telegram's own budgets (the blueprint's defaults: 30 sends/s for
+        // the account, 1/s per chat) would cap the load far below the rate
+        // asked; the load is for the pipeline and the pools.
+        let adapter_env = envs
+            .get_mut(&adapter_name)
+            .context("the adapter's environment")?;
+        for (k, v) in [
+            ("TG_CHAT_RATE_PER_SEC", "1000"),
+            ("TG_CHAT_BURST", "1000"),
+            ("TG_GLOBAL_RATE_PER_SEC", "100000"),
+            ("TG_GLOBAL_BURST", "100000"),
+        ] {
+            adapter_env.insert(k.into(), v.into());
+        }
+        say(format!(
+            "mapped {adapter_name}: the sandbox's send budgets raised for the load (Telegram's: 30/s \
+             for the account, 1/s per chat)"
+        ));
+    }
     let api = format!("http://127.0.0.1:{}", envs[&api_name]["PORT"]);
     let adapter = format!("http://127.0.0.1:{}", envs[&adapter_name]["PORT"]);
     let sandbox_token = envs[&adapter_name]
