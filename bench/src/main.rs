@@ -25,6 +25,10 @@
 //! `fastprep-bench replay`: `fastprep-ops dlq replay` of dead letters back
 //! to tg-delivery beside raw confirmed publishing (see `replay.rs`).
 //!
+//! `fastprep-bench soak`: replies, inbound, sockets and permission changes
+//! at once for N minutes, p50/p99 and each process's memory minute by
+//! minute, a verdict on memory and exactly-once checks (see `soak.rs`).
+//!
 //! `fastprep-bench all`: every benchmark in one run, each figure beside its
 //! anchor and target, compared with the committed record (see `all.rs`).
 
@@ -39,6 +43,7 @@ mod ramp;
 mod realtime;
 mod replay;
 mod scale;
+mod soak;
 
 use std::{
     collections::HashMap,
@@ -199,6 +204,38 @@ enum Bench {
         /// Seconds a process idles before its memory is read.
         #[arg(long, default_value_t = 5)]
         idle_seconds: u64,
+    },
+    /// Mixed-load soak: replies, inbound, open sockets and permission
+    /// changes at once for N minutes; p50/p99 of each path and each
+    /// process's memory minute by minute, a verdict on memory, exactly once.
+    Soak {
+        /// Measured minutes (after the warm-up).
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+        /// Replies per second, open loop, over the chats and both API instances.
+        #[arg(long, default_value_t = 200)]
+        replies_per_sec: u64,
+        /// Inbound messages injected per second.
+        #[arg(long, default_value_t = 50)]
+        inbound_per_sec: u64,
+        /// WebSockets open and authenticated for the whole run.
+        #[arg(long, default_value_t = 1_000)]
+        sockets: usize,
+        /// Role grants/revokes on an operator per minute.
+        #[arg(long, default_value_t = 30)]
+        perm_changes_per_min: u64,
+        /// Chats (conversations) the traffic is spread over.
+        #[arg(long, default_value_t = 50)]
+        chats: i64,
+        /// Unmeasured minutes of the same load first.
+        #[arg(long, default_value_t = 1)]
+        warmup_minutes: u64,
+        /// Sockets reading everything whose frames are timed.
+        #[arg(long, default_value_t = 4)]
+        timed_sockets: usize,
+        /// Length of a "minute", seconds (shortened for smoke tests only).
+        #[arg(long, default_value_t = 60, hide = true)]
+        seconds_per_minute: u64,
     },
     /// WebSocket memory, event fan-out and ep.update latency.
     Realtime {
@@ -487,6 +524,39 @@ async fn main() {
             })
             .await;
             write_figures("attachments", &results);
+            return;
+        }
+        Bench::Soak {
+            minutes,
+            replies_per_sec,
+            inbound_per_sec,
+            sockets,
+            perm_changes_per_min,
+            chats,
+            warmup_minutes,
+            timed_sockets,
+            seconds_per_minute,
+        } => {
+            let results = soak::run(soak::Args {
+                minutes,
+                replies_per_sec,
+                inbound_per_sec,
+                sockets,
+                perm_changes_per_min,
+                chats,
+                seconds_per_minute,
+                warmup_minutes,
+                timed_sockets,
+            })
+            .await;
+            write_figures("soak", &results);
+            // Memory that grows, or a reply or message not handled exactly
+            // once, fails the run.
+            let flat = results["memory"]["flagged"] == false;
+            let once = results["exactly_once"] == true;
+            if !(flat && once) {
+                std::process::exit(1);
+            }
             return;
         }
         Bench::Replay { letters, rounds } => {
