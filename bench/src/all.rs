@@ -842,34 +842,7 @@ async fn redis_ping(rounds: usize, n: usize) -> Ping {
 /// under the same wrk, `rounds` rounds of `seconds`: requests/s of each.
 async fn nginx_rounds(rounds: usize, seconds: u64) -> Vec<f64> {
     let dir = std::env::temp_dir().join(format!("fastprep-bench-all-nginx-{}", free_port()));
-    std::fs::create_dir_all(dir.join("www")).unwrap();
-    std::fs::create_dir_all(dir.join("logs")).unwrap();
-    std::fs::create_dir_all(dir.join("tmp")).unwrap();
-    std::fs::write(dir.join("www/ok"), "ok").unwrap();
-    let port = free_port();
-    let conf = format!(
-        "worker_processes 1;\ndaemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log warn;\n\
-         events {{ worker_connections 1024; }}\n\
-         http {{ access_log off; client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
-           server {{ listen 127.0.0.1:{port}; location / {{ root {d}/www; }} }} }}\n",
-        d = dir.display()
-    );
-    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let nginx = if std::path::Path::new("/usr/sbin/nginx").exists() {
-        "/usr/sbin/nginx"
-    } else {
-        "nginx"
-    };
-    let mut child = std::process::Command::new(nginx)
-        .args([
-            "-p",
-            &dir.display().to_string(),
-            "-c",
-            &dir.join("nginx.conf").display().to_string(),
-        ])
-        .spawn()
-        .expect("nginx (apt-get install nginx-light)");
-    let url = format!("http://127.0.0.1:{port}/ok");
+    let (url, mut child) = crate::authz::start_nginx(&dir);
     let started = Instant::now();
     while !reqwest::get(&url)
         .await

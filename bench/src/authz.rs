@@ -146,11 +146,13 @@ fn parse_wrk_duration(v: &str) -> f64 {
     }
 }
 
-/// nginx with one worker serving a 2-byte file; returns its URL and child.
-fn start_nginx(env: &TestEnv) -> (String, std::process::Child) {
-    let dir = env.dir.join("nginx");
+/// nginx with one worker serving a 2-byte file from `dir` (made here);
+/// returns its URL and child. The reference of every bench that compares
+/// an HTTP path with a static server.
+pub(crate) fn start_nginx(dir: &std::path::Path) -> (String, std::process::Child) {
     std::fs::create_dir_all(dir.join("www")).unwrap();
     std::fs::create_dir_all(dir.join("logs")).unwrap();
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
     std::fs::write(dir.join("www/ok"), "ok").unwrap();
     let port = free_port();
     let conf = format!(
@@ -215,7 +217,7 @@ pub async fn run(args: Args) -> Value {
     );
 
     // (b)
-    let (nginx_url, mut nginx) = start_nginx(&env);
+    let (nginx_url, mut nginx) = start_nginx(&env.dir.join("nginx"));
     env.wait_http(&nginx_url).await;
     let ep_url = format!("{}/api/auth/me/ep", api.url);
     wrk(&ep_url, 2, Some(&op.access));

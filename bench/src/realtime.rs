@@ -199,19 +199,7 @@ pub async fn run(args: Args) -> Value {
         })
         .map(|r| r.parse().unwrap())
         .collect();
-    sqlx::query(
-        "WITH u AS (
-           INSERT INTO users (id, email, display_name, password_hash)
-           SELECT id, 'holder-' || id || '@fastprep.test', 'Holder', $2 FROM unnest($1::uuid[]) AS id
-           RETURNING id)
-         INSERT INTO user_roles (user_id, role_id) SELECT * FROM unnest($1::uuid[], $3::uuid[])",
-    )
-    .bind(&holders)
-    .bind(&hash)
-    .bind(&roles)
-    .execute(&env.pool)
-    .await
-    .unwrap();
+    insert_holders(&env.pool, "holder", &holders, &hash, &roles).await;
     // One conversation per operator, assigned to them (under `broadcast`,
     // a hundred unassigned ones).
     let conversations: Vec<(Uuid, Option<Uuid>)> = if supervisors < args.sockets {
@@ -485,4 +473,30 @@ pub async fn run(args: Args) -> Value {
         "fanout": {"audience": args.audience.name(), "supervisors": supervisors, "events": total, "rate": sent_rate, "frames_due": expected_frames, "timed_sockets": timed, "commit_to_frame": ms(&fanout), "missing": missing, "strays": strays, "closed_early": closed},
         "ep_update": {"changes": changes.len(), "request_to_frame_on_both": ms(&both), "missing": ep_missing, "admin_answer": ms(&answered_ms)},
     })
+}
+
+/// Inserts users `ids` (emails `<prefix>-<id>@fastprep.test`, all with
+/// `password_hash`), each holding the role at the same index of `roles`, in
+/// one statement: the many socket holders of the realtime and soak benches.
+pub(crate) async fn insert_holders(
+    pool: &sqlx::PgPool,
+    prefix: &str,
+    ids: &[Uuid],
+    password_hash: &str,
+    roles: &[Uuid],
+) {
+    sqlx::query(
+        "WITH u AS (
+           INSERT INTO users (id, email, display_name, password_hash)
+           SELECT id, $4 || '-' || id || '@fastprep.test', 'Holder', $2 FROM unnest($1::uuid[]) AS id
+           RETURNING id)
+         INSERT INTO user_roles (user_id, role_id) SELECT * FROM unnest($1::uuid[], $3::uuid[])",
+    )
+    .bind(ids)
+    .bind(password_hash)
+    .bind(roles)
+    .bind(prefix)
+    .execute(pool)
+    .await
+    .unwrap();
 }

@@ -477,19 +477,7 @@ pub async fn run(args: Args) -> Value {
         .fetch_one(&env.pool)
         .await
         .unwrap();
-    sqlx::query(
-        "WITH u AS (
-           INSERT INTO users (id, email, display_name, password_hash)
-           SELECT id, 'soak-' || id || '@fastprep.test', 'Holder', $2 FROM unnest($1::uuid[]) AS id
-           RETURNING id)
-         INSERT INTO user_roles (user_id, role_id) SELECT * FROM unnest($1::uuid[], $3::uuid[])",
-    )
-    .bind(&holders)
-    .bind(&hash)
-    .bind(&roles)
-    .execute(&env.pool)
-    .await
-    .unwrap();
+    crate::realtime::insert_holders(&env.pool, "soak", &holders, &hash, &roles).await;
     for (conv, holder) in convs.iter().zip(holders.iter().skip(timed)) {
         sqlx::query("UPDATE conversations SET assignee_id = $2 WHERE id = $1")
             .bind(conv.0)
