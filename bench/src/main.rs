@@ -550,11 +550,12 @@ async fn main() {
             })
             .await;
             write_figures("soak", &results);
-            // Memory that grows, or a reply or message not handled exactly
-            // once, fails the run.
+            // Memory that grows, a reply or message not handled exactly
+            // once, or a load the system did not keep up with fails the run.
             let flat = results["memory"]["flagged"] == false;
             let once = results["exactly_once"] == true;
-            if !(flat && once) {
+            let kept_up = results["kept_up"] == true;
+            if !(flat && once && kept_up) {
                 std::process::exit(1);
             }
             return;

@@ -67,6 +67,12 @@ pub struct Args {
 /// A process's growth is flagged past the larger of these.
 const GROWTH_FRACTION: f64 = 0.10;
 const GROWTH_MIB: f64 = 5.0;
+/// The drain after the load waits at most this long in all...
+const DRAIN_LIMIT: Duration = Duration::from_secs(20 * 60);
+/// ...and gives up after this long without progress.
+const DRAIN_STALL: Duration = Duration::from_secs(60);
+/// A drain longer than this means the load outran the system.
+const KEPT_UP_DRAIN_S: f64 = 15.0;
 
 #[derive(Deserialize)]
 struct FrameHead {
@@ -733,7 +739,12 @@ pub async fn run(args: Args) -> Value {
     }
 
     // Drain: every accepted reply at the sandbox and every injection stored.
-    let drain_until = Instant::now() + Duration::from_secs(120);
+    // A backlog the load left behind drains as long as it keeps shrinking
+    // (a minute without progress ends the wait), up to DRAIN_LIMIT, so a
+    // reply still queued is told apart from one lost.
+    let drain_started = Instant::now();
+    let mut last_progress = Instant::now();
+    let mut last_left = usize::MAX;
     loop {
         let accepted: HashSet<String> = shared
             .replies
@@ -757,11 +768,24 @@ pub async fn run(args: Args) -> Value {
             .filter(|r| r.ok)
             .count();
         let stored = stored_inbound(&env.pool).await.len();
-        if (accepted.is_subset(&seen) && stored >= injected) || Instant::now() > drain_until {
+        let left = accepted.difference(&seen).count() + injected.saturating_sub(stored);
+        if left == 0 {
+            break;
+        }
+        if left < last_left {
+            last_left = left;
+            last_progress = Instant::now();
+        }
+        if last_progress.elapsed() > DRAIN_STALL || drain_started.elapsed() > DRAIN_LIMIT {
+            println!(
+                "drain: {left} still undelivered after {:.0} s; counting",
+                drain_started.elapsed().as_secs_f64()
+            );
             break;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+    let drain_s = drain_started.elapsed().as_secs_f64();
     // Stragglers: a last look.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _ = collect_stop_tx.send(true);
@@ -907,7 +931,11 @@ pub async fn run(args: Args) -> Value {
         .iter()
         .filter(|r| r.1 == "sent" && r.2.is_some_and(|t| !seen_ids.contains(&t)))
         .count();
-    let lost = unseen.len() - in_reset_window;
+    let still_queued = rows
+        .iter()
+        .filter(|r| matches!(r.1.as_str(), "queued" | "sending" | "retrying"))
+        .count();
+    let lost = unseen.len() - in_reset_window - still_queued;
     let injected: Vec<(i64, i64)> = shared
         .inbound
         .lock()
@@ -928,8 +956,11 @@ pub async fn run(args: Args) -> Value {
     let errors = shared.errors.lock().unwrap().clone();
     println!();
     println!(
-        "replies: {posted} posted, {} accepted; delivered exactly once {once}, sent between a listing and its reset (in the database as sent, not timed) {in_reset_window}, duplicated {dup}, lost {lost}",
+        "replies: {posted} posted, {} accepted; delivered exactly once {once}, sent between a listing and its reset (in the database as sent, not timed) {in_reset_window}, duplicated {dup}, lost {lost}, still queued when the drain ended {still_queued}",
         accepted.len()
+    );
+    println!(
+        "drain after the load: {drain_s:.1} s (the backlog the load left; a system that keeps up drains in seconds)"
     );
     println!(
         "inbound: {} injected; stored exactly once {in_once}, more than once {in_dup}, not stored {in_lost}",
@@ -951,14 +982,20 @@ pub async fn run(args: Args) -> Value {
     );
     let exactly_once =
         dup == 0 && lost == 0 && in_dup == 0 && in_lost == 0 && accepted.len() == posted;
+    let kept_up = still_queued == 0 && drain_s < KEPT_UP_DRAIN_S;
     println!(
-        "verdict: memory {}; exactly once {}",
+        "verdict: memory {}; exactly once {}; kept up {}",
         if flagged_any {
             "GROWS (see above)"
         } else {
             "flat"
         },
-        if exactly_once { "yes" } else { "NO" }
+        if exactly_once { "yes" } else { "NO" },
+        if kept_up {
+            "yes".to_owned()
+        } else {
+            format!("NO (drained in {drain_s:.0} s, {still_queued} still queued)")
+        }
     );
     env.cleanup().await;
     json!({
@@ -977,7 +1014,9 @@ pub async fn run(args: Args) -> Value {
         "rss_samples": samples.iter().map(|(at, r)| json!({"at_s": at, "rss_kib": r})).collect::<Vec<_>>(),
         "processes": procs.iter().map(|p| p.0).collect::<Vec<_>>(),
         "memory": {"bound": format!("{:.0}% or {GROWTH_MIB} MiB, whichever is larger", GROWTH_FRACTION * 100.0), "flagged": flagged_any, "per_process": memory},
-        "replies": {"posted": posted, "accepted": accepted.len(), "exactly_once": once, "in_reset_window": in_reset_window, "duplicated": dup, "lost": lost},
+        "replies": {"posted": posted, "accepted": accepted.len(), "exactly_once": once, "in_reset_window": in_reset_window, "duplicated": dup, "lost": lost, "still_queued": still_queued},
+        "drain_s": drain_s,
+        "kept_up": kept_up,
         "inbound": {"injected": injected.len(), "exactly_once": in_once, "duplicated": in_dup, "lost": in_lost},
         "sockets_closed_early": closed.len(),
         "request_errors": errors.len(),

@@ -3,26 +3,29 @@
 //! schedule, then a count of what was lost or doubled.
 //!
 //! Two API instances, two relays, two tg-delivery, two inbound, two
-//! authz-fanout and the sandbox adapter run on the three-node broker cluster
-//! of `scripts/cluster`, with a PostgreSQL cluster and a Redis of the run's
-//! own (the faults restart them; the machine's shared ones are never
-//! touched). Every link to PostgreSQL, Redis and the broker goes through a
-//! TCP proxy the run owns: group A (the first instance of each process) and
-//! group B (the second ones and the adapter) each have their own, so a cut
-//! is a partition of half the system.
+//! authz-fanout, two alerts and the sandbox adapter run on the three-node
+//! broker cluster of `scripts/cluster`, with a PostgreSQL cluster and a Redis
+//! of the run's own (the faults restart them; the machine's shared ones are
+//! never touched). Every link to PostgreSQL, Redis and the broker goes
+//! through a TCP proxy the run owns: group A (the first instance of each
+//! process) and group B (the second ones and the adapter) each have their
+//! own, so a cut is a partition of half the system.
 //!
-//! Traffic: inbound messages injected at the sandbox, replies (some with a
-//! file) from the admin and three operators with a `client_msg_id` each,
-//! edits of sent replies, assignment changes, grants and revocations of a
-//! role on the operators, and two admin sockets: one that stays connected
-//! (the reference) and one that drops every few seconds and resumes with
-//! `since` on the other instance.
+//! Traffic: inbound messages injected at the sandbox and customers' edits of
+//! them, replies (some with a file) and internal notes from the admin and
+//! three operators with a `client_msg_id` each, edits and deletions of sent
+//! replies, assignment changes, grants and revocations of a role on the
+//! operators (each timed until both instances answer with it), and two
+//! admin sockets: one that stays connected (the reference) and one that
+//! drops every few seconds and resumes with `since` on the other instance.
+//! The alerts instances post to a Slack the run plays.
 //!
-//! Faults, one at a time, each followed by a probe (a reply and an inbound
-//! message) whose delivery measures the recovery: SIGKILL and restart of any
-//! process; a broker node stopped and started; PostgreSQL restarted (fast or
-//! immediate); Redis restarted (empty: it has no persistence); a link of one
-//! group cut; the adapter slowed, answering 5xx, or 429.
+//! Faults, each step followed by a probe (a reply and an inbound message)
+//! whose delivery measures the recovery; every third step lands two faults
+//! at once, the second while the first is in force: SIGKILL and restart of
+//! any process; a broker node stopped and started; PostgreSQL restarted
+//! (fast or immediate); Redis restarted (empty: it has no persistence); a
+//! link of one group cut; the adapter slowed, answering 5xx, or 429.
 //!
 //! The process is its own supervisor: the outer process starts PostgreSQL
 //! and Redis, runs the driver as a child process with `TEST_POSTGRES_URL` and
@@ -416,11 +419,8 @@ fn main() -> ExitCode {
     if args.plan {
         let names: Vec<(String, usize)> = process_names().into_iter().map(|n| (n, 0)).collect();
         let mut rng = StdRng::seed_from_u64(args.seed);
-        for (i, f) in schedule(&mut rng, args.faults, names.len())
-            .iter()
-            .enumerate()
-        {
-            println!("{i:>3}. {}", f.describe(&names));
+        for line in plan_lines(&schedule(&mut rng, args.faults, names.len()), &names) {
+            println!("{line}");
         }
         return ExitCode::SUCCESS;
     }
@@ -644,6 +644,33 @@ impl Ctx {
         }
     }
 
+    /// Injects the customer's edit of message `tg` of `chat`, as
+    /// Telegram's `updateEditMessage`, until the adapter takes it.
+    async fn inject_edit(&self, chat: i64, tg: i64, text: &str, within: Duration) -> bool {
+        let body = json!({
+            "chat_id": chat, "tg_message_id": tg, "text": text, "edit": true,
+            "sender": {"id": chat, "username": format!("user{chat}"), "first_name": "Chaos"},
+        });
+        let until = Instant::now() + within;
+        loop {
+            match self
+                .sandbox(Method::POST, "/sandbox/inbound", Some(&body))
+                .await
+            {
+                Ok((s, _)) if s.is_success() => return true,
+                Ok((s, v)) if s.is_client_error() => {
+                    say(format!("edit of {chat}/{tg} refused: {s} {v}"));
+                    return false;
+                }
+                _ => {}
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Every send the sandbox recorded.
     async fn sent(&self) -> anyhow::Result<Vec<Value>> {
         for _ in 0..50 {
@@ -705,6 +732,24 @@ struct Ledger {
     /// Operator's user id → (holds the assign role, certain).
     perms: HashMap<String, (bool, bool)>,
     perm_changes: u64,
+    /// Seconds from each role change's answer until both instances answered
+    /// with the new permissions (`None`: not within the wait).
+    perm_in_force: Vec<(String, Option<f64>)>,
+    notes: Vec<NoteRec>,
+    /// Reply id → the deletion was certainly accepted.
+    deletes: HashMap<String, bool>,
+    deletes_accepted: u64,
+    deletes_refused: u64,
+    /// (chat, Telegram message id) → (the customer's last text, the adapter
+    /// took that edit).
+    customer_edits: HashMap<(i64, i64), (String, bool)>,
+}
+
+#[derive(Debug, Clone)]
+struct NoteRec {
+    key: String,
+    text: String,
+    answer: Answer,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -751,6 +796,35 @@ async fn replier(ctx: Ctx, actor: usize, who: Arc<Account>, convs: Arc<Vec<(i64,
     while !ctx.stopped() {
         n += 1;
         let (chat, conv) = convs[rng.random_range(0..convs.len())].clone();
+        if rng.random_range(0..7) == 0 {
+            // An internal note: stored and shown, never sent to Telegram.
+            let key = format!("chaos-note-{actor}-{n}");
+            let text = format!("note {actor}.{n} on {chat} (seed {})", ctx.seed);
+            let out = ctx
+                .request(
+                    &who,
+                    Method::POST,
+                    &format!("/conversations/{conv}/notes"),
+                    Some(json!({"text": text, "client_msg_id": key})),
+                    Duration::from_secs(30),
+                )
+                .await;
+            let answer = match &out {
+                Outcome::Done(s, _) if s.is_success() => Answer::Accepted,
+                Outcome::Done(s, v) => {
+                    say(format!("note {key} refused: {s} {v}"));
+                    Answer::Refused(s.as_u16())
+                }
+                Outcome::Uncertain => Answer::Uncertain,
+            };
+            ctx.ledger
+                .lock()
+                .unwrap()
+                .notes
+                .push(NoteRec { key, text, answer });
+            tokio::time::sleep(Duration::from_millis(rng.random_range(300..900))).await;
+            continue;
+        }
         let key = format!("chaos-{actor}-{n}");
         let text = format!("reply {actor}.{n} to {chat} (seed {})", ctx.seed);
         let file = if rng.random_range(0..8) == 0 {
@@ -794,7 +868,40 @@ async fn replier(ctx: Ctx, actor: usize, who: Arc<Account>, convs: Arc<Vec<(i64,
 
 async fn injector(ctx: Ctx, chats: Arc<Vec<i64>>) {
     let mut rng = StdRng::seed_from_u64(ctx.seed ^ 0x2000);
+    let mut edits = 0;
     while !ctx.stopped() {
+        if rng.random_range(0..5) == 0 {
+            // The customer edits a message of theirs already stored.
+            let row: Option<(i64, i64)> = sqlx::query_as(
+                "SELECT c.tg_chat_id, m.tg_message_id FROM messages m
+                 JOIN conversations c ON c.id = m.conversation_id
+                 WHERE m.direction = 'in' AND m.tg_message_id IS NOT NULL AND c.tg_chat_id = ANY($1)
+                 ORDER BY random() LIMIT 1",
+            )
+            .bind(chats.as_slice())
+            .fetch_optional(&ctx.pool)
+            .await
+            .ok()
+            .flatten();
+            if let Some((chat, tg)) = row {
+                edits += 1;
+                let text = format!(
+                    "customer edit {edits} of {tg} in {chat} (seed {})",
+                    ctx.seed
+                );
+                let acked = ctx
+                    .inject_edit(chat, tg, &text, Duration::from_secs(30))
+                    .await;
+                let mut l = ctx.ledger.lock().unwrap();
+                let e = l
+                    .customer_edits
+                    .entry((chat, tg))
+                    .or_insert_with(|| (text.clone(), acked));
+                *e = (text, acked);
+            }
+            tokio::time::sleep(Duration::from_millis(rng.random_range(150..500))).await;
+            continue;
+        }
         let chat = chats[rng.random_range(0..chats.len())];
         let tg = ctx.next_tg.fetch_add(1, Ordering::Relaxed);
         let text = format!("inbound {tg} from {chat} (seed {})", ctx.seed);
@@ -870,6 +977,47 @@ async fn editor(ctx: Ctx, admin: Arc<Account>) {
     }
 }
 
+/// Deletes a sent reply for everyone now and then.
+async fn deleter(ctx: Ctx, admin: Arc<Account>) {
+    let mut rng = StdRng::seed_from_u64(ctx.seed ^ 0x6000);
+    while !ctx.stopped() {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(2000..4500))).await;
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT m.id::text, m.conversation_id::text FROM messages m
+             JOIN conversations c ON c.id = m.conversation_id
+             WHERE m.direction = 'out' AND m.kind = 'text' AND m.status = 'sent'
+               AND m.deleted_at IS NULL AND c.tg_chat_id <> $1
+             ORDER BY random() LIMIT 1",
+        )
+        .bind(PROBE_CHAT)
+        .fetch_optional(&ctx.pool)
+        .await
+        .ok()
+        .flatten();
+        let Some((id, conv)) = row else { continue };
+        let out = ctx
+            .request(
+                &admin,
+                Method::DELETE,
+                &format!("/conversations/{conv}/messages/{id}"),
+                None,
+                Duration::from_secs(30),
+            )
+            .await;
+        let mut l = ctx.ledger.lock().unwrap();
+        match out {
+            Outcome::Done(s, _) if s.is_success() => {
+                l.deletes_accepted += 1;
+                l.deletes.insert(id, true);
+            }
+            Outcome::Done(..) => l.deletes_refused += 1,
+            Outcome::Uncertain => {
+                l.deletes.entry(id).or_insert(false);
+            }
+        }
+    }
+}
+
 async fn assigner(
     ctx: Ctx,
     admin: Arc<Account>,
@@ -908,14 +1056,15 @@ async fn assigner(
 async fn permissions(
     ctx: Ctx,
     admin: Arc<Account>,
-    operators: Vec<String>,
+    operators: Vec<Arc<Account>>,
     reply_role: String,
     assign_role: String,
 ) {
     let mut rng = StdRng::seed_from_u64(ctx.seed ^ 0x5000);
     while !ctx.stopped() {
         tokio::time::sleep(Duration::from_millis(rng.random_range(1200..2600))).await;
-        let op = operators[rng.random_range(0..operators.len())].clone();
+        let account = operators[rng.random_range(0..operators.len())].clone();
+        let op = account.user_id.clone();
         let grant = !ctx
             .ledger
             .lock()
@@ -937,18 +1086,82 @@ async fn permissions(
                 Duration::from_secs(30),
             )
             .await;
-        let mut l = ctx.ledger.lock().unwrap();
-        match out {
-            Outcome::Done(s, _) if s.is_success() => {
-                l.perm_changes += 1;
-                l.perms.insert(op, (grant, true));
-            }
-            Outcome::Done(s, v) => say(format!("role change refused: {s} {v}")),
-            Outcome::Uncertain => {
-                l.perms.insert(op, (grant, false));
+        let answered = Instant::now();
+        let accepted = matches!(&out, Outcome::Done(s, _) if s.is_success());
+        {
+            let mut l = ctx.ledger.lock().unwrap();
+            match out {
+                Outcome::Done(s, _) if s.is_success() => {
+                    l.perm_changes += 1;
+                    l.perms.insert(op, (grant, true));
+                }
+                Outcome::Done(s, v) => say(format!("role change refused: {s} {v}")),
+                Outcome::Uncertain => {
+                    l.perms.insert(op, (grant, false));
+                }
             }
         }
+        if accepted {
+            let took = in_force(&ctx, &account, grant, answered, PERM_WAIT).await;
+            ctx.ledger
+                .lock()
+                .unwrap()
+                .perm_in_force
+                .push((account.email.clone(), took.map(|d| d.as_secs_f64())));
+        }
     }
+}
+
+/// How long a role change waits to be seen in force before it counts as
+/// not in force in time.
+const PERM_WAIT: Duration = Duration::from_secs(15);
+
+/// Asks every instance for the operator's effective permissions until each
+/// answers with `inbox.assign` held as `granted`: the time since `since`, or
+/// `None` when one still did not after `limit`.
+async fn in_force(
+    ctx: &Ctx,
+    op: &Account,
+    granted: bool,
+    since: Instant,
+    limit: Duration,
+) -> Option<Duration> {
+    let mut pending: Vec<String> = ctx.apis.iter().cloned().collect();
+    while since.elapsed() < limit {
+        let mut still = Vec::new();
+        for api in pending {
+            let holds = match op.token(ctx).await {
+                Some(token) => match send(
+                    &ctx.http,
+                    Method::GET,
+                    &format!("{api}/api/auth/me/ep"),
+                    Some(&token),
+                    None,
+                )
+                .await
+                {
+                    Ok((StatusCode::OK, v)) => v["permissions"]
+                        .as_array()
+                        .map(|p| p.iter().any(|p| p == ASSIGN_PERMS[0])),
+                    Ok((StatusCode::UNAUTHORIZED, _)) => {
+                        op.forget().await;
+                        None
+                    }
+                    _ => None,
+                },
+                None => None,
+            };
+            if holds != Some(granted) {
+                still.push(api);
+            }
+        }
+        if still.is_empty() {
+            return Some(since.elapsed());
+        }
+        pending = still;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
 }
 
 // ---------------------------------------------------------------------------
@@ -1196,6 +1409,9 @@ impl Fault {
     }
 }
 
+/// The consumers each group runs one of.
+const PER_GROUP: [&str; 5] = ["relay", "tg-delivery", "inbound", "authz-fanout", "alerts"];
+
 /// The processes in the order the run starts them (the schedule's
 /// `Kill` faults name them by position).
 fn process_names() -> Vec<String> {
@@ -1205,7 +1421,7 @@ fn process_names() -> Vec<String> {
         "api-2".to_owned(),
     ];
     for g in 1..=2 {
-        for p in ["relay", "tg-delivery", "inbound", "authz-fanout"] {
+        for p in PER_GROUP {
             names.push(format!("{p}-{g}"));
         }
     }
@@ -1443,6 +1659,118 @@ struct FaultRec {
     at_s: f64,
     held_ms: u128,
     recovery: Option<Duration>,
+    /// Landed together with another fault (the recovery is the pair's).
+    overlapped: bool,
+}
+
+/// The schedule's steps: fault indices, one per step, and every third step
+/// two (consecutive faults of one shuffle of the six kinds, so never two of
+/// a kind).
+fn steps(n: usize) -> Vec<Vec<usize>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < n {
+        if out.len() % 3 == 2 && i + 1 < n {
+            out.push(vec![i, i + 1]);
+            i += 2;
+        } else {
+            out.push(vec![i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The schedule as printed: each step's faults, a pair marked as such.
+fn plan_lines(faults: &[Fault], procs: &[(String, usize)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for step in steps(faults.len()) {
+        for (k, i) in step.iter().enumerate() {
+            let mark = match (step.len(), k) {
+                (1, _) => "",
+                (_, 0) => " (with the next, at once)",
+                _ => " (while the previous is in force)",
+            };
+            out.push(format!("{i:>3}. {}{mark}", faults[*i].describe(procs)));
+        }
+    }
+    out
+}
+
+/// What a fault acts on.
+struct World<'a> {
+    env: Mutex<&'a mut TestEnv>,
+    procs: &'a [(String, usize)],
+    groups: &'a [Links; 2],
+    pg: &'a Pg,
+    redis: &'a Redis,
+    ctx: &'a Ctx,
+}
+
+/// Injects one fault and takes it back.
+async fn inflict(w: &World<'_>, fault: &Fault) -> anyhow::Result<()> {
+    match fault {
+        Fault::Kill { proc, down_ms } => {
+            let idx = w.procs[*proc].1;
+            w.env.lock().unwrap().proc(idx).kill();
+            tokio::time::sleep(Duration::from_millis(*down_ms)).await;
+            w.env.lock().unwrap().proc(idx).restart_with(&[]);
+        }
+        Fault::BrokerNode { node, hold_ms } => {
+            let n = node.to_string();
+            blocking("stop-node", move || cluster::script(&["stop-node", &n])).await?;
+            tokio::time::sleep(Duration::from_millis(*hold_ms)).await;
+            let n = node.to_string();
+            blocking("start-node", move || cluster::script(&["start-node", &n])).await?;
+        }
+        Fault::PgRestart { mode } => {
+            let pg = w.pg.clone();
+            let mode = *mode;
+            blocking("pg_ctl restart", move || pg.restart(mode)).await??;
+        }
+        Fault::RedisRestart { down_ms } => {
+            let r = w.redis.clone();
+            blocking("redis kill", move || r.kill()).await?;
+            tokio::time::sleep(Duration::from_millis(*down_ms)).await;
+            let r = w.redis.clone();
+            blocking("redis start", move || r.start()).await??;
+        }
+        Fault::Cut {
+            service,
+            group,
+            hold_ms,
+        } => {
+            w.groups[*group].set(service, false);
+            tokio::time::sleep(Duration::from_millis(*hold_ms)).await;
+            w.groups[*group].set(service, true);
+        }
+        Fault::Adapter { plan, hold_ms, .. } => {
+            let mut set = false;
+            for _ in 0..20 {
+                if let Ok((s, _)) = w
+                    .ctx
+                    .sandbox(Method::POST, "/sandbox/faults", Some(plan))
+                    .await
+                    && s.is_success()
+                {
+                    set = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            ensure!(set, "the sandbox did not take the fault plan {plan}");
+            tokio::time::sleep(Duration::from_millis(*hold_ms)).await;
+            for _ in 0..20 {
+                if let Ok((s, _)) = w.ctx.sandbox(Method::DELETE, "/sandbox/faults", None).await
+                    && s.is_success()
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -1497,9 +1825,16 @@ async fn drive(args: Args) -> anyhow::Result<bool> {
         procs.push((format!("api-{}", g + 1), api.idx));
         apis.push(api);
     }
+    // Slack, played by the run: every alert either alerts instance posts.
+    let slack = fastprep_tests::slack::SlackReceiver::start().await;
     for (g, links) in groups.iter().enumerate() {
-        for process in ["relay", "tg-delivery", "inbound", "authz-fanout"] {
+        for process in PER_GROUP {
             let mut vars = links.env();
+            if process == "alerts" {
+                vars.push(("SLACK_WEBHOOK_URL", slack.url.clone()));
+                // Any failure for good alerts.
+                vars.push(("FAIL_ALERT_THRESHOLD", "1".to_owned()));
+            }
             if process == "tg-delivery" {
                 vars.push(("DATA_DIR", env.dir.join("api-data").display().to_string()));
                 vars.push(("ATTACHMENTS_URL_BASE", apis[g].url.clone()));
@@ -1620,13 +1955,13 @@ async fn drive(args: Args) -> anyhow::Result<bool> {
             String::new()
         }
     ));
-    for (i, f) in faults.iter().enumerate() {
-        say(format!("  {i:>3}. {}", f.describe(&procs)));
+    for line in plan_lines(&faults, &procs) {
+        say(format!("  {line}"));
     }
 
     // Traffic.
     say(format!(
-        "traffic: {} chats, the admin and {OPERATORS} operators replying, edits, assignments, role changes, 2 sockets",
+        "traffic: {} chats, the admin and {OPERATORS} operators replying and writing notes, customers writing and editing, edits and deletions of replies, assignments, role changes, 2 sockets",
         chats.len()
     ));
     let ws_stop = Arc::new(AtomicBool::new(false));
@@ -1661,10 +1996,11 @@ async fn drive(args: Args) -> anyhow::Result<bool> {
         tokio::spawn(permissions(
             ctx.clone(),
             admin.clone(),
-            operators.iter().map(|o| o.user_id.clone()).collect(),
+            operators.clone(),
             reply_role.clone(),
             assign_role.clone(),
         )),
+        tokio::spawn(deleter(ctx.clone(), admin.clone())),
     ];
     for (i, op) in operators.iter().enumerate() {
         traffic.push(tokio::spawn(replier(
@@ -1675,100 +2011,89 @@ async fn drive(args: Args) -> anyhow::Result<bool> {
         )));
     }
 
-    // Faults, one at a time, each with its probe.
+    // Faults: one at a time, and every third step two at once, each step
+    // followed by its probe.
     let traffic_started = Instant::now();
     let target = Duration::from_secs_f64(args.minutes * 60.0);
     let mut records = Vec::new();
+    let steps = steps(faults.len());
     tokio::time::sleep(Duration::from_secs(3)).await;
-    for (i, fault) in faults.iter().enumerate() {
-        let left = target.saturating_sub(traffic_started.elapsed());
-        let gap = if left.is_zero() {
-            Duration::from_millis(rng.random_range(1000..3000))
-        } else {
-            (left / u32::try_from(faults.len() - i).unwrap_or(1))
-                .mul_f64(rng.random_range(0.3..1.0))
+    {
+        let world = World {
+            env: Mutex::new(&mut env),
+            procs: &procs,
+            groups: &groups,
+            pg: &pg,
+            redis: &redis,
+            ctx: &ctx,
         };
-        tokio::time::sleep(gap).await;
-        let what = fault.describe(&procs);
-        say(format!("fault {i}: {what}"));
-        let at = Instant::now();
-        match fault {
-            Fault::Kill { proc, down_ms } => {
-                let idx = procs[*proc].1;
-                env.proc(idx).kill();
-                tokio::time::sleep(Duration::from_millis(*down_ms)).await;
-                env.proc(idx).restart_with(&[]);
-            }
-            Fault::BrokerNode { node, hold_ms } => {
-                let n = node.to_string();
-                blocking("stop-node", move || cluster::script(&["stop-node", &n])).await?;
-                tokio::time::sleep(Duration::from_millis(*hold_ms)).await;
-                let n = node.to_string();
-                blocking("start-node", move || cluster::script(&["start-node", &n])).await?;
-            }
-            Fault::PgRestart { mode } => {
-                let pg = pg.clone();
-                let mode = *mode;
-                blocking("pg_ctl restart", move || pg.restart(mode)).await??;
-            }
-            Fault::RedisRestart { down_ms } => {
-                let r = redis.clone();
-                blocking("redis kill", move || r.kill()).await?;
-                tokio::time::sleep(Duration::from_millis(*down_ms)).await;
-                let r = redis.clone();
-                blocking("redis start", move || r.start()).await??;
-            }
-            Fault::Cut {
-                service,
-                group,
-                hold_ms,
-            } => {
-                groups[*group].set(service, false);
-                tokio::time::sleep(Duration::from_millis(*hold_ms)).await;
-                groups[*group].set(service, true);
-            }
-            Fault::Adapter { plan, hold_ms, .. } => {
-                let mut set = false;
-                for _ in 0..20 {
-                    if let Ok((s, _)) = ctx
-                        .sandbox(Method::POST, "/sandbox/faults", Some(plan))
-                        .await
-                        && s.is_success()
-                    {
-                        set = true;
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+        for (si, step) in steps.iter().enumerate() {
+            let left = target.saturating_sub(traffic_started.elapsed());
+            let gap = if left.is_zero() {
+                Duration::from_millis(rng.random_range(1000..3000))
+            } else {
+                (left / u32::try_from(steps.len() - si).unwrap_or(1))
+                    .mul_f64(rng.random_range(0.3..1.0))
+            };
+            tokio::time::sleep(gap).await;
+            let label = step
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("+");
+            let what = step
+                .iter()
+                .map(|i| faults[*i].describe(&procs))
+                .collect::<Vec<_>>()
+                .join("; meanwhile ");
+            say(format!("fault {label}: {what}"));
+            let at = Instant::now();
+            match step.as_slice() {
+                [a, b] => {
+                    // The second lands while the first is still in force.
+                    let offset = Duration::from_millis(rng.random_range(0..1500));
+                    let (ra, rb) = tokio::join!(inflict(&world, &faults[*a]), async {
+                        tokio::time::sleep(offset).await;
+                        inflict(&world, &faults[*b]).await
+                    });
+                    ra?;
+                    rb?;
                 }
-                ensure!(set, "the sandbox did not take the fault plan {plan}");
-                tokio::time::sleep(Duration::from_millis(*hold_ms)).await;
-                for _ in 0..20 {
-                    if let Ok((s, _)) = ctx.sandbox(Method::DELETE, "/sandbox/faults", None).await
-                        && s.is_success()
-                    {
-                        break;
+                _ => {
+                    for i in step {
+                        inflict(&world, &faults[*i]).await?;
                     }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
+            }
+            let ended = Instant::now();
+            let recovery = probe(
+                &ctx,
+                &admin,
+                &probe_conv,
+                si,
+                ended,
+                Duration::from_secs(60),
+            )
+            .await;
+            say(format!(
+                "fault {label} over after {:.1} s; recovered {}",
+                (ended - at).as_secs_f64(),
+                recovery.map_or("NOT within 60 s".to_owned(), |d| format!(
+                    "in {:.2} s",
+                    d.as_secs_f64()
+                ))
+            ));
+            for i in step {
+                records.push(FaultRec {
+                    kind: faults[*i].kind(),
+                    what: faults[*i].describe(&procs),
+                    at_s: (at - wall).as_secs_f64(),
+                    held_ms: (ended - at).as_millis(),
+                    recovery,
+                    overlapped: step.len() > 1,
+                });
             }
         }
-        let ended = Instant::now();
-        let recovery = probe(&ctx, &admin, &probe_conv, i, ended, Duration::from_secs(60)).await;
-        say(format!(
-            "fault {i} over after {:.1} s; recovered {}",
-            (ended - at).as_secs_f64(),
-            recovery.map_or("NOT within 60 s".to_owned(), |d| format!(
-                "in {:.2} s",
-                d.as_secs_f64()
-            ))
-        ));
-        records.push(FaultRec {
-            kind: fault.kind(),
-            what,
-            at_s: (at - wall).as_secs_f64(),
-            held_ms: (ended - at).as_millis(),
-            recovery,
-        });
     }
     let left = target.saturating_sub(traffic_started.elapsed());
     if !left.is_zero() {
@@ -1824,6 +2149,8 @@ async fn drive(args: Args) -> anyhow::Result<bool> {
         &probe_conv,
         &reference_log,
         &resumer_log,
+        &slack,
+        &vhost,
     )
     .await?;
     let pass = print_report(&args, &report, &records, traffic_s, settled, wall.elapsed())?;
@@ -1852,7 +2179,7 @@ async fn settle(ctx: &Ctx, vhost: &str, limit: Duration) -> Option<Duration> {
         .collect::<Vec<_>>()
         .join(",");
     let mut queues = Vec::new();
-    for q in ["tg-delivery", "inbound", "authz-fanout"] {
+    for q in ["tg-delivery", "inbound", "authz-fanout", "alerts"] {
         queues.push(q.to_owned());
         for d in broker_config::topology::RETRY_TIERS {
             queues.push(broker_config::topology::retry_queue_name(q, d));
@@ -1919,6 +2246,7 @@ impl Report {
 /// A reply's row: id, chat, text, status, client_msg_id, files.
 type OutRow = (String, i64, String, String, Option<String>, i64);
 
+#[allow(clippy::too_many_arguments)]
 async fn count(
     ctx: &Ctx,
     args: &Args,
@@ -1926,6 +2254,8 @@ async fn count(
     probe_conv: &str,
     reference: &WsLog,
     resumer: &WsLog,
+    slack: &fastprep_tests::slack::SlackReceiver,
+    vhost: &str,
 ) -> anyhow::Result<Report> {
     let mut r = Report::default();
     let ledger = std::mem::take(&mut *ctx.ledger.lock().unwrap());
@@ -2068,11 +2398,104 @@ async fn count(
     r.detail("unexplained_sends", json!(unexplained));
     r.detail("files_altered", json!(files_bad));
 
-    // Edits.
+    // Notes: stored once each, never sent.
+    let note_rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT coalesce(client_msg_id, id::text), text FROM messages WHERE kind = 'note'",
+    )
+    .fetch_all(&ctx.pool)
+    .await?;
+    let mut note_keys: HashMap<&str, usize> = HashMap::new();
+    for (key, _) in &note_rows {
+        *note_keys.entry(key.as_str()).or_default() += 1;
+    }
+    let sent_texts: HashSet<&str> = sent
+        .iter()
+        .flat_map(|m| {
+            std::iter::once(m["text"].as_str().unwrap_or_default()).chain(
+                m["edits"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str),
+            )
+        })
+        .collect();
+    let notes_accepted: Vec<&NoteRec> = ledger
+        .notes
+        .iter()
+        .filter(|n| n.answer == Answer::Accepted)
+        .collect();
+    let notes_missing: Vec<&str> = notes_accepted
+        .iter()
+        .filter(|n| !note_keys.contains_key(n.key.as_str()))
+        .map(|n| n.key.as_str())
+        .collect();
+    let notes_twice: Vec<&str> = note_keys
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(k, _)| *k)
+        .collect();
+    let notes_sent: Vec<&str> = ledger
+        .notes
+        .iter()
+        .filter(|n| sent_texts.contains(n.text.as_str()))
+        .map(|n| n.key.as_str())
+        .collect();
+    r.line("notes accepted (201)", notes_accepted.len(), false);
+    r.line("notes stored", note_rows.len(), false);
+    r.line("notes accepted but not stored", notes_missing.len(), true);
+    r.line("notes stored twice", notes_twice.len(), true);
+    r.line("notes sent to Telegram", notes_sent.len(), true);
+    r.detail("notes_not_stored", json!(notes_missing));
+    r.detail("notes_stored_twice", json!(notes_twice));
+    r.detail("notes_sent", json!(notes_sent));
+
+    // Deletions: gone for everyone in Telegram and marked in the database.
+    let deleted_rows: HashMap<String, Option<String>> =
+        sqlx::query_as::<_, (String, Option<String>)>(
+            "SELECT id::text, change_status FROM messages WHERE deleted_at IS NOT NULL",
+        )
+        .fetch_all(&ctx.pool)
+        .await?
+        .into_iter()
+        .collect();
+    let mut deletes_lost = Vec::new();
+    for (id, certain) in &ledger.deletes {
+        if !certain {
+            continue;
+        }
+        let in_telegram = by_key
+            .get(id.as_str())
+            .is_some_and(|es| es.iter().any(|m| m["deleted"] == true));
+        if !in_telegram || !deleted_rows.contains_key(id) {
+            deletes_lost.push(json!({
+                "id": id, "telegram": in_telegram, "stored": deleted_rows.contains_key(id),
+                "change_status": deleted_rows.get(id).cloned().flatten(),
+            }));
+        }
+    }
+    r.line(
+        "deletions of replies accepted",
+        usize::try_from(ledger.deletes_accepted)?,
+        false,
+    );
+    r.line(
+        "  refused / no answer",
+        usize::try_from(ledger.deletes_refused)? + ledger.deletes.values().filter(|c| !**c).count(),
+        false,
+    );
+    r.line(
+        "deletions not in force (Telegram and database)",
+        deletes_lost.len(),
+        true,
+    );
+    r.detail("deletions_not_in_force", json!(deletes_lost));
+
+    // Edits (of replies not deleted since).
     let mut edits_lost = Vec::new();
     let mut checked = 0;
     for (id, e) in &ledger.edits {
-        if !e.certain {
+        if !e.certain || ledger.deletes.contains_key(id) {
             continue;
         }
         checked += 1;
@@ -2130,6 +2553,19 @@ async fn count(
         .filter(|(_, n)| **n > 1)
         .map(|(t, n)| json!({"text": t, "times": n}))
         .collect();
+    let in_text: HashMap<(i64, i64), &str> = in_rows
+        .iter()
+        .filter_map(|(c, t, text)| Some(((*c, (*t)?), text.as_str())))
+        .collect();
+    let customer_edits_taken = ledger.customer_edits.values().filter(|e| e.1).count();
+    let customer_edits_lost: Vec<Value> = ledger
+        .customer_edits
+        .iter()
+        .filter(|(k, (text, acked))| *acked && in_text.get(*k) != Some(&text.as_str()))
+        .map(|((chat, tg), (text, _))| {
+            json!({"chat": chat, "tg_message_id": tg, "asked": text, "stored": in_text.get(&(*chat, *tg))})
+        })
+        .collect();
     r.line("inbound messages taken by the adapter", acked.len(), false);
     r.line(
         "  not taken within 30 s",
@@ -2139,8 +2575,19 @@ async fn count(
     r.line("inbound messages stored", in_rows.len(), false);
     r.line("inbound messages lost", in_lost.len(), true);
     r.line("inbound messages duplicated", in_dup.len(), true);
+    r.line(
+        "customer edits taken (the last of each message)",
+        customer_edits_taken,
+        false,
+    );
+    r.line(
+        "customer edits not in force",
+        customer_edits_lost.len(),
+        true,
+    );
     r.detail("inbound_lost", json!(in_lost));
     r.detail("inbound_duplicated", json!(in_dup));
+    r.detail("customer_edits_not_in_force", json!(customer_edits_lost));
 
     // Assignments.
     let assigned: Vec<(String, Option<String>)> =
@@ -2231,6 +2678,85 @@ async fn count(
         true,
     );
     r.detail("permissions_not_in_force", json!(perm_wrong));
+    let mut took: Vec<f64> = ledger.perm_in_force.iter().filter_map(|x| x.1).collect();
+    took.sort_by(f64::total_cmp);
+    let late: Vec<&String> = ledger
+        .perm_in_force
+        .iter()
+        .filter(|x| x.1.is_none())
+        .map(|x| &x.0)
+        .collect();
+    let ms = |q: f64| {
+        took.get(((took.len() as f64 * q) as usize).min(took.len().saturating_sub(1)))
+            .map_or(0, |s| (s * 1000.0).round() as usize)
+    };
+    r.line(
+        "  role changes timed until both instances answered with them",
+        took.len(),
+        false,
+    );
+    r.line("    p50, ms", ms(0.5), false);
+    r.line("    longest, ms", ms(1.0), false);
+    r.line(
+        &format!(
+            "role changes not in force on both instances within {} s",
+            PERM_WAIT.as_secs()
+        ),
+        late.len(),
+        true,
+    );
+    r.detail(
+        "permission_in_force_s",
+        json!(
+            ledger
+                .perm_in_force
+                .iter()
+                .map(|x| json!({"operator": x.0, "seconds": x.1}))
+                .collect::<Vec<_>>()
+        ),
+    );
+
+    // Alerts: Slack hears of every failure for good or dead letter, and of
+    // nothing else.
+    let urls = (5681..=5683)
+        .map(|p| format!("amqp://guest:guest@127.0.0.1:{p}/{vhost}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut dead = 0u32;
+    if let Ok(conn) = broker_config::connection::connect(&urls, "chaos-count").await {
+        for q in broker_config::topology::WORK_QUEUES {
+            dead += broker_config::dlq::depth(&conn, &broker_config::topology::dlq_name(q.name))
+                .await
+                .unwrap_or(0);
+        }
+        let _ = conn.close(200, "bye".into()).await;
+    }
+    let causes = failed.len() + dead as usize;
+    let wait_until = Instant::now() + Duration::from_secs(15);
+    while causes > 0 && slack.accepted().is_empty() && Instant::now() < wait_until {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let alerts = slack.accepted();
+    r.line("replies failed for good and dead letters", causes, false);
+    r.line("Slack alerts posted", alerts.len(), false);
+    r.line(
+        "Slack alerts with nothing failed behind them",
+        if causes == 0 { alerts.len() } else { 0 },
+        true,
+    );
+    r.line(
+        "failures for good with no Slack alert",
+        if causes > 0 && alerts.is_empty() {
+            causes
+        } else {
+            0
+        },
+        true,
+    );
+    r.detail(
+        "alerts",
+        json!(alerts.iter().map(|p| p.body.clone()).collect::<Vec<_>>()),
+    );
 
     // Sockets: the resumer against the reference, where both covered the stream.
     let got: HashSet<i64> = resumer.ids.iter().copied().collect();
@@ -2326,6 +2852,11 @@ fn print_report(
     }
     println!();
     println!(
+        "faults that landed while another was in force: {} of {}",
+        faults.iter().filter(|f| f.overlapped).count(),
+        faults.len()
+    );
+    println!(
         "| {:<22} | {:>5} | {:>12} | {:>12} |",
         "fault", "times", "longest rec.", "median rec."
     );
@@ -2383,7 +2914,7 @@ fn print_report(
         "lines": r.lines.iter().map(|(n, c, b)| json!({"what": n, "count": c, "must_be_zero": b})).collect::<Vec<_>>(),
         "recoveries": recoveries,
         "faults": faults.iter().map(|f| json!({
-            "kind": f.kind, "what": f.what, "at_s": f.at_s, "held_ms": f.held_ms,
+            "kind": f.kind, "what": f.what, "at_s": f.at_s, "held_ms": f.held_ms, "overlapped": f.overlapped,
             "recovery_s": f.recovery.map(|d| d.as_secs_f64()),
         })).collect::<Vec<_>>(),
         "details": r.details,
