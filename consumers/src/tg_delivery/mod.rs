@@ -387,6 +387,41 @@ async fn take_turn<C: ConnectionTrait>(conn: &C, tg_chat_id: i64) -> Result<(), 
     .map(|_| ())
 }
 
+/// Held replies a handler sends after its own, in its transaction, at
+/// most...
+const IN_TURN_MAX: usize = 32;
+/// ...and for at most this long (checked before each send).
+const IN_TURN_BUDGET: Duration = Duration::from_secs(1);
+
+/// The chat's first unfinished reply, as [`TgDelivery::send_held`] finds it.
+#[derive(FromQueryResult)]
+struct NextUnfinished {
+    id: Uuid,
+    text: String,
+    held: bool,
+    files: i64,
+}
+
+/// The chat's first unfinished reply (in the order replies are sent), if
+/// any. The handler holds the chat's turn.
+async fn next_unfinished<C: ConnectionTrait>(
+    conn: &C,
+    conversation_id: Uuid,
+) -> Result<Option<NextUnfinished>, DbErr> {
+    NextUnfinished::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT m.id, m.text, m.held,
+                (SELECT count(*) FROM attachments a WHERE a.message_id = m.id) AS files
+         FROM messages m
+         WHERE m.conversation_id = $1 AND m.direction = 'out'
+           AND m.status IN ('queued', 'sending', 'retrying')
+         ORDER BY m.created_at, m.id LIMIT 1",
+        [conversation_id.into()],
+    ))
+    .one(conn)
+    .await
+}
+
 /// The message as its chat's turn finds it.
 #[derive(FromQueryResult)]
 struct Turn {
@@ -712,6 +747,78 @@ impl TgDelivery {
         }
     }
 
+    /// Sends the chat's held replies that follow `msg`, in their order, in
+    /// this transaction and under the chat's turn, as long as each goes
+    /// through at once (at most [`IN_TURN_MAX`] of them, for at most
+    /// [`IN_TURN_BUDGET`]): a chat that fell behind catches up at the
+    /// adapter's pace, not at one trip through the outbox, the relay and
+    /// the broker per reply. The first that does not go through, or the one
+    /// past the limit, is handed the turn by an event ([`hand_on`]), and
+    /// its own handler counts, retries or fails it as it would any reply.
+    ///
+    /// No `sending` mark is written for these sends: the mark commits on
+    /// its own, and a rollback of this transaction would leave the reply
+    /// neither held nor with an event to come. A crash before the commit
+    /// rolls the statuses back; the redelivered event sends the same
+    /// replies again under the same idempotency keys, which the adapter
+    /// answers from its store.
+    async fn send_held(
+        &self,
+        tx: &DatabaseTransaction,
+        msg: &MessageOutgoing,
+    ) -> Result<(), Failure> {
+        let started = std::time::Instant::now();
+        for _ in 0..IN_TURN_MAX {
+            if started.elapsed() >= IN_TURN_BUDGET {
+                break;
+            }
+            let Some(next) = next_unfinished(tx, msg.conversation_id).await? else {
+                return Ok(());
+            };
+            if !next.held {
+                // Its event is on its way (or its retry is scheduled).
+                return Ok(());
+            }
+            let held = MessageOutgoing {
+                message_id: next.id,
+                conversation_id: msg.conversation_id,
+                tg_chat_id: msg.tg_chat_id,
+                text: next.text,
+                attachments: vec![],
+                assignee_id: msg.assignee_id,
+                resend: true,
+                view: None,
+            };
+            let files = if next.files > 0 {
+                self.files_of(tx, &held).await?
+            } else {
+                Vec::new()
+            };
+            let parts = parts(held.message_id, held.tg_chat_id, &held.text, files);
+            let SendResult::Sent {
+                tg_message_id,
+                sent_at,
+            } = self.send_parts(&parts).await
+            else {
+                break;
+            };
+            set_status(
+                tx,
+                &held,
+                StatusChange {
+                    tg_message_id: Some(tg_message_id),
+                    sent_at: Some(sent_at),
+                    ..StatusChange::new(DeliveryStatus::Sent)
+                },
+            )
+            .await?;
+            tracing::debug!(message_id = %held.message_id, "held reply sent in its chat's turn");
+            self.metrics.count("done");
+        }
+        hand_on(tx, msg).await?;
+        Ok(())
+    }
+
     /// Schedules the next try of `msg` after `wait` (scaled by the clock
     /// setting): the message shows `retrying` until then, and a `resend`
     /// outbox row comes due at that time. The chat's later replies wait.
@@ -876,12 +983,12 @@ impl Handler for TgDelivery {
                     },
                 )
                 .await?;
-                // Only a held reply needs handing on; the others have
-                // their own events coming.
-                if turn.held_after {
-                    hand_on(tx, msg).await?;
-                }
                 self.metrics.count("done");
+                // Only a held reply needs the turn; the others have their
+                // own events coming.
+                if turn.held_after {
+                    self.send_held(tx, msg).await?;
+                }
                 Ok(())
             }
             SendResult::FloodWait { retry_after } => {

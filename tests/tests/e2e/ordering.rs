@@ -507,3 +507,79 @@ async fn two_inbound_instances_keep_each_chats_order_through_a_database_cut_and_
 async fn two_inbound_instances_keep_each_chats_order_through_a_database_cut_and_a_graceful_stop() {
     inbound_order_through_a_cut_and_a_stop("-TERM", 735_000).await;
 }
+
+#[tokio::test]
+async fn a_chats_held_replies_go_out_in_the_turn_that_sends_the_one_before_them() {
+    // A reply that comes while an earlier one to its chat is unfinished is
+    // held. When the earlier one is sent, its handler sends the held ones
+    // after it, in order and in the same turn: a chat that fell behind
+    // catches up at the adapter's pace, with no trip through the outbox,
+    // the relay and the broker for each held reply.
+    let mut env = TestEnv::new().await;
+    let sys = env
+        .start_single_system_with(&[
+            ("RETRY_SCHEDULE", "3s".into()),
+            ("RETRY_MAX_ATTEMPTS", "5".into()),
+        ])
+        .await;
+    env.inject(&sys.adapter, 4545, 1, "Hi").await;
+    let conv = env.conversation_for(&sys, 4545).await;
+    // The first send fails once: the reply waits for its retry, and the
+    // chat's later replies are held behind it.
+    env.set_faults(
+        &sys.adapter,
+        json!({"fail_next": 1, "mode": "server_error"}),
+    )
+    .await;
+    let first = env.reply(&sys, &conv, "part 0", "held-0").await;
+    let first = first["id"].as_str().unwrap().to_owned();
+    env.wait_status(&first, "retrying", Duration::from_secs(20))
+        .await;
+    let mut ids = vec![first.clone()];
+    for i in 1..10 {
+        let msg = env
+            .reply(&sys, &conv, &format!("part {i}"), &format!("held-{i}"))
+            .await;
+        ids.push(msg["id"].as_str().unwrap().to_owned());
+    }
+    let pool = env.pool.clone();
+    wait_for("nine replies held", Duration::from_secs(20), || {
+        let pool = pool.clone();
+        async move {
+            let held: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE held")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            (held == 9).then_some(())
+        }
+    })
+    .await;
+    let still_retrying: String =
+        sqlx::query_scalar("SELECT status FROM messages WHERE id = $1::uuid")
+            .bind(&first)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        still_retrying, "retrying",
+        "the retry came before the replies were held"
+    );
+    for id in &ids {
+        env.wait_status(id, "sent", Duration::from_secs(30)).await;
+    }
+    let texts = env.arrivals(&sys.adapter).await.remove(&4545).unwrap();
+    let expected: Vec<String> = (0..10).map(|i| format!("part {i}")).collect();
+    assert_eq!(texts, expected);
+    assert_eq!(env.sent(&sys.adapter).await["total_sends"], 10);
+    // The only event that handed a reply its turn again is the first
+    // reply's own retry.
+    let handed: Vec<String> = sqlx::query_scalar(
+        "SELECT aggregate_id FROM outbox
+         WHERE event_type = 'message.outgoing.v1' AND (payload->>'resend')::boolean",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(handed, vec![first]);
+    env.cleanup().await;
+}
