@@ -414,6 +414,81 @@ async fn relay_drain(env: &TestEnv, n: usize, aggregates: usize) -> (f64, f64) {
 
 #[tokio::main]
 async fn main() {
+    let autovacuum = Autovacuum::on().await;
+    let code = bench_main().await;
+    if let Some(a) = autovacuum {
+        a.restore().await;
+    }
+    std::process::exit(code);
+}
+
+/// Autovacuum for the run. A deployed PostgreSQL always runs it; without it
+/// a benchmark's churn (a conversation row rewritten at every reply, each
+/// outbox row written twice) leaves the hot tables mostly dead tuples, which
+/// every later step walks: a soak at 200 replies/s found 134,090 dead
+/// tuples beside the 50 live rows of `conversations` after 11 minutes, and
+/// the reply path's throughput halved. The machine's PostgreSQL may have it
+/// off (this machine's CI configuration does): a benchmark turns it on with
+/// `ALTER SYSTEM` and a reload, and puts the setting back when it ends.
+struct Autovacuum {
+    pool: sqlx::PgPool,
+}
+
+impl Autovacuum {
+    async fn on() -> Option<Self> {
+        let url = format!(
+            "{}/postgres",
+            fastprep_tests::env::Services::from_env().postgres
+        );
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .ok()?;
+        let setting: String = sqlx::query_scalar("SHOW autovacuum")
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+        if setting == "on" {
+            return None;
+        }
+        let turned = async {
+            sqlx::query("ALTER SYSTEM SET autovacuum = on")
+                .execute(&pool)
+                .await?;
+            sqlx::query("SELECT pg_reload_conf()")
+                .execute(&pool)
+                .await?;
+            Ok::<_, sqlx::Error>(())
+        }
+        .await;
+        match turned {
+            Ok(()) => {
+                println!(
+                    "PostgreSQL's autovacuum was off: on for this run (ALTER SYSTEM), put back at the end"
+                );
+                Some(Self { pool })
+            }
+            Err(e) => {
+                println!(
+                    "PostgreSQL's autovacuum is off and could not be turned on ({e}): figures of long runs will suffer"
+                );
+                None
+            }
+        }
+    }
+
+    async fn restore(self) {
+        let _ = sqlx::query("ALTER SYSTEM RESET autovacuum")
+            .execute(&self.pool)
+            .await;
+        let _ = sqlx::query("SELECT pg_reload_conf()")
+            .execute(&self.pool)
+            .await;
+    }
+}
+
+async fn bench_main() -> i32 {
     let relay_args;
     let (events, rate, seconds, chats, rounds) = match Cli::parse().bench {
         Bench::Relay {
@@ -452,7 +527,7 @@ async fn main() {
                 against,
             })
             .await;
-            std::process::exit(code);
+            return code;
         }
         Bench::Authz {
             checks,
@@ -470,7 +545,7 @@ async fn main() {
             })
             .await;
             write_figures("authz", &results);
-            return;
+            return 0;
         }
         Bench::Scale {
             replies,
@@ -484,7 +559,7 @@ async fn main() {
             })
             .await;
             write_figures("scale", &results);
-            return;
+            return 0;
         }
         Bench::Footprint {
             starts,
@@ -496,7 +571,7 @@ async fn main() {
             })
             .await;
             write_figures("footprint", &results);
-            return;
+            return 0;
         }
         Bench::Alerts {
             crossings,
@@ -508,7 +583,7 @@ async fn main() {
             })
             .await;
             write_figures("alerts", &results);
-            return;
+            return 0;
         }
         Bench::Attachments {
             wrk_seconds,
@@ -524,7 +599,7 @@ async fn main() {
             })
             .await;
             write_figures("attachments", &results);
-            return;
+            return 0;
         }
         Bench::Soak {
             minutes,
@@ -556,14 +631,14 @@ async fn main() {
             let once = results["exactly_once"] == true;
             let kept_up = results["kept_up"] == true;
             if !(flat && once && kept_up) {
-                std::process::exit(1);
+                return 1;
             }
-            return;
+            return 0;
         }
         Bench::Replay { letters, rounds } => {
             let results = replay::run(replay::Args { letters, rounds }).await;
             write_figures("replay", &results);
-            return;
+            return 0;
         }
         Bench::Realtime {
             audience,
@@ -581,7 +656,7 @@ async fn main() {
             })
             .await;
             write_figures(&format!("realtime-{}", audience.name()), &results);
-            return;
+            return 0;
         }
     };
     let (runs, ramp_step, ramp_max, ramp_seconds, bound_ms, aggregates) = relay_args;
@@ -872,6 +947,7 @@ async fn main() {
     });
     write_figures("relay", &results);
     env.cleanup().await;
+    0
 }
 
 /// Posts `count` replies at `rate` per second, round-robin over `convs`;

@@ -45,11 +45,39 @@ impl Client {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
+        self.try_call_built(req)
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"))
+    }
+
+    /// As [`Self::call`], with a transport error (refused, timed out)
+    /// returned instead of a panic: for load generators that count them.
+    pub async fn try_call(
+        &self,
+        method: Method,
+        url: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Value), reqwest::Error> {
+        let mut req = self.inner.request(method, url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        self.try_call_built(req).await
+    }
+
+    async fn try_call_built(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(StatusCode, Value), reqwest::Error> {
+        let resp = req.send().await?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, value)
+        Ok((status, value))
     }
 
     /// A GET with a bearer token; returns status and body.
