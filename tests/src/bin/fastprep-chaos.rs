@@ -620,35 +620,27 @@ impl Ctx {
     /// Injects an inbound message as Telegram would deliver it: again, with
     /// the same message id, until the adapter takes it (up to `within`).
     async fn inject(&self, chat: i64, tg: i64, text: &str, within: Duration) -> bool {
-        let body = json!({
-            "chat_id": chat, "tg_message_id": tg, "text": text,
-            "sender": {"id": chat, "username": format!("user{chat}"), "first_name": "Chaos"},
-        });
-        let until = Instant::now() + within;
-        loop {
-            match self
-                .sandbox(Method::POST, "/sandbox/inbound", Some(&body))
-                .await
-            {
-                Ok((s, _)) if s.is_success() => return true,
-                Ok((s, v)) if s.is_client_error() => {
-                    say(format!("inject {chat}/{tg} refused: {s} {v}"));
-                    return false;
-                }
-                _ => {}
-            }
-            if Instant::now() >= until {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        self.post_update(chat, tg, text, false, within).await
     }
 
     /// Injects the customer's edit of message `tg` of `chat`, as
     /// Telegram's `updateEditMessage`, until the adapter takes it.
     async fn inject_edit(&self, chat: i64, tg: i64, text: &str, within: Duration) -> bool {
+        self.post_update(chat, tg, text, true, within).await
+    }
+
+    /// Posts an update to the sandbox again, as Telegram would, until the
+    /// adapter takes it (up to `within`); a 4xx ends the tries.
+    async fn post_update(
+        &self,
+        chat: i64,
+        tg: i64,
+        text: &str,
+        edit: bool,
+        within: Duration,
+    ) -> bool {
         let body = json!({
-            "chat_id": chat, "tg_message_id": tg, "text": text, "edit": true,
+            "chat_id": chat, "tg_message_id": tg, "text": text, "edit": edit,
             "sender": {"id": chat, "username": format!("user{chat}"), "first_name": "Chaos"},
         });
         let until = Instant::now() + within;
@@ -659,7 +651,9 @@ impl Ctx {
             {
                 Ok((s, _)) if s.is_success() => return true,
                 Ok((s, v)) if s.is_client_error() => {
-                    say(format!("edit of {chat}/{tg} refused: {s} {v}"));
+                    say(format!(
+                        "update {chat}/{tg} (edit: {edit}) refused: {s} {v}"
+                    ));
                     return false;
                 }
                 _ => {}
