@@ -38,14 +38,7 @@ impl Client {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut req = self.inner.request(method, url);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        self.try_call_built(req)
+        self.try_call(method, url, token, body)
             .await
             .unwrap_or_else(|e| panic!("{url}: {e}"))
     }
@@ -66,13 +59,6 @@ impl Client {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        self.try_call_built(req).await
-    }
-
-    async fn try_call_built(
-        &self,
-        req: reqwest::RequestBuilder,
-    ) -> Result<(StatusCode, Value), reqwest::Error> {
         let resp = req.send().await?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
