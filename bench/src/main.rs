@@ -29,11 +29,16 @@
 //! at once for N minutes, p50/p99 and each process's memory minute by
 //! minute, a verdict on memory and exactly-once checks (see `soak.rs`).
 //!
+//! `fastprep-bench adapter`: the tg-adapter alone, its memory under sends,
+//! inbound injections and the sandbox's listing, phase by phase (see
+//! `adapter.rs`).
+//!
 //! `fastprep-bench all`: every benchmark in one run, each figure beside its
 //! anchor and target, compared with the committed record (see `all.rs`).
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod adapter;
 mod alerts;
 mod all;
 mod attachments;
@@ -237,6 +242,34 @@ enum Bench {
         #[arg(long, default_value_t = 60, hide = true)]
         seconds_per_minute: u64,
     },
+    /// The tg-adapter alone on its sandbox backend: its memory under each
+    /// load in turn (sends, inbound injections, the sandbox's listing), a
+    /// fresh adapter per phase, with the soak's verdict on growth.
+    Adapter {
+        /// Phases, each a set of loads joined by `+`: sends, inbound,
+        /// collect (list the sandbox's log, then reset it), list (no reset).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "sends,inbound,sends+collect,sends+list"
+        )]
+        phases: Vec<adapter::Phase>,
+        /// Length of each phase, seconds.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Sends per second (0: as fast as the callers go).
+        #[arg(long, default_value_t = 0)]
+        sends_per_sec: u64,
+        /// Inbound injections per second (0: as fast as the callers go).
+        #[arg(long, default_value_t = 0)]
+        inbound_per_sec: u64,
+        /// Concurrent callers of each load.
+        #[arg(long, default_value_t = 16, value_parser = at_least_one)]
+        concurrency: usize,
+        /// Seconds between listings of the sandbox's log.
+        #[arg(long, default_value_t = 2)]
+        list_every: u64,
+    },
     /// WebSocket memory, event fan-out and ep.update latency.
     Realtime {
         /// Who reads each event.
@@ -414,8 +447,14 @@ async fn relay_drain(env: &TestEnv, n: usize, aggregates: usize) -> (f64, f64) {
 
 #[tokio::main]
 async fn main() {
+    // Parsed first: `--help` or a mistyped option exits here, before the
+    // server's setting is touched.
+    let cli = Cli::parse();
     let autovacuum = Autovacuum::on().await;
-    let code = bench_main().await;
+    // A bench that panics still puts the setting back.
+    let code = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(bench_main(cli)))
+        .await
+        .unwrap_or(101);
     if let Some(a) = autovacuum {
         a.restore().await;
     }
@@ -488,9 +527,9 @@ impl Autovacuum {
     }
 }
 
-async fn bench_main() -> i32 {
+async fn bench_main(cli: Cli) -> i32 {
     let relay_args;
-    let (events, rate, seconds, chats, rounds) = match Cli::parse().bench {
+    let (events, rate, seconds, chats, rounds) = match cli.bench {
         Bench::Relay {
             events,
             rate,
@@ -571,6 +610,26 @@ async fn bench_main() -> i32 {
             })
             .await;
             write_figures("footprint", &results);
+            return 0;
+        }
+        Bench::Adapter {
+            phases,
+            seconds,
+            sends_per_sec,
+            inbound_per_sec,
+            concurrency,
+            list_every,
+        } => {
+            let results = adapter::run(adapter::Args {
+                phases,
+                seconds,
+                sends_per_sec,
+                inbound_per_sec,
+                concurrency,
+                list_every: Duration::from_secs(list_every.max(1)),
+            })
+            .await;
+            write_figures("adapter", &results);
             return 0;
         }
         Bench::Alerts {

@@ -65,8 +65,8 @@ pub struct Args {
 }
 
 /// A process's growth is flagged past the larger of these.
-const GROWTH_FRACTION: f64 = 0.10;
-const GROWTH_MIB: f64 = 5.0;
+pub(crate) const GROWTH_FRACTION: f64 = 0.10;
+pub(crate) const GROWTH_MIB: f64 = 5.0;
 /// The drain after the load waits at most this long in all...
 const DRAIN_LIMIT: Duration = Duration::from_secs(20 * 60);
 /// ...and gives up after this long without progress.
@@ -181,7 +181,7 @@ fn listen(
 }
 
 /// A steady tick of `per_sec` until `end`.
-fn ticker(per_sec: f64) -> tokio::time::Interval {
+pub(crate) fn ticker(per_sec: f64) -> tokio::time::Interval {
     let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / per_sec.max(1e-6)));
     t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     t
@@ -203,7 +203,7 @@ fn stats_json(v: &[f64]) -> Value {
 }
 
 /// Least-squares slope of (x, y).
-fn slope(points: &[(f64, f64)]) -> f64 {
+pub(crate) fn slope(points: &[(f64, f64)]) -> f64 {
     let n = points.len() as f64;
     if points.len() < 2 {
         return 0.0;
