@@ -219,6 +219,9 @@ async fn run_pipeline(
     let mut held_in_pass = false;
     let mut pass_started = Instant::now();
     let mut planned = Instant::now();
+    // When the outbox's statistics were last refreshed because of a slow
+    // read (none yet).
+    let mut analysed: Option<Instant> = None;
     let mut published = Published::default();
     loop {
         if shutdown.is_cancelled() && in_flight.is_empty() {
@@ -226,8 +229,33 @@ async fn run_pipeline(
         }
         if !pass_over && !shutdown.is_cancelled() && rows_in_flight < max_in_flight {
             wake.borrow_and_update();
+            let read_started = Instant::now();
             let read = match rows::read(conn, cursor, config.batch_size, &mut published).await {
-                Ok(read) => read,
+                Ok(read) => {
+                    // A read of one batch takes a few milliseconds. One this
+                    // slow runs a plan made from statistics of another
+                    // outbox: taken while its rows were done, they call the
+                    // pending indexes empty, and the per-row probe for an
+                    // earlier row of the aggregate then walks every pending
+                    // row below the cursor instead of its aggregate's. A
+                    // backlog (after an outage, or a burst) drained at a
+                    // fifth of the speed until autovacuum analysed the
+                    // table. Refresh the statistics now, at most once per
+                    // `ANALYZE_AT_MOST_EVERY`; the rows read are valid.
+                    let took = read_started.elapsed();
+                    if took >= rows::SLOW_READ
+                        && analysed.is_none_or(|at| at.elapsed() >= rows::ANALYZE_AT_MOST_EVERY)
+                    {
+                        tracing::warn!(
+                            read_ms = took.as_millis() as u64,
+                            "relay read slow; analysing the outbox"
+                        );
+                        rows::analyze(conn).await?;
+                        analysed = Some(Instant::now());
+                        planned = Instant::now();
+                    }
+                    read
+                }
                 Err(e) if rows::is_timeout(&e) => {
                     // A read this slow means the planner works from statistics
                     // of a much smaller backlog (an outbox that filled up
@@ -235,6 +263,8 @@ async fn run_pipeline(
                     // read again.
                     tracing::warn!("relay read timed out; analysing the outbox");
                     rows::analyze(conn).await?;
+                    analysed = Some(Instant::now());
+                    planned = Instant::now();
                     continue;
                 }
                 Err(e) => return Err(e),

@@ -169,6 +169,15 @@ pub async fn read(
 /// again, from the outbox's size and statistics at that time.
 pub const REPLAN_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// A read slower than this runs a plan made from stale statistics (see the
+/// pipeline): healthy reads of a batch take a few milliseconds.
+pub const SLOW_READ: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The least time between two statistics refreshes that slow reads ask for:
+/// a read slow for another reason (a starved machine) costs one `ANALYZE`
+/// (a sample of at most 30,000 rows) a minute, no more.
+pub const ANALYZE_AT_MOST_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Drops the leader session's plan of the read: the next read plans again.
 pub async fn replan(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     sqlx::Connection::clear_cached_statements(conn).await

@@ -236,6 +236,89 @@ async fn a_row_backing_off_holds_back_only_its_own_aggregate() {
     env.cleanup().await;
 }
 
+/// A backlog written after the outbox's statistics were taken while its
+/// rows were done (they call the pending indexes empty, as after a quiet
+/// spell): the relay's first slow read has it analyse the outbox, instead
+/// of every later read walking all the pending rows below its cursor for
+/// each row it reads until autovacuum comes by.
+#[tokio::test]
+async fn a_backlog_under_stale_statistics_has_the_relay_analyse_the_outbox() {
+    const DONE: i64 = 30_000;
+    const LATER: i64 = 3_000;
+    const DUE: i64 = 5_000;
+    let mut env = TestEnv::new().await;
+    let insert = |status: &'static str, n: i64, delay: &'static str| {
+        let pool = env.pool.clone();
+        async move {
+            sqlx::query(
+                "INSERT INTO outbox (event_id, event_type, aggregate_type, aggregate_id, payload, status, scheduled_at)
+                 SELECT gen_random_uuid(), 'conversation.updated.v1', 'conversation', gen_random_uuid()::text,
+                        '{}', $1, now() + $3::interval
+                 FROM generate_series(1, $2)",
+            )
+            .bind(status)
+            .bind(n)
+            .bind(delay)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    insert("done", DONE, "0 s").await;
+    sqlx::query("ANALYZE outbox")
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM outbox")
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    // Rows backing off for an hour (as after an outage), then rows due
+    // now, each of its own aggregate.
+    insert("pending", LATER, "1 hour").await;
+    insert("pending", DUE, "0 s").await;
+    let pool = env.pool.clone();
+    let pending_in_statistics = || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT coalesce(bool_or('pending' = ANY(most_common_vals::text::text[])), false)
+                 FROM pg_stats WHERE tablename = 'outbox' AND attname = 'status'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert!(!pending_in_statistics().await, "the statistics are stale");
+
+    env.start_consumer("relay", None, &[]).await;
+    env.wait_count(
+        "the due rows to be published",
+        "SELECT count(*) FROM outbox WHERE status = 'done'",
+        Duration::from_secs(120),
+        |done| done == DUE,
+    )
+    .await;
+    assert!(
+        env.logs().contains("relay read slow; analysing the outbox"),
+        "the relay did not analyse the outbox\n{}",
+        env.logs()
+    );
+    assert!(
+        pending_in_statistics().await,
+        "the statistics were refreshed"
+    );
+    let later: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE status = 'pending' AND scheduled_at > now()",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(later, LATER, "the rows backing off wait for their time");
+    env.cleanup().await;
+}
+
 #[tokio::test]
 async fn standby_relay_takes_over_when_the_active_one_dies() {
     const AGGREGATES: usize = 10;
