@@ -5,14 +5,6 @@
 
 use std::process::ExitCode;
 
-// Large short-lived buffers (a listing of the sandbox's log, for one) stayed
-// resident under glibc's malloc, whose mmap threshold rises after the first
-// large free, so later ones come from arenas it does not give back; with
-// mimalloc they are returned (docs/ARCHITECTURE.md, "What a 2026-12-07
-// profile and a soak showed"). Built with `no_thp`, as the API's.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use platform::{Env, Telemetry};
