@@ -65,7 +65,7 @@ impl Authorizer {
         Ok(())
     }
 
-    fn on_message(&self, msg: &Message, tick_channel: &str, last_seq: &mut Option<u64>) {
+    fn on_message(self: &Arc<Self>, msg: &Message, tick_channel: &str, last_seq: &mut Option<u64>) {
         let Some(payload) = msg.value.as_str() else {
             return;
         };
@@ -107,12 +107,19 @@ impl Authorizer {
         self.local.evict(update.user_id);
         if update.perm_version.is_none() {
             // The runbook's manual path: whoever forgot the DEL, the cached
-            // entry goes too.
-            let redis = self.redis.clone();
+            // entry goes too. Until the DEL is done, a read can still find
+            // that entry and put it back in memory, where it would stay for
+            // the TTL; so the user is evicted again once the DEL is done
+            // (a fill that read the entry before it is then dropped, by the
+            // generation), and the gateway hears of it only then.
+            let me = self.clone();
             let key = self.scripts.keys().ep(update.user_id);
             tokio::spawn(async move {
-                let _: Result<i64, _> = redis.del(key).await;
+                let _: Result<i64, _> = me.redis.del(key).await;
+                me.local.evict(update.user_id);
+                let _ = me.updates.send(update);
             });
+            return;
         }
         let _ = self.updates.send(update);
     }
