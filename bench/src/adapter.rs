@@ -26,7 +26,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use fastprep_tests::{TestEnv, env::ADAPTER_TOKEN, system::Started};
+use fastprep_tests::{
+    TestEnv,
+    env::ADAPTER_TOKEN,
+    system::{Started, sandbox_update},
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -45,22 +49,25 @@ enum Load {
 #[derive(Clone, Debug)]
 pub struct Phase(Vec<Load>);
 
+/// Each load's name on the command line.
+const LOAD_NAMES: [(&str, Load); 4] = [
+    ("sends", Load::Sends),
+    ("inbound", Load::Inbound),
+    ("collect", Load::Collect),
+    ("list", Load::List),
+];
+
 impl FromStr for Phase {
     type Err = String;
 
     fn from_str(raw: &str) -> Result<Self, String> {
         let mut loads = Vec::new();
         for part in raw.split('+') {
-            let load = match part.trim() {
-                "sends" => Load::Sends,
-                "inbound" => Load::Inbound,
-                "collect" => Load::Collect,
-                "list" => Load::List,
-                other => {
-                    return Err(format!(
-                        "unknown load `{other}`: expected sends, inbound, collect or list, joined by +"
-                    ));
-                }
+            let Some(&(_, load)) = LOAD_NAMES.iter().find(|(name, _)| *name == part.trim()) else {
+                return Err(format!(
+                    "unknown load `{}`: expected sends, inbound, collect or list, joined by +",
+                    part.trim()
+                ));
             };
             if !loads.contains(&load) {
                 loads.push(load);
@@ -78,11 +85,11 @@ impl std::fmt::Display for Phase {
         let names: Vec<&str> = self
             .0
             .iter()
-            .map(|l| match l {
-                Load::Sends => "sends",
-                Load::Inbound => "inbound",
-                Load::Collect => "collect",
-                Load::List => "list",
+            .filter_map(|l| {
+                LOAD_NAMES
+                    .iter()
+                    .find(|(_, load)| load == l)
+                    .map(|(n, _)| *n)
             })
             .collect();
         f.write_str(&names.join("+"))
@@ -359,13 +366,12 @@ async fn inject(http: fastprep_tests::http::Client, url: String, n: usize, count
             &url,
             Method::POST,
             "/sandbox/inbound",
-            Some(json!({
-                "chat_id": chat,
-                "tg_message_id": 1 + n as i64 / CHATS,
-                "text": "Hi, can I move my lesson to Sunday?",
-                "edit": false,
-                "sender": {"id": chat, "username": format!("user{chat}"), "first_name": "Bench"},
-            })),
+            Some(sandbox_update(
+                chat,
+                1 + n as i64 / CHATS,
+                "Hi, can I move my lesson to Sunday?",
+                false,
+            )),
         )
         .await;
     if status.is_success() {

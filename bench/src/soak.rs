@@ -606,17 +606,22 @@ pub async fn run(args: Args) -> Value {
                             Method::POST,
                             &format!("{adapter}/sandbox/inbound"),
                             Some(fastprep_tests::env::SANDBOX_TOKEN),
-                            Some(json!({
-                                "chat_id": chat, "tg_message_id": tg_message_id,
-                                "text": format!("soak inbound {i}: when is my next lesson?"),
-                                "sender": {"id": chat, "username": format!("user{chat}"), "first_name": "Test"},
-                            })),
+                            Some(fastprep_tests::system::sandbox_update(
+                                chat,
+                                tg_message_id,
+                                &format!("soak inbound {i}: when is my next lesson?"),
+                                false,
+                            )),
                         )
                         .await;
                     let ok = match answer {
                         Ok((status, _)) if status.is_success() => true,
                         Ok((status, body)) => {
-                            shared.errors.lock().unwrap().push(format!("inject: {status} {body}"));
+                            shared
+                                .errors
+                                .lock()
+                                .unwrap()
+                                .push(format!("inject: {status} {body}"));
                             false
                         }
                         Err(e) => {

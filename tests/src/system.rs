@@ -6,6 +6,18 @@ use serde_json::Value;
 
 use crate::{TestEnv, env, free_port, wait_for};
 
+/// The body of `POST /sandbox/inbound`: a customer's message (or, with
+/// `edit`, their edit of message `tg_message_id`) as Telegram delivers it.
+pub fn sandbox_update(chat_id: i64, tg_message_id: i64, text: &str, edit: bool) -> Value {
+    serde_json::json!({
+        "chat_id": chat_id,
+        "tg_message_id": tg_message_id,
+        "text": text,
+        "edit": edit,
+        "sender": {"id": chat_id, "username": format!("user{chat_id}"), "first_name": "Test"},
+    })
+}
+
 /// Handles of one started process.
 #[derive(Debug, Clone)]
 pub struct Started {
@@ -239,13 +251,7 @@ impl TestEnv {
                 &adapter.url,
                 reqwest::Method::POST,
                 "/sandbox/inbound",
-                Some(serde_json::json!({
-                    "chat_id": chat_id,
-                    "tg_message_id": tg_message_id,
-                    "text": text,
-                    "edit": edit,
-                    "sender": {"id": chat_id, "username": format!("user{chat_id}"), "first_name": "Test"},
-                })),
+                Some(sandbox_update(chat_id, tg_message_id, text, edit)),
             )
             .await
     }

@@ -232,16 +232,10 @@ async fn run_pipeline(
             let read_started = Instant::now();
             let read = match rows::read(conn, cursor, config.batch_size, &mut published).await {
                 Ok(read) => {
-                    // A read of one batch takes a few milliseconds. One this
-                    // slow runs a plan made from statistics of another
-                    // outbox: taken while its rows were done, they call the
-                    // pending indexes empty, and the per-row probe for an
-                    // earlier row of the aggregate then walks every pending
-                    // row below the cursor instead of its aggregate's. A
-                    // backlog (after an outage, or a burst) drained at a
-                    // fifth of the speed until autovacuum analysed the
-                    // table. Refresh the statistics now, at most once per
-                    // `ANALYZE_AT_MOST_EVERY`; the rows read are valid.
+                    // A slow read runs a plan made from statistics of
+                    // another outbox (`rows::SLOW_READ`): refresh them, at
+                    // most once per `ANALYZE_AT_MOST_EVERY`. The rows it
+                    // read are valid.
                     let took = read_started.elapsed();
                     if took >= rows::SLOW_READ
                         && analysed.is_none_or(|at| at.elapsed() >= rows::ANALYZE_AT_MOST_EVERY)
@@ -251,20 +245,17 @@ async fn run_pipeline(
                             "relay read slow; analysing the outbox"
                         );
                         rows::analyze(conn).await?;
-                        analysed = Some(Instant::now());
-                        planned = Instant::now();
+                        (analysed, planned) = (Some(Instant::now()), Instant::now());
                     }
                     read
                 }
                 Err(e) if rows::is_timeout(&e) => {
-                    // A read this slow means the planner works from statistics
-                    // of a much smaller backlog (an outbox that filled up
-                    // faster than autovacuum analyses it). Refresh them and
-                    // read again.
+                    // The extreme of the same: statistics of a much smaller
+                    // backlog (an outbox that filled up faster than
+                    // autovacuum analyses it). Refresh them and read again.
                     tracing::warn!("relay read timed out; analysing the outbox");
                     rows::analyze(conn).await?;
-                    analysed = Some(Instant::now());
-                    planned = Instant::now();
+                    (analysed, planned) = (Some(Instant::now()), Instant::now());
                     continue;
                 }
                 Err(e) => return Err(e),

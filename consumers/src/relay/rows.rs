@@ -169,8 +169,14 @@ pub async fn read(
 /// again, from the outbox's size and statistics at that time.
 pub const REPLAN_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// A read slower than this runs a plan made from stale statistics (see the
-/// pipeline): healthy reads of a batch take a few milliseconds.
+/// A read slower than this runs a plan made from stale statistics; healthy
+/// reads of a batch take a few milliseconds. Statistics taken while the
+/// outbox's rows were done call the pending indexes empty, and the per-row
+/// probe for an earlier row of the aggregate (`behind`) is then planned as a
+/// walk of every pending row below the cursor instead of a probe of its
+/// aggregate's: a backlog (after an outage, or a burst) drained at a fifth
+/// of the speed until autovacuum analysed the table (ADR 0009, fifth
+/// amendment).
 pub const SLOW_READ: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The least time between two statistics refreshes that slow reads ask for:

@@ -639,10 +639,7 @@ impl Ctx {
         edit: bool,
         within: Duration,
     ) -> bool {
-        let body = json!({
-            "chat_id": chat, "tg_message_id": tg, "text": text, "edit": edit,
-            "sender": {"id": chat, "username": format!("user{chat}"), "first_name": "Chaos"},
-        });
+        let body = fastprep_tests::system::sandbox_update(chat, tg, text, edit);
         let until = Instant::now() + within;
         loop {
             match self
