@@ -77,13 +77,35 @@ fn rotation(n: usize, first: usize) -> impl Iterator<Item = usize> {
     (0..n).map(move |i| (first + i) % n)
 }
 
+/// The largest frame a connection proposes when its URL names none
+/// (`?frame_max=`). lapin keeps a receive and a send buffer of 32 frames
+/// each per connection, and traffic touches them page by page, so the
+/// broker's default of 128 KiB grows every connection by 8 MiB over its
+/// first minutes; 32 KiB bounds it at 2 MiB. Our events are far smaller; a
+/// larger body is split into several frames.
+pub const FRAME_MAX: u32 = 32 * 1024;
+
+/// A node's URL as lapin takes it, with [`FRAME_MAX`] unless it names a
+/// frame size of its own.
+fn node_uri(node: &str) -> Result<lapin::uri::AMQPUri, lapin::Error> {
+    let mut uri: lapin::uri::AMQPUri = node.parse().map_err(|e: String| {
+        lapin::Error::from(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+    })?;
+    uri.query.frame_max.get_or_insert(FRAME_MAX);
+    Ok(uri)
+}
+
 /// Connects once, to the first node of the list that answers.
 pub async fn connect(urls: &str, name: &str) -> Result<Connection, lapin::Error> {
     let nodes = addresses(urls);
     let mut last_error = None;
     for i in rotation(nodes.len(), NEXT_NODE.load(Ordering::Relaxed)) {
         let props = ConnectionProperties::default().with_connection_name(LongString::from(name));
-        match Connection::connect(nodes[i], props).await {
+        let connected = match node_uri(nodes[i]) {
+            Ok(uri) => Connection::connect_uri(uri, props).await,
+            Err(e) => Err(e),
+        };
+        match connected {
             Ok(conn) => {
                 // After this node is lost, the next attempt starts elsewhere.
                 NEXT_NODE.store(i + 1, Ordering::Relaxed);
@@ -148,6 +170,17 @@ mod tests {
             vhost("amqp://u:p@a:5681/shared, amqp://u:p@b:5682/shared"),
             "shared"
         );
+    }
+
+    #[test]
+    fn a_connection_proposes_small_frames_unless_its_url_names_a_size() {
+        let uri = node_uri("amqp://u:p@h:5672/v").unwrap();
+        assert_eq!(uri.query.frame_max, Some(FRAME_MAX));
+        assert_eq!(uri.vhost, "v");
+        let own = node_uri("amqp://u:p@h:5672/v?frame_max=131072&heartbeat=10").unwrap();
+        assert_eq!(own.query.frame_max, Some(131_072));
+        assert_eq!(own.query.heartbeat, Some(10));
+        assert!(node_uri("http://h/").is_err());
     }
 
     #[test]

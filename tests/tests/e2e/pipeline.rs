@@ -270,3 +270,67 @@ async fn replies_wait_while_the_account_needs_login_and_go_once_it_is_back() {
     assert_eq!(sent["total_sends"], 2);
     env.cleanup().await;
 }
+
+/// Every process proposes 32 KiB frames (`broker_config::connection::FRAME_MAX`),
+/// as the broker reports its connections: lapin sizes each connection's two
+/// buffers at 32 frames, so the broker's 128 KiB would cost 8 MiB a
+/// connection.
+#[tokio::test]
+async fn every_process_talks_to_the_broker_in_small_frames() {
+    let mut env = TestEnv::new().await;
+    let sys = env.start_single_system().await;
+    // The adapter connects when it first has an update to forward.
+    env.inject(&sys.adapter, 4242, 1, "Hello").await;
+    let url = format!(
+        "{}/api/connections?columns=vhost,frame_max,client_properties.connection_name",
+        env.services.rabbit_mgmt
+    );
+    let http = env.http.raw().clone();
+    let vhost = env.vhost.clone();
+    // The api's realtime hub, the relay, tg-delivery, inbound and the adapter.
+    let connections = fastprep_tests::wait_for(
+        "the processes' broker connections",
+        Duration::from_secs(30),
+        || {
+            let (http, url, vhost) = (http.clone(), url.clone(), vhost.clone());
+            async move {
+                let all: Vec<serde_json::Value> =
+                    http.get(url).send().await.ok()?.json().await.ok()?;
+                let ours: Vec<(String, i64)> = all
+                    .iter()
+                    .filter(|c| c["vhost"] == vhost.as_str())
+                    .map(|c| {
+                        (
+                            c["client_properties"]["connection_name"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_owned(),
+                            c["frame_max"].as_i64().unwrap_or_default(),
+                        )
+                    })
+                    .collect();
+                let names: std::collections::HashSet<&str> =
+                    ours.iter().map(|(n, _)| n.as_str()).collect();
+                let processes = [
+                    "api-realtime",
+                    "relay",
+                    "tg-delivery",
+                    "inbound",
+                    "tg-adapter",
+                ];
+                (processes
+                    .iter()
+                    .all(|p| names.iter().any(|n| n.contains(p))))
+                .then_some(ours)
+            }
+        },
+    )
+    .await;
+    for (name, frame_max) in &connections {
+        assert_eq!(
+            *frame_max,
+            i64::from(broker_config::connection::FRAME_MAX),
+            "connection {name}"
+        );
+    }
+}
