@@ -333,4 +333,5 @@ async fn every_process_talks_to_the_broker_in_small_frames() {
             "connection {name}"
         );
     }
+    env.cleanup().await;
 }
