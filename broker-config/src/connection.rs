@@ -101,10 +101,7 @@ pub async fn connect(urls: &str, name: &str) -> Result<Connection, lapin::Error>
     let mut last_error = None;
     for i in rotation(nodes.len(), NEXT_NODE.load(Ordering::Relaxed)) {
         let props = ConnectionProperties::default().with_connection_name(LongString::from(name));
-        let connected = match node_uri(nodes[i]) {
-            Ok(uri) => Connection::connect_uri(uri, props).await,
-            Err(e) => Err(e),
-        };
+        let connected = async { Connection::connect_uri(node_uri(nodes[i])?, props).await }.await;
         match connected {
             Ok(conn) => {
                 // After this node is lost, the next attempt starts elsewhere.

@@ -430,23 +430,33 @@ async fn refused_publishes_back_off_then_fail_and_the_runbook_retry_sends_them()
         (q["effective_policy_definition"]["max-length"] == 0).then_some(())
     })
     .await;
-    // Quorum queues refuse once over the limit: put one message in first.
+    // Quorum queues refuse once over the limit, and the queue learns of the
+    // policy a moment after the management API shows it: publish fillers
+    // until one is refused, so the relay's publish meets a refusing queue.
     let (conn, _) = observe(&env).await;
     let ch = conn.create_channel().await.unwrap();
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
         .unwrap();
-    ch.basic_publish(
-        "".into(),
-        "tg-delivery".into(),
-        BasicPublishOptions::default(),
-        b"filler",
-        lapin::BasicProperties::default(),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    wait_for("the full queue to refuse", Duration::from_secs(20), || {
+        let ch = ch.clone();
+        async move {
+            let confirmation = ch
+                .basic_publish(
+                    "".into(),
+                    "tg-delivery".into(),
+                    BasicPublishOptions::default(),
+                    b"filler",
+                    lapin::BasicProperties::default(),
+                )
+                .await
+                .ok()?
+                .await
+                .ok()?;
+            confirmation.is_nack().then_some(())
+        }
+    })
+    .await;
     let event = Envelope::new(Event::MessageOutgoing(
         broker_config::events::MessageOutgoing {
             message_id: Uuid::now_v7(),
@@ -474,6 +484,7 @@ async fn refused_publishes_back_off_then_fail_and_the_runbook_retry_sends_them()
         let pool = env.pool.clone();
         async move {
             let r = row(pool).await;
+            assert_ne!(r.0, "done", "the broker took a publish to the full queue");
             (r.0 == "failed").then_some(r)
         }
     })
