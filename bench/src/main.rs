@@ -454,11 +454,12 @@ async fn main() {
     // A bench that panics, or is stopped with Ctrl-C or SIGTERM, still puts
     // the setting back. On a signal the bench's future is dropped first,
     // which stops the processes it started.
+    let stop = platform::shutdown::shutdown_token();
     let bench = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(bench_main(cli)));
     let code = tokio::select! {
         code = bench => code.unwrap_or(101),
-        signal = stopped() => {
-            eprintln!("stopped by {signal}; autovacuum is put back as it was");
+        () = stop.cancelled() => {
+            eprintln!("stopped by a signal; autovacuum is put back as it was");
             130
         }
     };
@@ -466,21 +467,6 @@ async fn main() {
         a.restore().await;
     }
     std::process::exit(code);
-}
-
-/// Waits for Ctrl-C or SIGTERM, and names it.
-async fn stopped() -> &'static str {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return "SIGINT";
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
-    }
 }
 
 /// Autovacuum for the run. A deployed PostgreSQL always runs it; without it
