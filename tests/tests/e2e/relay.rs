@@ -430,17 +430,19 @@ async fn refused_publishes_back_off_then_fail_and_the_runbook_retry_sends_them()
         (q["effective_policy_definition"]["max-length"] == 0).then_some(())
     })
     .await;
-    // Quorum queues refuse once over the limit, and the queue learns of the
-    // policy a moment after the management API shows it: publish fillers
-    // until one is refused, so the relay's publish meets a refusing queue.
-    let (conn, _) = observe(&env).await;
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    wait_for("the full queue to refuse", Duration::from_secs(20), || {
-        let ch = ch.clone();
-        async move {
+    // A quorum queue refuses once it is over its limit, and it learns of the
+    // policy a moment after the management API shows it. A channel that has
+    // published before hears of the refusal as a notice that may come late; a
+    // new one asks the queue when it first publishes. So each filler goes on a
+    // new channel, until one is refused, and the relay's publish meets a
+    // refusing queue.
+    let (mut conn, _) = observe(&env).await;
+    let mut seen = (0u32, 0u32, Vec::<String>::new());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let outcome = async {
+            let ch = conn.create_channel().await?;
+            ch.confirm_select(ConfirmSelectOptions::default()).await?;
             let confirmation = ch
                 .basic_publish(
                     "".into(),
@@ -449,14 +451,41 @@ async fn refused_publishes_back_off_then_fail_and_the_runbook_retry_sends_them()
                     b"filler",
                     lapin::BasicProperties::default(),
                 )
-                .await
-                .ok()?
-                .await
-                .ok()?;
-            confirmation.is_nack().then_some(())
+                .await?
+                .await?;
+            let _ = ch.close(200, "filler".into()).await;
+            Ok::<_, lapin::Error>(confirmation.is_nack())
         }
-    })
-    .await;
+        .await;
+        match outcome {
+            Ok(true) => break,
+            Ok(false) => seen.0 += 1,
+            Err(e) => {
+                seen.1 += 1;
+                seen.2.push(e.to_string());
+                if !conn.status().connected() {
+                    conn = broker_config::connection::connect(&env.amqp_url(), "observer")
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let depth = env
+                .queue("tg-delivery")
+                .await
+                .map(|q| q["messages"].clone());
+            panic!(
+                "the full queue never refused a filler in 30 s: {} taken, {} failed \
+             (last errors {:?}), queue depth {depth:?}",
+                seen.0,
+                seen.1,
+                seen.2.iter().rev().take(3).collect::<Vec<_>>(),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ch = conn.create_channel().await.unwrap();
     let event = Envelope::new(Event::MessageOutgoing(
         broker_config::events::MessageOutgoing {
             message_id: Uuid::now_v7(),
