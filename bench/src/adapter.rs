@@ -214,12 +214,19 @@ async fn run_phase(
     }
 
     // RSS every second.
+    // RssAnon beside it: private memory, where a leak or an allocator's
+    // retention shows, without the executable's code paging in.
     let mut samples: Vec<(f64, f64)> = Vec::new();
+    let mut anon: Vec<(f64, f64)> = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     while started.elapsed() < Duration::from_secs(args.seconds) {
         tick.tick().await;
+        let at = started.elapsed().as_secs_f64();
         if let Some(kib) = env.proc(adapter.idx).rss_kib() {
-            samples.push((started.elapsed().as_secs_f64(), kib as f64 / 1024.0));
+            samples.push((at, kib as f64 / 1024.0));
+        }
+        if let Some(kib) = env.proc(adapter.idx).rss_anon_kib() {
+            anon.push((at, kib as f64 / 1024.0));
         }
     }
     stop.store(true, Ordering::Relaxed);
@@ -265,8 +272,27 @@ async fn run_phase(
         .collect();
     println!("    RSS MiB: {}", line.join(", "));
     println!(
-        "    {first:.1} → {last:.1} MiB ({grew:+.1}), min {min:.1}, max {max:.1}, slope {per_hour:+.1} MiB/h, bound {bound:.1} MiB{}\n",
+        "    {first:.1} → {last:.1} MiB ({grew:+.1}), min {min:.1}, max {max:.1}, slope {per_hour:+.1} MiB/h, bound {bound:.1} MiB{}",
         if flagged { "  <- GROWS" } else { "  flat" }
+    );
+    let anon_measured = &anon[tenth.min(anon.len())..];
+    let anon_first = mean(&anon_measured[..tenth.min(anon_measured.len())]);
+    let anon_last = mean(&anon_measured[anon_measured.len().saturating_sub(tenth)..]);
+    let anon_per_hour = slope(
+        &anon_measured
+            .iter()
+            .map(|p| (p.0 / 3600.0, p.1))
+            .collect::<Vec<_>>(),
+    );
+    let anon_line: Vec<String> = anon
+        .iter()
+        .step_by(step)
+        .map(|p| format!("{:.0}s {:.1}", p.0, p.1))
+        .collect();
+    println!("    RssAnon MiB: {}", anon_line.join(", "));
+    println!(
+        "    private {anon_first:.1} → {anon_last:.1} MiB ({:+.1}), slope {anon_per_hour:+.1} MiB/h\n",
+        anon_last - anon_first
     );
     json!({
         "phase": phase.to_string(),
@@ -283,6 +309,10 @@ async fn run_phase(
         "min_mib": min,
         "max_mib": max,
         "slope_mib_per_hour": per_hour,
+        "anon_mib": anon.iter().map(|p| json!([p.0.round(), p.1])).collect::<Vec<_>>(),
+        "anon_first_mib": anon_first,
+        "anon_last_mib": anon_last,
+        "anon_slope_mib_per_hour": anon_per_hour,
         "bound_mib": bound,
         "flagged": flagged,
     })

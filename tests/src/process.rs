@@ -140,6 +140,19 @@ impl Proc {
         self.status_kib("VmRSS:")
     }
 
+    /// Private resident memory now (RssAnon: heap, stacks, buffers), KiB.
+    /// What a leak makes grow; the rest of RSS is mapped files, the
+    /// executable's code among them, which the kernel can drop and read again.
+    pub fn rss_anon_kib(&self) -> Option<u64> {
+        self.status_kib("RssAnon:")
+    }
+
+    /// Resident memory backed by files (RssFile: the executable's code as its
+    /// paths run, mapped files), KiB. Bounded by the size of what is mapped.
+    pub fn rss_file_kib(&self) -> Option<u64> {
+        self.status_kib("RssFile:")
+    }
+
     fn status_kib(&self, field: &str) -> Option<u64> {
         let pid = self.pid()?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
