@@ -222,11 +222,9 @@ async fn run_phase(
     while started.elapsed() < Duration::from_secs(args.seconds) {
         tick.tick().await;
         let at = started.elapsed().as_secs_f64();
-        if let Some(kib) = env.proc(adapter.idx).rss_kib() {
-            samples.push((at, kib as f64 / 1024.0));
-        }
-        if let Some(kib) = env.proc(adapter.idx).rss_anon_kib() {
-            anon.push((at, kib as f64 / 1024.0));
+        if let Some((rss, private)) = env.proc(adapter.idx).rss_and_anon_kib() {
+            samples.push((at, rss as f64 / 1024.0));
+            anon.push((at, private as f64 / 1024.0));
         }
     }
     stop.store(true, Ordering::Relaxed);
@@ -234,18 +232,14 @@ async fn run_phase(
     let elapsed = started.elapsed().as_secs_f64();
     let alive = env.proc(adapter.idx).exited().is_none();
 
-    // A warm-up tenth, then the first and the last tenth of the rest.
-    let tenth = (samples.len() / 10).max(1);
-    let measured = &samples[tenth.min(samples.len())..];
-    let mean = |s: &[(f64, f64)]| s.iter().map(|p| p.1).sum::<f64>() / s.len().max(1) as f64;
-    let first = mean(&measured[..tenth.min(measured.len())]);
-    let last = mean(&measured[measured.len().saturating_sub(tenth)..]);
-    let hourly: Vec<(f64, f64)> = measured.iter().map(|p| (p.0 / 3600.0, p.1)).collect();
-    let per_hour = slope(&hourly);
-    let span_hours = match (measured.first(), measured.last()) {
-        (Some(a), Some(b)) => (b.0 - a.0) / 3600.0,
-        _ => 0.0,
-    };
+    let Trend {
+        first,
+        last,
+        per_hour,
+        span_hours,
+        line,
+    } = trend(&samples);
+    let private = trend(&anon);
     let bound = (first * GROWTH_FRACTION).max(GROWTH_MIB);
     let grew = last - first;
     let flagged = grew > bound || per_hour * span_hours > bound;
@@ -264,35 +258,18 @@ async fn run_phase(
         injections as f64 / elapsed,
         if alive { "" } else { ", THE ADAPTER EXITED" }
     );
-    let step = (samples.len() / 12).max(1);
-    let line: Vec<String> = samples
-        .iter()
-        .step_by(step)
-        .map(|p| format!("{:.0}s {:.1}", p.0, p.1))
-        .collect();
-    println!("    RSS MiB: {}", line.join(", "));
+    println!("    RSS MiB: {line}");
     println!(
         "    {first:.1} → {last:.1} MiB ({grew:+.1}), min {min:.1}, max {max:.1}, slope {per_hour:+.1} MiB/h, bound {bound:.1} MiB{}",
         if flagged { "  <- GROWS" } else { "  flat" }
     );
-    let anon_measured = &anon[tenth.min(anon.len())..];
-    let anon_first = mean(&anon_measured[..tenth.min(anon_measured.len())]);
-    let anon_last = mean(&anon_measured[anon_measured.len().saturating_sub(tenth)..]);
-    let anon_per_hour = slope(
-        &anon_measured
-            .iter()
-            .map(|p| (p.0 / 3600.0, p.1))
-            .collect::<Vec<_>>(),
-    );
-    let anon_line: Vec<String> = anon
-        .iter()
-        .step_by(step)
-        .map(|p| format!("{:.0}s {:.1}", p.0, p.1))
-        .collect();
-    println!("    RssAnon MiB: {}", anon_line.join(", "));
+    println!("    RssAnon MiB: {}", private.line);
     println!(
-        "    private {anon_first:.1} → {anon_last:.1} MiB ({:+.1}), slope {anon_per_hour:+.1} MiB/h\n",
-        anon_last - anon_first
+        "    private {:.1} → {:.1} MiB ({:+.1}), slope {:+.1} MiB/h\n",
+        private.first,
+        private.last,
+        private.last - private.first,
+        private.per_hour
     );
     json!({
         "phase": phase.to_string(),
@@ -310,12 +287,45 @@ async fn run_phase(
         "max_mib": max,
         "slope_mib_per_hour": per_hour,
         "anon_mib": anon.iter().map(|p| json!([p.0.round(), p.1])).collect::<Vec<_>>(),
-        "anon_first_mib": anon_first,
-        "anon_last_mib": anon_last,
-        "anon_slope_mib_per_hour": anon_per_hour,
+        "anon_first_mib": private.first,
+        "anon_last_mib": private.last,
+        "anon_slope_mib_per_hour": private.per_hour,
         "bound_mib": bound,
         "flagged": flagged,
     })
+}
+
+/// A memory series after its warm-up tenth: the means of its first and
+/// last tenth, the least-squares slope, the span it covers, and a dozen of
+/// its readings for the log.
+struct Trend {
+    first: f64,
+    last: f64,
+    per_hour: f64,
+    span_hours: f64,
+    line: String,
+}
+
+fn trend(samples: &[(f64, f64)]) -> Trend {
+    let tenth = (samples.len() / 10).max(1);
+    let measured = &samples[tenth.min(samples.len())..];
+    let mean = |s: &[(f64, f64)]| s.iter().map(|p| p.1).sum::<f64>() / s.len().max(1) as f64;
+    let hourly: Vec<(f64, f64)> = measured.iter().map(|p| (p.0 / 3600.0, p.1)).collect();
+    let line: Vec<String> = samples
+        .iter()
+        .step_by((samples.len() / 12).max(1))
+        .map(|p| format!("{:.0}s {:.1}", p.0, p.1))
+        .collect();
+    Trend {
+        first: mean(&measured[..tenth.min(measured.len())]),
+        last: mean(&measured[measured.len().saturating_sub(tenth)..]),
+        per_hour: slope(&hourly),
+        span_hours: match (measured.first(), measured.last()) {
+            (Some(a), Some(b)) => (b.0 - a.0) / 3600.0,
+            _ => 0.0,
+        },
+        line: line.join(", "),
+    }
 }
 
 /// `concurrency` callers of `call`, paced together at `per_sec` (0: each

@@ -723,14 +723,10 @@ pub async fn run(args: Args) -> Value {
         let now = Instant::now();
         let minute_end = t0 + Duration::from_secs((reported + 1) * spm);
         if now >= next_sample {
-            let rss: Vec<u64> = procs
+            let (rss, anon): (Vec<u64>, Vec<u64>) = procs
                 .iter()
-                .map(|(_, s)| env.proc(s.idx).rss_kib().unwrap_or(0))
-                .collect();
-            let anon: Vec<u64> = procs
-                .iter()
-                .map(|(_, s)| env.proc(s.idx).rss_anon_kib().unwrap_or(0))
-                .collect();
+                .map(|(_, s)| env.proc(s.idx).rss_and_anon_kib().unwrap_or((0, 0)))
+                .unzip();
             let at = now.duration_since(t0).as_secs_f64();
             // The minute's memory: the last reading inside it.
             let m = (at / spm as f64) as usize;

@@ -140,27 +140,24 @@ impl Proc {
         self.status_kib("VmRSS:")
     }
 
-    /// Private resident memory now (RssAnon: heap, stacks, buffers), KiB.
-    /// What a leak makes grow; the rest of RSS is mapped files, the
-    /// executable's code among them, which the kernel can drop and read again.
-    pub fn rss_anon_kib(&self) -> Option<u64> {
-        self.status_kib("RssAnon:")
+    /// Resident memory now and its private part, KiB, from one read of
+    /// /proc: `(VmRSS, RssAnon)`. RssAnon (heap, stacks, buffers) is what a
+    /// leak makes grow; the rest of RSS is mapped files, the executable's
+    /// code among them, which the kernel can drop and read again.
+    pub fn rss_and_anon_kib(&self) -> Option<(u64, u64)> {
+        let status = self.status()?;
+        Some((
+            field_kib(&status, "VmRSS:")?,
+            field_kib(&status, "RssAnon:")?,
+        ))
     }
 
-    /// Resident memory backed by files (RssFile: the executable's code as its
-    /// paths run, mapped files), KiB. Bounded by the size of what is mapped.
-    pub fn rss_file_kib(&self) -> Option<u64> {
-        self.status_kib("RssFile:")
+    fn status(&self) -> Option<String> {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()
     }
 
     fn status_kib(&self, field: &str) -> Option<u64> {
-        let pid = self.pid()?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        status
-            .lines()
-            .find(|l| l.starts_with(field))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
+        field_kib(&self.status()?, field)
     }
 
     /// CPU time used so far (user + system), from /proc.
@@ -208,4 +205,13 @@ pub fn pids_named(prefix: &str) -> Vec<u32> {
             })
         })
         .collect()
+}
+
+/// A `kB` field of /proc/PID/status.
+fn field_kib(status: &str, field: &str) -> Option<u64> {
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
 }
