@@ -9,6 +9,7 @@ use opentelemetry::{
 pub struct ConsumerMetrics {
     messages: Counter<u64>,
     duration: Histogram<f64>,
+    batches: Histogram<u64>,
 }
 
 /// Outcome label of `consumer_messages_total`.
@@ -46,7 +47,22 @@ impl ConsumerMetrics {
                     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                 ])
                 .build(),
+            batches: meter
+                .u64_histogram("consumer_batch_deliveries")
+                .with_description(
+                    "Deliveries handled together in one transaction, per batch of two or more, by queue",
+                )
+                .with_boundaries(vec![2.0, 4.0, 8.0, 16.0, 32.0, 64.0])
+                .build(),
         }
+    }
+
+    /// Records a batch of `size` deliveries handled together.
+    pub fn batch(&self, queue: &'static str, size: usize) {
+        self.batches.record(
+            u64::try_from(size).unwrap_or(u64::MAX),
+            &[KeyValue::new("queue", queue)],
+        );
     }
 
     pub fn record(&self, queue: &'static str, outcome: Outcome, seconds: f64) {

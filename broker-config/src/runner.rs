@@ -27,7 +27,7 @@ use sea_orm::{
 use std::collections::HashMap;
 
 use tokio::{
-    sync::{Semaphore, watch},
+    sync::{Semaphore, mpsc, oneshot, watch},
     task::JoinSet,
 };
 use tokio_util::sync::CancellationToken;
@@ -195,11 +195,16 @@ impl DeliveryInfo<'_> {
 }
 
 /// A delivery as a handler sees it.
+#[derive(Clone)]
 pub struct Context<'a> {
     pub envelope: &'a Envelope,
     /// 1 for the first delivery, incremented by every retry.
     pub attempt: u32,
     pub delivery: &'a DeliveryInfo<'a>,
+    /// The delivery's `consume` span (a child of the trace it came with):
+    /// the current span when it is handled alone; in a batch, the handler
+    /// instruments what it does for this delivery with it.
+    pub span: tracing::Span,
 }
 
 /// A consumer: one queue, one handler.
@@ -231,6 +236,35 @@ pub trait Handler: Send + Sync + 'static {
     /// which saves the handler a round trip. `None`: no lock.
     fn claim_lock(&self, _envelope: &Envelope) -> Option<String> {
         None
+    }
+
+    /// At most this many deliveries that are ready at the same moment are
+    /// handled together: one transaction, one claim statement, one commit
+    /// ([`handle_batch`](Self::handle_batch)). 1 (the default): one by one.
+    fn batch_limit(&self) -> usize {
+        1
+    }
+
+    /// Whether a delivery may be handled in a batch, asked before its claim.
+    /// The default: none may.
+    fn batchable(&self, _ctx: &Context<'_>) -> bool {
+        false
+    }
+
+    /// Handles two or more [batchable](Self::batchable) deliveries of
+    /// different ordering keys inside `tx`, which holds all their claims
+    /// and their [claim locks](Self::claim_lock). Says for each whether it
+    /// was handled (`true`) or is to be handled alone, after the batch
+    /// commits (`false`): its claim is then taken back in `tx`, and the
+    /// handler must have written nothing for it in `tx`. An `Err` rolls the
+    /// whole batch back and every delivery of it is handled alone. The
+    /// default handles none.
+    async fn handle_batch(
+        &self,
+        ctxs: &[Context<'_>],
+        _tx: &DatabaseTransaction,
+    ) -> Result<Vec<bool>, Failure> {
+        Ok(vec![false; ctxs.len()])
     }
 
     /// Whether a delivery that can be retried waits in place, holding its
@@ -336,6 +370,12 @@ async fn consume<H: Handler>(
     let mut in_flight = JoinSet::new();
     let limiter = Arc::new(Semaphore::new(config.concurrency.max(1)));
     let mut lanes = Lanes::default();
+    // Batchable deliveries go, once it is their key's turn, to the batcher.
+    let batcher = (shared.handler.batch_limit() > 1).then(|| {
+        let (ready, waiting) = mpsc::unbounded_channel();
+        tokio::spawn(batch_loop(shared.clone(), waiting));
+        ready
+    });
     let result = loop {
         tokio::select! {
             _ = shutdown.cancelled() => {
@@ -363,6 +403,7 @@ async fn consume<H: Handler>(
                         .map(|key| lanes.join(key));
                     let shared = shared.clone();
                     let limiter = limiter.clone();
+                    let batcher = batcher.clone();
                     in_flight.spawn(async move {
                         let _turn = match lane {
                             Some((mut previous, mine)) => {
@@ -371,6 +412,18 @@ async fn consume<H: Handler>(
                                 Some(mine)
                             }
                             None => None,
+                        };
+                        let decoded = match (batcher, decoded) {
+                            (Some(batcher), Ok(envelope)) if shared.batchable(&delivery, &envelope) => {
+                                // Handled by the batcher; this task keeps the
+                                // key's turn until it is done (`done` dropped).
+                                let (done, finished) = oneshot::channel::<()>();
+                                if batcher.send(Ready { delivery, envelope, done }).is_ok() {
+                                    let _ = finished.await;
+                                }
+                                return;
+                            }
+                            (_, decoded) => decoded,
                         };
                         // A slot is taken only once it is this delivery's turn:
                         // deliveries queued behind a busy key hold none, so
@@ -407,6 +460,34 @@ struct Shared<H> {
     /// Ends a wait in place (shutdown, or the channel lost): the delivery is
     /// left unacked and goes back to the queue with the channel.
     stop: CancellationToken,
+}
+
+/// The `consume` span of a delivery, a child of the trace it came with.
+fn consume_span(
+    queue: &'static str,
+    envelope: &Envelope,
+    attempt: u32,
+    delivery: &Delivery,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        "consume",
+        otel.name = tracing::field::Empty,
+        otel.kind = "consumer",
+        messaging.system = "rabbitmq",
+        messaging.operation = "process",
+        messaging.destination.name = queue,
+        messaging.message.id = %envelope.id,
+        event.r#type = envelope.event_type(),
+        attempt,
+        trace_id = tracing::field::Empty,
+    );
+    if platform::trace::enabled() {
+        span.record("otel.name", format!("{queue} process"));
+    }
+    if let Some(trace_id) = platform::trace::set_parent_from(&span, &trace_headers(delivery)) {
+        span.record("trace_id", trace_id);
+    }
+    span
 }
 
 /// `traceparent`/`tracestate` of a delivery.
@@ -456,7 +537,223 @@ enum Step {
     Failed(Failure),
 }
 
+/// A batchable delivery whose key's turn it is, waiting for the batcher.
+struct Ready {
+    delivery: Delivery,
+    envelope: Envelope,
+    /// Dropped once the delivery is handled (or left unacked): its key goes on.
+    done: oneshot::Sender<()>,
+}
+
+/// What became of a delivery in a batch.
+#[derive(Debug, Clone, Copy)]
+enum Fate {
+    /// Handled (or a duplicate): to be acked.
+    Done(Outcome),
+    /// To be handled alone, after the batch.
+    Alone,
+}
+
+/// Batches a batching handler runs at once.
+pub const BATCHES_IN_FLIGHT: usize = 2;
+
+/// Starts batches of the deliveries that are ready: each batch takes one of
+/// [`BATCHES_IN_FLIGHT`] slots and as many ready deliveries as came (up to
+/// the handler's limit) while it waited for it. While a slot is free each
+/// delivery is a batch of its own, handled alone at once, as any other;
+/// once both are busy, deliveries gather and the next free slot takes them
+/// together, so the busier the consumer, the fuller its batches (as a
+/// database's group commit).
+async fn batch_loop<H: Handler>(
+    shared: Arc<Shared<H>>,
+    mut waiting: mpsc::UnboundedReceiver<Ready>,
+) {
+    let limit = shared.handler.batch_limit();
+    let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+    while let Some(first) = waiting.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < limit {
+            match waiting.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let shared = shared.clone();
+        tokio::spawn(async move { shared.run_batch(batch, slot).await });
+    }
+}
+
 impl<H: Handler> Shared<H> {
+    fn batchable(&self, delivery: &Delivery, envelope: &Envelope) -> bool {
+        let info = DeliveryInfo::of(delivery);
+        self.handler.batchable(&Context {
+            envelope,
+            attempt: attempt_of(delivery),
+            delivery: &info,
+            span: tracing::Span::none(),
+        })
+    }
+
+    /// Handles a batch in its slot: one delivery alone, as any other; two or
+    /// more in one transaction, then, with the slot free for the next batch,
+    /// those the handler gave back, alone.
+    async fn run_batch(&self, mut batch: Vec<Ready>, slot: tokio::sync::OwnedSemaphorePermit) {
+        if self.handler.waits_in_place() && self.stop.is_cancelled() {
+            // Left unacked: they go back with the channel.
+            return;
+        }
+        if batch.len() == 1 {
+            let Some(ready) = batch.pop() else { return };
+            self.process(ready.delivery, Ok(ready.envelope)).await;
+            return;
+        }
+        let alone = self.process_batch(batch).await;
+        drop(slot);
+        futures::future::join_all(alone.into_iter().map(|ready| async move {
+            self.process(ready.delivery, Ok(ready.envelope)).await;
+            drop(ready.done);
+        }))
+        .await;
+    }
+
+    /// Claims and handles the batch in one transaction and acks what it
+    /// handled; returns the deliveries to handle alone.
+    async fn process_batch(&self, batch: Vec<Ready>) -> Vec<Ready> {
+        let queue = self.handler.queue();
+        let started = Instant::now();
+        self.metrics.batch(queue, batch.len());
+        let infos: Vec<DeliveryInfo<'_>> = batch
+            .iter()
+            .map(|ready| DeliveryInfo::of(&ready.delivery))
+            .collect();
+        let ctxs: Vec<Context<'_>> = batch
+            .iter()
+            .zip(&infos)
+            .map(|(ready, info)| {
+                let attempt = attempt_of(&ready.delivery);
+                Context {
+                    envelope: &ready.envelope,
+                    attempt,
+                    delivery: info,
+                    span: consume_span(queue, &ready.envelope, attempt, &ready.delivery),
+                }
+            })
+            .collect();
+        let fates = match self.claim_and_handle_batch(&ctxs).await {
+            Ok(fates) => fates,
+            Err(e) => {
+                tracing::warn!(queue, error = %e, size = ctxs.len(), "batch failed; its deliveries are handled alone");
+                vec![Fate::Alone; ctxs.len()]
+            }
+        };
+        drop(ctxs);
+        drop(infos);
+        let mut alone = Vec::new();
+        for (ready, fate) in batch.into_iter().zip(fates) {
+            match fate {
+                Fate::Done(outcome) => {
+                    self.ack(&ready.delivery).await;
+                    self.metrics
+                        .record(queue, outcome, started.elapsed().as_secs_f64());
+                }
+                Fate::Alone => alone.push(ready),
+            }
+        }
+        alone
+    }
+
+    async fn claim_and_handle_batch(&self, ctxs: &[Context<'_>]) -> Result<Vec<Fate>, DbErr> {
+        let queue = self.handler.queue();
+        let tx = self.db.begin().await?;
+        let ids: Vec<uuid::Uuid> = ctxs.iter().map(|c| c.envelope.id).collect();
+        let keys: Vec<String> = ctxs
+            .iter()
+            .filter_map(|c| self.handler.claim_lock(c.envelope))
+            .collect();
+        // The locks are taken in the order of their hashes, the same in
+        // every batch of every instance, so two batches never wait on each
+        // other in a cycle; a lone delivery holds one. Then the claims, in
+        // the same statement.
+        let claimed = tx
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "WITH handler_lock AS MATERIALIZED (
+                   SELECT count(pg_advisory_xact_lock(h)) AS held
+                   FROM (SELECT DISTINCT hashtextextended(k, 0) AS h
+                         FROM unnest($3::text[]) AS k ORDER BY h) AS turns)
+                 INSERT INTO processed_messages (consumer, message_id)
+                 SELECT $1, id FROM unnest($2::uuid[]) AS id, handler_lock
+                 ON CONFLICT DO NOTHING RETURNING message_id",
+                [queue.into(), ids.into(), keys.into()],
+            ))
+            .await?
+            .iter()
+            .map(|row| row.try_get_by_index::<uuid::Uuid>(0))
+            .collect::<Result<std::collections::HashSet<_>, _>>()?;
+        let mut fates: Vec<Fate> = ctxs
+            .iter()
+            .map(|c| match claimed.contains(&c.envelope.id) {
+                true => Fate::Alone,
+                false => Fate::Done(Outcome::Duplicate),
+            })
+            .collect();
+        let mine: Vec<usize> = (0..ctxs.len())
+            .filter(|&i| matches!(fates[i], Fate::Alone))
+            .collect();
+        if mine.is_empty() {
+            tx.rollback().await?;
+            return Ok(fates);
+        }
+        let handled_ctxs: Vec<Context<'_>> = mine.iter().map(|&i| ctxs[i].clone()).collect();
+        let handled = match self.handler.handle_batch(&handled_ctxs, &tx).await {
+            Ok(handled) if handled.len() == mine.len() => handled,
+            Ok(handled) => {
+                tracing::error!(
+                    queue,
+                    asked = mine.len(),
+                    answered = handled.len(),
+                    "the handler answered for another number of deliveries; the batch is handled alone"
+                );
+                tx.rollback().await?;
+                return Ok(fates);
+            }
+            Err(failure) => {
+                tracing::warn!(
+                    queue,
+                    reason = failure.reason(),
+                    "batch failed; its deliveries are handled alone"
+                );
+                tx.rollback().await?;
+                return Ok(fates);
+            }
+        };
+        let given_back: Vec<uuid::Uuid> = mine
+            .iter()
+            .zip(&handled)
+            .filter(|(_, handled)| !**handled)
+            .map(|(&i, _)| ctxs[i].envelope.id)
+            .collect();
+        if !given_back.is_empty() {
+            tx.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "DELETE FROM processed_messages WHERE consumer = $1 AND message_id = ANY($2::uuid[])",
+                [queue.into(), given_back.into()],
+            ))
+            .await?;
+        }
+        tx.commit().await?;
+        self.handler.committed();
+        for (&i, handled) in mine.iter().zip(handled) {
+            if handled {
+                fates[i] = Fate::Done(Outcome::Ack);
+            }
+        }
+        Ok(fates)
+    }
+
     async fn process(&self, delivery: Delivery, decoded: Result<Envelope, serde_json::Error>) {
         let queue = self.handler.queue();
         let started = Instant::now();
@@ -490,24 +787,7 @@ impl<H: Handler> Shared<H> {
                 return;
             }
         };
-        let span = tracing::info_span!(
-            "consume",
-            otel.name = tracing::field::Empty,
-            otel.kind = "consumer",
-            messaging.system = "rabbitmq",
-            messaging.operation = "process",
-            messaging.destination.name = queue,
-            messaging.message.id = %envelope.id,
-            event.r#type = envelope.event_type(),
-            attempt,
-            trace_id = tracing::field::Empty,
-        );
-        if platform::trace::enabled() {
-            span.record("otel.name", format!("{queue} process"));
-        }
-        if let Some(trace_id) = platform::trace::set_parent_from(&span, &trace_headers(&delivery)) {
-            span.record("trace_id", trace_id);
-        }
+        let span = consume_span(queue, &envelope, attempt, &delivery);
         let outcome: Option<Outcome> = async {
             let mut attempt = attempt;
             loop {
@@ -515,6 +795,7 @@ impl<H: Handler> Shared<H> {
                     envelope: &envelope,
                     attempt,
                     delivery: &info,
+                    span: tracing::Span::current(),
                 };
                 let wait = match self.claim_and_handle(&ctx).await {
                     Ok(Step::Done(outcome)) => {

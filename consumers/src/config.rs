@@ -24,6 +24,7 @@ pub struct Config {
     pub tg_adapter_timeout: Duration,
     /// An adapter call still running after this marks the message `sending`.
     pub tg_sending_after: Duration,
+    pub tg_delivery_batch_max: usize,
     /// `RETRY_MAX_ATTEMPTS`, `RETRY_SCHEDULE`, `RETRY_JITTER`: every
     /// consumer's retry budget.
     pub retry: broker_config::RetryPolicy,
@@ -152,6 +153,15 @@ impl Config {
             tg_adapter_token: env.optional_strong_secret("TG_ADAPTER_TOKEN", 16)?,
             tg_adapter_timeout: env.duration_or("TG_ADAPTER_TIMEOUT", Duration::from_secs(10))?,
             tg_sending_after: env.duration_or("TG_SENDING_AFTER", Duration::from_millis(250))?,
+            tg_delivery_batch_max: match env.or("TG_DELIVERY_BATCH_MAX", 16usize)? {
+                0 => {
+                    return Err(ConfigError::Invalid {
+                        name: "TG_DELIVERY_BATCH_MAX".into(),
+                        reason: "must be at least 1 (1 sends one reply at a time)".into(),
+                    });
+                }
+                n => n,
+            },
             attachments: attachments(env)?,
             alerts: crate::alerts::AlertSettings {
                 threshold: match env.or("FAIL_ALERT_THRESHOLD", 5u32)? {

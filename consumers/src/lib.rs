@@ -116,6 +116,7 @@ pub async fn run(
             schema::RelayWake::start(&pool, &tasks),
             tg_delivery::DeliverySettings {
                 sending_after: config.tg_sending_after,
+                batch_max: config.tg_delivery_batch_max,
                 retry: config.retry.clone(),
                 clock_scale: config.retry_clock_scale,
             },

@@ -8,4 +8,4 @@ pub mod outbox;
 pub mod pool;
 
 pub use migrations::Migrator;
-pub use outbox::{RelayWake, enqueue, enqueue_at, enqueue_with_change};
+pub use outbox::{RelayWake, enqueue, enqueue_at, enqueue_each_with_change, enqueue_with_change};

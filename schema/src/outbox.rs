@@ -121,6 +121,94 @@ pub async fn enqueue_with_change<C: ConnectionTrait>(
     .await
 }
 
+/// Like [`enqueue_with_change`], for a change of many rows in one statement:
+/// one event for each row `change` returns. `change` must return a column
+/// `n`, the 1-based position in `events` of the event of its row (rows are
+/// matched to events by it); an event whose row is not returned is not
+/// written. Each event's `outbox.enqueue` span is a child of the span given
+/// with it. The aggregates' locks are taken after the change, in the order
+/// of their hashes. Returns the changed rows.
+pub async fn enqueue_each_with_change<C: ConnectionTrait>(
+    conn: &C,
+    ctes: &str,
+    mut values: Vec<Value>,
+    events: &[(Envelope, tracing::Span)],
+    fields: &[(&'static str, &str)],
+) -> Result<Vec<sea_orm::QueryResult>, DbErr> {
+    let mut ids = Vec::with_capacity(events.len());
+    let mut types = Vec::with_capacity(events.len());
+    let mut aggregate_types = Vec::with_capacity(events.len());
+    let mut aggregate_ids = Vec::with_capacity(events.len());
+    let mut payloads = Vec::with_capacity(events.len());
+    let mut headers = Vec::with_capacity(events.len());
+    let mut occurred = Vec::with_capacity(events.len());
+    for (envelope, parent) in events {
+        let (_span, carried) = parent.in_scope(|| producer_span(envelope));
+        ids.push(envelope.id);
+        types.push(envelope.event_type().to_owned());
+        aggregate_types.push(envelope.aggregate_type.clone());
+        aggregate_ids.push(envelope.aggregate_id.clone());
+        payloads.push(
+            envelope.event.data_json().map_err(|e| {
+                DbErr::Custom(format!("event {} does not encode: {e}", envelope.id))
+            })?,
+        );
+        headers.push(carried);
+        occurred.push(envelope.occurred_at);
+    }
+    let n = values.len();
+    let p = |i: usize| format!("${}", n + i);
+    let completed = fields
+        .iter()
+        .map(|(key, expression)| format!("'{key}', {expression}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "WITH {ctes},
+ events AS (
+   SELECT * FROM unnest({id}::uuid[], {ty}::text[], {at}::text[], {aid}::text[], {payload}::jsonb[], {headers}::jsonb[], {occurred}::timestamptz[])
+     WITH ORDINALITY AS e(event_id, event_type, aggregate_type, aggregate_id, payload, headers, occurred_at, n)),
+ aggregate_lock AS MATERIALIZED (
+   SELECT count(pg_advisory_xact_lock(h)) AS held
+   FROM (SELECT DISTINCT hashtextextended(e.aggregate_type || ':' || e.aggregate_id, 0) AS h
+         FROM change JOIN events e ON e.n = change.n ORDER BY h) AS aggregates),
+ written AS (
+   INSERT INTO outbox (event_id, event_type, aggregate_type, aggregate_id, payload, headers, created_at, scheduled_at)
+   SELECT e.event_id, e.event_type, e.aggregate_type, e.aggregate_id,
+          e.payload || COALESCE(
+            (SELECT jsonb_object_agg(f.key, f.value)
+             FROM jsonb_each(jsonb_build_object({completed})) AS f
+             WHERE f.value <> 'null'::jsonb), '{{}}'::jsonb),
+          e.headers, e.occurred_at, now()
+   FROM change JOIN events e ON e.n = change.n, aggregate_lock
+   ORDER BY e.n
+   RETURNING id)
+ SELECT change.* FROM change",
+        id = p(1),
+        ty = p(2),
+        at = p(3),
+        aid = p(4),
+        payload = p(5),
+        headers = p(6),
+        occurred = p(7),
+    );
+    values.extend([
+        ids.into(),
+        types.into(),
+        aggregate_types.into(),
+        aggregate_ids.into(),
+        payloads.into(),
+        headers.into(),
+        occurred.into(),
+    ]);
+    conn.query_all_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        sql,
+        values,
+    ))
+    .await
+}
+
 /// The span of the write and the outbox row's values: event id, type,
 /// aggregate type and id, payload, headers, occurred at.
 fn row_values(envelope: &Envelope) -> Result<(tracing::Span, [Value; 7]), DbErr> {

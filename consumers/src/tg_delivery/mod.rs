@@ -15,7 +15,12 @@
 mod adapter;
 
 use async_trait::async_trait;
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
+use tracing::Instrument;
 
 use broker_config::{
     Context, Envelope, Event, Failure, Handler, Next, RetryPolicy,
@@ -79,6 +84,9 @@ pub struct DeliverySettings {
     pub retry: RetryPolicy,
     /// Multiplies every wait scheduled (1 in production).
     pub clock_scale: f64,
+    /// At most this many replies that are ready at once are sent together,
+    /// in one transaction (1: one by one).
+    pub batch_max: usize,
 }
 
 pub struct TgDelivery {
@@ -425,6 +433,7 @@ async fn next_unfinished<C: ConnectionTrait>(
 /// The message as its chat's turn finds it.
 #[derive(FromQueryResult)]
 struct Turn {
+    id: Uuid,
     status: String,
     attempts: i32,
     /// The reply's text as stored: what is sent, whatever the event says.
@@ -450,19 +459,12 @@ async fn read_turn<C: ConnectionTrait>(
     // replies, under the turn already taken.
     Turn::find_by_statement(Statement::from_sql_and_values(
         DbBackend::Postgres,
-        "SELECT m.status, m.attempts, m.text,
-                EXISTS (SELECT 1 FROM messages e
-                        WHERE e.conversation_id = m.conversation_id AND e.direction = 'out'
-                          AND e.status IN ('queued', 'sending', 'retrying')
-                          AND (e.created_at, e.id) < (m.created_at, m.id)) AS behind,
-                EXISTS (SELECT 1 FROM messages h
-                        WHERE h.conversation_id = m.conversation_id AND h.direction = 'out'
-                          AND h.status IN ('queued', 'sending', 'retrying')
-                          AND h.held AND h.id <> m.id) AS held_after,
-                (SELECT count(*) FROM attachments a WHERE a.message_id = m.id) AS files
-         FROM messages m JOIN conversations c ON c.id = m.conversation_id
-         WHERE m.id = $1 AND m.direction = 'out' AND m.kind = 'text'
-           AND m.conversation_id = $2 AND c.tg_chat_id = $3",
+        format!(
+            "SELECT {TURN_COLUMNS}
+             FROM messages m JOIN conversations c ON c.id = m.conversation_id
+             WHERE m.id = $1 AND m.direction = 'out' AND m.kind = 'text'
+               AND m.conversation_id = $2 AND c.tg_chat_id = $3"
+        ),
         [
             msg.message_id.into(),
             msg.conversation_id.into(),
@@ -471,6 +473,107 @@ async fn read_turn<C: ConnectionTrait>(
     ))
     .one(conn)
     .await
+}
+
+/// What [`Turn`] reads of a message `m`.
+const TURN_COLUMNS: &str = "m.id, m.status, m.attempts, m.text,
+    EXISTS (SELECT 1 FROM messages e
+            WHERE e.conversation_id = m.conversation_id AND e.direction = 'out'
+              AND e.status IN ('queued', 'sending', 'retrying')
+              AND (e.created_at, e.id) < (m.created_at, m.id)) AS behind,
+    EXISTS (SELECT 1 FROM messages h
+            WHERE h.conversation_id = m.conversation_id AND h.direction = 'out'
+              AND h.status IN ('queued', 'sending', 'retrying')
+              AND h.held AND h.id <> m.id) AS held_after,
+    (SELECT count(*) FROM attachments a WHERE a.message_id = m.id) AS files";
+
+/// [`read_turn`] for several replies (of different chats, whose turns are
+/// held) in one statement, by message id; a reply that is not an outgoing
+/// text reply of the conversation and chat its event names is left out.
+async fn read_turns<C: ConnectionTrait>(
+    conn: &C,
+    msgs: &[&MessageOutgoing],
+) -> Result<HashMap<Uuid, Turn>, DbErr> {
+    let ids: Vec<Uuid> = msgs.iter().map(|m| m.message_id).collect();
+    let conversations: Vec<Uuid> = msgs.iter().map(|m| m.conversation_id).collect();
+    let chats: Vec<i64> = msgs.iter().map(|m| m.tg_chat_id).collect();
+    let turns = Turn::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        format!(
+            "SELECT {TURN_COLUMNS}
+             FROM unnest($1::uuid[], $2::uuid[], $3::bigint[]) AS v(id, conversation_id, tg_chat_id)
+             JOIN messages m ON m.id = v.id AND m.conversation_id = v.conversation_id
+             JOIN conversations c ON c.id = m.conversation_id AND c.tg_chat_id = v.tg_chat_id
+             WHERE m.direction = 'out' AND m.kind = 'text'"
+        ),
+        [ids.into(), conversations.into(), chats.into()],
+    ))
+    .all(conn)
+    .await?;
+    Ok(turns.into_iter().map(|t| (t.id, t)).collect())
+}
+
+/// Writes `sent` for several replies and a `message.status.v1` for each, in
+/// one statement, as [`set_status`] does for one (`counted`). Returns the
+/// ids of the replies written (a reply that is not an outgoing text reply
+/// of its conversation and chat is not).
+async fn set_sent_many<C: ConnectionTrait>(
+    conn: &C,
+    sent: &[(&MessageOutgoing, i64, DateTime<Utc>, tracing::Span)],
+) -> Result<HashSet<Uuid>, DbErr> {
+    let ids: Vec<Uuid> = sent.iter().map(|s| s.0.message_id).collect();
+    let conversations: Vec<Uuid> = sent.iter().map(|s| s.0.conversation_id).collect();
+    let chats: Vec<i64> = sent.iter().map(|s| s.0.tg_chat_id).collect();
+    let tg_ids: Vec<i64> = sent.iter().map(|s| s.1).collect();
+    let sent_at: Vec<DateTime<Utc>> = sent.iter().map(|s| s.2).collect();
+    let events: Vec<(Envelope, tracing::Span)> = sent
+        .iter()
+        .map(|(msg, tg_message_id, _, span)| {
+            let event = Envelope::new(Event::MessageStatus(MessageStatus {
+                message_id: msg.message_id,
+                conversation_id: msg.conversation_id,
+                status: DeliveryStatus::Sent,
+                tg_message_id: Some(*tg_message_id),
+                error: None,
+                attempt: 0,
+                retry_at: None,
+                assignee_id: None,
+            }));
+            (event, span.clone())
+        })
+        .collect();
+    // The attempt arithmetic of `set_status` for a counted `sent`: the
+    // call counts unless its `sending` mark counted it.
+    let rows = schema::enqueue_each_with_change(
+        conn,
+        "v AS (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::bigint[], $5::timestamptz[])
+                 WITH ORDINALITY AS v(id, conversation_id, tg_chat_id, tg_message_id, sent_at, n)),
+         change AS (UPDATE messages m SET status = 'sent', tg_message_id = v.tg_message_id,
+             sent_at = v.sent_at, error = NULL, retry_at = NULL, updated_at = now(), held = false,
+             attempts = GREATEST(m.attempts + CASE WHEN m.status <> 'sending' THEN 1 ELSE 0 END, 0)
+           FROM v
+           WHERE m.id = v.id AND m.conversation_id = v.conversation_id
+             AND m.direction = 'out' AND m.kind = 'text'
+             AND EXISTS (SELECT 1 FROM conversations c WHERE c.id = v.conversation_id AND c.tg_chat_id = v.tg_chat_id)
+           RETURNING v.n, m.id, m.attempts,
+             (SELECT assignee_id FROM conversations c WHERE c.id = m.conversation_id) AS assignee_id)",
+        vec![
+            ids.into(),
+            conversations.into(),
+            chats.into(),
+            tg_ids.into(),
+            sent_at.into(),
+        ],
+        &events,
+        &[
+            ("attempt", "change.attempts"),
+            ("assignee_id", "change.assignee_id"),
+        ],
+    )
+    .await?;
+    rows.iter()
+        .map(|row| row.try_get::<Uuid>("", "id"))
+        .collect()
 }
 
 /// Drops the scheduled retries of `msg` still to come: the message was
@@ -857,6 +960,158 @@ impl TgDelivery {
     }
 }
 
+impl TgDelivery {
+    /// Replies that are ready at once, each of its own chat: those that
+    /// find their chat free are sent together and written `sent` in one
+    /// statement, those behind an earlier reply are held. A reply that is
+    /// not simply `queued` (a duplicate, a retry, a replay, one with files),
+    /// or whose send did not go through and is not to be retried later, is
+    /// given back to be handled alone; no send is made for a reply given
+    /// back before its call.
+    async fn deliver_batch(
+        &self,
+        ctxs: &[Context<'_>],
+        tx: &DatabaseTransaction,
+    ) -> Result<Vec<bool>, Failure> {
+        let msgs = ctxs
+            .iter()
+            .map(|c| outgoing(c.envelope))
+            .collect::<Result<Vec<_>, _>>()?;
+        let turns = read_turns(tx, &msgs).await?;
+        let mut handled = vec![false; msgs.len()];
+        let (mut held, mut to_send) = (Vec::new(), Vec::new());
+        for (i, msg) in msgs.iter().enumerate() {
+            match turns.get(&msg.message_id) {
+                Some(turn) if turn.status == DeliveryStatus::Queued.as_str() && turn.files == 0 => {
+                    if turn.behind {
+                        held.push(i);
+                    } else {
+                        to_send.push((i, turn));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !held.is_empty() {
+            let ids: Vec<Uuid> = held.iter().map(|&i| msgs[i].message_id).collect();
+            messages::Entity::update_many()
+                .col_expr(messages::Column::Held, Expr::value(true))
+                .filter(messages::Column::Id.is_in(ids))
+                .exec(tx)
+                .await?;
+            for &i in &held {
+                tracing::info!(parent: &ctxs[i].span, message_id = %msgs[i].message_id, "held behind an earlier reply to the chat");
+                self.metrics.count("held");
+                handled[i] = true;
+            }
+        }
+        let sending_after = self.settings.sending_after;
+        let results = futures::future::join_all(to_send.iter().map(|&(i, turn)| {
+            let msg = msgs[i];
+            async move {
+                let parts = parts(msg.message_id, msg.tg_chat_id, &turn.text, Vec::new());
+                if sending_after.is_zero() {
+                    // Every send is marked before its call.
+                    return Some(self.send(msg, &parts).await);
+                }
+                // A send still running after `sending_after` is given back:
+                // handled alone, it is marked `sending` and its call, under
+                // the same key, waits for this one's answer at the adapter
+                // (which serialises the calls of a key). So a slow send
+                // holds up the other chats of its batch for that long at
+                // most.
+                tokio::time::timeout(sending_after, self.send_parts(&parts))
+                    .await
+                    .ok()
+                    .map(Ok)
+            }
+            .instrument(ctxs[i].span.clone())
+        }))
+        .await;
+        let (mut sent, mut unsent) = (Vec::new(), Vec::new());
+        for (&(i, turn), result) in to_send.iter().zip(results) {
+            match result {
+                Some(Ok(SendResult::Sent {
+                    tg_message_id,
+                    sent_at,
+                })) => sent.push((msgs[i], tg_message_id, sent_at, ctxs[i].span.clone())),
+                Some(Ok(other)) => unsent.push((i, turn, other)),
+                // Slow, or its `sending` mark before the call failed (no
+                // call made): handled alone.
+                None | Some(Err(_)) => {}
+            }
+        }
+        let written = if sent.is_empty() {
+            HashSet::new()
+        } else {
+            set_sent_many(tx, &sent).await?
+        };
+        for &(i, turn) in &to_send {
+            let msg = msgs[i];
+            if !written.contains(&msg.message_id) {
+                continue;
+            }
+            self.metrics.count("done");
+            handled[i] = true;
+            if turn.held_after {
+                self.send_held(tx, msg)
+                    .instrument(ctxs[i].span.clone())
+                    .await?;
+            }
+        }
+        for (i, turn, result) in unsent {
+            let attempt = u32::try_from(turn.attempts).unwrap_or(0) + 1;
+            let settled = self
+                .settle_unsent(tx, msgs[i], attempt, result)
+                .instrument(ctxs[i].span.clone())
+                .await;
+            // A failure for good wrote nothing: it is handled alone, through
+            // the runner's dead-lettering.
+            handled[i] = settled.is_ok();
+        }
+        Ok(handled)
+    }
+
+    /// A send of `msg` (its `attempt`) that did not go through: retried at
+    /// a time of its own, or failed for good (`Err`, nothing written).
+    async fn settle_unsent(
+        &self,
+        tx: &DatabaseTransaction,
+        msg: &MessageOutgoing,
+        attempt: u32,
+        result: SendResult,
+    ) -> Result<(), Failure> {
+        let policy = &self.settings.retry;
+        match result {
+            SendResult::FloodWait { retry_after } => {
+                // Waiting is not failing: no attempt is spent, however long.
+                let wait = policy.jittered_delay(attempt, Some(retry_after), rand::random());
+                let reason = format!("flood wait {}s", retry_after.as_secs());
+                self.retry_later(tx, msg, wait, &reason, false).await
+            }
+            SendResult::NeedsLogin => {
+                // Asked again every so often, however long the account is
+                // out: the reply goes once it is back.
+                let wait =
+                    policy.jittered_delay(attempt, Some(NEEDS_LOGIN_RECHECK), rand::random());
+                self.retry_later(tx, msg, wait, NEEDS_LOGIN_REASON, false)
+                    .await
+            }
+            SendResult::Transient { reason } if policy.should_retry(attempt) => {
+                let wait = policy.jittered_delay(attempt, None, rand::random());
+                self.retry_later(tx, msg, wait, &reason, true).await
+            }
+            SendResult::Transient { reason } => Err(Failure::permanent(format!(
+                "{reason} (gave up after {attempt} attempts)"
+            ))),
+            SendResult::Permanent { code } => Err(Failure::permanent(code)),
+            SendResult::Sent { .. } => Err(Failure::permanent(
+                "a send that went through is not settled as one that did not",
+            )),
+        }
+    }
+}
+
 #[async_trait]
 impl Handler for TgDelivery {
     fn queue(&self) -> &'static str {
@@ -878,6 +1133,27 @@ impl Handler for TgDelivery {
     /// The chat's turn, taken with the claim.
     fn claim_lock(&self, envelope: &Envelope) -> Option<String> {
         chat_of(envelope).map(turn_key)
+    }
+
+    fn batch_limit(&self) -> usize {
+        self.settings.batch_max
+    }
+
+    /// A first delivery of a reply without files; retries, replays,
+    /// resends, edits and deletions go one by one.
+    fn batchable(&self, ctx: &Context<'_>) -> bool {
+        ctx.attempt == 1
+            && !ctx.delivery.from_dead_letter_queue
+            && matches!(&ctx.envelope.event,
+                Event::MessageOutgoing(m) if !m.resend && m.attachments.is_empty())
+    }
+
+    async fn handle_batch(
+        &self,
+        ctxs: &[Context<'_>],
+        tx: &DatabaseTransaction,
+    ) -> Result<Vec<bool>, Failure> {
+        self.deliver_batch(ctxs, tx).await
     }
 
     async fn handle(&self, ctx: &Context<'_>, tx: &DatabaseTransaction) -> Result<(), Failure> {
@@ -959,7 +1235,6 @@ impl Handler for TgDelivery {
             return Ok(());
         }
         let attempt = u32::try_from(attempts).unwrap_or(0) + 1;
-        let policy = &self.settings.retry;
         // The stored text and files go out, not the event's copies of them:
         // an event is only a request to send the reply it names.
         let files = if turn.files > 0 {
@@ -991,28 +1266,7 @@ impl Handler for TgDelivery {
                 }
                 Ok(())
             }
-            SendResult::FloodWait { retry_after } => {
-                // Waiting is not failing: no attempt is spent, however long.
-                let wait = policy.jittered_delay(attempt, Some(retry_after), rand::random());
-                let reason = format!("flood wait {}s", retry_after.as_secs());
-                self.retry_later(tx, msg, wait, &reason, false).await
-            }
-            SendResult::NeedsLogin => {
-                // Asked again every so often, however long the account is
-                // out: the reply goes once it is back.
-                let wait =
-                    policy.jittered_delay(attempt, Some(NEEDS_LOGIN_RECHECK), rand::random());
-                self.retry_later(tx, msg, wait, NEEDS_LOGIN_REASON, false)
-                    .await
-            }
-            SendResult::Transient { reason } if policy.should_retry(attempt) => {
-                let wait = policy.jittered_delay(attempt, None, rand::random());
-                self.retry_later(tx, msg, wait, &reason, true).await
-            }
-            SendResult::Transient { reason } => Err(Failure::permanent(format!(
-                "{reason} (gave up after {attempt} attempts)"
-            ))),
-            SendResult::Permanent { code } => Err(Failure::permanent(code)),
+            unsent => self.settle_unsent(tx, msg, attempt, unsent).await,
         }
     }
 

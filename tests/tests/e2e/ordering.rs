@@ -47,10 +47,23 @@ async fn chats(env: &TestEnv, sys: &System, first: i64, n: i64) -> Vec<(i64, Str
 /// Posts `per_chat` replies to every chat: chats at once, each chat's
 /// replies one after the other (each POST answered before the next).
 async fn post_all(env: &TestEnv, sys: &System, chats: &[(i64, String)], per_chat: usize) {
-    join_all(chats.iter().map(|(chat, conv)| async move {
-        for i in 0..per_chat {
-            env.reply(sys, conv, &text(*chat, i), &format!("o-{chat}-{i}"))
-                .await;
+    post_range(env, sys, chats, 0..per_chat).await;
+}
+
+/// As [`post_all`], the replies numbered `range` of every chat.
+async fn post_range(
+    env: &TestEnv,
+    sys: &System,
+    chats: &[(i64, String)],
+    range: std::ops::Range<usize>,
+) {
+    join_all(chats.iter().map(|(chat, conv)| {
+        let range = range.clone();
+        async move {
+            for i in range {
+                env.reply(sys, conv, &text(*chat, i), &format!("o-{chat}-{i}"))
+                    .await;
+            }
         }
     }))
     .await;
@@ -581,5 +594,79 @@ async fn a_chats_held_replies_go_out_in_the_turn_that_sends_the_one_before_them(
     .await
     .unwrap();
     assert_eq!(handed, vec![first]);
+    env.cleanup().await;
+}
+
+/// Deliveries `tg-delivery` handled in batches of two or more, as its
+/// metrics say.
+async fn batched_by(env: &TestEnv, instance: &Started) -> f64 {
+    let text = env.http.text(&instance.metrics_url).await;
+    crate::metrics::sample(
+        &text,
+        "consumer_batch_deliveries_sum",
+        &[("queue", "tg-delivery")],
+    )
+    .unwrap_or(0.0)
+}
+
+/// Replies that pile up (two batches at a time, slow sends, a backlog after
+/// a kill) go out in batches: one transaction for several chats' replies.
+/// With the instance SIGKILLed with batches in flight, then through server
+/// errors, every reply arrives once, each chat's in order, with one `sent`
+/// event each, and no reply is left held or unfinished.
+#[tokio::test]
+async fn replies_that_pile_up_go_out_in_batches_once_each_and_in_order_through_a_kill_and_errors() {
+    const CHATS: i64 = 40;
+    const FIRST: usize = 10;
+    const THEN: usize = 4;
+    let mut env = TestEnv::new().await;
+    let mut knobs = knobs();
+    // As deployed: only a send that takes a while is marked `sending`.
+    knobs.push(("TG_SENDING_AFTER", "250ms".to_owned()));
+    let sys = env.start_single_system_with(&knobs).await;
+    let chats = chats(&env, &sys, 740_000, CHATS).await;
+    env.set_faults(&sys.adapter, json!({"latency_ms": 15}))
+        .await;
+    let first = CHATS * FIRST as i64;
+    let some_sent = wait_sent(
+        &env,
+        "a quarter of the replies sent",
+        Duration::from_secs(90),
+        |n| n >= first / 4,
+    );
+    tokio::join!(post_range(&env, &sys, &chats, 0..FIRST), some_sent);
+    let before_kill = batched_by(&env, &sys.delivery).await;
+    env.proc(sys.delivery.idx).kill();
+    // The backlog grows while no instance sends, then drains in batches.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    env.proc(sys.delivery.idx).restart_with(&[]);
+    wait_all_sent(&env, first, Duration::from_secs(120)).await;
+    let after_restart = batched_by(&env, &sys.delivery).await;
+    eprintln!(
+        "{first} replies: {before_kill} in batches before the kill, {after_restart} after the restart"
+    );
+    assert!(
+        after_restart > 0.0 && before_kill + after_restart >= (first / 2) as f64,
+        "most replies that pile up go in batches"
+    );
+    // Then through server errors, retried at their times.
+    env.set_faults(&sys.adapter, json!({"error_percent": 10, "latency_ms": 15}))
+        .await;
+    post_range(&env, &sys, &chats, FIRST..FIRST + THEN).await;
+    let total = CHATS * (FIRST + THEN) as i64;
+    wait_all_sent(&env, total, Duration::from_secs(120)).await;
+    let arrived = env.arrivals(&sys.adapter).await;
+    assert_in_send_order(&arrived, &chats, FIRST + THEN);
+    let (held, unfinished, sent_events): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM messages WHERE held),
+                (SELECT count(*) FROM messages WHERE direction = 'out' AND status <> 'sent'),
+                (SELECT count(*) FROM outbox WHERE event_type = 'message.status.v1'
+                   AND payload->>'status' = 'sent')",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!((held, unfinished), (0, 0));
+    assert_eq!(sent_events, total, "one `sent` event per reply");
     env.cleanup().await;
 }
