@@ -14,4 +14,4 @@ pub mod topology;
 pub use events::{Envelope, Event};
 pub use publisher::Publisher;
 pub use retry::RetryPolicy;
-pub use runner::{Context, Failure, Handler, Next, RunnerConfig};
+pub use runner::{Batched, Context, Failure, Handler, Next, RunnerConfig};

@@ -103,6 +103,19 @@ impl From<DbErr> for Failure {
     }
 }
 
+/// What became of a delivery in [`Handler::handle_batch`].
+#[derive(Debug, Clone)]
+pub enum Batched {
+    /// Handled: its writes commit with the batch, then it is acked.
+    Done,
+    /// To be handled alone after the batch commits, as any delivery.
+    Alone,
+    /// Failed, as [`Handler::handle`]'s `Err` would: after the batch
+    /// commits, the runner records the failure (`on_failure`) and retries
+    /// or dead-letters the delivery, without handling it again.
+    Failed(Failure),
+}
+
 /// What the runner does next with a failed delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
@@ -251,20 +264,18 @@ pub trait Handler: Send + Sync + 'static {
         false
     }
 
-    /// Handles two or more [batchable](Self::batchable) deliveries of
-    /// different ordering keys inside `tx`, which holds all their claims
-    /// and their [claim locks](Self::claim_lock). Says for each whether it
-    /// was handled (`true`) or is to be handled alone, after the batch
-    /// commits (`false`): its claim is then taken back in `tx`, and the
-    /// handler must have written nothing for it in `tx`. An `Err` rolls the
-    /// whole batch back and every delivery of it is handled alone. The
-    /// default handles none.
+    /// Handles [batchable](Self::batchable) deliveries, each of its own
+    /// ordering key, inside `tx`, which holds their claims and their
+    /// [claim locks](Self::claim_lock). Says for each what became of it
+    /// ([`Batched`]); for a delivery not [`Batched::Done`] the handler must
+    /// have written nothing in `tx`. An `Err` rolls the whole batch back
+    /// and every delivery of it is handled alone. The default handles none.
     async fn handle_batch(
         &self,
         ctxs: &[Context<'_>],
         _tx: &DatabaseTransaction,
-    ) -> Result<Vec<bool>, Failure> {
-        Ok(vec![false; ctxs.len()])
+    ) -> Result<Vec<Batched>, Failure> {
+        Ok(ctxs.iter().map(|_| Batched::Alone).collect())
     }
 
     /// Whether a delivery that can be retried waits in place, holding its
@@ -373,7 +384,7 @@ async fn consume<H: Handler>(
     // Batchable deliveries go, once it is their key's turn, to the batcher.
     let batcher = (shared.handler.batch_limit() > 1).then(|| {
         let (ready, waiting) = mpsc::unbounded_channel();
-        tokio::spawn(batch_loop(shared.clone(), waiting));
+        tokio::spawn(batch_loop(shared.clone(), waiting, limiter.clone()));
         ready
     });
     let result = loop {
@@ -413,17 +424,21 @@ async fn consume<H: Handler>(
                             }
                             None => None,
                         };
-                        let decoded = match (batcher, decoded) {
+                        let (delivery, decoded) = match (batcher, decoded) {
                             (Some(batcher), Ok(envelope)) if shared.batchable(&delivery, &envelope) => {
                                 // Handled by the batcher; this task keeps the
                                 // key's turn until it is done (`done` dropped).
                                 let (done, finished) = oneshot::channel::<()>();
-                                if batcher.send(Ready { delivery, envelope, done }).is_ok() {
-                                    let _ = finished.await;
+                                match batcher.send(Ready { delivery, envelope, done }) {
+                                    Ok(()) => {
+                                        let _ = finished.await;
+                                        return;
+                                    }
+                                    // The batcher is gone: handled alone.
+                                    Err(mpsc::error::SendError(ready)) => (ready.delivery, Ok(ready.envelope)),
                                 }
-                                return;
                             }
-                            (_, decoded) => decoded,
+                            (_, decoded) => (delivery, decoded),
                         };
                         // A slot is taken only once it is this delivery's turn:
                         // deliveries queued behind a busy key hold none, so
@@ -546,12 +561,14 @@ struct Ready {
 }
 
 /// What became of a delivery in a batch.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Fate {
-    /// Handled (or a duplicate): to be acked.
+    /// Handled: to be acked.
     Done(Outcome),
     /// To be handled alone, after the batch.
     Alone,
+    /// Failed: its failure to be recorded, and it retried or dead-lettered.
+    Failed(Failure),
 }
 
 /// Batches a batching handler runs at once.
@@ -560,19 +577,35 @@ pub const BATCHES_IN_FLIGHT: usize = 2;
 /// Starts batches of the deliveries that are ready: each batch takes one of
 /// [`BATCHES_IN_FLIGHT`] slots and as many ready deliveries as came (up to
 /// the handler's limit) while it waited for it. While a slot is free each
-/// delivery is a batch of its own, handled alone at once, as any other;
-/// once both are busy, deliveries gather and the next free slot takes them
-/// together, so the busier the consumer, the fuller its batches (as a
-/// database's group commit).
+/// delivery is a batch of its own, handled at once; once both are busy,
+/// deliveries gather and the next free slot takes them together, so the
+/// busier the consumer, the fuller its batches (as a database's group
+/// commit). What a batch gives back is handled alone under the runner's
+/// `limiter`, with the slot free for the next batch.
 async fn batch_loop<H: Handler>(
     shared: Arc<Shared<H>>,
     mut waiting: mpsc::UnboundedReceiver<Ready>,
+    limiter: Arc<Semaphore>,
 ) {
+    let queue = shared.handler.queue();
     let limit = shared.handler.batch_limit();
     let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
-    while let Some(first) = waiting.recv().await {
+    let mut running = JoinSet::new();
+    loop {
+        let first = tokio::select! {
+            next = waiting.recv() => match next {
+                Some(first) => first,
+                None => break,
+            },
+            Some(done) = running.join_next(), if !running.is_empty() => {
+                if let Err(e) = done {
+                    tracing::error!(queue, error = %e, "batch task panicked");
+                }
+                continue;
+            }
+        };
         let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
+            break;
         };
         let mut batch = vec![first];
         while batch.len() < limit {
@@ -582,7 +615,13 @@ async fn batch_loop<H: Handler>(
             }
         }
         let shared = shared.clone();
-        tokio::spawn(async move { shared.run_batch(batch, slot).await });
+        let limiter = limiter.clone();
+        running.spawn(async move { shared.run_batch(batch, slot, &limiter).await });
+    }
+    while let Some(done) = running.join_next().await {
+        if let Err(e) = done {
+            tracing::error!(queue, error = %e, "batch task panicked");
+        }
     }
 }
 
@@ -597,34 +636,65 @@ impl<H: Handler> Shared<H> {
         })
     }
 
-    /// Handles a batch in its slot: one delivery alone, as any other; two or
-    /// more in one transaction, then, with the slot free for the next batch,
-    /// those the handler gave back, alone.
-    async fn run_batch(&self, mut batch: Vec<Ready>, slot: tokio::sync::OwnedSemaphorePermit) {
+    /// Handles a batch in its slot, then, with the slot free for the next
+    /// batch, what it gave back, each under a permit of `limiter`: those to
+    /// handle alone, and those whose failure is to be recorded.
+    async fn run_batch(
+        &self,
+        batch: Vec<Ready>,
+        slot: tokio::sync::OwnedSemaphorePermit,
+        limiter: &Semaphore,
+    ) {
         if self.handler.waits_in_place() && self.stop.is_cancelled() {
             // Left unacked: they go back with the channel.
             return;
         }
-        if batch.len() == 1 {
-            let Some(ready) = batch.pop() else { return };
-            self.process(ready.delivery, Ok(ready.envelope)).await;
-            return;
-        }
-        let alone = self.process_batch(batch).await;
+        let given_back = self.process_batch(batch).await;
         drop(slot);
-        futures::future::join_all(alone.into_iter().map(|ready| async move {
-            self.process(ready.delivery, Ok(ready.envelope)).await;
+        futures::future::join_all(given_back.into_iter().map(|(ready, failure)| async move {
+            let Ok(_permit) = limiter.acquire().await else {
+                return;
+            };
+            match failure {
+                None => self.process(ready.delivery, Ok(ready.envelope)).await,
+                Some(failure) => self.fail_alone(&ready, failure).await,
+            }
             drop(ready.done);
         }))
         .await;
     }
 
-    /// Claims and handles the batch in one transaction and acks what it
-    /// handled; returns the deliveries to handle alone.
-    async fn process_batch(&self, batch: Vec<Ready>) -> Vec<Ready> {
+    /// A delivery that failed in a batch goes the way a failed delivery
+    /// goes ([`Self::fail`]).
+    async fn fail_alone(&self, ready: &Ready, failure: Failure) {
         let queue = self.handler.queue();
         let started = Instant::now();
-        self.metrics.batch(queue, batch.len());
+        let info = DeliveryInfo::of(&ready.delivery);
+        let attempt = attempt_of(&ready.delivery);
+        let span = consume_span(queue, &ready.envelope, attempt, &ready.delivery);
+        let ctx = Context {
+            envelope: &ready.envelope,
+            attempt,
+            delivery: &info,
+            span: span.clone(),
+        };
+        let outcome = self
+            .fail(&ctx, &ready.delivery, failure)
+            .instrument(span)
+            .await;
+        self.metrics
+            .record(queue, outcome, started.elapsed().as_secs_f64());
+    }
+
+    /// Claims and handles the batch in one transaction and acks what it
+    /// handled; returns the deliveries to handle alone (`None`) or whose
+    /// failure is to be recorded.
+    async fn process_batch(&self, batch: Vec<Ready>) -> Vec<(Ready, Option<Failure>)> {
+        let queue = self.handler.queue();
+        let started = Instant::now();
+        if batch.len() > 1 {
+            self.metrics.batch(queue, batch.len());
+        }
         let infos: Vec<DeliveryInfo<'_>> = batch
             .iter()
             .map(|ready| DeliveryInfo::of(&ready.delivery))
@@ -651,7 +721,7 @@ impl<H: Handler> Shared<H> {
         };
         drop(ctxs);
         drop(infos);
-        let mut alone = Vec::new();
+        let mut given_back = Vec::new();
         for (ready, fate) in batch.into_iter().zip(fates) {
             match fate {
                 Fate::Done(outcome) => {
@@ -659,10 +729,11 @@ impl<H: Handler> Shared<H> {
                     self.metrics
                         .record(queue, outcome, started.elapsed().as_secs_f64());
                 }
-                Fate::Alone => alone.push(ready),
+                Fate::Alone => given_back.push((ready, None)),
+                Fate::Failed(failure) => given_back.push((ready, Some(failure))),
             }
         }
-        alone
+        given_back
     }
 
     async fn claim_and_handle_batch(&self, ctxs: &[Context<'_>]) -> Result<Vec<Fate>, DbErr> {
@@ -671,21 +742,22 @@ impl<H: Handler> Shared<H> {
         let ids: Vec<uuid::Uuid> = ctxs.iter().map(|c| c.envelope.id).collect();
         let keys: Vec<String> = ctxs
             .iter()
-            .filter_map(|c| self.handler.claim_lock(c.envelope))
+            .map(|c| self.handler.claim_lock(c.envelope).unwrap_or_default())
             .collect();
-        // The locks are taken in the order of their hashes, the same in
-        // every batch of every instance, so two batches never wait on each
-        // other in a cycle; a lone delivery holds one. Then the claims, in
-        // the same statement.
+        // Each delivery's lock is tried, never waited for: a delivery whose
+        // lock another transaction holds (its chat's turn, taken by another
+        // instance) is not claimed, and is handled alone, where it waits.
+        // So a batch waits on no one and no cycle of waits can form. A
+        // delivery not claimed because it was handled already is found so
+        // alone too.
         let claimed = tx
             .query_all_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 "WITH handler_lock AS MATERIALIZED (
-                   SELECT count(pg_advisory_xact_lock(h)) AS held
-                   FROM (SELECT DISTINCT hashtextextended(k, 0) AS h
-                         FROM unnest($3::text[]) AS k ORDER BY h) AS turns)
+                   SELECT id, k = '' OR pg_try_advisory_xact_lock(hashtextextended(k, 0)) AS held
+                   FROM unnest($2::uuid[], $3::text[]) AS d(id, k))
                  INSERT INTO processed_messages (consumer, message_id)
-                 SELECT $1, id FROM unnest($2::uuid[]) AS id, handler_lock
+                 SELECT $1, id FROM handler_lock WHERE held
                  ON CONFLICT DO NOTHING RETURNING message_id",
                 [queue.into(), ids.into(), keys.into()],
             ))
@@ -693,28 +765,22 @@ impl<H: Handler> Shared<H> {
             .iter()
             .map(|row| row.try_get_by_index::<uuid::Uuid>(0))
             .collect::<Result<std::collections::HashSet<_>, _>>()?;
-        let mut fates: Vec<Fate> = ctxs
-            .iter()
-            .map(|c| match claimed.contains(&c.envelope.id) {
-                true => Fate::Alone,
-                false => Fate::Done(Outcome::Duplicate),
-            })
-            .collect();
+        let mut fates = vec![Fate::Alone; ctxs.len()];
         let mine: Vec<usize> = (0..ctxs.len())
-            .filter(|&i| matches!(fates[i], Fate::Alone))
+            .filter(|&i| claimed.contains(&ctxs[i].envelope.id))
             .collect();
         if mine.is_empty() {
             tx.rollback().await?;
             return Ok(fates);
         }
         let handled_ctxs: Vec<Context<'_>> = mine.iter().map(|&i| ctxs[i].clone()).collect();
-        let handled = match self.handler.handle_batch(&handled_ctxs, &tx).await {
-            Ok(handled) if handled.len() == mine.len() => handled,
-            Ok(handled) => {
+        let batched = match self.handler.handle_batch(&handled_ctxs, &tx).await {
+            Ok(batched) if batched.len() == mine.len() => batched,
+            Ok(batched) => {
                 tracing::error!(
                     queue,
                     asked = mine.len(),
-                    answered = handled.len(),
+                    answered = batched.len(),
                     "the handler answered for another number of deliveries; the batch is handled alone"
                 );
                 tx.rollback().await?;
@@ -732,8 +798,8 @@ impl<H: Handler> Shared<H> {
         };
         let given_back: Vec<uuid::Uuid> = mine
             .iter()
-            .zip(&handled)
-            .filter(|(_, handled)| !**handled)
+            .zip(&batched)
+            .filter(|(_, b)| !matches!(b, Batched::Done))
             .map(|(&i, _)| ctxs[i].envelope.id)
             .collect();
         if !given_back.is_empty() {
@@ -746,10 +812,12 @@ impl<H: Handler> Shared<H> {
         }
         tx.commit().await?;
         self.handler.committed();
-        for (&i, handled) in mine.iter().zip(handled) {
-            if handled {
-                fates[i] = Fate::Done(Outcome::Ack);
-            }
+        for (&i, b) in mine.iter().zip(batched) {
+            fates[i] = match b {
+                Batched::Done => Fate::Done(Outcome::Ack),
+                Batched::Alone => Fate::Alone,
+                Batched::Failed(failure) => Fate::Failed(failure),
+            };
         }
         Ok(fates)
     }

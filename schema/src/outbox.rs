@@ -142,8 +142,11 @@ pub async fn enqueue_each_with_change<C: ConnectionTrait>(
     let mut payloads = Vec::with_capacity(events.len());
     let mut headers = Vec::with_capacity(events.len());
     let mut occurred = Vec::with_capacity(events.len());
+    // Each event's span lasts until the write returns.
+    let mut spans = Vec::with_capacity(events.len());
     for (envelope, parent) in events {
-        let (_span, carried) = parent.in_scope(|| producer_span(envelope));
+        let (span, carried) = parent.in_scope(|| producer_span(envelope));
+        spans.push(span);
         ids.push(envelope.id);
         types.push(envelope.event_type().to_owned());
         aggregate_types.push(envelope.aggregate_type.clone());
@@ -201,12 +204,15 @@ pub async fn enqueue_each_with_change<C: ConnectionTrait>(
         headers.into(),
         occurred.into(),
     ]);
-    conn.query_all_raw(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        sql,
-        values,
-    ))
-    .await
+    let written = conn
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            values,
+        ))
+        .await;
+    drop(spans);
+    written
 }
 
 /// The span of the write and the outbox row's values: event id, type,

@@ -23,7 +23,7 @@ use std::{
 use tracing::Instrument;
 
 use broker_config::{
-    Context, Envelope, Event, Failure, Handler, Next, RetryPolicy,
+    Batched, Context, Envelope, Event, Failure, Handler, Next, RetryPolicy,
     adapter_api::SendRequest,
     events::{
         AttachmentRef, DeliveryStatus, MessageDeliveryFailed, MessageOutgoing, MessageStatus,
@@ -730,6 +730,18 @@ impl TgDelivery {
         Ok(())
     }
 
+    /// [`Self::mark_sending`] for several replies, in one transaction of
+    /// its own.
+    async fn mark_sending_all(&self, msgs: &[&MessageOutgoing]) -> Result<(), DbErr> {
+        let tx = self.db.begin().await?;
+        for msg in msgs {
+            set_status(&tx, msg, StatusChange::new(DeliveryStatus::Sending)).await?;
+        }
+        tx.commit().await?;
+        self.relay_wake.committed();
+        Ok(())
+    }
+
     /// The files of the reply, in their order.
     async fn files_of(
         &self,
@@ -826,9 +838,19 @@ impl TgDelivery {
     }
 
     /// Calls the adapter; a call still running after `sending_after` marks
-    /// the message `sending` meanwhile. Returns the adapter's answer.
-    async fn send(&self, msg: &MessageOutgoing, parts: &[Part]) -> Result<SendResult, Failure> {
+    /// the message `sending` meanwhile, unless it shows `sending` already
+    /// (`marked`: a send a batch gave back after that long, or one whose
+    /// try died after its mark). Returns the adapter's answer.
+    async fn send(
+        &self,
+        msg: &MessageOutgoing,
+        parts: &[Part],
+        marked: bool,
+    ) -> Result<SendResult, Failure> {
         let sending_after = self.settings.sending_after;
+        if marked {
+            return Ok(self.send_parts(parts).await);
+        }
         if sending_after.is_zero() {
             // Every send is marked, before the call (not racing a timer).
             self.mark_sending(msg).await?;
@@ -963,26 +985,33 @@ impl TgDelivery {
 impl TgDelivery {
     /// Replies that are ready at once, each of its own chat: those that
     /// find their chat free are sent together and written `sent` in one
-    /// statement, those behind an earlier reply are held. A reply that is
-    /// not simply `queued` (a duplicate, a retry, a replay, one with files),
-    /// or whose send did not go through and is not to be retried later, is
-    /// given back to be handled alone; no send is made for a reply given
-    /// back before its call.
+    /// statement, those behind an earlier reply are held. Given back, to be
+    /// handled alone, before any send: a reply that is not simply `queued`
+    /// (a duplicate, a retry, a replay), one with files, and one with held
+    /// replies after it (it sends them in its turn); after its send, one
+    /// still running after `sending_after` (its call under the same key
+    /// waits for this one's answer at the adapter, which serialises the
+    /// calls of a key). A send that failed for good is handed to the
+    /// runner's failure path, without another call.
     async fn deliver_batch(
         &self,
         ctxs: &[Context<'_>],
         tx: &DatabaseTransaction,
-    ) -> Result<Vec<bool>, Failure> {
+    ) -> Result<Vec<Batched>, Failure> {
         let msgs = ctxs
             .iter()
             .map(|c| outgoing(c.envelope))
             .collect::<Result<Vec<_>, _>>()?;
         let turns = read_turns(tx, &msgs).await?;
-        let mut handled = vec![false; msgs.len()];
+        let mut batched = vec![Batched::Alone; msgs.len()];
         let (mut held, mut to_send) = (Vec::new(), Vec::new());
         for (i, msg) in msgs.iter().enumerate() {
             match turns.get(&msg.message_id) {
-                Some(turn) if turn.status == DeliveryStatus::Queued.as_str() && turn.files == 0 => {
+                Some(turn)
+                    if turn.status == DeliveryStatus::Queued.as_str()
+                        && turn.files == 0
+                        && !turn.held_after =>
+                {
                     if turn.behind {
                         held.push(i);
                     } else {
@@ -1002,43 +1031,39 @@ impl TgDelivery {
             for &i in &held {
                 tracing::info!(parent: &ctxs[i].span, message_id = %msgs[i].message_id, "held behind an earlier reply to the chat");
                 self.metrics.count("held");
-                handled[i] = true;
+                batched[i] = Batched::Done;
             }
         }
+        // A send still running after `sending_after` holds up the other
+        // chats of its batch that long at most: it is given back.
         let sending_after = self.settings.sending_after;
         let results = futures::future::join_all(to_send.iter().map(|&(i, turn)| {
             let msg = msgs[i];
             async move {
                 let parts = parts(msg.message_id, msg.tg_chat_id, &turn.text, Vec::new());
-                if sending_after.is_zero() {
-                    // Every send is marked before its call.
-                    return Some(self.send(msg, &parts).await);
-                }
-                // A send still running after `sending_after` is given back:
-                // handled alone, it is marked `sending` and its call, under
-                // the same key, waits for this one's answer at the adapter
-                // (which serialises the calls of a key). So a slow send
-                // holds up the other chats of its batch for that long at
-                // most.
                 tokio::time::timeout(sending_after, self.send_parts(&parts))
                     .await
                     .ok()
-                    .map(Ok)
             }
             .instrument(ctxs[i].span.clone())
         }))
         .await;
-        let (mut sent, mut unsent) = (Vec::new(), Vec::new());
+        let (mut sent, mut unsent, mut slow) = (Vec::new(), Vec::new(), Vec::new());
         for (&(i, turn), result) in to_send.iter().zip(results) {
             match result {
-                Some(Ok(SendResult::Sent {
+                Some(SendResult::Sent {
                     tg_message_id,
                     sent_at,
-                })) => sent.push((msgs[i], tg_message_id, sent_at, ctxs[i].span.clone())),
-                Some(Ok(other)) => unsent.push((i, turn, other)),
-                // Slow, or its `sending` mark before the call failed (no
-                // call made): handled alone.
-                None | Some(Err(_)) => {}
+                }) => sent.push((msgs[i], tg_message_id, sent_at, ctxs[i].span.clone())),
+                Some(other) => unsent.push((i, turn, other)),
+                None => slow.push(msgs[i]),
+            }
+        }
+        if !slow.is_empty() {
+            // Shown `sending` now, as they would be alone: their second
+            // call only waits for the first one's answer.
+            if let Err(e) = self.mark_sending_all(&slow).await {
+                tracing::warn!(error = %e, "marking slow sends failed");
             }
         }
         let written = if sent.is_empty() {
@@ -1046,30 +1071,26 @@ impl TgDelivery {
         } else {
             set_sent_many(tx, &sent).await?
         };
-        for &(i, turn) in &to_send {
-            let msg = msgs[i];
-            if !written.contains(&msg.message_id) {
-                continue;
-            }
-            self.metrics.count("done");
-            handled[i] = true;
-            if turn.held_after {
-                self.send_held(tx, msg)
-                    .instrument(ctxs[i].span.clone())
-                    .await?;
+        for (msg, ..) in &sent {
+            if let Some(i) = msgs.iter().position(|m| m.message_id == msg.message_id)
+                && written.contains(&msg.message_id)
+            {
+                self.metrics.count("done");
+                batched[i] = Batched::Done;
             }
         }
         for (i, turn, result) in unsent {
             let attempt = u32::try_from(turn.attempts).unwrap_or(0) + 1;
-            let settled = self
+            batched[i] = match self
                 .settle_unsent(tx, msgs[i], attempt, result)
                 .instrument(ctxs[i].span.clone())
-                .await;
-            // A failure for good wrote nothing: it is handled alone, through
-            // the runner's dead-lettering.
-            handled[i] = settled.is_ok();
+                .await
+            {
+                Ok(()) => Batched::Done,
+                Err(failure) => Batched::Failed(failure),
+            };
         }
-        Ok(handled)
+        Ok(batched)
     }
 
     /// A send of `msg` (its `attempt`) that did not go through: retried at
@@ -1135,8 +1156,14 @@ impl Handler for TgDelivery {
         chat_of(envelope).map(turn_key)
     }
 
+    /// With `TG_SENDING_AFTER=0` every send is marked before its call, in
+    /// a transaction of its own; replies then go one by one.
     fn batch_limit(&self) -> usize {
-        self.settings.batch_max
+        if self.settings.sending_after.is_zero() {
+            1
+        } else {
+            self.settings.batch_max
+        }
     }
 
     /// A first delivery of a reply without files; retries, replays,
@@ -1152,7 +1179,7 @@ impl Handler for TgDelivery {
         &self,
         ctxs: &[Context<'_>],
         tx: &DatabaseTransaction,
-    ) -> Result<Vec<bool>, Failure> {
+    ) -> Result<Vec<Batched>, Failure> {
         self.deliver_batch(ctxs, tx).await
     }
 
@@ -1243,7 +1270,8 @@ impl Handler for TgDelivery {
             Vec::new()
         };
         let parts = parts(msg.message_id, msg.tg_chat_id, &turn.text, files);
-        match self.send(msg, &parts).await? {
+        let marked = turn.status == DeliveryStatus::Sending.as_str();
+        match self.send(msg, &parts, marked).await? {
             SendResult::Sent {
                 tg_message_id,
                 sent_at,

@@ -1543,6 +1543,9 @@ impl Links {
             // time (the production schedule goes on to 1 and 5 minutes).
             ("RETRY_SCHEDULE", "1s,1s,10s".to_owned()),
             ("RETRY_CLOCK_SCALE", "0.2".to_owned()),
+            // As deployed: only a slow send is marked `sending`, and the
+            // replies that pile up go in batches (ADR 0023).
+            ("TG_SENDING_AFTER", "250ms".to_owned()),
         ]
     }
 }

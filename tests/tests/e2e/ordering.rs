@@ -670,3 +670,99 @@ async fn replies_that_pile_up_go_out_in_batches_once_each_and_in_order_through_a
     assert_eq!(sent_events, total, "one `sent` event per reply");
     env.cleanup().await;
 }
+
+/// Backend calls of the adapter that ended in `result`, as its metrics say.
+async fn backend_calls(env: &TestEnv, adapter: &Started, result: &str) -> f64 {
+    let text = env.http.text(&adapter.metrics_url).await;
+    crate::metrics::sample(
+        &text,
+        "tg_adapter_send_duration_seconds_count",
+        &[("result", result)],
+    )
+    .unwrap_or(0.0)
+}
+
+/// In batches: a send that fails for good (a chat that blocked the account)
+/// goes the failure path at once, with one call to Telegram per reply, not
+/// two; a send slower than `TG_SENDING_AFTER` is given back, shown
+/// `sending`, and its second call is answered from the adapter's store, so
+/// every reply still arrives once and in order.
+#[tokio::test]
+async fn a_batch_fails_a_blocked_chat_with_one_call_and_gives_back_slow_sends() {
+    const CHATS: i64 = 30;
+    let mut env = TestEnv::new().await;
+    let mut knobs = knobs();
+    knobs.push(("TG_SENDING_AFTER", "250ms".to_owned()));
+    let sys = env.start_single_system_with(&knobs).await;
+    let chats = chats(&env, &sys, 750_000, CHATS).await;
+    let blocked = chats[0].0;
+    env.set_faults(
+        &sys.adapter,
+        json!({"latency_ms": 15, "blocked_chats": [blocked]}),
+    )
+    .await;
+    post_range(&env, &sys, &chats, 0..4).await;
+    let total = CHATS * 4;
+    env.wait_count(
+        "every reply finished",
+        "SELECT count(*) FROM messages WHERE direction = 'out' AND status IN ('sent', 'failed')",
+        Duration::from_secs(60),
+        |n| n == total,
+    )
+    .await;
+    let failed: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT c.tg_chat_id, m.error FROM messages m JOIN conversations c ON c.id = m.conversation_id
+         WHERE m.status = 'failed'",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(failed.len(), 4, "{failed:?}");
+    assert!(
+        failed
+            .iter()
+            .all(|(chat, error)| *chat == blocked && error.contains("user_blocked"))
+    );
+    assert!(
+        batched_by(&env, &sys.delivery).await > 0.0,
+        "batches formed"
+    );
+    assert_eq!(
+        backend_calls(&env, &sys.adapter, "permanent").await,
+        4.0,
+        "one call per reply to the blocked chat"
+    );
+    // Slow sends: every one outlasts TG_SENDING_AFTER.
+    env.set_faults(&sys.adapter, json!({"latency_ms": 400}))
+        .await;
+    let others = &chats[1..];
+    post_range(&env, &sys, others, 4..6).await;
+    wait_sent(
+        &env,
+        "the slow replies sent",
+        Duration::from_secs(60),
+        |n| n == total - 4 + 2 * (CHATS - 1),
+    )
+    .await;
+    let arrived = env.arrivals(&sys.adapter).await;
+    for (chat, _) in others {
+        let expected: Vec<String> = (0..6).map(|i| text(*chat, i)).collect();
+        assert_eq!(arrived.get(chat), Some(&expected), "chat {chat}");
+    }
+    let sending: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE event_type = 'message.status.v1'
+           AND payload->>'status' = 'sending'",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert!(sending > 0, "slow sends are shown sending");
+    let attempts: Vec<i32> = sqlx::query_scalar(
+        "SELECT DISTINCT attempts FROM messages WHERE direction = 'out' AND status = 'sent'",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts, [1], "each send counted once, slow or not");
+    env.cleanup().await;
+}
