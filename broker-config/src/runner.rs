@@ -750,8 +750,19 @@ impl<H: Handler> Shared<H> {
         // So a batch waits on no one and no cycle of waits can form. A
         // delivery not claimed because it was handled already is found so
         // alone too.
-        let claimed = tx
-            .query_all_raw(Statement::from_sql_and_values(
+        // A batch of one (most of them, below the consumer's capacity)
+        // runs the plain statement: arrays cost planning.
+        let claim = match (ids.as_slice(), keys.as_slice()) {
+            ([id], [key]) => Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "WITH handler_lock AS MATERIALIZED (
+                   SELECT $3 = '' OR pg_try_advisory_xact_lock(hashtextextended($3, 0)) AS held)
+                 INSERT INTO processed_messages (consumer, message_id)
+                 SELECT $1, $2 FROM handler_lock WHERE held
+                 ON CONFLICT DO NOTHING RETURNING message_id",
+                [queue.into(), (*id).into(), key.clone().into()],
+            ),
+            _ => Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 "WITH handler_lock AS MATERIALIZED (
                    SELECT id, k = '' OR pg_try_advisory_xact_lock(hashtextextended(k, 0)) AS held
@@ -760,7 +771,10 @@ impl<H: Handler> Shared<H> {
                  SELECT $1, id FROM handler_lock WHERE held
                  ON CONFLICT DO NOTHING RETURNING message_id",
                 [queue.into(), ids.into(), keys.into()],
-            ))
+            ),
+        };
+        let claimed = tx
+            .query_all_raw(claim)
             .await?
             .iter()
             .map(|row| row.try_get_by_index::<uuid::Uuid>(0))

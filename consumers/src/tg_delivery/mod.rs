@@ -494,6 +494,14 @@ async fn read_turns<C: ConnectionTrait>(
     conn: &C,
     msgs: &[&MessageOutgoing],
 ) -> Result<HashMap<Uuid, Turn>, DbErr> {
+    if let [msg] = msgs {
+        // One reply: the plain statement (arrays cost planning).
+        return Ok(read_turn(conn, msg)
+            .await?
+            .map(|t| (t.id, t))
+            .into_iter()
+            .collect());
+    }
     let ids: Vec<Uuid> = msgs.iter().map(|m| m.message_id).collect();
     let conversations: Vec<Uuid> = msgs.iter().map(|m| m.conversation_id).collect();
     let chats: Vec<i64> = msgs.iter().map(|m| m.tg_chat_id).collect();
@@ -521,6 +529,18 @@ async fn set_sent_many<C: ConnectionTrait>(
     conn: &C,
     sent: &[(&MessageOutgoing, i64, DateTime<Utc>, tracing::Span)],
 ) -> Result<HashSet<Uuid>, DbErr> {
+    if let [(msg, tg_message_id, sent_at, span)] = sent {
+        // One reply: the plain statement (arrays cost planning).
+        let change = StatusChange {
+            tg_message_id: Some(*tg_message_id),
+            sent_at: Some(*sent_at),
+            ..StatusChange::new(DeliveryStatus::Sent)
+        };
+        let written = set_status(conn, msg, change)
+            .instrument(span.clone())
+            .await?;
+        return Ok(written.map(|_| msg.message_id).into_iter().collect());
+    }
     let ids: Vec<Uuid> = sent.iter().map(|s| s.0.message_id).collect();
     let conversations: Vec<Uuid> = sent.iter().map(|s| s.0.conversation_id).collect();
     let chats: Vec<i64> = sent.iter().map(|s| s.0.tg_chat_id).collect();
