@@ -84,11 +84,7 @@ pub async fn enqueue_with_change<C: ConnectionTrait>(
     let (span, row) = row_values(envelope)?;
     let n = values.len();
     let p = |i: usize| format!("${}", n + i);
-    let completed = fields
-        .iter()
-        .map(|(key, expression)| format!("'{key}', {expression}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let completion = completion(fields);
     let sql = format!(
         "WITH {ctes},
  aggregate_lock AS MATERIALIZED (
@@ -96,10 +92,7 @@ pub async fn enqueue_with_change<C: ConnectionTrait>(
  written AS (
    INSERT INTO outbox (event_id, event_type, aggregate_type, aggregate_id, payload, headers, created_at, scheduled_at)
    SELECT {id}, {ty}, {at}, {aid},
-          {payload}::jsonb || COALESCE(
-            (SELECT jsonb_object_agg(f.key, f.value)
-             FROM jsonb_each(jsonb_build_object({completed})) AS f
-             WHERE f.value <> 'null'::jsonb), '{{}}'::jsonb),
+          {payload}::jsonb || {completion},
           {headers}, {occurred}, now()
    FROM change, aggregate_lock RETURNING id)
  SELECT change.* FROM change, written",
@@ -151,21 +144,13 @@ pub async fn enqueue_each_with_change<C: ConnectionTrait>(
         types.push(envelope.event_type().to_owned());
         aggregate_types.push(envelope.aggregate_type.clone());
         aggregate_ids.push(envelope.aggregate_id.clone());
-        payloads.push(
-            envelope.event.data_json().map_err(|e| {
-                DbErr::Custom(format!("event {} does not encode: {e}", envelope.id))
-            })?,
-        );
+        payloads.push(payload_of(envelope)?);
         headers.push(carried);
         occurred.push(envelope.occurred_at);
     }
     let n = values.len();
     let p = |i: usize| format!("${}", n + i);
-    let completed = fields
-        .iter()
-        .map(|(key, expression)| format!("'{key}', {expression}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let completion = completion(fields);
     let sql = format!(
         "WITH {ctes},
  events AS (
@@ -178,10 +163,7 @@ pub async fn enqueue_each_with_change<C: ConnectionTrait>(
  written AS (
    INSERT INTO outbox (event_id, event_type, aggregate_type, aggregate_id, payload, headers, created_at, scheduled_at)
    SELECT e.event_id, e.event_type, e.aggregate_type, e.aggregate_id,
-          e.payload || COALESCE(
-            (SELECT jsonb_object_agg(f.key, f.value)
-             FROM jsonb_each(jsonb_build_object({completed})) AS f
-             WHERE f.value <> 'null'::jsonb), '{{}}'::jsonb),
+          e.payload || {completion},
           e.headers, e.occurred_at, now()
    FROM change JOIN events e ON e.n = change.n, aggregate_lock
    ORDER BY e.n
@@ -215,14 +197,35 @@ pub async fn enqueue_each_with_change<C: ConnectionTrait>(
     written
 }
 
+/// The JSON object of the event's data members that `fields` complete from
+/// the changed row (`(key, SQL expression)`; a null value is left out).
+fn completion(fields: &[(&'static str, &str)]) -> String {
+    let pairs = fields
+        .iter()
+        .map(|(key, expression)| format!("'{key}', {expression}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "COALESCE(
+            (SELECT jsonb_object_agg(f.key, f.value)
+             FROM jsonb_each(jsonb_build_object({pairs})) AS f
+             WHERE f.value <> 'null'::jsonb), '{{}}'::jsonb)"
+    )
+}
+
+/// The event's data, as the outbox row's payload.
+fn payload_of(envelope: &Envelope) -> Result<serde_json::Value, DbErr> {
+    envelope
+        .event
+        .data_json()
+        .map_err(|e| DbErr::Custom(format!("event {} does not encode: {e}", envelope.id)))
+}
+
 /// The span of the write and the outbox row's values: event id, type,
 /// aggregate type and id, payload, headers, occurred at.
 fn row_values(envelope: &Envelope) -> Result<(tracing::Span, [Value; 7]), DbErr> {
     let (span, headers) = producer_span(envelope);
-    let payload = envelope
-        .event
-        .data_json()
-        .map_err(|e| DbErr::Custom(format!("event {} does not encode: {e}", envelope.id)))?;
+    let payload = payload_of(envelope)?;
     Ok((
         span,
         [

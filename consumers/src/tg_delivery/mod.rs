@@ -98,6 +98,11 @@ pub struct TgDelivery {
     /// Where replies' files are: the adapter gets short-lived download URLs
     /// of them. `None`: replies with files fail (`attachment_storage_unconfigured`).
     files: Option<Arc<dyn AttachmentStore>>,
+    /// Replies a batch marked `sending` and gave back while their call went
+    /// on: handled alone, their second call is the same try, not another,
+    /// and is not marked again (a process that dies forgets them, and the
+    /// redelivery is a try of its own, as after any crash).
+    marked_in_batch: std::sync::Mutex<HashSet<Uuid>>,
 }
 
 impl TgDelivery {
@@ -116,7 +121,17 @@ impl TgDelivery {
             relay_wake,
             settings,
             files,
+            marked_in_batch: std::sync::Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Whether a batch of this process marked `id` `sending` and gave it
+    /// back; forgets it.
+    fn marked_in_batch(&self, id: Uuid) -> bool {
+        self.marked_in_batch
+            .lock()
+            .map(|mut ids| ids.remove(&id))
+            .unwrap_or(false)
     }
 }
 
@@ -858,9 +873,9 @@ impl TgDelivery {
     }
 
     /// Calls the adapter; a call still running after `sending_after` marks
-    /// the message `sending` meanwhile, unless it shows `sending` already
-    /// (`marked`: a send a batch gave back after that long, or one whose
-    /// try died after its mark). Returns the adapter's answer.
+    /// the message `sending` meanwhile, unless `marked` (a send a batch of
+    /// this process marked and gave back: this call is the same try).
+    /// Returns the adapter's answer.
     async fn send(
         &self,
         msg: &MessageOutgoing,
@@ -1082,8 +1097,17 @@ impl TgDelivery {
         if !slow.is_empty() {
             // Shown `sending` now, as they would be alone: their second
             // call only waits for the first one's answer.
-            if let Err(e) = self.mark_sending_all(&slow).await {
-                tracing::warn!(error = %e, "marking slow sends failed");
+            match self.mark_sending_all(&slow).await {
+                Ok(()) => {
+                    if let Ok(mut ids) = self.marked_in_batch.lock() {
+                        if ids.len() > 10_000 {
+                            // Left by replies never handled alone here.
+                            ids.clear();
+                        }
+                        ids.extend(slow.iter().map(|m| m.message_id));
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "marking slow sends failed"),
             }
         }
         let written = if sent.is_empty() {
@@ -1290,7 +1314,8 @@ impl Handler for TgDelivery {
             Vec::new()
         };
         let parts = parts(msg.message_id, msg.tg_chat_id, &turn.text, files);
-        let marked = turn.status == DeliveryStatus::Sending.as_str();
+        let marked =
+            turn.status == DeliveryStatus::Sending.as_str() && self.marked_in_batch(msg.message_id);
         match self.send(msg, &parts, marked).await? {
             SendResult::Sent {
                 tg_message_id,
