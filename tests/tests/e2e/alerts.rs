@@ -327,8 +327,15 @@ async fn a_dead_letter_parked_while_redis_is_away_still_counts_once_redis_is_bac
         text.contains("inbound is dead-lettering messages"),
         "{text}"
     );
-    let alerts_dlq = env.queue("alerts.dlq").await.expect("alerts.dlq");
-    assert_eq!(alerts_dlq["messages"], 0, "nothing ended in alerts.dlq");
+    // The management API leaves out a queue's counts until its first
+    // statistics come in: wait for them, then read.
+    let in_alerts_dlq = wait_for(
+        "alerts.dlq's message count",
+        Duration::from_secs(15),
+        || async { env.queue("alerts.dlq").await?["messages"].as_u64() },
+    )
+    .await;
+    assert_eq!(in_alerts_dlq, 0, "nothing ended in alerts.dlq");
     let _ = conn.close(200, "bye".into()).await;
     env.cleanup().await;
 }
