@@ -50,14 +50,14 @@ impl ConsumerMetrics {
             batches: meter
                 .u64_histogram("consumer_batch_deliveries")
                 .with_description(
-                    "Deliveries handled together in one transaction, per batch of two or more, by queue",
+                    "Deliveries a committed batch of two or more handled together in one transaction, by queue",
                 )
                 .with_boundaries(vec![2.0, 4.0, 8.0, 16.0, 32.0, 64.0])
                 .build(),
         }
     }
 
-    /// Records a batch of `size` deliveries handled together.
+    /// Records the `size` deliveries a committed batch handled together.
     pub fn batch(&self, queue: &'static str, size: usize) {
         self.batches.record(
             u64::try_from(size).unwrap_or(u64::MAX),

@@ -560,6 +560,19 @@ struct Ready {
     done: oneshot::Sender<()>,
 }
 
+impl Ready {
+    /// The delivery as its handler sees it, with a `consume` span of its own.
+    fn context<'a>(&'a self, queue: &'static str, info: &'a DeliveryInfo<'a>) -> Context<'a> {
+        let attempt = attempt_of(&self.delivery);
+        Context {
+            envelope: &self.envelope,
+            attempt,
+            delivery: info,
+            span: consume_span(queue, &self.envelope, attempt, &self.delivery),
+        }
+    }
+}
+
 /// What became of a delivery in a batch.
 #[derive(Debug, Clone)]
 enum Fate {
@@ -670,14 +683,8 @@ impl<H: Handler> Shared<H> {
         let queue = self.handler.queue();
         let started = Instant::now();
         let info = DeliveryInfo::of(&ready.delivery);
-        let attempt = attempt_of(&ready.delivery);
-        let span = consume_span(queue, &ready.envelope, attempt, &ready.delivery);
-        let ctx = Context {
-            envelope: &ready.envelope,
-            attempt,
-            delivery: &info,
-            span: span.clone(),
-        };
+        let ctx = ready.context(queue, &info);
+        let span = ctx.span.clone();
         let outcome = self
             .fail(&ctx, &ready.delivery, failure)
             .instrument(span)
@@ -692,9 +699,6 @@ impl<H: Handler> Shared<H> {
     async fn process_batch(&self, batch: Vec<Ready>) -> Vec<(Ready, Option<Failure>)> {
         let queue = self.handler.queue();
         let started = Instant::now();
-        if batch.len() > 1 {
-            self.metrics.batch(queue, batch.len());
-        }
         let infos: Vec<DeliveryInfo<'_>> = batch
             .iter()
             .map(|ready| DeliveryInfo::of(&ready.delivery))
@@ -702,15 +706,7 @@ impl<H: Handler> Shared<H> {
         let ctxs: Vec<Context<'_>> = batch
             .iter()
             .zip(&infos)
-            .map(|(ready, info)| {
-                let attempt = attempt_of(&ready.delivery);
-                Context {
-                    envelope: &ready.envelope,
-                    attempt,
-                    delivery: info,
-                    span: consume_span(queue, &ready.envelope, attempt, &ready.delivery),
-                }
-            })
+            .map(|(ready, info)| ready.context(queue, info))
             .collect();
         let fates = match self.claim_and_handle_batch(&ctxs).await {
             Ok(fates) => fates,
@@ -826,6 +822,14 @@ impl<H: Handler> Shared<H> {
         }
         tx.commit().await?;
         self.handler.committed();
+        if ctxs.len() > 1 {
+            // What the batch handled together, once it is committed.
+            let handled = batched
+                .iter()
+                .filter(|b| matches!(b, Batched::Done))
+                .count();
+            self.metrics.batch(queue, handled);
+        }
         for (&i, b) in mine.iter().zip(batched) {
             fates[i] = match b {
                 Batched::Done => Fate::Done(Outcome::Ack),

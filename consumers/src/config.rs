@@ -153,26 +153,10 @@ impl Config {
             tg_adapter_token: env.optional_strong_secret("TG_ADAPTER_TOKEN", 16)?,
             tg_adapter_timeout: env.duration_or("TG_ADAPTER_TIMEOUT", Duration::from_secs(10))?,
             tg_sending_after: env.duration_or("TG_SENDING_AFTER", Duration::from_millis(250))?,
-            tg_delivery_batch_max: match env.or("TG_DELIVERY_BATCH_MAX", 16usize)? {
-                0 => {
-                    return Err(ConfigError::Invalid {
-                        name: "TG_DELIVERY_BATCH_MAX".into(),
-                        reason: "must be at least 1 (1 sends one reply at a time)".into(),
-                    });
-                }
-                n => n,
-            },
+            tg_delivery_batch_max: env.at_least_one_or("TG_DELIVERY_BATCH_MAX", 16usize)?,
             attachments: attachments(env)?,
             alerts: crate::alerts::AlertSettings {
-                threshold: match env.or("FAIL_ALERT_THRESHOLD", 5u32)? {
-                    0 => {
-                        return Err(ConfigError::Invalid {
-                            name: "FAIL_ALERT_THRESHOLD".into(),
-                            reason: "must be at least 1".into(),
-                        });
-                    }
-                    n => n,
-                },
+                threshold: env.at_least_one_or("FAIL_ALERT_THRESHOLD", 5u32)?,
                 window: env.duration_or("FAIL_ALERT_WINDOW_SEC", Duration::from_secs(300))?,
                 cooldown: env.duration_or("FAIL_ALERT_COOLDOWN_SEC", Duration::from_secs(3600))?,
                 flood_wait: env

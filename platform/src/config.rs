@@ -82,6 +82,23 @@ impl Env {
         Ok(self.optional(name)?.unwrap_or(default))
     }
 
+    /// Like [`Self::or`], for a count that must be at least 1 (zero is
+    /// refused with a clear error, never taken to mean "none").
+    pub fn at_least_one_or<T>(&self, name: &str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr + PartialEq + Default,
+        T::Err: Display,
+    {
+        let value = self.or(name, default)?;
+        if value == T::default() {
+            return Err(ConfigError::Invalid {
+                name: name.to_owned(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(value)
+    }
+
     /// A human-readable duration (`500ms`, `10s`, `7days`); a bare number is seconds.
     pub fn duration_or(&self, name: &str, default: Duration) -> Result<Duration, ConfigError> {
         match self.raw(name) {
@@ -256,6 +273,16 @@ mod tests {
         let env = Env::from_pairs([("OTHER", "1")]);
         let err = env.required::<u16>("PORT").unwrap_err();
         assert!(err.to_string().contains("PORT"), "{err}");
+    }
+
+    #[test]
+    fn a_count_of_zero_is_refused_and_unset_takes_the_default() {
+        let env = Env::from_pairs([("ZERO", "0"), ("TWO", "2"), ("JUNK", "-1")]);
+        let err = env.at_least_one_or("ZERO", 5u32).unwrap_err().to_string();
+        assert!(err.contains("ZERO") && err.contains("at least 1"), "{err}");
+        assert_eq!(env.at_least_one_or("TWO", 5u32).unwrap(), 2);
+        assert_eq!(env.at_least_one_or("UNSET", 5u32).unwrap(), 5);
+        assert!(env.at_least_one_or("JUNK", 5u32).is_err());
     }
 
     #[test]

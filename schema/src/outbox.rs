@@ -82,8 +82,7 @@ pub async fn enqueue_with_change<C: ConnectionTrait>(
     fields: &[(&'static str, &str)],
 ) -> Result<Option<sea_orm::QueryResult>, DbErr> {
     let (span, row) = row_values(envelope)?;
-    let n = values.len();
-    let p = |i: usize| format!("${}", n + i);
+    let [id, ty, at, aid, payload, headers, occurred] = row_placeholders(values.len());
     let completion = completion(fields);
     let sql = format!(
         "WITH {ctes},
@@ -96,13 +95,6 @@ pub async fn enqueue_with_change<C: ConnectionTrait>(
           {headers}, {occurred}, now()
    FROM change, aggregate_lock RETURNING id)
  SELECT change.* FROM change, written",
-        id = p(1),
-        ty = p(2),
-        at = p(3),
-        aid = p(4),
-        payload = p(5),
-        headers = p(6),
-        occurred = p(7),
     );
     values.extend(row);
     conn.query_one_raw(Statement::from_sql_and_values(
@@ -133,8 +125,8 @@ pub async fn enqueue_each_with_change<C: ConnectionTrait>(
     let mut aggregate_types = Vec::with_capacity(events.len());
     let mut aggregate_ids = Vec::with_capacity(events.len());
     let mut payloads = Vec::with_capacity(events.len());
-    let mut headers = Vec::with_capacity(events.len());
-    let mut occurred = Vec::with_capacity(events.len());
+    let mut carried_headers = Vec::with_capacity(events.len());
+    let mut occurred_ats = Vec::with_capacity(events.len());
     // Each event's span lasts until the write returns.
     let mut spans = Vec::with_capacity(events.len());
     for (envelope, parent) in events {
@@ -145,11 +137,10 @@ pub async fn enqueue_each_with_change<C: ConnectionTrait>(
         aggregate_types.push(envelope.aggregate_type.clone());
         aggregate_ids.push(envelope.aggregate_id.clone());
         payloads.push(payload_of(envelope)?);
-        headers.push(carried);
-        occurred.push(envelope.occurred_at);
+        carried_headers.push(carried);
+        occurred_ats.push(envelope.occurred_at);
     }
-    let n = values.len();
-    let p = |i: usize| format!("${}", n + i);
+    let [id, ty, at, aid, payload, headers, occurred] = row_placeholders(values.len());
     let completion = completion(fields);
     let sql = format!(
         "WITH {ctes},
@@ -169,13 +160,6 @@ pub async fn enqueue_each_with_change<C: ConnectionTrait>(
    ORDER BY e.n
    RETURNING id)
  SELECT change.* FROM change",
-        id = p(1),
-        ty = p(2),
-        at = p(3),
-        aid = p(4),
-        payload = p(5),
-        headers = p(6),
-        occurred = p(7),
     );
     values.extend([
         ids.into(),
@@ -183,8 +167,8 @@ pub async fn enqueue_each_with_change<C: ConnectionTrait>(
         aggregate_types.into(),
         aggregate_ids.into(),
         payloads.into(),
-        headers.into(),
-        occurred.into(),
+        carried_headers.into(),
+        occurred_ats.into(),
     ]);
     let written = conn
         .query_all_raw(Statement::from_sql_and_values(
@@ -195,6 +179,13 @@ pub async fn enqueue_each_with_change<C: ConnectionTrait>(
         .await;
     drop(spans);
     written
+}
+
+/// The parameters of an outbox row's seven values (event id, type,
+/// aggregate type and id, payload, headers, occurred at) after the
+/// caller's `n`: `$n+1` to `$n+7`.
+fn row_placeholders(n: usize) -> [String; 7] {
+    std::array::from_fn(|i| format!("${}", n + i + 1))
 }
 
 /// The JSON object of the event's data members that `fields` complete from

@@ -1115,10 +1115,9 @@ impl TgDelivery {
         } else {
             set_sent_many(tx, &sent).await?
         };
-        for (msg, ..) in &sent {
-            if let Some(i) = msgs.iter().position(|m| m.message_id == msg.message_id)
-                && written.contains(&msg.message_id)
-            {
+        // Only the replies that went are in `written`.
+        for &(i, _) in &to_send {
+            if written.contains(&msgs[i].message_id) {
                 self.metrics.count("done");
                 batched[i] = Batched::Done;
             }

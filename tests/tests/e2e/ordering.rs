@@ -118,9 +118,20 @@ fn assert_in_send_order(arrived: &HashMap<i64, Vec<String>>, chats: &[(i64, Stri
     }
 }
 
+/// A figure of `process`'s metrics (0 while it has none).
+async fn metric(env: &TestEnv, process: &Started, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let text = env.http.text(&process.metrics_url).await;
+    crate::metrics::sample(&text, name, labels).unwrap_or(0.0)
+}
+
 async fn done_by(env: &TestEnv, instance: &Started) -> f64 {
-    let text = env.http.text(&instance.metrics_url).await;
-    crate::metrics::sample(&text, "outbox_processed_total", &[("status", "done")]).unwrap_or(0.0)
+    metric(
+        env,
+        instance,
+        "outbox_processed_total",
+        &[("status", "done")],
+    )
+    .await
 }
 
 #[tokio::test]
@@ -600,13 +611,13 @@ async fn a_chats_held_replies_go_out_in_the_turn_that_sends_the_one_before_them(
 /// Deliveries `tg-delivery` handled in batches of two or more, as its
 /// metrics say.
 async fn batched_by(env: &TestEnv, instance: &Started) -> f64 {
-    let text = env.http.text(&instance.metrics_url).await;
-    crate::metrics::sample(
-        &text,
+    metric(
+        env,
+        instance,
         "consumer_batch_deliveries_sum",
         &[("queue", "tg-delivery")],
     )
-    .unwrap_or(0.0)
+    .await
 }
 
 /// Replies that pile up (two batches at a time, slow sends, a backlog after
@@ -673,13 +684,13 @@ async fn replies_that_pile_up_go_out_in_batches_once_each_and_in_order_through_a
 
 /// Backend calls of the adapter that ended in `result`, as its metrics say.
 async fn backend_calls(env: &TestEnv, adapter: &Started, result: &str) -> f64 {
-    let text = env.http.text(&adapter.metrics_url).await;
-    crate::metrics::sample(
-        &text,
+    metric(
+        env,
+        adapter,
         "tg_adapter_send_duration_seconds_count",
         &[("result", result)],
     )
-    .unwrap_or(0.0)
+    .await
 }
 
 /// In batches: a send that fails for good (a chat that blocked the account)
