@@ -920,7 +920,7 @@ pub fn env_reads(source: &str) -> BTreeSet<String> {
     let name = r#""([A-Z][A-Z0-9_]*)""#;
     let patterns = [
         format!(
-            r"\.\s*(?:required|optional|or|duration_or|secret|secret_min_len|strong_secret|optional_strong_secret|list|raw)\s*(?:::<[^>]*>)?\s*\(\s*{name}"
+            r"\.\s*(?:required|optional|or|at_least_one_or|duration_or|secret|secret_min_len|strong_secret|optional_strong_secret|list|raw)\s*(?:::<[^>]*>)?\s*\(\s*{name}"
         ),
         format!(r"\(\s*env\s*,\s*{name}"),
         format!(r"\bvar(?:_os)?\s*\(\s*{name}"),
